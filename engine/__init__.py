@@ -1,0 +1,52 @@
+"""The engine: Numba kernels (forward and backward), layers, Net and training.
+
+Functional API (checked arguments; NCHW; float32, or float64 for gradient checks; ``stride``,
+``padding`` and ``dilation`` are ints or (h, w) pairs):
+
+    conv2d_forward(x, weight, bias, stride, padding, dilation, groups)           → y
+    conv2d_backward(dy, x, weight, stride, padding, dilation, groups)            → (dx, dweight, dbias)
+    linear_forward(x, weight, bias)                                              → y
+    linear_backward(dy, x, weight)                                               → (dx, dweight, dbias)
+    max_pool2d_forward(x, kernel, stride, padding, ceil_mode)                    → y
+    max_pool2d_backward(dy, x, kernel, stride, padding, ceil_mode)               → dx
+    avg_pool2d_forward / avg_pool2d_backward                                     (same arguments)
+    global_avg_pool2d_forward(x) / global_avg_pool2d_backward(dy, x)
+    lrn_forward(x, local_size, alpha, beta, k) / lrn_backward(dy, x, local_size, alpha, beta, k)
+    relu_forward(x, negative_slope) / relu_backward(dy, x, negative_slope), relu6_*
+    batch_norm_forward(x, mean, var, gamma, beta, eps) / batch_norm_backward(...), fold_batch_norm
+    dropout_forward(x, p, rng) → (y, mask) / dropout_backward(dy, mask)
+    concat_*, eltwise_sum_*, flatten_*, softmax_forward / softmax_backward
+    softmax_cross_entropy(logits, labels)                                        → (loss (N,), dlogits)
+
+Every function takes a keyword ``name`` used in its error messages.
+"""
+
+from .activation import relu6_backward, relu6_forward, relu_backward, relu_forward
+from .conv import conv2d_backward, conv2d_forward, conv2d_geometry, conv_output_size
+from .dropout import dropout_backward, dropout_forward
+from .layers import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseSum, Flatten,
+                     GlobalAvgPool2d, Layer, Linear, MaxPool2d, ReLU, ReLU6, Softmax)
+from .linear import linear_backward, linear_forward
+from .loss import softmax_backward, softmax_cross_entropy, softmax_forward
+from .merge import (concat_backward, concat_forward, eltwise_sum_backward, eltwise_sum_forward,
+                    flatten_backward, flatten_forward)
+from .net import Net
+from .norm import (batch_norm_backward, batch_norm_forward, fold_batch_norm, lrn_backward,
+                   lrn_forward)
+from .pool import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
+                   global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
+                   pool_output_size)
+
+__all__ = [
+    "conv2d_forward", "conv2d_backward", "conv2d_geometry", "conv_output_size",
+    "linear_forward", "linear_backward",
+    "max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
+    "global_avg_pool2d_forward", "global_avg_pool2d_backward", "pool_output_size",
+    "lrn_forward", "lrn_backward", "relu_forward", "relu_backward", "relu6_forward",
+    "relu6_backward", "batch_norm_forward", "batch_norm_backward", "fold_batch_norm",
+    "dropout_forward", "dropout_backward", "concat_forward", "concat_backward",
+    "eltwise_sum_forward", "eltwise_sum_backward", "flatten_forward", "flatten_backward",
+    "softmax_forward", "softmax_backward", "softmax_cross_entropy",
+    "Net", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU",
+    "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax", "Concat", "EltwiseSum",
+]

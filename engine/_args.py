@@ -1,0 +1,71 @@
+"""Argument checks shared by the functional API and the layers.
+
+Kernels assume what these functions establish: float32 or float64 C-contiguous arrays of the
+right rank, finite values, positive sizes. Every message starts with where the problem is, e.g.
+``conv2 (Convolution): weight shape (50, 20, 5, 5) does not match input channels 16``.
+"""
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def where(name, kind):
+    """The prefix of an error message: ``conv2 (Convolution)``, or just ``conv2d_forward``."""
+    return f"{name} ({kind})" if kind and name != kind else str(name)
+
+
+def pair(value, what, at, *, minimum=0):
+    """An int or an (h, w) pair of ints → (h, w), each at least ``minimum``."""
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        h = w = int(value)
+    else:
+        try:
+            h, w = value
+        except (TypeError, ValueError):
+            raise ValueError(f"{at}: {what} must be an int or an (h, w) pair, got {value!r}") from None
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (h, w)):
+            raise ValueError(f"{at}: {what} must be integers, got {value!r}")
+        h, w = int(h), int(w)
+    if h < minimum or w < minimum:
+        raise ValueError(f"{at}: {what} must be >= {minimum}, got {value!r}")
+    return h, w
+
+
+def float_array(a, what, at, *, ndim=None, dtype=None, finite=True):
+    """Check that ``a`` is a float32/float64 array (of ``dtype`` if given) with ``ndim`` axes.
+
+    Returns it C-contiguous (copying only if needed). Raises TypeError for a wrong type or
+    dtype, ValueError for a wrong rank or non-finite values.
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{at}: {what} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{at}: {what} must be float32 or float64, got {a.dtype}")
+    if dtype is not None and a.dtype != dtype:
+        raise TypeError(f"{at}: {what} is {a.dtype} but the input is {dtype}; use one dtype")
+    if ndim is not None and a.ndim != ndim:
+        raise ValueError(f"{at}: {what} must have {ndim} axes, got shape {a.shape}")
+    if finite and not np.isfinite(a).all():
+        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
+        raise ValueError(f"{at}: {what} has {bad} non-finite value(s) (NaN or inf)")
+    return np.ascontiguousarray(a)
+
+
+def shape_is(a, expected, what, at):
+    """Raise ValueError unless ``a.shape == expected``."""
+    if tuple(a.shape) != tuple(expected):
+        raise ValueError(f"{at}: {what} shape {tuple(a.shape)} does not match expected {tuple(expected)}")
+
+
+def labels_array(labels, n, classes, at):
+    """Integer class labels of shape (n,), each in [0, classes) → int64 array."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        raise TypeError(f"{at}: labels must be integers, got {labels.dtype}")
+    if labels.shape != (n,):
+        raise ValueError(f"{at}: labels shape {labels.shape} does not match the batch ({n},)")
+    if n and (labels.min() < 0 or labels.max() >= classes):
+        raise ValueError(
+            f"{at}: labels must lie in [0, {classes}), found range [{labels.min()}, {labels.max()}]")
+    return labels.astype(np.int64, copy=False)

@@ -1,0 +1,38 @@
+"""Numba decorator flags, defined once for every kernel (see STYLE.md)."""
+
+import numpy as np
+from numba import njit
+
+# njit is nopython mode. cache=True: compiled kernels survive between processes; nogil=True: callers may thread.
+JIT = dict(cache=True, nogil=True)
+# Kernels whose outer loop is a prange over independent output slices.
+JIT_PARALLEL = dict(JIT, parallel=True)
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+@njit(**JIT)
+def chunk_bounds(t, chunks, tasks):
+    """Tasks [lo, hi) of chunk t when ``tasks`` are split evenly over ``chunks``.
+
+    Kernels run ``for t in prange(chunks)`` and give each chunk its own outputs (and buffers):
+    a fixed split also makes sums come out the same on every run with the same thread count.
+    """
+    return t * tasks // chunks, (t + 1) * tasks // chunks
+
+
+def index_dtype(*sizes):
+    """int32 when every size (an element count or the largest index) fits, else int64.
+
+    Never narrows: a size above int32's range gives int64 (scipy's ``get_index_dtype``).
+    """
+    if all(int(s) <= _INT32_MAX for s in sizes):
+        return np.dtype(np.int32)
+    return np.dtype(np.int64)
+
+
+def chunk_count(tasks, min_per_chunk=1):
+    """How many chunks to split ``tasks`` into: one per Numba thread, each ≥ ``min_per_chunk``."""
+    import numba
+
+    return max(1, min(numba.get_num_threads(), tasks // max(min_per_chunk, 1)))

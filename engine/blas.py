@@ -1,0 +1,152 @@
+"""Matrix products inside Numba kernels: SciPy's BLAS ``sgemm``/``dgemm`` on strided views.
+
+Numba's ``np.dot`` wants contiguous operands and a fresh output. Convolution needs more: write
+a product straight into a slice of the output tensor, accumulate the weight gradient over the
+batch (beta = 1), multiply by a transposed operand without copying it. So the kernels call
+BLAS's gemm themselves, through ``gemm`` below.
+
+Threads: robustcnn parallelises with Numba's ``prange`` and calls BLAS from inside those loops,
+one product per thread. A second thread pool inside BLAS would fight Numba's for the cores, so
+importing this module sets the BLAS library behind SciPy (not NumPy's) to one thread.
+The number of threads is Numba's: ``NUMBA_NUM_THREADS`` or ``numba.set_num_threads``.
+
+The BLAS functions are registered with LLVM under fixed symbol names, so kernels that call them
+are cached by Numba like any other (a raw function address would make them uncachable).
+"""
+
+import ctypes
+
+import llvmlite.binding as llvm
+import numpy as np
+import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library that Numba also uses)
+from numba import njit, types
+from numba.extending import get_cython_function_address
+
+from ._jit import JIT
+
+_INT32_MAX = np.iinfo(np.int32).max
+
+llvm.add_symbol("robustcnn_sgemm", get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
+llvm.add_symbol("robustcnn_dgemm", get_cython_function_address("scipy.linalg.cython_blas", "dgemm"))
+llvm.add_symbol("robustcnn_sgemv", get_cython_function_address("scipy.linalg.cython_blas", "sgemv"))
+llvm.add_symbol("robustcnn_dgemv", get_cython_function_address("scipy.linalg.cython_blas", "dgemv"))
+
+# void gemm(char *transa, char *transb, int *m, int *n, int *k, T *alpha, T *a, int *lda,
+#           T *b, int *ldb, T *beta, T *c, int *ldc)   -- Fortran BLAS, column-major, by pointer
+_GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))
+_sgemm = types.ExternalFunction("robustcnn_sgemm", _GEMM_SIGNATURE)
+_dgemm = types.ExternalFunction("robustcnn_dgemm", _GEMM_SIGNATURE)
+
+# void gemv(char *trans, int *m, int *n, T *alpha, T *a, int *lda, T *x, int *incx,
+#           T *beta, T *y, int *incy)
+_GEMV_SIGNATURE = types.void(*([types.voidptr] * 11))
+_sgemv = types.ExternalFunction("robustcnn_sgemv", _GEMV_SIGNATURE)
+_dgemv = types.ExternalFunction("robustcnn_dgemv", _GEMV_SIGNATURE)
+
+_NO_TRANSPOSE = ord("N")
+_TRANSPOSE = ord("T")
+
+
+def _limit_blas_threads():
+    """One BLAS thread for the library SciPy's cython_blas calls (see the module docstring)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+        return
+    import os
+
+    import scipy
+
+    scipy_dir = os.path.dirname(os.path.dirname(os.path.abspath(scipy.__file__)))
+    for lib in ThreadpoolController().lib_controllers:
+        if lib.user_api == "blas" and os.path.abspath(lib.filepath).startswith(scipy_dir) \
+                and "numpy" not in os.path.basename(os.path.dirname(lib.filepath)):
+            lib.set_num_threads(1)
+
+
+_limit_blas_threads()
+
+
+@njit(**JIT)
+def _leading_dimension(a):
+    """Row stride of a row-major 2-D view whose rows are contiguous (unit column stride)."""
+    return max(a.strides[0] // a.itemsize, max(a.shape[1], 1))
+
+
+@njit(**JIT)
+def gemm(a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=0.0):
+    """c ← alpha · op(a) · op(b) + beta · c, op(m) = mᵀ if asked; row-major 2-D views.
+
+    a, b, c: same float dtype, each row contiguous (unit column stride); row strides free.
+    The caller checks shapes and that every size and stride fits an int32.
+    """
+    # Row-major c = op(a)·op(b) is column-major cᵀ = op(b)ᵀ·op(a)ᵀ: pass b first.
+    m = c.shape[0]
+    n = c.shape[1]
+    k = a.shape[0] if transpose_a else a.shape[1]
+    if m == 0 or n == 0:
+        return
+    if k == 0:
+        if beta == 0.0:
+            c[:, :] = 0
+        else:
+            c *= beta
+        return
+    if m == 1:  # a row vector times a matrix: gemv streams the matrix once, gemm would pack it
+        _gemv_row(a, b, c, transpose_a, transpose_b, alpha, beta)
+        return
+    ints = np.empty(6, dtype=np.int32)
+    ints[0] = n
+    ints[1] = m
+    ints[2] = k
+    ints[3] = _leading_dimension(b)
+    ints[4] = _leading_dimension(a)
+    ints[5] = _leading_dimension(c)
+    flags = np.empty(2, dtype=np.uint8)
+    flags[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
+    flags[1] = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
+    scalars = np.empty(2, dtype=c.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    if c.itemsize == 4:
+        _sgemm(flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
+               ints[2:].ctypes, scalars[0:].ctypes, b.ctypes, ints[3:].ctypes, a.ctypes,
+               ints[4:].ctypes, scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
+    else:
+        _dgemm(flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
+               ints[2:].ctypes, scalars[0:].ctypes, b.ctypes, ints[3:].ctypes, a.ctypes,
+               ints[4:].ctypes, scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
+
+
+@njit(**JIT)
+def _gemv_row(a, b, c, transpose_a, transpose_b, alpha, beta):
+    # c (1, n) ← alpha · op(a) (1, k) · op(b) (k, n) + beta · c, as cᵀ = op(b)ᵀ · op(a)ᵀ.
+    # A row-major b (k, n) is a column-major (n, k) matrix: op(b)ᵀ = it ('N') or its transpose.
+    n = c.shape[1]
+    k = a.shape[0] if transpose_a else a.shape[1]
+    ints = np.empty(5, dtype=np.int32)
+    ints[0] = k if transpose_b else n  # rows of the column-major matrix
+    ints[1] = n if transpose_b else k  # its columns
+    ints[2] = _leading_dimension(b)
+    ints[3] = _leading_dimension(a) if transpose_a else 1  # stride between op(a)'s entries
+    ints[4] = 1
+    flags = np.empty(1, dtype=np.uint8)
+    flags[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
+    scalars = np.empty(2, dtype=c.dtype)
+    scalars[0] = alpha
+    scalars[1] = beta
+    if c.itemsize == 4:
+        _sgemv(flags.ctypes, ints[0:].ctypes, ints[1:].ctypes, scalars[0:].ctypes, b.ctypes,
+               ints[2:].ctypes, a.ctypes, ints[3:].ctypes, scalars[1:].ctypes, c.ctypes,
+               ints[4:].ctypes)
+    else:
+        _dgemv(flags.ctypes, ints[0:].ctypes, ints[1:].ctypes, scalars[0:].ctypes, b.ctypes,
+               ints[2:].ctypes, a.ctypes, ints[3:].ctypes, scalars[1:].ctypes, c.ctypes,
+               ints[4:].ctypes)
+
+
+def check_gemm_sizes(*sizes, at="gemm"):
+    """BLAS (LP64) takes int32 sizes; refuse rather than overflow."""
+    for s in sizes:
+        if int(s) > _INT32_MAX:
+            raise ValueError(f"{at}: a matrix dimension or stride of {s} exceeds BLAS's int32 range")

@@ -1,0 +1,511 @@
+"""2-D convolution (cross-correlation, as in Caffe and torch), forward and backward, dense weights.
+
+    y[n, o, y, x] = b[o] + Σ_{c, i, j} W[o, c, i, j] · x[n, g·Cg + c, y·sh − ph + i·dh, x·sw − pw + j·dw]
+
+where g = o // (O / groups) is the group of output channel o and Cg = C / groups.
+
+Two algorithms, chosen by the shape alone:
+- im2col + GEMM, the general case: every receptive field becomes a column of a
+  (C·kh·kw, N·OH·OW) matrix and each group is then one BLAS product with its (O/G, Cg·kh·kw) weights.
+- direct depthwise (one input channel per group, e.g. MobileNet): a GEMM with one row of nine
+  weights is all overhead, so these loops walk the image directly.
+
+The Net calls ``conv2d_forward_dense`` / ``conv2d_backward_dense`` with a checked ``ConvGeometry``;
+``conv2d_forward`` / ``conv2d_backward`` are the checked functional API.
+"""
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from ._args import float_array, pair, where
+from ._jit import JIT, JIT_PARALLEL, chunk_bounds
+from .blas import check_gemm_sizes, gemm
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+@njit(**JIT)
+def _valid_range(offset, stride, size, out_size):
+    """Outputs o in [lo, hi) whose input position o·stride + offset lies in [0, size)."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    last = size - 1 - offset
+    hi = last // stride + 1 if last >= 0 else 0
+    hi = min(hi, out_size)
+    return min(lo, hi), hi
+
+
+# Inner loops run over views with an index k that provably starts at 0: LLVM can then drop
+# Numba's negative-index wraparound and vectorise (5× on the depthwise kernels). A unit-stride
+# view keeps Numba's contiguous layout, so each helper is called with one where it can.
+
+
+@njit(**JIT)
+def _taps(row, start, count, step):
+    """The strided view row[start], row[start + step], … (count entries)."""
+    if count <= 0:
+        return row[0:0]
+    return row[start:start + (count - 1) * step + 1:step]
+
+
+@njit(**JIT)
+def _axpy(dst, alpha, src):
+    # dst += alpha · src
+    for k in range(dst.shape[0]):
+        dst[k] += alpha * src[k]
+
+
+@njit(**JIT)
+def _add(dst, src):
+    # dst += src
+    for k in range(dst.shape[0]):
+        dst[k] += src[k]
+
+
+@njit(**JIT)
+def _multiply_add(dst, a, b):
+    # dst += a ⊙ b
+    for k in range(dst.shape[0]):
+        dst[k] += a[k] * b[k]
+
+
+@njit(**JIT)
+def im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols):
+    # x: (N, C, H, W); cols: (C·kh·kw, ≥ (oy1 − oy0)·ow); output rows [oy0, oy1) of example n
+    # cols[(c·kh + i)·kw + j, (y − oy0)·ow + x] = x[n, c, y·sh − ph + i·dh, x·sw − pw + j·dw], 0 in the padding
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for r in range(C * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        y_lo, y_hi = _valid_range(i * dh - ph, sh, H, oy1)
+        x_lo, x_hi = _valid_range(j * dw - pw, sw, W, ow)
+        start = j * dw - pw
+        for oy in range(oy0, oy1):
+            col = (oy - oy0) * ow
+            if oy < y_lo or oy >= y_hi:
+                cols[r, col:col + ow] = 0
+                continue
+            iy = oy * sh - ph + i * dh
+            cols[r, col:col + x_lo] = 0
+            first = x_lo * sw + start
+            if sw == 1:
+                cols[r, col + x_lo:col + x_hi] = x[n, c, iy, first:first + x_hi - x_lo]
+            else:
+                cols[r, col + x_lo:col + x_hi] = _taps(x[n, c, iy], first, x_hi - x_lo, sw)
+            cols[r, col + x_hi:col + ow] = 0
+
+
+@njit(**JIT)
+def col2im_rows(dcols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx):
+    # dcols: (C·kh·kw, ≥ (oy1 − oy0)·ow); dx: (N, C, H, W), example n accumulated into
+    # dx[n, c, y·sh − ph + i·dh, x·sw − pw + j·dw] += dcols[(c·kh + i)·kw + j, (y − oy0)·ow + x]
+    C, H, W = dx.shape[1], dx.shape[2], dx.shape[3]
+    for r in range(C * kh * kw):
+        c = r // (kh * kw)
+        i = (r // kw) % kh
+        j = r % kw
+        y_lo, y_hi = _valid_range(i * dh - ph, sh, H, oy1)
+        x_lo, x_hi = _valid_range(j * dw - pw, sw, W, ow)
+        start = j * dw - pw
+        for oy in range(max(oy0, y_lo), y_hi):
+            iy = oy * sh - ph + i * dh
+            col = (oy - oy0) * ow
+            src = dcols[r, col + x_lo:col + x_hi]
+            first = x_lo * sw + start
+            if sw == 1:
+                _add(dx[n, c, iy, first:first + x_hi - x_lo], src)
+            else:
+                _add(_taps(dx[n, c, iy], first, x_hi - x_lo, sw), src)
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_forward_gemm(x, weight, bias, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks, y):
+    # x: (N, C, H, W); weight: (O, C/G, kh, kw); bias: (O,); y: (N, O, oh, ow), every cell written
+    # y[n, o, :] = W[o] · cols_n + b[o] per group, cols_n = im2col of example n, built one slab of
+    # ``slab_rows`` output rows at a time so that it stays in cache. The N·slabs tasks are split
+    # into ``chunks`` contiguous runs, one per thread; BLAS runs single-threaded inside each.
+    N, C, H, W = x.shape
+    O, Cg, kh, kw = weight.shape
+    oh, ow = y.shape[2], y.shape[3]
+    Og = O // groups
+    K = Cg * kh * kw
+    w2 = weight.reshape((O, K))
+    y3 = y.reshape((N, O, oh * ow))
+    slabs = (oh + slab_rows - 1) // slab_rows
+    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    for t in prange(chunks):
+        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
+        lo, hi = chunk_bounds(t, chunks, N * slabs)
+        for task in range(lo, hi):
+            n = task // slabs
+            oy0 = (task % slabs) * slab_rows
+            oy1 = min(oy0 + slab_rows, oh)
+            p0, p1 = oy0 * ow, oy1 * ow
+            if pointwise:  # a 1×1 convolution's columns are the image itself
+                src = x[n].reshape((C, H * W))[:, p0:p1]
+            else:
+                im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
+                src = cols[:, :p1 - p0]
+            for g in range(groups):
+                gemm(w2[g * Og:(g + 1) * Og], src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1])
+            for o in range(O):
+                y3[n, o, p0:p1] += bias[o]
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_backward_gemm(dy, x, weight, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                         need_input, need_weight, dx, dweight_parts):
+    # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; weight: (O, C/G, kh, kw)
+    # dx: (N, C, H, W), accumulated into (the caller zeroes it)
+    # dweight_parts: (chunks, O, C/G·kh·kw), accumulated into, one partial sum per chunk
+    # dW[o] = Σ_n dy_n[o] · cols_nᵀ;   dx_n = col2im(Wᵀ · dy_n)   (per group)
+    # Each chunk owns whole examples (so its col2im writes touch only its own dx[n]) and its own
+    # weight-gradient slice: race-free; the caller sums the partial weight gradients.
+    N, C, H, W = dx.shape
+    O, Cg, kh, kw = weight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    Og = O // groups
+    K = Cg * kh * kw
+    w2 = weight.reshape((O, K))
+    dy3 = dy.reshape((N, O, oh * ow))
+    slabs = (oh + slab_rows - 1) // slab_rows
+    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    for t in prange(chunks):
+        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+        lo, hi = chunk_bounds(t, chunks, N)
+        for n in range(lo, hi):
+            for s in range(slabs):
+                oy0 = s * slab_rows
+                oy1 = min(oy0 + slab_rows, oh)
+                p0, p1 = oy0 * ow, oy1 * ow
+                if need_weight:
+                    if pointwise:
+                        src = x[n].reshape((C, H * W))[:, p0:p1]
+                    else:
+                        im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
+                        src = cols[:, :p1 - p0]
+                    for g in range(groups):
+                        gemm(dy3[n, g * Og:(g + 1) * Og, p0:p1], src[g * K:(g + 1) * K],
+                             dweight_parts[t, g * Og:(g + 1) * Og], False, True, 1.0, 1.0)
+                if need_input:
+                    if pointwise:
+                        dst = dx[n].reshape((C, H * W))[:, p0:p1]
+                    else:
+                        dst = cols[:, :p1 - p0]
+                    for g in range(groups):
+                        gemm(w2[g * Og:(g + 1) * Og], dy3[n, g * Og:(g + 1) * Og, p0:p1],
+                             dst[g * K:(g + 1) * K], True, False, 1.0, 0.0)
+                    if not pointwise:
+                        col2im_rows(cols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
+
+
+@njit(**JIT)
+def _column_ranges(kw, sw, pw, dw, W, ow):
+    """For each kernel column j: the valid outputs [lo, hi) and the input offset j·dw − pw."""
+    ranges = np.empty((kw, 3), dtype=np.int64)
+    for j in range(kw):
+        lo, hi = _valid_range(j * dw - pw, sw, W, ow)
+        ranges[j, 0] = lo
+        ranges[j, 1] = hi
+        ranges[j, 2] = j * dw - pw
+    return ranges
+
+
+@njit(**JIT_PARALLEL)
+def depthwise_conv2d_forward(x, weight, bias, sh, sw, ph, pw, dh, dw, y):
+    # x: (N, C, H, W); weight: (O, 1, kh, kw) with O = m·C; bias: (O,); y: (N, O, oh, ow), every cell written
+    # y[n, o, y, x] = b[o] + Σ_ij W[o, 0, i, j] · x[n, o // m, y·sh − ph + i·dh, x·sw − pw + j·dw]
+    # One output row at a time, so that it stays in L1 while the kh·kw taps add into it.
+    N, C, H, W = x.shape
+    O, _, kh, kw = weight.shape
+    oh, ow = y.shape[2], y.shape[3]
+    m = O // C
+    cr = _column_ranges(kw, sw, pw, dw, W, ow)
+    for no in prange(N * O):
+        n = no // O
+        o = no % O
+        c = o // m
+        for oy in range(oh):
+            row = y[n, o, oy]
+            row[:] = bias[o]
+            for i in range(kh):
+                iy = oy * sh - ph + i * dh
+                if iy < 0 or iy >= H:
+                    continue
+                src = x[n, c, iy]
+                for j in range(kw):
+                    w = weight[o, 0, i, j]
+                    lo, count = cr[j, 0], cr[j, 1] - cr[j, 0]
+                    first = lo * sw + cr[j, 2]
+                    if sw == 1:
+                        _axpy(row[lo:lo + count], w, src[first:first + count])
+                    else:
+                        _axpy(row[lo:lo + count], w, _taps(src, first, count, sw))
+
+
+@njit(**JIT_PARALLEL)
+def depthwise_conv2d_backward_input(dy, weight, sh, sw, ph, pw, dh, dw, dx):
+    # dy: (N, O, oh, ow); weight: (O, 1, kh, kw) with O = m·C; dx: (N, C, H, W), accumulated into
+    # dx[n, c, y·sh − ph + i·dh, x·sw − pw + j·dw] += Σ_{o of c} W[o, 0, i, j] · dy[n, o, y, x]
+    N, C, H, W = dx.shape
+    O, _, kh, kw = weight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    m = O // C
+    cr = _column_ranges(kw, sw, pw, dw, W, ow)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for o in range(c * m, (c + 1) * m):
+            for oy in range(oh):
+                g = dy[n, o, oy]
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= H:
+                        continue
+                    dst = dx[n, c, iy]
+                    for j in range(kw):
+                        w = weight[o, 0, i, j]
+                        lo, count = cr[j, 0], cr[j, 1] - cr[j, 0]
+                        first = lo * sw + cr[j, 2]
+                        if sw == 1:
+                            _axpy(dst[first:first + count], w, g[lo:lo + count])
+                        else:
+                            _axpy(_taps(dst, first, count, sw), w, g[lo:lo + count])
+
+
+@njit(**JIT_PARALLEL)
+def depthwise_conv2d_backward_weight(dy, x, sh, sw, ph, pw, dh, dw, dweight):
+    # dy: (N, O, oh, ow); x: (N, C, H, W); dweight: (O, 1, kh, kw), accumulated into
+    # dW[o, 0, i, j] += Σ_{n, y, x} dy[n, o, y, x] · x[n, o // m, y·sh − ph + i·dh, x·sw − pw + j·dw]
+    # One output channel per iteration (race-free). Sums run in per-column lanes, summed at the
+    # end: a scalar float accumulator would not vectorise without fastmath's reassociation.
+    N, C, H, W = x.shape
+    O, _, kh, kw = dweight.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    m = O // C
+    cr = _column_ranges(kw, sw, pw, dw, W, ow)
+    for o in prange(O):
+        c = o // m
+        lanes = np.zeros((kh, kw, ow), dtype=dweight.dtype)
+        for n in range(N):
+            for oy in range(oh):
+                g = dy[n, o, oy]
+                for i in range(kh):
+                    iy = oy * sh - ph + i * dh
+                    if iy < 0 or iy >= H:
+                        continue
+                    src = x[n, c, iy]
+                    for j in range(kw):
+                        lo, count = cr[j, 0], cr[j, 1] - cr[j, 0]
+                        first = lo * sw + cr[j, 2]
+                        if sw == 1:
+                            _multiply_add(lanes[i, j, lo:lo + count], g[lo:lo + count],
+                                          src[first:first + count])
+                        else:
+                            _multiply_add(lanes[i, j, lo:lo + count], g[lo:lo + count],
+                                          _taps(src, first, count, sw))
+        for i in range(kh):
+            for j in range(kw):
+                dweight[o, 0, i, j] += lanes[i, j].sum()
+
+
+# ---------------------------------------------------------------------------------------------
+# Geometry: every size the kernels need, checked once
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Shapes of one convolution; ``in_shape`` and ``out_shape`` are per example, (C, H, W)."""
+
+    channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    out_height: int
+    out_width: int
+
+    @property
+    def in_shape(self):
+        return (self.channels, self.height, self.width)
+
+    @property
+    def out_shape(self):
+        return (self.out_channels, self.out_height, self.out_width)
+
+    @property
+    def weight_shape(self):
+        return (self.out_channels, self.channels // self.groups) + self.kernel
+
+    @property
+    def depthwise(self):
+        """One input channel per group: the direct kernels beat a GEMM with a 1-row operand."""
+        return self.groups == self.channels and self.groups > 1
+
+    def flops(self, batch):
+        """Multiply-adds × 2 of the forward pass."""
+        kh, kw = self.kernel
+        per_output = 2 * (self.channels // self.groups) * kh * kw
+        return batch * self.out_channels * self.out_height * self.out_width * per_output
+
+    def kernel_args(self):
+        """(sh, sw, ph, pw, dh, dw) in the kernels' argument order."""
+        return self.stride + self.padding + self.dilation
+
+
+def conv_output_size(size, kernel, stride, padding, dilation):
+    """⌊(size + 2·padding − dilation·(kernel − 1) − 1) / stride⌋ + 1 (Caffe and torch agree)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv2d_geometry(in_shape, weight_shape, stride=1, padding=0, dilation=1, groups=1, *,
+                    at="conv2d"):
+    """Check a convolution's arguments against an input (C, H, W) and a weight shape."""
+    stride = pair(stride, "stride", at, minimum=1)
+    padding = pair(padding, "padding", at, minimum=0)
+    dilation = pair(dilation, "dilation", at, minimum=1)
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise ValueError(f"{at}: groups must be a positive integer, got {groups!r}")
+    groups = int(groups)
+    if len(in_shape) != 3:
+        raise ValueError(f"{at}: input must be (N, C, H, W), got per-example shape {tuple(in_shape)}")
+    if len(weight_shape) != 4:
+        raise ValueError(f"{at}: weight must be (O, C/groups, kh, kw), got shape {tuple(weight_shape)}")
+    C, H, W = (int(s) for s in in_shape)
+    O, Cg, kh, kw = (int(s) for s in weight_shape)
+    if min(O, Cg, kh, kw) < 1:
+        raise ValueError(f"{at}: weight shape {tuple(weight_shape)} has an empty axis")
+    if C % groups or O % groups:
+        raise ValueError(
+            f"{at}: groups={groups} must divide both input channels {C} and output channels {O}")
+    if Cg != C // groups:
+        raise ValueError(
+            f"{at}: weight shape {tuple(weight_shape)} does not match input channels {C} "
+            f"(expected {C // groups} per group with groups={groups})")
+    oh = conv_output_size(H, kh, stride[0], padding[0], dilation[0])
+    ow = conv_output_size(W, kw, stride[1], padding[1], dilation[1])
+    if oh < 1 or ow < 1:
+        raise ValueError(
+            f"{at}: kernel {kh}x{kw} (dilation {dilation}) does not fit the input {H}x{W} "
+            f"padded by {padding}")
+    check_gemm_sizes(C * kh * kw, oh * ow, H * W, O, at=at)
+    return ConvGeometry(C, H, W, O, (kh, kw), stride, padding, dilation, groups, oh, ow)
+
+
+# ---------------------------------------------------------------------------------------------
+# Dense-weight convolution on checked arguments (what the Net calls)
+
+
+# Bytes of im2col columns a thread builds at a time: a slab stays in its core's L2 cache while
+# the GEMM reads it. Measured in bench.py; 2 MiB suits the 2 MiB L2 of the machines we run on.
+SLAB_BYTES = 2 << 20
+
+
+def _slab_rows(geom, itemsize):
+    kh, kw = geom.kernel
+    row_bytes = geom.channels * kh * kw * geom.out_width * itemsize
+    return max(1, min(geom.out_height, SLAB_BYTES // max(row_bytes, 1)))
+
+
+def conv2d_forward_dense(x, weight, bias, geom):
+    """y = conv(x, W) + b for arguments already checked against ``geom``; ``bias`` may be None."""
+    N = x.shape[0]
+    if bias is None:
+        bias = np.zeros(geom.out_channels, dtype=x.dtype)
+    y = np.empty((N,) + geom.out_shape, dtype=x.dtype)
+    if N == 0:
+        return y
+    if geom.depthwise:
+        depthwise_conv2d_forward(x, weight, bias, *geom.kernel_args(), y)
+        return y
+    rows = _slab_rows(geom, x.itemsize)
+    tasks = N * -(-geom.out_height // rows)
+    conv2d_forward_gemm(x, weight, bias, *geom.kernel_args(), geom.groups, rows,
+                        min(numba.get_num_threads(), tasks), y)
+    return y
+
+
+def conv2d_backward_dense(dy, x, weight, geom, *, need_input=True, need_weight=True):
+    """Gradients of a convolution for checked arguments → (dx, dweight, dbias).
+
+        dx    = col2im(Wᵀ · dy)           (per group and example)
+        dW    = Σ_n dy_n · cols_nᵀ         (per group)
+        db[o] = Σ_{n, y, x} dy[n, o, y, x]
+
+    Entries not asked for are None; ``x`` may be None when only dx is wanted.
+    """
+    N = dy.shape[0]
+    dx = np.zeros((N,) + geom.in_shape, dtype=dy.dtype) if need_input else None
+    dweight = np.zeros(geom.weight_shape, dtype=dy.dtype) if need_weight else None
+    dbias = dy.sum(axis=(0, 2, 3)) if need_weight else None
+    if N == 0 or not (need_input or need_weight):
+        return dx, dweight, dbias
+    args = geom.kernel_args()
+    if geom.depthwise:
+        if need_input:
+            depthwise_conv2d_backward_input(dy, weight, *args, dx)
+        if need_weight:
+            depthwise_conv2d_backward_weight(dy, x, *args, dweight)
+        return dx, dweight, dbias
+    chunks = min(numba.get_num_threads(), N)
+    parts = np.zeros((chunks if need_weight else 0, geom.out_channels, dweight[0].size
+                      if need_weight else 0), dtype=dy.dtype)
+    conv2d_backward_gemm(dy, x if need_weight else np.empty((0,) * 4, dtype=dy.dtype), weight,
+                         *args, geom.groups, _slab_rows(geom, dy.itemsize), chunks,
+                         need_input, need_weight,
+                         dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype),
+                         parts)
+    if need_weight:
+        dweight[...] = parts.sum(axis=0).reshape(geom.weight_shape)
+    return dx, dweight, dbias
+
+
+# ---------------------------------------------------------------------------------------------
+# Functional API: checked arguments, then the kernels
+
+
+def _check(x, weight, bias, stride, padding, dilation, groups, at):
+    x = float_array(x, "input", at, ndim=4)
+    weight = float_array(weight, "weight", at, ndim=4, dtype=x.dtype)
+    geom = conv2d_geometry(x.shape[1:], weight.shape, stride, padding, dilation, groups, at=at)
+    if bias is not None:
+        bias = float_array(bias, "bias", at, ndim=1, dtype=x.dtype)
+        if bias.shape[0] != geom.out_channels:
+            raise ValueError(
+                f"{at}: bias shape {bias.shape} does not match output channels {geom.out_channels}")
+    return x, weight, bias, geom
+
+
+def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
+                   name="conv2d_forward"):
+    """2-D convolution (cross-correlation) of ``x`` (N, C, H, W) with ``weight`` (O, C/groups, kh, kw).
+
+    ``bias`` is (O,) or None; ``stride``, ``padding`` and ``dilation`` are ints or (h, w) pairs;
+    ``groups`` splits the channels (groups == C with one weight channel is depthwise).
+    Returns y (N, O, OH, OW) in the input's dtype (float32 or float64). Raises ValueError or
+    TypeError naming ``name`` for bad shapes, dtypes or non-finite values.
+    """
+    x, weight, bias, geom = _check(x, weight, bias, stride, padding, dilation, groups,
+                                   where(name, "Convolution"))
+    return conv2d_forward_dense(x, weight, bias, geom)
+
+
+def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
+                    name="conv2d_backward"):
+    """Gradients of ``conv2d_forward`` → (dx, dweight, dbias) given the output gradient ``dy``."""
+    at = where(name, "Convolution")
+    x, weight, _, geom = _check(x, weight, None, stride, padding, dilation, groups, at)
+    dy = float_array(dy, "output gradient", at, ndim=4, dtype=x.dtype)
+    expected = (x.shape[0],) + geom.out_shape
+    if dy.shape != expected:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the output {expected}")
+    return conv2d_backward_dense(dy, x, weight, geom)

@@ -1,0 +1,586 @@
+"""Layers: the kernels with their parameters, shapes and saved state, as the Net runs them.
+
+A layer is built from a small spec (its constructor arguments, which ``config()`` returns as
+JSON-able data), learns its input shapes in ``setup`` (where shapes are checked and parameters
+allocated), and then runs ``forward``/``backward`` on lists of arrays, because Concat and
+Eltwise take several inputs. Shapes here are per example, without the batch axis.
+
+``forward(xs, ctx)`` saves what ``backward`` needs only when ``ctx.keep`` is set, and
+``backward(dys, ctx)`` computes parameter gradients only when ``ctx.param_grads`` is set and the
+input gradient only when ``ctx.input_grad`` is set: attacks need dL/dx and nothing else.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import activation, conv, linear, loss, merge, norm, pool
+from ._args import pair
+from .dropout import check_ratio, dropout_mask
+
+
+@dataclass
+class Context:
+    """What one forward/backward pass needs: mode and which gradients to compute."""
+
+    train: bool = False  # dropout active
+    keep: bool = False  # save what backward needs
+    param_grads: bool = False  # backward fills layer.grads
+    input_grad: bool = True  # backward returns the input gradient
+    rng: np.random.Generator = None  # dropout masks
+
+
+class Layer:
+    """Base class: a named node with bottoms (input blobs) and tops (output blobs)."""
+
+    type = "Layer"
+    n_inputs = 1  # None: any number ≥ 1
+
+    def __init__(self, name, *, bottom=None, top=None):
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a layer name must be a non-empty string, got {name!r}")
+        self.name = name
+        self.bottom = [bottom] if isinstance(bottom, str) else (list(bottom) if bottom else None)
+        self.top = [top] if isinstance(top, str) else (list(top) if top else None)
+        self.params = {}  # trainable arrays by name
+        self.buffers = {}  # non-trainable arrays (running statistics)
+        self.grads = {}
+        self.in_shapes = self.out_shapes = None
+        self._saved = None
+
+    @property
+    def at(self):
+        """Where, for error messages: ``conv2 (Convolution)``."""
+        return f"{self.name} ({self.type})"
+
+    def config(self):
+        """The constructor arguments, JSON-able; ``type`` names the class."""
+        cfg = {"class": type(self).__name__, "type": self.type, "name": self.name}
+        if self.bottom is not None:
+            cfg["bottom"] = list(self.bottom)
+        if self.top is not None:
+            cfg["top"] = list(self.top)
+        cfg.update(self._config())
+        return cfg
+
+    def _config(self):
+        return {}
+
+    def setup(self, in_shapes, dtype):
+        """Check the input shapes, allocate parameters, return the output shapes."""
+        if self.n_inputs is not None and len(in_shapes) != self.n_inputs:
+            raise ValueError(f"{self.at}: takes {self.n_inputs} input(s), got {len(in_shapes)}")
+        self.in_shapes = [tuple(s) for s in in_shapes]
+        self.out_shapes = [tuple(s) for s in self._setup(self.in_shapes, np.dtype(dtype))]
+        return self.out_shapes
+
+    def _setup(self, in_shapes, dtype):
+        return in_shapes
+
+    def init_params(self, rng):
+        """Draw initial parameter values (Caffe's fillers)."""
+
+    def forward(self, xs, ctx):
+        raise NotImplementedError
+
+    def backward(self, dys, ctx):
+        raise NotImplementedError
+
+    def release(self):
+        """Drop what the last forward saved."""
+        self._saved = None
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._config().items())
+        return f"{type(self).__name__}({self.name!r}{', ' if args else ''}{args})"
+
+
+def _fill(shape, how, fan_in, fan_out, rng, dtype):
+    """Caffe's fillers: xavier = U(±√(3/fan_in)); msra = N(0, 2/fan_in); gaussian:σ; constant:v."""
+    if how == "xavier":
+        bound = np.sqrt(3.0 / fan_in)
+        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+    if how == "msra":
+        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+    if how == "glorot":  # Keras' default: U(±√(6/(fan_in + fan_out)))
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+    kind, _, value = str(how).partition(":")
+    if kind == "gaussian" and value:
+        return (rng.standard_normal(shape) * float(value)).astype(dtype)
+    if kind == "constant":
+        return np.full(shape, float(value or 0.0), dtype=dtype)
+    raise ValueError(f"unknown initialiser {how!r}: use xavier, msra, glorot, gaussian:STD or constant:VALUE")
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers with weights
+
+
+class Conv2d(Layer):
+    type = "Convolution"
+
+    def __init__(self, name, out_channels, kernel, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, weight_init="xavier", **kw):
+        super().__init__(name, **kw)
+        self.out_channels = int(out_channels)
+        self.kernel = pair(kernel, "kernel", self.at, minimum=1)
+        self.stride = pair(stride, "stride", self.at, minimum=1)
+        self.padding = pair(padding, "padding", self.at)
+        self.dilation = pair(dilation, "dilation", self.at, minimum=1)
+        self.groups = int(groups)
+        self.bias = bool(bias)
+        self.weight_init = weight_init
+        self.geom = None
+
+    def _config(self):
+        return dict(out_channels=self.out_channels, kernel=list(self.kernel),
+                    stride=list(self.stride), padding=list(self.padding),
+                    dilation=list(self.dilation), groups=self.groups, bias=self.bias,
+                    weight_init=self.weight_init)
+
+    def _setup(self, in_shapes, dtype):
+        weight_shape = (self.out_channels, in_shapes[0][0] // max(self.groups, 1)) + self.kernel
+        if in_shapes[0][0] % max(self.groups, 1):
+            raise ValueError(f"{self.at}: groups={self.groups} does not divide the {in_shapes[0][0]} "
+                             f"input channels")
+        self.geom = conv.conv2d_geometry(in_shapes[0], weight_shape, self.stride, self.padding,
+                                         self.dilation, self.groups, at=self.at)
+        self.params["weight"] = np.zeros(weight_shape, dtype=dtype)
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
+        return [self.geom.out_shape]
+
+    def init_params(self, rng):
+        w = self.params["weight"]
+        fan_in = w[0].size
+        fan_out = w.shape[0] * w[0, 0].size // self.groups
+        w[...] = _fill(w.shape, self.weight_init, fan_in, fan_out, rng, w.dtype)
+        if self.bias:
+            self.params["bias"][...] = 0
+
+    def forward(self, xs, ctx):
+        x = xs[0]
+        if ctx.keep:
+            self._saved = x
+        return [conv.conv2d_forward_dense(x, self.params["weight"], self.params.get("bias"),
+                                          self.geom)]
+
+    def backward(self, dys, ctx):
+        dx, dw, db = conv.conv2d_backward_dense(dys[0], self._saved, self.params["weight"],
+                                                self.geom, need_input=ctx.input_grad,
+                                                need_weight=ctx.param_grads)
+        if ctx.param_grads:
+            self.grads["weight"] = dw
+            if self.bias:
+                self.grads["bias"] = db
+        return [dx]
+
+
+class Linear(Layer):
+    """Caffe's InnerProduct: flattens (N, C, H, W) inputs to (N, C·H·W) first."""
+
+    type = "InnerProduct"
+
+    def __init__(self, name, out_features, bias=True, weight_init="xavier", **kw):
+        super().__init__(name, **kw)
+        self.out_features = int(out_features)
+        self.bias = bool(bias)
+        self.weight_init = weight_init
+
+    def _config(self):
+        return dict(out_features=self.out_features, bias=self.bias, weight_init=self.weight_init)
+
+    def _setup(self, in_shapes, dtype):
+        if self.out_features < 1:
+            raise ValueError(f"{self.at}: out_features must be >= 1, got {self.out_features}")
+        in_features = int(np.prod(in_shapes[0]))
+        self.params["weight"] = np.zeros((self.out_features, in_features), dtype=dtype)
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_features, dtype=dtype)
+        return [(self.out_features,)]
+
+    def init_params(self, rng):
+        w = self.params["weight"]
+        w[...] = _fill(w.shape, self.weight_init, w.shape[1], w.shape[0], rng, w.dtype)
+        if self.bias:
+            self.params["bias"][...] = 0
+
+    def forward(self, xs, ctx):
+        x = merge.flatten_forward(xs[0])
+        if ctx.keep:
+            self._saved = x
+        return [linear.linear_forward_dense(x, self.params["weight"], self.params.get("bias"))]
+
+    def backward(self, dys, ctx):
+        dx, dw, db = linear.linear_backward_dense(dys[0], self._saved, self.params["weight"],
+                                                  need_input=ctx.input_grad,
+                                                  need_weight=ctx.param_grads)
+        if ctx.param_grads:
+            self.grads["weight"] = dw
+            if self.bias:
+                self.grads["bias"] = db
+        return [None if dx is None else dx.reshape((dx.shape[0],) + self.in_shapes[0])]
+
+
+class BatchNorm(Layer):
+    """Inference batch norm (running mean/var buffers) with an optional affine (Caffe's Scale).
+
+    It always normalises with the running statistics, in train mode too (frozen batch norm);
+    gamma and beta are trainable.
+    """
+
+    type = "BatchNorm"
+
+    def __init__(self, name, eps=1e-5, affine=True, **kw):
+        super().__init__(name, **kw)
+        self.eps = float(eps)
+        self.affine = bool(affine)
+
+    def _config(self):
+        return dict(eps=self.eps, affine=self.affine)
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) not in (1, 3):
+            raise ValueError(f"{self.at}: input must be (C,) or (C, H, W) per example, got {in_shapes[0]}")
+        C = in_shapes[0][0]
+        self.buffers["mean"] = np.zeros(C, dtype=dtype)
+        self.buffers["var"] = np.ones(C, dtype=dtype)
+        if self.affine:
+            self.params["gamma"] = np.ones(C, dtype=dtype)
+            self.params["beta"] = np.zeros(C, dtype=dtype)
+        return in_shapes
+
+    def _coefficients(self):
+        return norm.batch_norm_coefficients(self.buffers["mean"], self.buffers["var"],
+                                            self.params.get("gamma"), self.params.get("beta"),
+                                            self.eps)
+
+    def forward(self, xs, ctx):
+        x = xs[0]
+        if ctx.keep:
+            self._saved = x
+        a, b = self._coefficients()
+        y = np.empty_like(x)
+        flat = (x.shape[0], x.shape[1], -1)
+        norm.channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
+        return [y]
+
+    def backward(self, dys, ctx):
+        dy = dys[0]
+        flat = (dy.shape[0], dy.shape[1], -1)
+        dx = None
+        if ctx.input_grad:
+            a, _ = self._coefficients()
+            dx = np.empty_like(dy)
+            norm.channel_affine_nchw(dy.reshape(flat), a, np.zeros_like(a), dx.reshape(flat))
+        if ctx.param_grads and self.affine:
+            inv_std = (1.0 / np.sqrt(self.buffers["var"] + self.eps)).astype(dy.dtype)
+            xhat = (self._saved.reshape(flat) - self.buffers["mean"][:, None]) * inv_std[:, None]
+            self.grads["gamma"] = (dy.reshape(flat) * xhat).sum(axis=(0, 2))
+            self.grads["beta"] = dy.reshape(flat).sum(axis=(0, 2))
+        return [dx]
+
+
+# ---------------------------------------------------------------------------------------------
+# Layers without weights
+
+
+class _Pool(Layer):
+    type = "Pooling"
+
+    def __init__(self, name, kernel, stride=None, padding=0, ceil_mode=True, **kw):
+        super().__init__(name, **kw)
+        self.kernel = pair(kernel, "kernel", self.at, minimum=1)
+        self.stride = self.kernel if stride is None else pair(stride, "stride", self.at, minimum=1)
+        self.padding = pair(padding, "padding", self.at)
+        self.ceil_mode = bool(ceil_mode)
+
+    def _config(self):
+        return dict(kernel=list(self.kernel), stride=list(self.stride),
+                    padding=list(self.padding), ceil_mode=self.ceil_mode)
+
+    def _setup(self, in_shapes, dtype):
+        _, _, _, out = pool.pool2d_geometry(in_shapes[0], self.kernel, self.stride, self.padding,
+                                            self.ceil_mode, at=self.at)
+        return [out]
+
+    def _args(self):
+        return self.kernel + self.stride + self.padding
+
+
+class MaxPool2d(_Pool):
+    def forward(self, xs, ctx):
+        x = xs[0]
+        out = (x.shape[0],) + self.out_shapes[0]
+        y = np.empty(out, dtype=x.dtype)
+        argmax = np.empty(out, dtype=np.int64)
+        pool.max_pool2d_forward_nchw(x, *self._args(), y, argmax)
+        if ctx.keep:
+            self._saved = argmax
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.zeros((dys[0].shape[0],) + self.in_shapes[0], dtype=dys[0].dtype)
+        pool.max_pool2d_backward_nchw(dys[0], self._saved, dx)
+        return [dx]
+
+
+class AvgPool2d(_Pool):
+    def forward(self, xs, ctx):
+        x = xs[0]
+        y = np.empty((x.shape[0],) + self.out_shapes[0], dtype=x.dtype)
+        pool.avg_pool2d_forward_nchw(x, *self._args(), y)
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.zeros((dys[0].shape[0],) + self.in_shapes[0], dtype=dys[0].dtype)
+        pool.avg_pool2d_backward_nchw(dys[0], *self._args(), dx)
+        return [dx]
+
+
+class GlobalAvgPool2d(Layer):
+    type = "Pooling"
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) != 3:
+            raise ValueError(f"{self.at}: input must be (C, H, W) per example, got {in_shapes[0]}")
+        return [(in_shapes[0][0], 1, 1)]
+
+    def forward(self, xs, ctx):
+        return [xs[0].mean(axis=(2, 3), keepdims=True)]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        C, H, W = self.in_shapes[0]
+        dy = dys[0] / (H * W)
+        return [np.ascontiguousarray(np.broadcast_to(dy, (dy.shape[0], C, H, W)))]
+
+
+class ReLU(Layer):
+    type = "ReLU"
+
+    def __init__(self, name, negative_slope=0.0, **kw):
+        super().__init__(name, **kw)
+        self.negative_slope = float(negative_slope)
+        if not (np.isfinite(self.negative_slope) and self.negative_slope >= 0):
+            raise ValueError(f"{self.at}: negative_slope must be finite and >= 0, got {negative_slope!r}")
+
+    def _config(self):
+        return dict(negative_slope=self.negative_slope)
+
+    def forward(self, xs, ctx):
+        y = np.empty_like(xs[0])
+        activation.relu_forward_flat(xs[0].reshape(-1), self.negative_slope, y.reshape(-1))
+        if ctx.keep:
+            self._saved = y
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty_like(dys[0])
+        activation.relu_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
+                                      self.negative_slope, dx.reshape(-1))
+        return [dx]
+
+
+class ReLU6(Layer):
+    type = "ReLU6"
+
+    def forward(self, xs, ctx):
+        y = np.empty_like(xs[0])
+        activation.relu6_forward_flat(xs[0].reshape(-1), y.reshape(-1))
+        if ctx.keep:
+            self._saved = y
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty_like(dys[0])
+        activation.relu6_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), dx.reshape(-1))
+        return [dx]
+
+
+class LRN(Layer):
+    type = "LRN"
+
+    def __init__(self, name, local_size=5, alpha=1e-4, beta=0.75, k=1.0, **kw):
+        super().__init__(name, **kw)
+        self.local_size, self.alpha, self.beta, self.k = norm.lrn_check(local_size, alpha, beta,
+                                                                         k, self.at)
+
+    def _config(self):
+        return dict(local_size=self.local_size, alpha=self.alpha, beta=self.beta, k=self.k)
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) != 3:
+            raise ValueError(f"{self.at}: input must be (C, H, W) per example, got {in_shapes[0]}")
+        return in_shapes
+
+    def forward(self, xs, ctx):
+        y, scale = norm.lrn_forward_dense(xs[0], self.local_size, self.alpha, self.beta, self.k)
+        if ctx.keep:
+            self._saved = (xs[0], y, scale)
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        x, y, scale = self._saved
+        return [norm.lrn_backward_dense(dys[0], x, y, scale, self.local_size, self.alpha, self.beta)]
+
+
+class Dropout(Layer):
+    type = "Dropout"
+
+    def __init__(self, name, p=0.5, **kw):
+        super().__init__(name, **kw)
+        self.p = check_ratio(p, self.at)
+
+    def _config(self):
+        return dict(p=self.p)
+
+    def forward(self, xs, ctx):
+        if not ctx.train or self.p == 0:
+            if ctx.keep:
+                self._saved = None
+            return [xs[0]]
+        mask = dropout_mask(xs[0].shape, self.p, ctx.rng, xs[0].dtype)
+        if ctx.keep:
+            self._saved = mask
+        return [xs[0] * mask]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        return [dys[0] if self._saved is None else dys[0] * self._saved]
+
+
+class Flatten(Layer):
+    type = "Flatten"
+
+    def _setup(self, in_shapes, dtype):
+        return [(int(np.prod(in_shapes[0])),)]
+
+    def forward(self, xs, ctx):
+        return [merge.flatten_forward(xs[0])]
+
+    def backward(self, dys, ctx):
+        return [None if not ctx.input_grad else dys[0].reshape((dys[0].shape[0],) + self.in_shapes[0])]
+
+
+class Softmax(Layer):
+    """Probabilities over axis 1; deploy nets end with it, attacks want the logits before it."""
+
+    type = "Softmax"
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) != 1:
+            raise ValueError(f"{self.at}: input must be (K,) per example, got {in_shapes[0]}")
+        return in_shapes
+
+    def forward(self, xs, ctx):
+        p = np.empty_like(xs[0])
+        loss.softmax_rows(xs[0], p)
+        if ctx.keep:
+            self._saved = p
+        return [p]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        p = self._saved
+        return [p * (dys[0] - (dys[0] * p).sum(axis=1, keepdims=True))]
+
+
+class Concat(Layer):
+    type = "Concat"
+    n_inputs = None
+
+    def __init__(self, name, axis=1, **kw):
+        super().__init__(name, **kw)
+        self.axis = int(axis)
+        if self.axis < 1:
+            raise ValueError(f"{self.at}: axis must be >= 1 (axis 0 is the batch), got {axis}")
+
+    def _config(self):
+        return dict(axis=self.axis)
+
+    def _setup(self, in_shapes, dtype):
+        a = self.axis - 1
+        first = in_shapes[0]
+        for i, s in enumerate(in_shapes):
+            if len(s) != len(first) or a >= len(s) or \
+                    any(p != q for d, (p, q) in enumerate(zip(s, first)) if d != a):
+                raise ValueError(f"{self.at}: input {i} shape {s} does not match input 0 shape "
+                                 f"{first} outside axis {self.axis}")
+        out = list(first)
+        out[a] = sum(s[a] for s in in_shapes)
+        return [tuple(out)]
+
+    def forward(self, xs, ctx):
+        return [np.concatenate(xs, axis=self.axis)]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None] * len(self.in_shapes)
+        return merge.concat_backward(dys[0], [s[self.axis - 1] for s in self.in_shapes], self.axis)
+
+
+class EltwiseSum(Layer):
+    type = "Eltwise"
+    n_inputs = None
+
+    def __init__(self, name, coeffs=None, **kw):
+        super().__init__(name, **kw)
+        self.coeffs = None if coeffs is None else [float(c) for c in coeffs]
+
+    def _config(self):
+        return dict(coeffs=self.coeffs)
+
+    def _setup(self, in_shapes, dtype):
+        for i, s in enumerate(in_shapes):
+            if s != in_shapes[0]:
+                raise ValueError(f"{self.at}: input {i} shape {s} does not match input 0 shape {in_shapes[0]}")
+        if self.coeffs is not None and len(self.coeffs) != len(in_shapes):
+            raise ValueError(f"{self.at}: {len(self.coeffs)} coefficients for {len(in_shapes)} inputs")
+        return [in_shapes[0]]
+
+    def _coeffs(self):
+        return self.coeffs or [1.0] * len(self.in_shapes)
+
+    def forward(self, xs, ctx):
+        c = self._coeffs()
+        y = xs[0] * xs[0].dtype.type(c[0])
+        for ci, x in zip(c[1:], xs[1:]):
+            y += x.dtype.type(ci) * x
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None] * len(self.in_shapes)
+        return merge.eltwise_sum_backward(dys[0], self._coeffs())
+
+
+# Every layer class by its spec name, to rebuild a Net from JSON without evaluating anything.
+LAYER_CLASSES = {cls.__name__: cls for cls in (
+    Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, LRN, Dropout,
+    Flatten, Softmax, Concat, EltwiseSum)}
+
+
+def layer_from_config(cfg):
+    """Build a layer from ``config()`` output (with ``class`` naming the Python class)."""
+    cfg = dict(cfg)
+    cls_name = cfg.pop("class", None)
+    cfg.pop("type", None)
+    if cls_name not in LAYER_CLASSES:
+        raise ValueError(f"unknown layer class {cls_name!r} in spec; known: {sorted(LAYER_CLASSES)}")
+    name = cfg.pop("name")
+    return LAYER_CLASSES[cls_name](name, **cfg)

@@ -1,0 +1,393 @@
+"""Net: a DAG of named layers over named blobs, as in Caffe, with forward and backward passes.
+
+Each layer names its input blobs (``bottom``, default: the previous layer's first output) and its
+output blobs (``top``, default: the layer's name). A layer may write the blob it reads (Caffe's
+in-place ReLU/Dropout): internally every write makes a new version of the blob, so the backward
+pass still sees each value it needs.
+
+    net = Net([Conv2d("conv1", 20, kernel=5), MaxPool2d("pool1", 2, 2), ...], input_shape=(1, 28, 28))
+    logits = net.forward(x)                           # eval mode unless net.train() was called
+    loss, dx = net.loss_and_input_grad(x, labels)     # what attacks call: no weight gradients
+    loss, logits = net.loss_and_grad(x, labels)       # what training calls: fills net.grads
+"""
+
+import json
+from collections import defaultdict
+
+import numpy as np
+
+from ._args import FLOAT_DTYPES, labels_array
+from .layers import Context, Layer, Softmax, layer_from_config
+from .loss import softmax_cross_entropy_rows
+
+SPEC_FORMAT = "robustcnn-net"
+SPEC_VERSION = 1
+
+
+class Net:
+    """A network of layers; see the module docstring.
+
+    Parameters
+    ----------
+    layers : list of Layer, in an order where every layer comes after the layers feeding it.
+    input_shape : per-example input shape, e.g. (1, 28, 28).
+    input_name : name of the input blob.
+    output : name of the output blob (default: the last layer's first top). If the layer that
+        writes it is a Softmax, the loss functions use the Softmax's input as the logits.
+    dtype : float32 (default) or float64 (for gradient checks).
+    seed : seeds the parameter initialisation and the dropout masks.
+    """
+
+    def __init__(self, layers, input_shape, *, input_name="data", output=None,
+                 dtype=np.float32, seed=0, name="net"):
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{name}: dtype must be float32 or float64, got {self.dtype}")
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_name = input_name
+        self.layers = list(layers)
+        self.training = False
+        self._rng = np.random.default_rng(seed)
+        self._seed = seed
+        self._build(output)
+        init_rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.init_params(init_rng)
+
+    # -----------------------------------------------------------------------------------------
+    # Building
+
+    def _build(self, output):
+        seen = set()
+        for layer in self.layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"{self.name}: {layer!r} is not a Layer")
+            if layer.name in seen:
+                raise ValueError(f"{self.name}: two layers are named {layer.name!r}")
+            seen.add(layer.name)
+        current = {self.input_name: self.input_name}  # blob name → id of its latest version
+        shapes = {self.input_name: self.input_shape}
+        self._plan = []
+        previous = self.input_name
+        for layer in self.layers:
+            bottoms = layer.bottom or [previous]
+            for b in bottoms:
+                if b not in current:
+                    raise ValueError(f"{layer.at}: input blob {b!r} is not made by any earlier "
+                                     f"layer (known blobs: {sorted(current)})")
+            in_ids = [current[b] for b in bottoms]
+            out_shapes = layer.setup([shapes[i] for i in in_ids], self.dtype)
+            tops = layer.top or [layer.name]
+            if len(tops) != len(out_shapes):
+                raise ValueError(f"{layer.at}: names {len(tops)} outputs but makes {len(out_shapes)}")
+            out_ids = []
+            for top, shape in zip(tops, out_shapes):
+                blob_id = top if top not in current else f"{top}@{layer.name}"
+                current[top] = blob_id
+                shapes[blob_id] = shape
+                out_ids.append(blob_id)
+            self._plan.append((layer, in_ids, out_ids))
+            previous = tops[0]
+        if not self._plan:
+            raise ValueError(f"{self.name}: has no layers")
+        self.output = output or previous
+        if self.output not in current:
+            raise ValueError(f"{self.name}: output blob {self.output!r} is not made by any layer")
+        self._output_id = current[self.output]
+        self._logits_id = self._output_id
+        for layer, in_ids, out_ids in self._plan:
+            if self._output_id in out_ids and isinstance(layer, Softmax):
+                self._logits_id = in_ids[0]
+        self.blob_shapes = {name: shapes[blob_id] for name, blob_id in current.items()}
+        self._shapes = shapes
+        # After which plan step each blob is read for the last time, to free it early.
+        last_use = {}
+        for step, (_, in_ids, _) in enumerate(self._plan):
+            for i in in_ids:
+                last_use[i] = step
+        self._free_after = defaultdict(list)
+        for blob_id, step in last_use.items():
+            if blob_id not in (self._output_id, self._logits_id):
+                self._free_after[step].append(blob_id)
+
+    @property
+    def output_shape(self):
+        return self._shapes[self._output_id]
+
+    @property
+    def num_classes(self):
+        shape = self._shapes[self._logits_id]
+        return int(np.prod(shape))
+
+    # -----------------------------------------------------------------------------------------
+    # Modes, parameters, state
+
+    def train(self):
+        """Train mode: dropout active."""
+        self.training = True
+        return self
+
+    def eval(self):
+        """Eval mode (the default): dropout is the identity."""
+        self.training = False
+        return self
+
+    def seed_dropout(self, seed):
+        """Reseed the dropout masks (training seeds them per epoch)."""
+        self._rng = np.random.default_rng(seed)
+
+    def layer(self, name):
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(f"{self.name}: no layer named {name!r}; layers: {[l.name for l in self.layers]}")
+
+    __getitem__ = layer
+
+    @property
+    def params(self):
+        """{layer name: {param name: array}} for the layers that have trainable parameters."""
+        return {l.name: l.params for l in self.layers if l.params}
+
+    @property
+    def grads(self):
+        """{layer name: {param name: gradient}} from the last ``backward`` with weight gradients."""
+        return {l.name: l.grads for l in self.layers if l.params}
+
+    def named_params(self):
+        """("layer/param", array) for every trainable parameter, in layer order."""
+        for l in self.layers:
+            for k, v in l.params.items():
+                yield f"{l.name}/{k}", v
+
+    def num_params(self):
+        return int(sum(v.size for _, v in self.named_params()))
+
+    def state_dict(self):
+        """Every parameter and buffer as {"layer/name": array} (the arrays themselves, not copies)."""
+        state = {}
+        for l in self.layers:
+            for k, v in list(l.params.items()) + list(l.buffers.items()):
+                state[f"{l.name}/{k}"] = v
+        return state
+
+    def load_state_dict(self, state, *, source="state"):
+        """Copy arrays into the parameters and buffers; names and shapes must match exactly."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise ValueError(f"{source}: does not match {self.name}: missing {missing}, "
+                             f"unexpected {unexpected}")
+        for key, target in own.items():
+            value = np.asarray(state[key])
+            if value.shape != target.shape:
+                raise ValueError(f"{source}: {key} has shape {value.shape}, the net expects {target.shape}")
+            if value.dtype.kind != "f":
+                raise TypeError(f"{source}: {key} has dtype {value.dtype}, expected floats")
+            if not np.isfinite(value).all():
+                raise ValueError(f"{source}: {key} has non-finite values")
+            target[...] = value
+
+    def spec(self):
+        """The architecture as JSON-able data; ``Net.from_spec`` rebuilds it (weights aside)."""
+        return {"format": SPEC_FORMAT, "version": SPEC_VERSION, "name": self.name,
+                "input_shape": list(self.input_shape), "input_name": self.input_name,
+                "output": self.output, "dtype": self.dtype.name,
+                "layers": [l.config() for l in self.layers]}
+
+    @classmethod
+    def from_spec(cls, spec, *, dtype=None, seed=0, source="spec"):
+        """Build a Net from ``spec()`` output (a dict or its JSON text). Evaluates nothing."""
+        if isinstance(spec, (str, bytes)):
+            try:
+                spec = json.loads(spec)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{source}: the architecture is not valid JSON ({e})") from None
+        if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
+            raise ValueError(f"{source}: not a robustcnn architecture spec")
+        if spec.get("version") != SPEC_VERSION:
+            raise ValueError(f"{source}: architecture spec version {spec.get('version')!r} is not "
+                             f"supported (this robustcnn reads version {SPEC_VERSION})")
+        try:
+            layers = [layer_from_config(c) for c in spec["layers"]]
+            return cls(layers, spec["input_shape"], input_name=spec["input_name"],
+                       output=spec["output"], dtype=dtype or spec.get("dtype", "float32"),
+                       seed=seed, name=spec.get("name", "net"))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{source}: malformed architecture spec ({e!r})") from None
+
+    def copy(self, *, dtype=None):
+        """A new Net with the same architecture and a copy of the weights (cast to ``dtype``)."""
+        other = Net.from_spec(self.spec(), dtype=dtype or self.dtype, seed=self._seed)
+        other.load_state_dict(self.state_dict())
+        other.training = self.training
+        return other
+
+    def astype(self, dtype):
+        return self.copy(dtype=dtype)
+
+    def summary(self):
+        """A table of layers: name, type, output shape, parameter count."""
+        rows = [("layer", "type", "output", "params")]
+        for layer, _, out_ids in self._plan:
+            n = sum(v.size for v in layer.params.values())
+            rows.append((layer.name, layer.type, " ".join(str(self._shapes[o]) for o in out_ids),
+                         f"{n:,}"))
+        rows.append(("total", "", "", f"{self.num_params():,}"))
+        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+    def __repr__(self):
+        return f"Net({self.name!r}, {len(self.layers)} layers, input {self.input_shape}, " \
+               f"{self.num_params():,} parameters)"
+
+    # -----------------------------------------------------------------------------------------
+    # Passes
+
+    def _check_input(self, x):
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"{self.name}: input must be a numpy array, got {type(x).__name__}")
+        if x.dtype.kind not in "fiu":
+            raise TypeError(f"{self.name}: input must be numeric, got {x.dtype}")
+        if x.shape[1:] != self.input_shape or x.ndim != len(self.input_shape) + 1:
+            raise ValueError(f"{self.name}: input shape {x.shape} does not match the net's input "
+                             f"(N,) + {self.input_shape}")
+        x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            raise ValueError(f"{self.name}: input has {int(np.size(x) - np.isfinite(x).sum())} "
+                             f"non-finite value(s) (NaN or inf)")
+        return x
+
+    def _run(self, x, ctx):
+        """Run the plan; returns the blob dict holding at least the output and the logits."""
+        blobs = {self.input_name: x}
+        for step, (layer, in_ids, out_ids) in enumerate(self._plan):
+            ys = layer.forward([blobs[i] for i in in_ids], ctx)
+            for o, y in zip(out_ids, ys):
+                blobs[o] = y
+            for blob_id in self._free_after[step]:
+                blobs.pop(blob_id, None)
+        out = blobs[self._output_id]
+        if not np.isfinite(out).all():
+            self._raise_nonfinite(x)
+        return blobs
+
+    def _raise_nonfinite(self, x):
+        """Name the first layer whose output is not finite (the input was checked finite)."""
+        ctx = Context()
+        blobs = {self.input_name: x}
+        for layer, in_ids, out_ids in self._plan:
+            ys = layer.forward([blobs[i] for i in in_ids], ctx)
+            for o, y in zip(out_ids, ys):
+                if not np.isfinite(y).all():
+                    raise FloatingPointError(
+                        f"{self.name}: {layer.at} produced non-finite values from finite inputs "
+                        f"(overflow? check the weights and the input scale)")
+                blobs[o] = y
+        raise FloatingPointError(f"{self.name}: the output is not finite")
+
+    def forward(self, x, *, train=None):
+        """Output of the net for ``x`` (N, *input_shape) — logits, or probabilities if the net
+        ends with a Softmax. Eval mode unless ``train`` or ``net.train()`` says otherwise."""
+        x = self._check_input(x)
+        ctx = Context(train=self.training if train is None else train, rng=self._rng)
+        return self._run(x, ctx)[self._output_id]
+
+    def _forward_keep(self, x, train):
+        ctx = Context(train=train, keep=True, rng=self._rng)
+        return self._run(x, ctx)
+
+    def backward(self, dout, *, param_grads=True, input_grad=True, of="output"):
+        """Back-propagate ``dout`` (the gradient w.r.t. the output, or w.r.t. the logits with
+        ``of="logits"``) through the last ``forward_for_backward`` pass.
+
+        Fills ``net.grads`` when ``param_grads``; returns dL/dx when ``input_grad`` (else None).
+        """
+        start = self._output_id if of == "output" else self._logits_id
+        grads = {start: dout}
+        reached = False
+        for layer, in_ids, out_ids in reversed(self._plan):
+            if not reached:
+                if start not in out_ids:
+                    continue
+                reached = True
+            dys = [grads.pop(o, None) for o in out_ids]
+            if all(d is None for d in dys):
+                layer.release()
+                continue
+            dys = [np.zeros((dout.shape[0],) + self._shapes[o], dtype=dout.dtype) if d is None else d
+                   for d, o in zip(dys, out_ids)]
+            need_input = input_grad or any(i != self.input_name for i in in_ids)
+            ctx = Context(param_grads=param_grads, input_grad=need_input)
+            dxs = layer.backward(dys, ctx)
+            layer.release()
+            for i, dx in zip(in_ids, dxs):
+                if dx is None:
+                    continue
+                grads[i] = dx if i not in grads else grads[i] + dx
+        return grads.get(self.input_name) if input_grad else None
+
+    def forward_for_backward(self, x, *, train=None):
+        """Forward pass that keeps what ``backward`` needs → (output, logits)."""
+        x = self._check_input(x)
+        blobs = self._forward_keep(x, self.training if train is None else train)
+        return blobs[self._output_id], blobs[self._logits_id]
+
+    def _loss(self, logits, labels):
+        logits = logits.reshape(logits.shape[0], -1)
+        labels = labels_array(labels, logits.shape[0], logits.shape[1], self.name)
+        loss = np.empty(logits.shape[0], dtype=logits.dtype)
+        dlogits = np.empty_like(logits)
+        if logits.shape[0]:
+            softmax_cross_entropy_rows(np.ascontiguousarray(logits), labels, loss, dlogits)
+        return loss, dlogits
+
+    def loss_and_grad(self, x, labels):
+        """One training step's pass: mean cross-entropy, its gradients in ``net.grads``.
+
+        Returns (mean loss, logits). Train mode follows ``net.training``. dL/dx is not computed.
+        """
+        _, logits = self.forward_for_backward(x)
+        loss, dlogits = self._loss(logits, labels)
+        dlogits /= max(len(loss), 1)
+        self.backward(dlogits.reshape(logits.shape), param_grads=True, input_grad=False,
+                      of="logits")
+        return float(loss.mean()) if len(loss) else 0.0, logits
+
+    def loss_and_input_grad(self, x, labels, *, train=False):
+        """Per-example cross-entropy and its gradient w.r.t. the input → (loss (N,), dx).
+
+        ``dx[n]`` is d loss[n] / d x[n]. No weight gradient is computed. Eval mode unless
+        ``train=True``. This is what gradient attacks call, many times.
+        """
+        _, logits = self.forward_for_backward(x, train=train)
+        loss, dlogits = self._loss(logits, labels)
+        dx = self.backward(dlogits.reshape(logits.shape), param_grads=False, input_grad=True,
+                           of="logits")
+        return loss, dx
+
+    def logits(self, x, *, batch_size=256):
+        """Logits for ``x`` in batches (eval mode) → (N, K)."""
+        x = np.asarray(x)
+        out = np.empty((x.shape[0], self.num_classes), dtype=self.dtype)
+        ctx = Context(train=False)
+        for lo in range(0, x.shape[0], batch_size):
+            xb = self._check_input(x[lo:lo + batch_size])
+            out[lo:lo + batch_size] = self._run(xb, ctx)[self._logits_id].reshape(len(xb), -1)
+        return out
+
+    def predict(self, x, *, batch_size=256):
+        """Predicted classes for ``x`` (argmax of the logits) → int64 (N,)."""
+        return self.logits(x, batch_size=batch_size).argmax(axis=1)
+
+    def accuracy(self, x, labels, *, batch_size=256):
+        """Fraction of ``x`` classified as ``labels``."""
+        labels = np.asarray(labels)
+        if len(labels) == 0:
+            return float("nan")
+        return float((self.predict(x, batch_size=batch_size) == labels).mean())
+
+    def __deepcopy__(self, memo):
+        return self.copy()

@@ -1,0 +1,199 @@
+"""Normalisation layers, forward and backward: LRN across channels (Caffe) and batch norm for
+inference (running statistics, with Caffe's Scale folded in), which can also be folded into the
+convolution before it.
+
+LRN, with n = local_size (odd) and the window W(c) = [c − (n−1)/2, c + (n−1)/2] ∩ [0, C):
+
+    scale[c] = k + (α / n) · Σ_{c' ∈ W(c)} x[c']²,        y[c] = x[c] · scale[c]^(−β)
+    dx[c] = dy[c] · scale[c]^(−β) − (2αβ / n) · x[c] · Σ_{c' ∈ W(c)} dy[c'] · y[c'] / scale[c']
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from ._args import float_array, where
+from ._jit import JIT_PARALLEL
+
+
+@njit(**JIT_PARALLEL)
+def lrn_forward_nchw(x, local_size, alpha, beta, k, y, scale):
+    # x, y, scale: (N, C, P) with P = H·W; scale is kept for the backward (see module docstring)
+    N, C, P = x.shape
+    half = (local_size - 1) // 2
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        s = scale[n, c]
+        s[:] = 0.0
+        for c2 in range(max(c - half, 0), min(c + half + 1, C)):
+            v = x[n, c2]
+            for p in range(P):
+                s[p] += v[p] * v[p]
+        for p in range(P):
+            s[p] = k + alpha / local_size * s[p]
+            y[n, c, p] = x[n, c, p] * s[p] ** -beta
+
+
+@njit(**JIT_PARALLEL)
+def lrn_backward_nchw(dy, x, y, scale, local_size, alpha, beta, dx):
+    # dy, x, y, scale, dx: (N, C, P); dx written in full (see module docstring)
+    N, C, P = x.shape
+    half = (local_size - 1) // 2
+    factor = 2.0 * alpha * beta / local_size
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        acc = np.zeros(P, dtype=dx.dtype)
+        for c2 in range(max(c - half, 0), min(c + half + 1, C)):
+            for p in range(P):
+                acc[p] += dy[n, c2, p] * y[n, c2, p] / scale[n, c2, p]
+        for p in range(P):
+            dx[n, c, p] = dy[n, c, p] * scale[n, c, p] ** -beta - factor * x[n, c, p] * acc[p]
+
+
+@njit(**JIT_PARALLEL)
+def channel_affine_nchw(x, a, b, y):
+    # x, y: (N, C, P); a, b: (C,);  y[n, c, p] = a[c] · x[n, c, p] + b[c]
+    N, C, P = x.shape
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for p in range(P):
+            y[n, c, p] = a[c] * x[n, c, p] + b[c]
+
+
+def lrn_check(local_size, alpha, beta, k, at):
+    """Validate LRN hyper-parameters (Caffe requires an odd local_size)."""
+    if not isinstance(local_size, (int, np.integer)) or local_size < 1 or local_size % 2 == 0:
+        raise ValueError(f"{at}: local_size must be a positive odd integer, got {local_size!r}")
+    for label, v in (("alpha", alpha), ("beta", beta), ("k", k)):
+        if not np.isfinite(v):
+            raise ValueError(f"{at}: {label} must be finite, got {v!r}")
+    if k <= 0:
+        raise ValueError(f"{at}: k must be > 0 so that the scale stays positive, got {k!r}")
+    if alpha < 0:
+        raise ValueError(f"{at}: alpha must be >= 0, got {alpha!r}")
+    return int(local_size), float(alpha), float(beta), float(k)
+
+
+def lrn_forward_dense(x, local_size, alpha, beta, k):
+    """LRN on checked arguments → (y, scale), both (N, C, H, W)."""
+    N, C = x.shape[:2]
+    y = np.empty_like(x)
+    scale = np.empty_like(x)
+    lrn_forward_nchw(x.reshape(N, C, -1), local_size, alpha, beta, k,
+                     y.reshape(N, C, -1), scale.reshape(N, C, -1))
+    return y, scale
+
+
+def lrn_backward_dense(dy, x, y, scale, local_size, alpha, beta):
+    """Gradient of LRN w.r.t. x on checked arguments."""
+    N, C = x.shape[:2]
+    dx = np.empty_like(x)
+    flat = (N, C, -1)
+    lrn_backward_nchw(dy.reshape(flat), x.reshape(flat), y.reshape(flat), scale.reshape(flat),
+                      local_size, alpha, beta, dx.reshape(flat))
+    return dx
+
+
+def lrn_forward(x, local_size=5, alpha=1e-4, beta=0.75, k=1.0, *, name="lrn"):
+    """Local response normalisation across channels (Caffe's ACROSS_CHANNELS) of (N, C, H, W)."""
+    at = where(name, "LRN")
+    x = float_array(x, "input", at, ndim=4)
+    return lrn_forward_dense(x, *lrn_check(local_size, alpha, beta, k, at))[0]
+
+
+def lrn_backward(dy, x, local_size=5, alpha=1e-4, beta=0.75, k=1.0, *, name="lrn"):
+    """Gradient of ``lrn_forward`` w.r.t. x."""
+    at = where(name, "LRN")
+    x = float_array(x, "input", at, ndim=4)
+    dy = float_array(dy, "output gradient", at, ndim=4, dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input {x.shape}")
+    local_size, alpha, beta, k = lrn_check(local_size, alpha, beta, k, at)
+    y, scale = lrn_forward_dense(x, local_size, alpha, beta, k)
+    return lrn_backward_dense(dy, x, y, scale, local_size, alpha, beta)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norm (inference)
+
+
+def batch_norm_coefficients(mean, var, gamma=None, beta=None, eps=1e-5):
+    """Per-channel (a, b) with BN(x) = a·x + b:  a = γ / √(var + ε),  b = β − mean · a."""
+    a = 1.0 / np.sqrt(var + eps)
+    if gamma is not None:
+        a = a * gamma
+    b = -mean * a
+    if beta is not None:
+        b = b + beta
+    return a.astype(mean.dtype, copy=False), b.astype(mean.dtype, copy=False)
+
+
+def _bn_check(x, mean, var, gamma, beta, eps, at):
+    x = float_array(x, "input", at)
+    if x.ndim not in (2, 4):
+        raise ValueError(f"{at}: input must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    C = x.shape[1]
+    arrays = {}
+    for label, v in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)):
+        if v is None and label in ("mean", "var"):
+            raise ValueError(f"{at}: {label} is required")
+        if v is not None:
+            v = float_array(v, label, at, ndim=1, dtype=x.dtype)
+            if v.shape != (C,):
+                raise ValueError(f"{at}: {label} shape {v.shape} does not match channels {C}")
+        arrays[label] = v
+    if (arrays["var"] < 0).any():
+        raise ValueError(f"{at}: var has negative entries")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{at}: eps must be finite and >= 0, got {eps!r}")
+    if eps == 0 and (arrays["var"] == 0).any():
+        raise ValueError(f"{at}: var has zeros and eps is 0 (division by zero)")
+    return x, arrays
+
+
+def batch_norm_forward(x, mean, var, gamma=None, beta=None, eps=1e-5, *, name="batch_norm"):
+    """Inference batch norm with running statistics: γ·(x − mean)/√(var + ε) + β per channel.
+
+    ``x`` is (N, C, H, W) or (N, C). Caffe's BatchNorm + Scale pair is this with γ, β from Scale
+    (and mean/var already divided by Caffe's moving-average factor).
+    """
+    x, p = _bn_check(x, mean, var, gamma, beta, eps, where(name, "BatchNorm"))
+    a, b = batch_norm_coefficients(p["mean"], p["var"], p["gamma"], p["beta"], eps)
+    y = np.empty_like(x)
+    channel_affine_nchw(x.reshape(x.shape[0], x.shape[1], -1), a, b, y.reshape(x.shape[0], x.shape[1], -1))
+    return y
+
+
+def batch_norm_backward(dy, x, mean, var, gamma=None, eps=1e-5, *, name="batch_norm"):
+    """Gradients of ``batch_norm_forward`` → (dx, dgamma, dbeta):
+
+        dx = dy · γ / √(var + ε),   dγ = Σ dy · (x − mean) / √(var + ε),   dβ = Σ dy
+    """
+    at = where(name, "BatchNorm")
+    x, p = _bn_check(x, mean, var, gamma, None, eps, at)
+    dy = float_array(dy, "output gradient", at, dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input {x.shape}")
+    a, _ = batch_norm_coefficients(p["mean"], p["var"], p["gamma"], None, eps)
+    flat = (x.shape[0], x.shape[1], -1)
+    dx = np.empty_like(x)
+    channel_affine_nchw(dy.reshape(flat), a, np.zeros_like(a), dx.reshape(flat))
+    inv_std = (1.0 / np.sqrt(p["var"] + eps)).astype(x.dtype)
+    xhat = (x.reshape(flat) - p["mean"][:, None]) * inv_std[:, None]
+    dgamma = (dy.reshape(flat) * xhat).sum(axis=(0, 2))
+    dbeta = dy.reshape(flat).sum(axis=(0, 2))
+    return dx, dgamma, dbeta
+
+
+def fold_batch_norm(weight, bias, mean, var, gamma=None, beta=None, eps=1e-5):
+    """Fold an inference batch norm into the convolution or linear layer before it.
+
+    Returns (weight', bias') with conv(x, W') + b' = BN(conv(x, W) + b); ``bias`` may be None.
+    """
+    a, b = batch_norm_coefficients(mean, var, gamma, beta, eps)
+    shape = (-1,) + (1,) * (weight.ndim - 1)
+    new_weight = (weight * a.reshape(shape)).astype(weight.dtype)
+    new_bias = b if bias is None else a * bias + b
+    return new_weight, new_bias.astype(weight.dtype)

@@ -1,0 +1,222 @@
+"""Max and average pooling with Caffe's semantics, forward and backward; global average pooling.
+
+Output size (Caffe's PoolingLayer::Reshape):
+
+    OH = ⌈(H + 2·ph − kh) / sh⌉ + 1     (ceil mode, Caffe's default; ⌊…⌋ in floor mode)
+    with padding, if (OH − 1)·sh ≥ H + ph: OH −= 1   (the last window must start inside the input)
+
+Window (oy, ox) covers rows [oy·sh − ph, oy·sh − ph + kh) clipped to the input; max pooling takes
+the first maximum in scan order and its backward routes the gradient there (Caffe's mask). Average
+pooling divides by the window clipped to the *padded* input, so padding counts as zeros, as in
+Caffe (and torch's ``count_include_pad=True``).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ._args import float_array, pair, where
+from ._jit import JIT_PARALLEL
+
+
+def pool_output_size(size, kernel, stride, padding, ceil_mode=True):
+    """Caffe's pooled size along one axis (see the module docstring)."""
+    span = size + 2 * padding - kernel
+    pooled = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    if padding and (pooled - 1) * stride >= size + padding:
+        pooled -= 1
+    return pooled
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+
+
+@njit(**JIT_PARALLEL)
+def max_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y, argmax):
+    # x: (N, C, H, W); y: (N, C, oh, ow); argmax: (N, C, oh, ow) int64, every cell written
+    # y[n, c, oy, ox] = max over the window; argmax = its flat index iy·W + ix (first maximum)
+    N, C, H, W = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        plane = x[n, c]
+        for oy in range(oh):
+            y0 = max(oy * sh - ph, 0)
+            y1 = min(oy * sh - ph + kh, H)
+            for ox in range(ow):
+                x0 = max(ox * sw - pw, 0)
+                x1 = min(ox * sw - pw + kw, W)
+                best = plane[y0, x0]
+                where_best = y0 * W + x0
+                for iy in range(y0, y1):
+                    for ix in range(x0, x1):
+                        if plane[iy, ix] > best:
+                            best = plane[iy, ix]
+                            where_best = iy * W + ix
+                y[n, c, oy, ox] = best
+                argmax[n, c, oy, ox] = where_best
+
+
+@njit(**JIT_PARALLEL)
+def max_pool2d_backward_nchw(dy, argmax, dx):
+    # dy, argmax: (N, C, oh, ow); dx: (N, C, H, W), accumulated into
+    # dx[n, c].flat[argmax[n, c, oy, ox]] += dy[n, c, oy, ox]   (one plane per iteration: race-free)
+    N, C, H, W = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oy in range(oh):
+            for ox in range(ow):
+                k = argmax[n, c, oy, ox]
+                dx[n, c, k // W, k % W] += dy[n, c, oy, ox]
+
+
+@njit(**JIT_PARALLEL)
+def avg_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y):
+    # x: (N, C, H, W); y: (N, C, oh, ow), every cell written
+    # y[n, c, oy, ox] = Σ_window x / |window clipped to the padded input|
+    N, C, H, W = x.shape
+    oh, ow = y.shape[2], y.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        plane = x[n, c]
+        for oy in range(oh):
+            ys = oy * sh - ph
+            ye = min(ys + kh, H + ph)
+            rows = ye - ys
+            y0 = max(ys, 0)
+            y1 = min(ye, H)
+            for ox in range(ow):
+                xs = ox * sw - pw
+                xe = min(xs + kw, W + pw)
+                count = rows * (xe - xs)
+                x0 = max(xs, 0)
+                x1 = min(xe, W)
+                acc = 0.0
+                for iy in range(y0, y1):
+                    for ix in range(x0, x1):
+                        acc += plane[iy, ix]
+                y[n, c, oy, ox] = acc / count
+
+
+@njit(**JIT_PARALLEL)
+def avg_pool2d_backward_nchw(dy, kh, kw, sh, sw, ph, pw, dx):
+    # dy: (N, C, oh, ow); dx: (N, C, H, W), accumulated into
+    # dx[n, c, iy, ix] += dy[n, c, oy, ox] / |window (oy, ox)| for every window holding (iy, ix)
+    N, C, H, W = dx.shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        for oy in range(oh):
+            ys = oy * sh - ph
+            ye = min(ys + kh, H + ph)
+            rows = ye - ys
+            y0 = max(ys, 0)
+            y1 = min(ye, H)
+            for ox in range(ow):
+                xs = ox * sw - pw
+                xe = min(xs + kw, W + pw)
+                share = dy[n, c, oy, ox] / (rows * (xe - xs))
+                for iy in range(y0, y1):
+                    for ix in range(max(xs, 0), min(xe, W)):
+                        dx[n, c, iy, ix] += share
+
+
+# ---------------------------------------------------------------------------------------------
+# Checked functional API
+
+
+def pool2d_geometry(in_shape, kernel, stride=None, padding=0, ceil_mode=True, *, at="pool2d"):
+    """Check pooling arguments against an input (C, H, W) → (kernel, stride, padding, out (C, OH, OW))."""
+    kernel = pair(kernel, "kernel", at, minimum=1)
+    stride = kernel if stride is None else pair(stride, "stride", at, minimum=1)
+    padding = pair(padding, "padding", at, minimum=0)
+    if len(in_shape) != 3:
+        raise ValueError(f"{at}: input must be (N, C, H, W), got per-example shape {tuple(in_shape)}")
+    C, H, W = in_shape
+    if padding[0] >= kernel[0] or padding[1] >= kernel[1]:
+        raise ValueError(f"{at}: padding {padding} must be smaller than the kernel {kernel} (as in Caffe)")
+    oh = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode)
+    ow = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode)
+    if oh < 1 or ow < 1:
+        raise ValueError(f"{at}: kernel {kernel} does not fit the input {H}x{W} padded by {padding}")
+    # Caffe keeps a last window that starts past the input when there is no padding (kernel <
+    # stride in ceil mode); it would pool nothing, so refuse it rather than invent a value.
+    if (oh - 1) * stride[0] - padding[0] >= H or (ow - 1) * stride[1] - padding[1] >= W:
+        raise ValueError(f"{at}: with kernel {kernel}, stride {stride} and ceil mode the last "
+                         f"window starts outside the {H}x{W} input; use floor mode")
+    return kernel, stride, padding, (C, oh, ow)
+
+
+def _pool_check(x, kernel, stride, padding, ceil_mode, at):
+    x = float_array(x, "input", at, ndim=4)
+    kernel, stride, padding, out = pool2d_geometry(x.shape[1:], kernel, stride, padding, ceil_mode,
+                                                   at=at)
+    return x, kernel + stride + padding, (x.shape[0],) + out
+
+
+def _dy_check(dy, x, out_shape, at):
+    dy = float_array(dy, "output gradient", at, ndim=4, dtype=x.dtype)
+    if dy.shape != out_shape:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the output {out_shape}")
+    return dy
+
+
+def max_pool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=True, *, name="max_pool2d"):
+    """Max pooling of ``x`` (N, C, H, W) → y (N, C, OH, OW); ``stride`` defaults to ``kernel``."""
+    x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, where(name, "Pooling"))
+    y = np.empty(out_shape, dtype=x.dtype)
+    max_pool2d_forward_nchw(x, *args, y, np.empty(out_shape, dtype=np.int64))
+    return y
+
+
+def max_pool2d_backward(dy, x, kernel, stride=None, padding=0, ceil_mode=True, *,
+                        name="max_pool2d"):
+    """Gradient of ``max_pool2d_forward`` w.r.t. x: dy routed to each window's first maximum."""
+    at = where(name, "Pooling")
+    x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, at)
+    dy = _dy_check(dy, x, out_shape, at)
+    argmax = np.empty(out_shape, dtype=np.int64)
+    max_pool2d_forward_nchw(x, *args, np.empty(out_shape, dtype=x.dtype), argmax)
+    dx = np.zeros_like(x)
+    max_pool2d_backward_nchw(dy, argmax, dx)
+    return dx
+
+
+def avg_pool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=True, *, name="avg_pool2d"):
+    """Average pooling (Caffe's AVE: padding counts as zeros) → y (N, C, OH, OW)."""
+    x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, where(name, "Pooling"))
+    y = np.empty(out_shape, dtype=x.dtype)
+    avg_pool2d_forward_nchw(x, *args, y)
+    return y
+
+
+def avg_pool2d_backward(dy, x, kernel, stride=None, padding=0, ceil_mode=True, *,
+                        name="avg_pool2d"):
+    """Gradient of ``avg_pool2d_forward`` w.r.t. x."""
+    at = where(name, "Pooling")
+    x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, at)
+    dy = _dy_check(dy, x, out_shape, at)
+    dx = np.zeros_like(x)
+    avg_pool2d_backward_nchw(dy, *args, dx)
+    return dx
+
+
+def global_avg_pool2d_forward(x, *, name="global_avg_pool2d"):
+    """Mean over each (H, W) plane: (N, C, H, W) → (N, C, 1, 1)."""
+    x = float_array(x, "input", where(name, "Pooling"), ndim=4)
+    return x.mean(axis=(2, 3), keepdims=True)
+
+
+def global_avg_pool2d_backward(dy, x, *, name="global_avg_pool2d"):
+    """dx[n, c, :, :] = dy[n, c] / (H·W)."""
+    at = where(name, "Pooling")
+    x = float_array(x, "input", at, ndim=4)
+    dy = _dy_check(dy, x, x.shape[:2] + (1, 1), at)
+    return np.broadcast_to(dy / (x.shape[2] * x.shape[3]), x.shape).copy()
