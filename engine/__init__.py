@@ -18,7 +18,8 @@ Functional API (checked arguments; NCHW; float32, or float64 for gradient checks
     concat_*, eltwise_sum_*, flatten_*, softmax_forward / softmax_backward
     softmax_cross_entropy(logits, labels)                                        → (loss (N,), dlogits)
 
-Every function takes a keyword ``name`` used in its error messages.
+Functions that check their arguments take a keyword ``name`` used in their error messages;
+the plumbing helpers (``concat_backward``, ``eltwise_sum_backward``, ``flatten_*``) check nothing.
 """
 
 from .activation import relu6_backward, relu6_forward, relu_backward, relu_forward

@@ -6,8 +6,40 @@ right rank, finite values, positive sizes. Every message starts with where the p
 """
 
 import numpy as np
+from numba import njit, prange
+
+from ._jit import JIT_PARALLEL
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@njit(**JIT_PARALLEL)
+def count_nonfinite(flat):
+    # flat: (M,) → how many entries are NaN or ±inf (v − v is 0 exactly for finite v);
+    # one pass, no temporary: np.isfinite(a).all() allocates a mask as large as ``a``.
+    bad = 0
+    for i in prange(flat.shape[0]):
+        v = flat[i]
+        if v - v != 0:
+            bad += 1
+    return bad
+
+
+def nonfinite(a):
+    """Number of NaN/inf entries of a float array."""
+    return int(count_nonfinite(np.ascontiguousarray(a).reshape(-1))) if a.size else 0
+
+
+def check_output(y, at, inputs):
+    """Raise if ``y`` is not finite: name the non-finite operand among ``inputs``
+    ({what: array}, checked only now, after the fact) or report an overflow."""
+    if not nonfinite(y):
+        return y
+    for what, a in inputs.items():
+        if a is not None and nonfinite(a):
+            raise ValueError(f"{at}: {what} has {nonfinite(a)} non-finite value(s) (NaN or inf)")
+    raise FloatingPointError(f"{at}: the output overflowed to non-finite values from finite "
+                             f"operands (check the scale of the weights and the input)")
 
 
 def where(name, kind):
@@ -36,7 +68,9 @@ def float_array(a, what, at, *, ndim=None, dtype=None, finite=True):
     """Check that ``a`` is a float32/float64 array (of ``dtype`` if given) with ``ndim`` axes.
 
     Returns it C-contiguous (copying only if needed). Raises TypeError for a wrong type or
-    dtype, ValueError for a wrong rank or non-finite values.
+    dtype, ValueError for a wrong rank or (with ``finite``) non-finite values. Weights are
+    passed with ``finite=False`` and caught through the output instead (``check_output``):
+    checking a large weight on every call would cost as much as using it.
     """
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{at}: {what} must be a numpy array, got {type(a).__name__}")
@@ -46,10 +80,12 @@ def float_array(a, what, at, *, ndim=None, dtype=None, finite=True):
         raise TypeError(f"{at}: {what} is {a.dtype} but the input is {dtype}; use one dtype")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{at}: {what} must have {ndim} axes, got shape {a.shape}")
-    if finite and not np.isfinite(a).all():
-        bad = int(a.size - np.count_nonzero(np.isfinite(a)))
-        raise ValueError(f"{at}: {what} has {bad} non-finite value(s) (NaN or inf)")
-    return np.ascontiguousarray(a)
+    a = np.ascontiguousarray(a)
+    if finite:
+        bad = nonfinite(a)
+        if bad:
+            raise ValueError(f"{at}: {what} has {bad} non-finite value(s) (NaN or inf)")
+    return a
 
 
 def shape_is(a, expected, what, at):

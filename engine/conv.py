@@ -20,7 +20,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from ._args import float_array, pair, where
+from ._args import check_output, float_array, pair, where
 from ._jit import JIT, JIT_PARALLEL, chunk_bounds
 from .blas import check_gemm_sizes, gemm
 
@@ -475,10 +475,10 @@ def conv2d_backward_dense(dy, x, weight, geom, *, need_input=True, need_weight=T
 
 def _check(x, weight, bias, stride, padding, dilation, groups, at):
     x = float_array(x, "input", at, ndim=4)
-    weight = float_array(weight, "weight", at, ndim=4, dtype=x.dtype)
+    weight = float_array(weight, "weight", at, ndim=4, dtype=x.dtype, finite=False)
     geom = conv2d_geometry(x.shape[1:], weight.shape, stride, padding, dilation, groups, at=at)
     if bias is not None:
-        bias = float_array(bias, "bias", at, ndim=1, dtype=x.dtype)
+        bias = float_array(bias, "bias", at, ndim=1, dtype=x.dtype, finite=False)
         if bias.shape[0] != geom.out_channels:
             raise ValueError(
                 f"{at}: bias shape {bias.shape} does not match output channels {geom.out_channels}")
@@ -494,9 +494,10 @@ def conv2d_forward(x, weight, bias=None, stride=1, padding=0, dilation=1, groups
     Returns y (N, O, OH, OW) in the input's dtype (float32 or float64). Raises ValueError or
     TypeError naming ``name`` for bad shapes, dtypes or non-finite values.
     """
-    x, weight, bias, geom = _check(x, weight, bias, stride, padding, dilation, groups,
-                                   where(name, "Convolution"))
-    return conv2d_forward_dense(x, weight, bias, geom)
+    at = where(name, "Convolution")
+    x, weight, bias, geom = _check(x, weight, bias, stride, padding, dilation, groups, at)
+    y = conv2d_forward_dense(x, weight, bias, geom)
+    return check_output(y, at, {"weight": weight, "bias": bias})
 
 
 def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
@@ -508,4 +509,6 @@ def conv2d_backward(dy, x, weight, stride=1, padding=0, dilation=1, groups=1, *,
     expected = (x.shape[0],) + geom.out_shape
     if dy.shape != expected:
         raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the output {expected}")
-    return conv2d_backward_dense(dy, x, weight, geom)
+    dx, dweight, dbias = conv2d_backward_dense(dy, x, weight, geom)
+    check_output(dx, at, {"weight": weight})
+    return dx, dweight, dbias

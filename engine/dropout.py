@@ -28,6 +28,8 @@ def dropout_forward(x, p, rng, *, name="dropout"):
     """Train-mode dropout of ``x`` → (y, mask); ``rng`` is a ``numpy.random.Generator``."""
     at = where(name, "Dropout")
     x = float_array(x, "input", at)
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"{at}: rng must be a numpy.random.Generator, got {type(rng).__name__}")
     mask = dropout_mask(x.shape, check_ratio(p, at), rng, x.dtype)
     return x * mask, mask
 

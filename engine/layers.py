@@ -262,13 +262,13 @@ class BatchNorm(Layer):
             self._saved = x
         a, b = self._coefficients()
         y = np.empty_like(x)
-        flat = (x.shape[0], x.shape[1], -1)
+        flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
         norm.channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
         return [y]
 
     def backward(self, dys, ctx):
         dy = dys[0]
-        flat = (dy.shape[0], dy.shape[1], -1)
+        flat = dy.shape[:2] + (int(np.prod(dy.shape[2:])),)
         dx = None
         if ctx.input_grad:
             a, _ = self._coefficients()

@@ -9,7 +9,7 @@ single-threaded BLAS call (see blas.py for why BLAS runs inside Numba's threads)
 import numpy as np
 from numba import njit, prange
 
-from ._args import float_array, where
+from ._args import check_output, float_array, where
 from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
 from .blas import check_gemm_sizes, gemm
 
@@ -75,12 +75,12 @@ def linear_backward_dense(dy, x, weight, *, need_input=True, need_weight=True):
 
 def _check(x, weight, bias, at):
     x = float_array(x, "input", at, ndim=2)
-    weight = float_array(weight, "weight", at, ndim=2, dtype=x.dtype)
+    weight = float_array(weight, "weight", at, ndim=2, dtype=x.dtype, finite=False)
     if weight.shape[1] != x.shape[1]:
         raise ValueError(
             f"{at}: weight shape {weight.shape} does not match input features {x.shape[1]}")
     if bias is not None:
-        bias = float_array(bias, "bias", at, ndim=1, dtype=x.dtype)
+        bias = float_array(bias, "bias", at, ndim=1, dtype=x.dtype, finite=False)
         if bias.shape != (weight.shape[0],):
             raise ValueError(
                 f"{at}: bias shape {bias.shape} does not match output features {weight.shape[0]}")
@@ -93,8 +93,9 @@ def linear_forward(x, weight, bias=None, *, name="linear_forward"):
 
     Flatten a 4-D input first (``flatten_forward``), as Caffe's InnerProduct does.
     """
-    x, weight, bias = _check(x, weight, bias, where(name, "InnerProduct"))
-    return linear_forward_dense(x, weight, bias)
+    at = where(name, "InnerProduct")
+    x, weight, bias = _check(x, weight, bias, at)
+    return check_output(linear_forward_dense(x, weight, bias), at, {"weight": weight, "bias": bias})
 
 
 def linear_backward(dy, x, weight, *, name="linear_backward"):
@@ -105,4 +106,6 @@ def linear_backward(dy, x, weight, *, name="linear_backward"):
     if dy.shape != (x.shape[0], weight.shape[0]):
         raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the output "
                          f"{(x.shape[0], weight.shape[0])}")
-    return linear_backward_dense(dy, x, weight)
+    dx, dweight, dbias = linear_backward_dense(dy, x, weight)
+    check_output(dx, at, {"weight": weight})
+    return dx, dweight, dbias

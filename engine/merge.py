@@ -53,7 +53,8 @@ def eltwise_sum_backward(dy, coeffs):
 
 def flatten_forward(x):
     """(N, …) → (N, prod(…)), a view when ``x`` is contiguous."""
-    return x.reshape(x.shape[0], -1)
+    # The size is spelled out: reshape cannot infer a -1 axis next to N = 0 (an empty batch).
+    return x.reshape(x.shape[0], int(np.prod(x.shape[1:])))
 
 
 def flatten_backward(dy, in_shape):

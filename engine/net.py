@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from ._args import FLOAT_DTYPES, labels_array
+from ._args import FLOAT_DTYPES, labels_array, nonfinite
 from .layers import Context, Layer, Softmax, layer_from_config
 from .loss import softmax_cross_entropy_rows
 
@@ -255,9 +255,9 @@ class Net:
             raise ValueError(f"{self.name}: input shape {x.shape} does not match the net's input "
                              f"(N,) + {self.input_shape}")
         x = np.ascontiguousarray(x, dtype=self.dtype)
-        if not np.isfinite(x).all():
-            raise ValueError(f"{self.name}: input has {int(np.size(x) - np.isfinite(x).sum())} "
-                             f"non-finite value(s) (NaN or inf)")
+        bad = nonfinite(x)
+        if bad:
+            raise ValueError(f"{self.name}: input has {bad} non-finite value(s) (NaN or inf)")
         return x
 
     def _run(self, x, ctx):
@@ -270,7 +270,7 @@ class Net:
             for blob_id in self._free_after[step]:
                 blobs.pop(blob_id, None)
         out = blobs[self._output_id]
-        if not np.isfinite(out).all():
+        if nonfinite(out):
             self._raise_nonfinite(x)
         return blobs
 
@@ -281,7 +281,7 @@ class Net:
         for layer, in_ids, out_ids in self._plan:
             ys = layer.forward([blobs[i] for i in in_ids], ctx)
             for o, y in zip(out_ids, ys):
-                if not np.isfinite(y).all():
+                if nonfinite(y):
                     raise FloatingPointError(
                         f"{self.name}: {layer.at} produced non-finite values from finite inputs "
                         f"(overflow? check the weights and the input scale)")
@@ -336,7 +336,7 @@ class Net:
         return blobs[self._output_id], blobs[self._logits_id]
 
     def _loss(self, logits, labels):
-        logits = logits.reshape(logits.shape[0], -1)
+        logits = logits.reshape(logits.shape[0], self.num_classes)  # (no -1: N may be 0)
         labels = labels_array(labels, logits.shape[0], logits.shape[1], self.name)
         loss = np.empty(logits.shape[0], dtype=logits.dtype)
         dlogits = np.empty_like(logits)

@@ -64,7 +64,8 @@ def channel_affine_nchw(x, a, b, y):
 
 def lrn_check(local_size, alpha, beta, k, at):
     """Validate LRN hyper-parameters (Caffe requires an odd local_size)."""
-    if not isinstance(local_size, (int, np.integer)) or local_size < 1 or local_size % 2 == 0:
+    if not isinstance(local_size, (int, np.integer)) or isinstance(local_size, bool) \
+            or local_size < 1 or local_size % 2 == 0:
         raise ValueError(f"{at}: local_size must be a positive odd integer, got {local_size!r}")
     for label, v in (("alpha", alpha), ("beta", beta), ("k", k)):
         if not np.isfinite(v):
@@ -79,10 +80,11 @@ def lrn_check(local_size, alpha, beta, k, at):
 def lrn_forward_dense(x, local_size, alpha, beta, k):
     """LRN on checked arguments → (y, scale), both (N, C, H, W)."""
     N, C = x.shape[:2]
+    P = int(np.prod(x.shape[2:]))  # (not -1: reshape cannot infer it when N = 0)
     y = np.empty_like(x)
     scale = np.empty_like(x)
-    lrn_forward_nchw(x.reshape(N, C, -1), local_size, alpha, beta, k,
-                     y.reshape(N, C, -1), scale.reshape(N, C, -1))
+    lrn_forward_nchw(x.reshape(N, C, P), local_size, alpha, beta, k,
+                     y.reshape(N, C, P), scale.reshape(N, C, P))
     return y, scale
 
 
@@ -90,7 +92,7 @@ def lrn_backward_dense(dy, x, y, scale, local_size, alpha, beta):
     """Gradient of LRN w.r.t. x on checked arguments."""
     N, C = x.shape[:2]
     dx = np.empty_like(x)
-    flat = (N, C, -1)
+    flat = (N, C, int(np.prod(x.shape[2:])))
     lrn_backward_nchw(dy.reshape(flat), x.reshape(flat), y.reshape(flat), scale.reshape(flat),
                       local_size, alpha, beta, dx.reshape(flat))
     return dx
@@ -162,7 +164,8 @@ def batch_norm_forward(x, mean, var, gamma=None, beta=None, eps=1e-5, *, name="b
     x, p = _bn_check(x, mean, var, gamma, beta, eps, where(name, "BatchNorm"))
     a, b = batch_norm_coefficients(p["mean"], p["var"], p["gamma"], p["beta"], eps)
     y = np.empty_like(x)
-    channel_affine_nchw(x.reshape(x.shape[0], x.shape[1], -1), a, b, y.reshape(x.shape[0], x.shape[1], -1))
+    flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+    channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
     return y
 
 
@@ -177,7 +180,7 @@ def batch_norm_backward(dy, x, mean, var, gamma=None, eps=1e-5, *, name="batch_n
     if dy.shape != x.shape:
         raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input {x.shape}")
     a, _ = batch_norm_coefficients(p["mean"], p["var"], p["gamma"], None, eps)
-    flat = (x.shape[0], x.shape[1], -1)
+    flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)
     dx = np.empty_like(x)
     channel_affine_nchw(dy.reshape(flat), a, np.zeros_like(a), dx.reshape(flat))
     inv_std = (1.0 / np.sqrt(p["var"] + eps)).astype(x.dtype)

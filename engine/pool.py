@@ -3,7 +3,8 @@
 Output size (Caffe's PoolingLayer::Reshape):
 
     OH = ⌈(H + 2·ph − kh) / sh⌉ + 1     (ceil mode, Caffe's default; ⌊…⌋ in floor mode)
-    with padding, if (OH − 1)·sh ≥ H + ph: OH −= 1   (the last window must start inside the input)
+    with padding (on either axis), if (OH − 1)·sh ≥ H + ph: OH −= 1   (the last window must
+    start inside the input)
 
 Window (oy, ox) covers rows [oy·sh − ph, oy·sh − ph + kh) clipped to the input; max pooling takes
 the first maximum in scan order and its backward routes the gradient there (Caffe's mask). Average
@@ -20,11 +21,15 @@ from ._args import float_array, pair, where
 from ._jit import JIT_PARALLEL
 
 
-def pool_output_size(size, kernel, stride, padding, ceil_mode=True):
-    """Caffe's pooled size along one axis (see the module docstring)."""
+def pool_output_size(size, kernel, stride, padding, ceil_mode=True, *, padded=None):
+    """Caffe's pooled size along one axis (see the module docstring).
+
+    ``padded``: whether the layer is padded on any axis, which is when Caffe applies its
+    last-window rule, to both axes; default: ``padding > 0``.
+    """
     span = size + 2 * padding - kernel
     pooled = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
-    if padding and (pooled - 1) * stride >= size + padding:
+    if (padding > 0 if padded is None else padded) and (pooled - 1) * stride >= size + padding:
         pooled -= 1
     return pooled
 
@@ -142,8 +147,10 @@ def pool2d_geometry(in_shape, kernel, stride=None, padding=0, ceil_mode=True, *,
     C, H, W = in_shape
     if padding[0] >= kernel[0] or padding[1] >= kernel[1]:
         raise ValueError(f"{at}: padding {padding} must be smaller than the kernel {kernel} (as in Caffe)")
-    oh = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode)
-    ow = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode)
+    # Caffe applies the last-window rule to both axes when either is padded (`pad_h_ || pad_w_`).
+    padded = padding != (0, 0)
+    oh = pool_output_size(H, kernel[0], stride[0], padding[0], ceil_mode, padded=padded)
+    ow = pool_output_size(W, kernel[1], stride[1], padding[1], ceil_mode, padded=padded)
     if oh < 1 or ow < 1:
         raise ValueError(f"{at}: kernel {kernel} does not fit the input {H}x{W} padded by {padding}")
     # Caffe keeps a last window that starts past the input when there is no padding (kernel <

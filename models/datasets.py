@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from robustcnn.models.idx import read_idx
+from .idx import read_idx
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

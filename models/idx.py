@@ -14,10 +14,11 @@ from __future__ import annotations
 import gzip as _gzip
 import math
 import os
-import secrets
 import zlib
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 # Type code -> big-endian dtype, as in the format's definition (LeCun's MNIST page).
 _TYPE_CODES = {
@@ -161,8 +162,8 @@ def _raise_size_mismatch(name, described, need, found, at_least=False):
 def write_idx(path: str | os.PathLike, array, *, gzip: bool | None = None) -> None:
     """Write an array as an IDX file, atomically.
 
-    The data go to a temporary file in the same directory, which is flushed, fsynced and
-    then renamed over ``path``, so readers never see a half-written file.
+    The data go to a temporary file in the same directory, which is fsynced and then renamed
+    over ``path``, so readers never see a half-written file.
 
     Parameters
     ----------
@@ -200,31 +201,15 @@ def write_idx(path: str | os.PathLike, array, *, gzip: bool | None = None) -> No
     header = bytes([0, 0, code, arr.ndim]) + b"".join(n.to_bytes(4, "big") for n in arr.shape)
     data = np.ascontiguousarray(arr, dtype=_TYPE_CODES[code]).tobytes()
 
-    directory = os.path.dirname(name) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(name)}.{secrets.token_hex(8)}.tmp")
-    # O_EXCL: never clobber another writer's temp file; mode 0o666 lets the umask apply,
-    # so the result has the same permissions as any newly created file.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with open(fd, "wb") as out:
-            if gzip:
-                # mtime=0 and no embedded name: identical arrays give identical files.
-                # Level 6 (zlib's default) is several times faster than gzip's 9 on
-                # image data for a few percent of size.
-                with _gzip.GzipFile(
-                    filename="", fileobj=out, mode="wb", compresslevel=6, mtime=0
-                ) as z:
-                    z.write(header)
-                    z.write(data)
-            else:
-                out.write(header)
-                out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, name)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_path(name) as tmp, open(tmp, "wb") as out:
+        if gzip:
+            # mtime=0 and no embedded name: identical arrays give identical files. Level 6
+            # (zlib's default) is several times faster than gzip's 9 on images for a few
+            # percent of size.
+            with _gzip.GzipFile(filename="", fileobj=out, mode="wb", compresslevel=6,
+                                mtime=0) as z:
+                z.write(header)
+                z.write(data)
+        else:
+            out.write(header)
+            out.write(data)

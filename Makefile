@@ -1,0 +1,49 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# Each sets up what it uses: the virtualenv .venv, the Python packages, Debian's Fashion-MNIST.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
+
+.PHONY: demo test test-all bench data clean-cache
+
+demo: $(VENV)/.runtime data
+	$(PY) -m robustcnn demo
+
+test: $(VENV)/.test data
+	$(PY) -m pytest
+
+# The whole suite, slow tests included.
+test-all: $(VENV)/.test data
+	$(PY) -m pytest -m "slow or not slow"
+
+bench: $(VENV)/.test
+	$(PY) bench.py
+
+$(PY):
+	$(PYTHON) -m venv $(VENV) || { $(SUDO) apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv && \
+		$(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.test: pyproject.toml $(VENV)/.runtime
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+data: $(FASHION_MNIST)
+
+$(FASHION_MNIST):
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist || \
+		{ $(SUDO) apt-get update -q && \
+		  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; }
+
+# Numba's cache does not see edits to a module that a cached kernel calls into: after editing
+# engine/blas.py or a shared helper, drop the cache.
+clean-cache:
+	find . -path ./$(VENV) -prune -o \( -name '*.nbi' -o -name '*.nbc' \) -print | xargs rm -f
