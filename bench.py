@@ -27,6 +27,7 @@ from typing import Callable
 import numba
 import numpy as np
 
+from robustcnn.atomic import atomic_path
 from robustcnn.engine import conv2d_backward, conv2d_forward, linear_backward, linear_forward
 from robustcnn.models.lenet import lenet5
 
@@ -193,7 +194,7 @@ def peak_caveat(peak, sgemm, info):
     return (f"the measured sgemm beats the theoretical peak: the cores run faster than the clock "
             f"above (a VM reports its nominal TSC clock; turbo). The 1-thread sgemm implies "
             f">= {ghz:.2f} GHz at that FLOP/cycle, a peak of >= {info['cores'] * one_core:.0f} "
-            f"GFLOP/s. %peak below stays relative to {peak:.1f} GFLOP/s.")
+            f"GFLOP/s, which %peak below uses.")
 
 
 def measured_sgemm(torch, n=2048, reps=3):
@@ -723,6 +724,11 @@ def main(argv=None):
     caveat = peak_caveat(peak, sgemm, info)
     if caveat:
         print(f"{'caution':>24}: {caveat}")
+    # %peak against whichever is higher: the theoretical figure or what one thread's sgemm
+    # shows the cores really do (× cores); a VM's nominal clock can understate the first.
+    measured_peak = info["cores"] * sgemm.get("scipy sgemm, 1 thread", 0.0)
+    peak_label = "theoretical" if peak >= measured_peak else "cores × measured 1-thread sgemm"
+    peak = max(peak, measured_peak)
     print(f"{'timing':>24}: median of >= {budget.reps} calls and >= {budget.seconds} s per side "
           f"after {budget.warmup} warm-up call(s); ours and torch take turns of ~{budget.turn} s, "
           f"each after one untimed call", flush=True)
@@ -739,7 +745,7 @@ def main(argv=None):
     print()
     print(results_table(results, peak))
     print()
-    print(FLOP_CONVENTION + f" %peak is of the theoretical {peak:.1f} GFLOP/s.")
+    print(FLOP_CONVENTION + f" %peak is of {peak:.1f} GFLOP/s ({peak_label}).")
     print("faults/call: minor page faults per timed call, ours / torch (memory the allocator "
           "had returned to the OS and the call touched again).")
     print("bg CPUs: CPUs other processes kept busy while the case was timed (/proc/stat); "
@@ -757,7 +763,7 @@ def main(argv=None):
     print("targets")
     print(format_table(["target", "measured", "result"], targets(results, cold)))
     if args.json:
-        with open(args.json, "w") as f:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump(records(results, cold), f, indent=1)
             f.write("\n")
 

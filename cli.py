@@ -46,7 +46,8 @@ def _train_args(p, defaults):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="robustcnn", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="robustcnn", description="Train, evaluate and attack CNNs with the robustcnn engine.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a model of the zoo")

@@ -248,6 +248,41 @@ def depthwise_conv2d_forward(x, weight, bias, sh, sw, ph, pw, dh, dw, y):
                         _axpy(row[lo:lo + count], w, _taps(src, first, count, sw))
 
 
+@njit(**JIT)
+def _row_3x3(out, bias, r0, r1, r2, w):
+    # out: (L,); r0, r1, r2: (≥ L + 2,) padded input rows; w: (3, 3)
+    # out[k] = bias + Σ_ij w[i, j] · r_i[k + j]: nine taps, one pass, one store per output
+    w00, w01, w02 = w[0, 0], w[0, 1], w[0, 2]
+    w10, w11, w12 = w[1, 0], w[1, 1], w[1, 2]
+    w20, w21, w22 = w[2, 0], w[2, 1], w[2, 2]
+    for k in range(out.shape[0]):
+        out[k] = (bias + w00 * r0[k] + w01 * r0[k + 1] + w02 * r0[k + 2]
+                  + w10 * r1[k] + w11 * r1[k + 1] + w12 * r1[k + 2]
+                  + w20 * r2[k] + w21 * r2[k + 1] + w22 * r2[k + 2])
+
+
+@njit(**JIT_PARALLEL)
+def depthwise_conv2d_forward_3x3(x, weight, bias, ph, pw, y):
+    # x: (N, C, H, W); weight: (O, 1, 3, 3) with O = m·C; bias: (O,); y: (N, O, oh, ow), every
+    # cell written; stride 1, dilation 1 (MobileNet's common case)
+    # y[n, o, y, x] = b[o] + Σ_ij W[o, 0, i, j] · xpad[n, o // m, y + i, x + j]
+    # Each input plane is zero-padded once into a small buffer, so that every output row is a
+    # single pass with no edge cases (the general kernel makes nine passes per row).
+    N, C, H, W = x.shape
+    O = weight.shape[0]
+    oh, ow = y.shape[2], y.shape[3]
+    m = O // C
+    for no in prange(N * O):
+        n = no // O
+        o = no % O
+        c = o // m
+        padded = np.zeros((H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+        padded[ph:ph + H, pw:pw + W] = x[n, c]
+        for oy in range(oh):
+            _row_3x3(y[n, o, oy], bias[o], padded[oy], padded[oy + 1], padded[oy + 2],
+                     weight[o, 0])
+
+
 @njit(**JIT_PARALLEL)
 def depthwise_conv2d_backward_input(dy, weight, sh, sw, ph, pw, dh, dw, dx):
     # dy: (N, O, oh, ow); weight: (O, 1, kh, kw) with O = m·C; dx: (N, C, H, W), accumulated into
@@ -406,7 +441,8 @@ def conv2d_geometry(in_shape, weight_shape, stride=1, padding=0, dilation=1, gro
 
 
 # Bytes of im2col columns a thread builds at a time: a slab stays in its core's L2 cache while
-# the GEMM reads it. Measured in bench.py; 2 MiB suits the 2 MiB L2 of the machines we run on.
+# the GEMM reads it. A sweep from 512 KiB to 64 MiB over bench.py's AlexNet and VGG cases found
+# 2 MiB best or within noise on a 2-core machine with 2 MiB of L2 per core.
 SLAB_BYTES = 2 << 20
 
 
@@ -425,7 +461,10 @@ def conv2d_forward_dense(x, weight, bias, geom):
     if N == 0:
         return y
     if geom.depthwise:
-        depthwise_conv2d_forward(x, weight, bias, *geom.kernel_args(), y)
+        if geom.kernel == (3, 3) and geom.stride == (1, 1) and geom.dilation == (1, 1):
+            depthwise_conv2d_forward_3x3(x, weight, bias, *geom.padding, y)
+        else:
+            depthwise_conv2d_forward(x, weight, bias, *geom.kernel_args(), y)
         return y
     rows = _slab_rows(geom, x.itemsize)
     tasks = N * -(-geom.out_height // rows)
