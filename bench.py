@@ -293,23 +293,22 @@ def _page_faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
 
-def time_pair(ours, peer, budget):
-    """Median seconds per call of ``ours()`` and ``peer()``, and page faults per timed call of
-    each, taking turns so that background load hits both alike.
+def time_turns(fns, budget):
+    """Median seconds per call of each of ``fns`` and page faults per timed call of each, taking
+    turns so that background load hits all alike → (seconds list, faults list).
 
     A turn makes one untimed call, then timed calls for ``budget.turn`` seconds (at least one).
-    The untimed call absorbs what the other side's turn left behind. Measured on the 2-core VM
+    The untimed call absorbs what the previous turn left behind. Measured on the 2-core VM
     this file was written on: (1) alternating call by call, each side page-faulted its buffers
     back in after the other's frees had reshaped glibc's heap (depthwise fwd 2.8 → 7-12 ms per
     call); (2) Numba's and torch's libgomp pools spin for a few ms after a parallel region, but
     that did not slow the other side's next call, while sleeping 50 ms before a call to let them
     park did (waking parked threads): so no pause.
     """
-    fns = (ours, peer)
     for _ in range(budget.warmup):
         for fn in fns:
             fn()
-    times, faults = ([], []), [0, 0]
+    times, faults = [[] for _ in fns], [0] * len(fns)
     while min(map(len, times)) < budget.reps or min(map(sum, times)) < budget.seconds:
         for side, fn in enumerate(fns):
             fn()  # untimed, see above
@@ -323,8 +322,15 @@ def time_pair(ours, peer, budget):
                 times[side].append(t1 - t0)
                 if t1 - start >= budget.turn:
                     break
-    return (statistics.median(times[0]), statistics.median(times[1]),
-            faults[0] / len(times[0]), faults[1] / len(times[1]))
+    return ([statistics.median(t) for t in times],
+            [f / len(t) for f, t in zip(faults, times)])
+
+
+def time_pair(ours, peer, budget):
+    """Median seconds per call of ``ours()`` and ``peer()`` and page faults per timed call of
+    each, in turns (see ``time_turns``) → (ours_s, peer_s, ours_faults, peer_faults)."""
+    (ours_s, peer_s), (ours_faults, peer_faults) = time_turns((ours, peer), budget)
+    return ours_s, peer_s, ours_faults, peer_faults
 
 
 def _numpy(a):
@@ -508,7 +514,7 @@ def lenet5_cases(*, eval_batch=256, train_batch=64, seed=0):
         params["bias"][...] = rng.uniform(-0.1, 0.1, params["bias"].shape)
     x = rng.random((eval_batch,) + net.input_shape, dtype=np.float32)
     labels = rng.integers(0, net.num_classes, eval_batch)
-    names = [key.split("/") for key, _ in net.named_params()]  # in torch's parameter order
+    names = [key.rsplit("/", 1) for key, _ in net.named_params()]  # in torch's parameter order
 
     def forward():
         return (net.forward(x),)

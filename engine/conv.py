@@ -22,7 +22,9 @@ from numba import njit, prange
 
 from ._args import check_output, float_array, pair, where
 from ._jit import JIT, JIT_PARALLEL, chunk_bounds
+from ._loops import add, axpy, dot, multiply_add, sparse_row_product, taps
 from .blas import check_gemm_sizes, gemm
+from .formats.base import DenseArrays, row_entries, weight_rows
 
 
 # ---------------------------------------------------------------------------------------------
@@ -37,40 +39,6 @@ def _valid_range(offset, stride, size, out_size):
     hi = last // stride + 1 if last >= 0 else 0
     hi = min(hi, out_size)
     return min(lo, hi), hi
-
-
-# Inner loops run over views with an index k that provably starts at 0: LLVM can then drop
-# Numba's negative-index wraparound and vectorise (5× on the depthwise kernels). A unit-stride
-# view keeps Numba's contiguous layout, so each helper is called with one where it can.
-
-
-@njit(**JIT)
-def _taps(row, start, count, step):
-    """The strided view row[start], row[start + step], … (count entries)."""
-    if count <= 0:
-        return row[0:0]
-    return row[start:start + (count - 1) * step + 1:step]
-
-
-@njit(**JIT)
-def _axpy(dst, alpha, src):
-    # dst += alpha · src
-    for k in range(dst.shape[0]):
-        dst[k] += alpha * src[k]
-
-
-@njit(**JIT)
-def _add(dst, src):
-    # dst += src
-    for k in range(dst.shape[0]):
-        dst[k] += src[k]
-
-
-@njit(**JIT)
-def _multiply_add(dst, a, b):
-    # dst += a ⊙ b
-    for k in range(dst.shape[0]):
-        dst[k] += a[k] * b[k]
 
 
 @njit(**JIT)
@@ -96,7 +64,7 @@ def im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols):
             if sw == 1:
                 cols[r, col + x_lo:col + x_hi] = x[n, c, iy, first:first + x_hi - x_lo]
             else:
-                cols[r, col + x_lo:col + x_hi] = _taps(x[n, c, iy], first, x_hi - x_lo, sw)
+                cols[r, col + x_lo:col + x_hi] = taps(x[n, c, iy], first, x_hi - x_lo, sw)
             cols[r, col + x_hi:col + ow] = 0
 
 
@@ -118,65 +86,79 @@ def col2im_rows(dcols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx):
             src = dcols[r, col + x_lo:col + x_hi]
             first = x_lo * sw + start
             if sw == 1:
-                _add(dx[n, c, iy, first:first + x_hi - x_lo], src)
+                add(dx[n, c, iy, first:first + x_hi - x_lo], src)
             else:
-                _add(_taps(dx[n, c, iy], first, x_hi - x_lo, sw), src)
+                add(taps(dx[n, c, iy], first, x_hi - x_lo, sw), src)
+
+
+@njit(**JIT)
+def _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise):
+    """The im2col columns of output rows [oy0, oy1) of example n, (C·kh·kw, (oy1 − oy0)·ow)."""
+    if pointwise:  # a 1×1 convolution's columns are the image itself
+        C, H, W = x.shape[1], x.shape[2], x.shape[3]
+        return x[n].reshape((C, H * W))[:, oy0 * ow:oy1 * ow]
+    im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
+    return cols[:, :(oy1 - oy0) * ow]
+
+
+@njit(**JIT)
+def _is_pointwise(kh, kw, sh, sw, ph, pw):
+    return kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
 
 
 @njit(**JIT_PARALLEL)
-def conv2d_forward_gemm(x, weight, bias, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks, y):
-    # x: (N, C, H, W); weight: (O, C/G, kh, kw); bias: (O,); y: (N, O, oh, ow), every cell written
+def conv2d_forward_gemm(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                        scratch_rows, y):
+    # x: (N, C, H, W); W: dense-pattern weight operand, (O, C/G·kh·kw) rows; bias: (O,)
+    # y: (N, O, oh, ow), every cell written
     # y[n, o, :] = W[o] · cols_n + b[o] per group, cols_n = im2col of example n, built one slab of
     # ``slab_rows`` output rows at a time so that it stays in cache. The N·slabs tasks are split
     # into ``chunks`` contiguous runs, one per thread; BLAS runs single-threaded inside each.
-    N, C, H, W = x.shape
-    O, Cg, kh, kw = weight.shape
-    oh, ow = y.shape[2], y.shape[3]
+    # ``weight_rows`` gives a group's rows: a view of a dense weight, or a codebook's rows
+    # decoded into a scratch block of ``scratch_rows`` rows (never the whole weight).
+    N, C, H, Wd = x.shape
+    O, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     Og = O // groups
-    K = Cg * kh * kw
-    w2 = weight.reshape((O, K))
+    K = C // groups * kh * kw
     y3 = y.reshape((N, O, oh * ow))
     slabs = (oh + slab_rows - 1) // slab_rows
-    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
     for t in prange(chunks):
         cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
+        scratch = np.empty((scratch_rows, K), dtype=x.dtype)
         lo, hi = chunk_bounds(t, chunks, N * slabs)
         for task in range(lo, hi):
             n = task // slabs
             oy0 = (task % slabs) * slab_rows
             oy1 = min(oy0 + slab_rows, oh)
             p0, p1 = oy0 * ow, oy1 * ow
-            if pointwise:  # a 1×1 convolution's columns are the image itself
-                src = x[n].reshape((C, H * W))[:, p0:p1]
-            else:
-                im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
-                src = cols[:, :p1 - p0]
+            src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
             for g in range(groups):
-                gemm(w2[g * Og:(g + 1) * Og], src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1])
+                wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
+                gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1])
             for o in range(O):
                 y3[n, o, p0:p1] += bias[o]
 
 
 @njit(**JIT_PARALLEL)
-def conv2d_backward_gemm(dy, x, weight, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
-                         need_input, need_weight, dx, dweight_parts):
-    # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; weight: (O, C/G, kh, kw)
-    # dx: (N, C, H, W), accumulated into (the caller zeroes it)
+def conv2d_backward_gemm(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                         scratch_rows, need_input, need_weight, dx, dweight_parts):
+    # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: dense-pattern
+    # weight operand; dx: (N, C, H, W), accumulated into (the caller zeroes it)
     # dweight_parts: (chunks, O, C/G·kh·kw), accumulated into, one partial sum per chunk
     # dW[o] = Σ_n dy_n[o] · cols_nᵀ;   dx_n = col2im(Wᵀ · dy_n)   (per group)
     # Each chunk owns whole examples (so its col2im writes touch only its own dx[n]) and its own
     # weight-gradient slice: race-free; the caller sums the partial weight gradients.
-    N, C, H, W = dx.shape
-    O, Cg, kh, kw = weight.shape
-    oh, ow = dy.shape[2], dy.shape[3]
+    N, C, H, Wd = dx.shape
+    O, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     Og = O // groups
-    K = Cg * kh * kw
-    w2 = weight.reshape((O, K))
+    K = C // groups * kh * kw
     dy3 = dy.reshape((N, O, oh * ow))
     slabs = (oh + slab_rows - 1) // slab_rows
-    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
+    pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
     for t in prange(chunks):
         cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+        scratch = np.empty((scratch_rows, K), dtype=dy.dtype)
         lo, hi = chunk_bounds(t, chunks, N)
         for n in range(lo, hi):
             for s in range(slabs):
@@ -184,24 +166,106 @@ def conv2d_backward_gemm(dy, x, weight, sh, sw, ph, pw, dh, dw, groups, slab_row
                 oy1 = min(oy0 + slab_rows, oh)
                 p0, p1 = oy0 * ow, oy1 * ow
                 if need_weight:
-                    if pointwise:
-                        src = x[n].reshape((C, H * W))[:, p0:p1]
-                    else:
-                        im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
-                        src = cols[:, :p1 - p0]
+                    src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols,
+                                        pointwise)
                     for g in range(groups):
                         gemm(dy3[n, g * Og:(g + 1) * Og, p0:p1], src[g * K:(g + 1) * K],
                              dweight_parts[t, g * Og:(g + 1) * Og], False, True, 1.0, 1.0)
                 if need_input:
                     if pointwise:
-                        dst = dx[n].reshape((C, H * W))[:, p0:p1]
+                        dst = dx[n].reshape((C, H * Wd))[:, p0:p1]
                     else:
                         dst = cols[:, :p1 - p0]
                     for g in range(groups):
-                        gemm(w2[g * Og:(g + 1) * Og], dy3[n, g * Og:(g + 1) * Og, p0:p1],
-                             dst[g * K:(g + 1) * K], True, False, 1.0, 0.0)
+                        wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
+                        gemm(wg, dy3[n, g * Og:(g + 1) * Og, p0:p1], dst[g * K:(g + 1) * K],
+                             True, False, 1.0, 0.0)
                     if not pointwise:
                         col2im_rows(cols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_forward_sparse(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                          max_row, y):
+    # x: (N, C, H, W); W: sparse weight operand (rows O over C/G·kh·kw columns, via
+    # row_entries); bias: (O,); y: (N, O, oh, ow), every cell written
+    # y[n, o, :] = b[o] + Σ_{(k, v) ∈ row o} v · cols_n[g·K + k]   (the same slabs as the GEMM)
+    N, C, H, Wd = x.shape
+    O, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    Og = O // groups
+    K = C // groups * kh * kw
+    y3 = y.reshape((N, O, oh * ow))
+    slabs = (oh + slab_rows - 1) // slab_rows
+    pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
+    for t in prange(chunks):
+        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
+        ecols = np.empty(max_row, dtype=np.int64)
+        evals = np.empty(max_row, dtype=x.dtype)
+        eslots = np.empty(0, dtype=np.int64)
+        lo, hi = chunk_bounds(t, chunks, N * slabs)
+        for task in range(lo, hi):
+            n = task // slabs
+            oy0 = (task % slabs) * slab_rows
+            oy1 = min(oy0 + slab_rows, oh)
+            p0, p1 = oy0 * ow, oy1 * ow
+            src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
+            for o in range(O):
+                g = o // Og
+                out = y3[n, o, p0:p1]
+                out[:] = bias[o]
+                count = row_entries(W, o, ecols, evals, eslots, False)
+                sparse_row_product(out, src[g * K:(g + 1) * K], ecols, evals, count)
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_backward_sparse(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                           max_row, need_input, need_weight, dx, dvalue_parts):
+    # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: sparse operand
+    # dx: (N, C, H, W), accumulated into; dvalue_parts: (chunks, number of stored values)
+    # dvalues[slot(o, k)] += dy_n[o] · cols_n[g·K + k]      (only where a weight is stored)
+    # dcols_n[g·K + k] += v · dy_n[o];  dx_n = col2im(dcols_n)
+    # Chunks own whole examples and their own gradient slice, as in conv2d_backward_gemm.
+    N, C, H, Wd = dx.shape
+    O, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    Og = O // groups
+    K = C // groups * kh * kw
+    dy3 = dy.reshape((N, O, oh * ow))
+    slabs = (oh + slab_rows - 1) // slab_rows
+    pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
+    for t in prange(chunks):
+        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+        dcols = np.empty((C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+        ecols = np.empty(max_row, dtype=np.int64)
+        evals = np.empty(max_row, dtype=dy.dtype)
+        eslots = np.empty(max_row, dtype=np.int64)
+        lo, hi = chunk_bounds(t, chunks, N)
+        for n in range(lo, hi):
+            for s in range(slabs):
+                oy0 = s * slab_rows
+                oy1 = min(oy0 + slab_rows, oh)
+                p0, p1 = oy0 * ow, oy1 * ow
+                if need_weight:
+                    src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols,
+                                        pointwise)
+                    for o in range(O):
+                        g = o // Og
+                        count = row_entries(W, o, ecols, evals, eslots, True)
+                        g_out = dy3[n, o, p0:p1]
+                        for e in range(count):
+                            dvalue_parts[t, eslots[e]] += dot(g_out, src[g * K + ecols[e]])
+                if need_input:
+                    d = dcols[:, :p1 - p0]
+                    d[:, :] = 0
+                    for o in range(O):
+                        g = o // Og
+                        count = row_entries(W, o, ecols, evals, eslots, False)
+                        g_out = dy3[n, o, p0:p1]
+                        for e in range(count):
+                            axpy(d[g * K + ecols[e]], evals[e], g_out)
+                    if pointwise:
+                        dx[n].reshape((C, H * Wd))[:, p0:p1] += d
+                    else:
+                        col2im_rows(d, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
 
 
 @njit(**JIT)
@@ -243,9 +307,9 @@ def depthwise_conv2d_forward(x, weight, bias, sh, sw, ph, pw, dh, dw, y):
                     lo, count = cr[j, 0], cr[j, 1] - cr[j, 0]
                     first = lo * sw + cr[j, 2]
                     if sw == 1:
-                        _axpy(row[lo:lo + count], w, src[first:first + count])
+                        axpy(row[lo:lo + count], w, src[first:first + count])
                     else:
-                        _axpy(row[lo:lo + count], w, _taps(src, first, count, sw))
+                        axpy(row[lo:lo + count], w, taps(src, first, count, sw))
 
 
 @njit(**JIT)
@@ -308,9 +372,9 @@ def depthwise_conv2d_backward_input(dy, weight, sh, sw, ph, pw, dh, dw, dx):
                         lo, count = cr[j, 0], cr[j, 1] - cr[j, 0]
                         first = lo * sw + cr[j, 2]
                         if sw == 1:
-                            _axpy(dst[first:first + count], w, g[lo:lo + count])
+                            axpy(dst[first:first + count], w, g[lo:lo + count])
                         else:
-                            _axpy(_taps(dst, first, count, sw), w, g[lo:lo + count])
+                            axpy(taps(dst, first, count, sw), w, g[lo:lo + count])
 
 
 @njit(**JIT_PARALLEL)
@@ -339,11 +403,11 @@ def depthwise_conv2d_backward_weight(dy, x, sh, sw, ph, pw, dh, dw, dweight):
                         lo, count = cr[j, 0], cr[j, 1] - cr[j, 0]
                         first = lo * sw + cr[j, 2]
                         if sw == 1:
-                            _multiply_add(lanes[i, j, lo:lo + count], g[lo:lo + count],
+                            multiply_add(lanes[i, j, lo:lo + count], g[lo:lo + count],
                                           src[first:first + count])
                         else:
-                            _multiply_add(lanes[i, j, lo:lo + count], g[lo:lo + count],
-                                          _taps(src, first, count, sw))
+                            multiply_add(lanes[i, j, lo:lo + count], g[lo:lo + count],
+                                          taps(src, first, count, sw))
         for i in range(kh):
             for j in range(kw):
                 dweight[o, 0, i, j] += lanes[i, j].sum()
@@ -452,6 +516,14 @@ def _slab_rows(geom, itemsize):
     return max(1, min(geom.out_height, SLAB_BYTES // max(row_bytes, 1)))
 
 
+def _launch(geom, N, itemsize):
+    """(slab rows, chunks) for the slab kernels: forward splits examples × slabs, backward
+    splits examples."""
+    rows = _slab_rows(geom, itemsize)
+    tasks = N * -(-geom.out_height // rows)
+    return rows, min(numba.get_num_threads(), tasks), min(numba.get_num_threads(), N)
+
+
 def conv2d_forward_dense(x, weight, bias, geom):
     """y = conv(x, W) + b for arguments already checked against ``geom``; ``bias`` may be None."""
     N = x.shape[0]
@@ -466,10 +538,10 @@ def conv2d_forward_dense(x, weight, bias, geom):
         else:
             depthwise_conv2d_forward(x, weight, bias, *geom.kernel_args(), y)
         return y
-    rows = _slab_rows(geom, x.itemsize)
-    tasks = N * -(-geom.out_height // rows)
-    conv2d_forward_gemm(x, weight, bias, *geom.kernel_args(), geom.groups, rows,
-                        min(numba.get_num_threads(), tasks), y)
+    rows, chunks, _ = _launch(geom, N, x.itemsize)
+    W = DenseArrays(weight.reshape(geom.out_channels, -1))
+    conv2d_forward_gemm(x, W, bias, *geom.kernel, *geom.kernel_args(), geom.groups, rows, chunks,
+                        0, y)
     return y
 
 
@@ -495,17 +567,94 @@ def conv2d_backward_dense(dy, x, weight, geom, *, need_input=True, need_weight=T
         if need_weight:
             depthwise_conv2d_backward_weight(dy, x, *args, dweight)
         return dx, dweight, dbias
-    chunks = min(numba.get_num_threads(), N)
-    parts = np.zeros((chunks if need_weight else 0, geom.out_channels, dweight[0].size
-                      if need_weight else 0), dtype=dy.dtype)
-    conv2d_backward_gemm(dy, x if need_weight else np.empty((0,) * 4, dtype=dy.dtype), weight,
-                         *args, geom.groups, _slab_rows(geom, dy.itemsize), chunks,
-                         need_input, need_weight,
-                         dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype),
-                         parts)
+    W = DenseArrays(weight.reshape(geom.out_channels, -1))
+    parts = _backward_blocked(dy, x, W, geom, 0, need_input, need_weight, dx)
     if need_weight:
         dweight[...] = parts.sum(axis=0).reshape(geom.weight_shape)
     return dx, dweight, dbias
+
+
+def _backward_blocked(dy, x, W, geom, scratch_rows, need_input, need_weight, dx):
+    N = dy.shape[0]
+    rows, _, chunks = _launch(geom, N, dy.itemsize)
+    K = geom.channels // geom.groups * geom.kernel[0] * geom.kernel[1]
+    parts = np.zeros((chunks, geom.out_channels, K) if need_weight else (chunks, 0, 0),
+                     dtype=dy.dtype)
+    conv2d_backward_gemm(dy, x if need_weight else _NO_INPUT(dy.dtype), W, *geom.kernel,
+                         *geom.kernel_args(), geom.groups, rows, chunks, scratch_rows,
+                         need_input, need_weight,
+                         dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype),
+                         parts)
+    return parts
+
+
+def _NO_INPUT(dtype):
+    return np.empty((0,) * 4, dtype=dtype)
+
+
+def conv2d_forward_format(x, fmt, bias, geom):
+    """y = conv(x, W) + b with W in any weight format (``robustcnn.engine.formats``).
+
+    Dense-pattern formats run the slab GEMM (a codebook decodes a group's rows per slab into a
+    scratch block); sparse formats run the slab SpMM over ``row_entries``. A depthwise layer's
+    weight is tiny (O·kh·kw values), so it is decoded for the direct depthwise kernels.
+    """
+    if fmt.kind == "dense" or geom.depthwise:
+        weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
+        return conv2d_forward_dense(x, weight, bias, geom)
+    N = x.shape[0]
+    if bias is None:
+        bias = np.zeros(geom.out_channels, dtype=x.dtype)
+    y = np.empty((N,) + geom.out_shape, dtype=x.dtype)
+    if N == 0:
+        return y
+    rows, chunks, _ = _launch(geom, N, x.itemsize)
+    if fmt.sparse:
+        conv2d_forward_sparse(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
+                              geom.groups, rows, chunks, max(fmt.max_row_entries(), 1), y)
+    else:
+        conv2d_forward_gemm(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
+                            geom.groups, rows, chunks, geom.out_channels // geom.groups, y)
+    return y
+
+
+def conv2d_backward_format(dy, x, fmt, geom, *, need_input=True, need_weight=True):
+    """Gradients with W in any format → (dx, {trainable array name: gradient}, dbias).
+
+    The weight gradient is the format's own: dense dW; CSR's values at stored positions only
+    (pruned weights stay exactly zero); a codebook's per-centroid sums (Deep Compression eq. 3).
+    """
+    if fmt.kind == "dense" or geom.depthwise:
+        weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
+        dx, dweight, dbias = conv2d_backward_dense(dy, x, weight, geom, need_input=need_input,
+                                                   need_weight=need_weight)
+        return dx, (fmt.reduce_dense_grad(dweight) if need_weight else None), dbias
+    N = dy.shape[0]
+    dx = np.zeros((N,) + geom.in_shape, dtype=dy.dtype) if need_input else None
+    dbias = dy.sum(axis=(0, 2, 3)) if need_weight else None
+    grads = None
+    if fmt.sparse:
+        rows, _, chunks = _launch(geom, N, dy.itemsize)
+        values = fmt.arrays()[fmt.trainable[0]]
+        parts = np.zeros((chunks, values.size if need_weight else 0), dtype=dy.dtype)
+        if N and (need_input or need_weight):
+            conv2d_backward_sparse(
+                dy, x if need_weight else _NO_INPUT(dy.dtype), fmt.operand(), *geom.kernel,
+                *geom.kernel_args(), geom.groups, rows, chunks, max(fmt.max_row_entries(), 1),
+                need_input, need_weight,
+                dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype), parts)
+        if need_weight:
+            grads = fmt.slot_grads(parts.sum(axis=0))
+    else:
+        parts = np.zeros((1, 0, 0), dtype=dy.dtype)
+        if N and (need_input or need_weight):
+            parts = _backward_blocked(dy, x, fmt.operand(), geom,
+                                      geom.out_channels // geom.groups, need_input, need_weight,
+                                      dx if need_input else None)
+        if need_weight:
+            dweight = parts.sum(axis=0) if parts.size else np.zeros(geom.weight_shape, dy.dtype)
+            grads = fmt.reduce_dense_grad(dweight.reshape(geom.weight_shape))
+    return dx, grads, dbias
 
 
 # ---------------------------------------------------------------------------------------------

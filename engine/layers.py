@@ -17,6 +17,8 @@ import numpy as np
 from . import activation, conv, linear, loss, merge, norm, pool
 from ._args import pair
 from .dropout import check_ratio, dropout_mask
+from .formats import FORMATS
+from .formats.dense import DenseWeight
 
 
 @dataclass
@@ -80,6 +82,27 @@ class Layer:
     def init_params(self, rng):
         """Draw initial parameter values (Caffe's fillers)."""
 
+    # Names of the parameters that take weight decay.
+    decay = ()
+
+    def state_keys(self):
+        """Names of the arrays ``state_dict`` holds for this layer."""
+        return tuple(self.params) + tuple(self.buffers)
+
+    def load_state(self, arrays, source, names=None):
+        """Copy ``arrays`` ({name: array}, exactly ``state_keys()``) into the layer, checked."""
+        own = {**self.params, **self.buffers}
+        for key in names or self.state_keys():
+            value, target = np.asarray(arrays[key]), own[key]
+            where_ = f"{source}: {self.name}/{key}"
+            if value.shape != target.shape:
+                raise ValueError(f"{where_} has shape {value.shape}, the net expects {target.shape}")
+            if value.dtype.kind != "f":
+                raise TypeError(f"{where_} has dtype {value.dtype}, expected floats")
+            if not np.isfinite(value).all():
+                raise ValueError(f"{where_} has non-finite values")
+            target[...] = value
+
     def forward(self, xs, ctx):
         raise NotImplementedError
 
@@ -117,109 +140,197 @@ def _fill(shape, how, fan_in, fan_out, rng, dtype):
 # Layers with weights
 
 
-class Conv2d(Layer):
+class _Weighted(Layer):
+    """A layer with a weight in some format (``engine/formats``) and an optional bias.
+
+    ``params`` holds the format's trainable arrays (a dense ``weight``; CSR's ``data``; a
+    codebook's ``centroids``) and the bias; ``buffers`` its fixed arrays (indices, codes, …).
+    ``convert(kind, **options)`` re-encodes the weight; ``weight_format`` is the current one.
+    """
+
+    def __init__(self, name, *, bias, weight_init, weight_format=None, **kw):
+        super().__init__(name, **kw)
+        self.bias = bool(bias)
+        self.weight_init = weight_init
+        self._format_spec = dict(weight_format) if weight_format else {"kind": "dense"}
+        if self._format_spec.get("kind") not in FORMATS:
+            raise ValueError(f"{self.at}: unknown weight format {self._format_spec.get('kind')!r}; "
+                             f"known: {sorted(FORMATS)}")
+        self.weight_format = None
+        self.dtype = None
+
+    def _weight_config(self):
+        cfg = dict(bias=self.bias, weight_init=self.weight_init)
+        if self._format_spec["kind"] != "dense":
+            cfg["weight_format"] = dict(self._format_spec)
+        return cfg
+
+    def _setup_weight(self, shape, dtype):
+        self.dtype = np.dtype(dtype)
+        self.weight_shape = tuple(shape)
+        spec = self._format_spec
+        if self.bias:
+            self.params["bias"] = np.zeros(shape[0], dtype=dtype)
+        self._set_format(DenseWeight(np.zeros(shape, dtype=dtype)))
+        self._format_spec = spec  # the declared format arrives with load_state
+
+    def _set_format(self, fmt):
+        bias = self.params.get("bias")
+        arrays = fmt.arrays()
+        self.weight_format = fmt
+        self.params = {k: arrays[k] for k in fmt.trainable}
+        if bias is not None:
+            self.params["bias"] = bias
+        self.buffers = {k: v for k, v in arrays.items() if k not in fmt.trainable}
+        self.grads = {}
+        self._format_spec = {"kind": fmt.kind, **fmt.options()}
+
+    @property
+    def decay(self):
+        """Names of the parameters that take weight decay (weights, not biases or centroids)."""
+        return self.weight_format.decay
+
+    def set_weight_format(self, fmt):
+        """Use ``fmt`` (a WeightFormat of this layer's weight shape and dtype) as the weight."""
+        if tuple(fmt.shape) != self.weight_shape:
+            raise ValueError(f"{self.at}: a {fmt.kind} weight of shape {fmt.shape} does not match "
+                             f"the layer's weight shape {self.weight_shape}")
+        if fmt.dtype != self.dtype:
+            fmt = fmt.astype(self.dtype)
+        self._set_format(fmt)
+        return fmt
+
+    def convert(self, kind, **options):
+        """Re-encode the weight in format ``kind`` (see ``engine.formats.FORMATS``) → the format.
+
+        Conversions into a codebook keep the weight exact when its distinct values fit the
+        codebook and otherwise quantize it to evenly spaced centroids; trained quantization
+        (k-means, fine-tuning) lives in ``robustcnn.compress``.
+        """
+        if kind not in FORMATS:
+            raise ValueError(f"{self.at}: unknown weight format {kind!r}; known: {sorted(FORMATS)}")
+        try:
+            fmt = FORMATS[kind].from_dense(self.weight_format.to_dense(), at=self.at, **options)
+        except TypeError as e:  # an option the format does not take
+            raise ValueError(f"{self.at}: bad options {options} for the {kind} format ({e})") from None
+        return self.set_weight_format(fmt)
+
+    def dense_weight(self):
+        """The weight as a dense array (a new array)."""
+        return self.weight_format.to_dense()
+
+    def state_keys(self):
+        names = FORMATS[self._format_spec["kind"]].array_names
+        return names + (("bias",) if self.bias else ())
+
+    def load_state(self, arrays, source):
+        cls = FORMATS[self._format_spec["kind"]]
+        options = {k: v for k, v in self._format_spec.items() if k != "kind"}
+        fmt = cls.from_arrays(self.weight_shape, {k: arrays[k] for k in cls.array_names}, options,
+                              dtype=self.dtype, at=f"{source}: {self.at}")
+        if self.bias:
+            Layer.load_state(self, {"bias": arrays["bias"]}, source, names=("bias",))
+        self._set_format(fmt)
+
+    def _init_weight(self, rng, fan_in, fan_out):
+        w = _fill(self.weight_shape, self.weight_init, fan_in, fan_out, rng, self.dtype)
+        cls = FORMATS[self._format_spec["kind"]]
+        options = {k: v for k, v in self._format_spec.items() if k in cls.creation_options}
+        self._set_format(cls.from_dense(w, at=self.at, **options))  # in the declared format
+        if self.bias:
+            self.params["bias"][...] = 0
+
+    def _store_grads(self, grads, dbias, ctx):
+        if ctx.param_grads:
+            self.grads = dict(grads)
+            if self.bias:
+                self.grads["bias"] = dbias
+
+
+class Conv2d(_Weighted):
     type = "Convolution"
 
     def __init__(self, name, out_channels, kernel, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, weight_init="xavier", **kw):
-        super().__init__(name, **kw)
+                 bias=True, weight_init="xavier", weight_format=None, **kw):
+        super().__init__(name, bias=bias, weight_init=weight_init, weight_format=weight_format,
+                         **kw)
         self.out_channels = int(out_channels)
         self.kernel = pair(kernel, "kernel", self.at, minimum=1)
         self.stride = pair(stride, "stride", self.at, minimum=1)
         self.padding = pair(padding, "padding", self.at)
         self.dilation = pair(dilation, "dilation", self.at, minimum=1)
         self.groups = int(groups)
-        self.bias = bool(bias)
-        self.weight_init = weight_init
         self.geom = None
 
     def _config(self):
         return dict(out_channels=self.out_channels, kernel=list(self.kernel),
                     stride=list(self.stride), padding=list(self.padding),
-                    dilation=list(self.dilation), groups=self.groups, bias=self.bias,
-                    weight_init=self.weight_init)
+                    dilation=list(self.dilation), groups=self.groups, **self._weight_config())
 
     def _setup(self, in_shapes, dtype):
-        weight_shape = (self.out_channels, in_shapes[0][0] // max(self.groups, 1)) + self.kernel
-        if in_shapes[0][0] % max(self.groups, 1):
+        if self.groups < 1 or in_shapes[0][0] % self.groups:
             raise ValueError(f"{self.at}: groups={self.groups} does not divide the {in_shapes[0][0]} "
                              f"input channels")
+        weight_shape = (self.out_channels, in_shapes[0][0] // self.groups) + self.kernel
         self.geom = conv.conv2d_geometry(in_shapes[0], weight_shape, self.stride, self.padding,
                                          self.dilation, self.groups, at=self.at)
-        self.params["weight"] = np.zeros(weight_shape, dtype=dtype)
-        if self.bias:
-            self.params["bias"] = np.zeros(self.out_channels, dtype=dtype)
+        self._setup_weight(weight_shape, dtype)
         return [self.geom.out_shape]
 
     def init_params(self, rng):
-        w = self.params["weight"]
-        fan_in = w[0].size
-        fan_out = w.shape[0] * w[0, 0].size // self.groups
-        w[...] = _fill(w.shape, self.weight_init, fan_in, fan_out, rng, w.dtype)
-        if self.bias:
-            self.params["bias"][...] = 0
+        O, Cg, kh, kw = self.weight_shape
+        self._init_weight(rng, Cg * kh * kw, O * kh * kw // self.groups)
 
     def forward(self, xs, ctx):
         x = xs[0]
         if ctx.keep:
             self._saved = x
-        return [conv.conv2d_forward_dense(x, self.params["weight"], self.params.get("bias"),
-                                          self.geom)]
+        return [conv.conv2d_forward_format(x, self.weight_format, self.params.get("bias"),
+                                           self.geom)]
 
     def backward(self, dys, ctx):
-        dx, dw, db = conv.conv2d_backward_dense(dys[0], self._saved, self.params["weight"],
-                                                self.geom, need_input=ctx.input_grad,
-                                                need_weight=ctx.param_grads)
-        if ctx.param_grads:
-            self.grads["weight"] = dw
-            if self.bias:
-                self.grads["bias"] = db
+        dx, grads, db = conv.conv2d_backward_format(dys[0], self._saved, self.weight_format,
+                                                    self.geom, need_input=ctx.input_grad,
+                                                    need_weight=ctx.param_grads)
+        self._store_grads(grads, db, ctx)
         return [dx]
 
 
-class Linear(Layer):
+class Linear(_Weighted):
     """Caffe's InnerProduct: flattens (N, C, H, W) inputs to (N, C·H·W) first."""
 
     type = "InnerProduct"
 
-    def __init__(self, name, out_features, bias=True, weight_init="xavier", **kw):
-        super().__init__(name, **kw)
+    def __init__(self, name, out_features, bias=True, weight_init="xavier", weight_format=None,
+                 **kw):
+        super().__init__(name, bias=bias, weight_init=weight_init, weight_format=weight_format,
+                         **kw)
         self.out_features = int(out_features)
-        self.bias = bool(bias)
-        self.weight_init = weight_init
 
     def _config(self):
-        return dict(out_features=self.out_features, bias=self.bias, weight_init=self.weight_init)
+        return dict(out_features=self.out_features, **self._weight_config())
 
     def _setup(self, in_shapes, dtype):
         if self.out_features < 1:
             raise ValueError(f"{self.at}: out_features must be >= 1, got {self.out_features}")
-        in_features = int(np.prod(in_shapes[0]))
-        self.params["weight"] = np.zeros((self.out_features, in_features), dtype=dtype)
-        if self.bias:
-            self.params["bias"] = np.zeros(self.out_features, dtype=dtype)
+        self._setup_weight((self.out_features, int(np.prod(in_shapes[0]))), dtype)
         return [(self.out_features,)]
 
     def init_params(self, rng):
-        w = self.params["weight"]
-        w[...] = _fill(w.shape, self.weight_init, w.shape[1], w.shape[0], rng, w.dtype)
-        if self.bias:
-            self.params["bias"][...] = 0
+        O, I = self.weight_shape
+        self._init_weight(rng, I, O)
 
     def forward(self, xs, ctx):
         x = merge.flatten_forward(xs[0])
         if ctx.keep:
             self._saved = x
-        return [linear.linear_forward_dense(x, self.params["weight"], self.params.get("bias"))]
+        return [linear.linear_forward_format(x, self.weight_format, self.params.get("bias"))]
 
     def backward(self, dys, ctx):
-        dx, dw, db = linear.linear_backward_dense(dys[0], self._saved, self.params["weight"],
-                                                  need_input=ctx.input_grad,
-                                                  need_weight=ctx.param_grads)
-        if ctx.param_grads:
-            self.grads["weight"] = dw
-            if self.bias:
-                self.grads["bias"] = db
+        dx, grads, db = linear.linear_backward_format(dys[0], self._saved, self.weight_format,
+                                                      need_input=ctx.input_grad,
+                                                      need_weight=ctx.param_grads)
+        self._store_grads(grads, db, ctx)
         return [None if dx is None else dx.reshape((dx.shape[0],) + self.in_shapes[0])]
 
 

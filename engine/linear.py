@@ -11,7 +11,9 @@ from numba import njit, prange
 
 from ._args import check_output, float_array, where
 from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
+from ._loops import axpy, dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
+from .formats.base import row_entries, weight_rows
 
 # Narrower blocks than this make per-call overhead dominate the product.
 _MIN_BLOCK = 64
@@ -43,6 +45,141 @@ def linear_backward_gemm(dy, x, weight, chunks, need_input, need_weight, dx, dwe
         if need_weight:
             lo, hi = chunk_bounds(t, chunks, O)
             gemm(dy[:, lo:hi], x, dweight[lo:hi], True, False)
+
+
+@njit(**JIT_PARALLEL)
+def linear_forward_blocked(x, W, bias, chunks, block, y):
+    # x: (N, I); W: dense-pattern operand (a codebook); bias: (O,); y: (N, O), every cell written
+    # y[:, rows] = x · W[rows]ᵀ + b[rows], ``block`` rows decoded into scratch at a time
+    N, O = y.shape
+    for t in prange(chunks):
+        scratch = np.empty((block, x.shape[1]), dtype=x.dtype)
+        lo, hi = chunk_bounds(t, chunks, O)
+        for r0 in range(lo, hi, block):
+            r1 = min(r0 + block, hi)
+            gemm(x, weight_rows(W, r0, r1, scratch), y[:, r0:r1], False, True)
+            for n in range(N):
+                y[n, r0:r1] += bias[r0:r1]
+
+
+@njit(**JIT_PARALLEL)
+def linear_backward_blocked(dy, x, W, chunks, block, need_input, need_weight, dx_parts, dweight):
+    # dy: (N, O); x: (N, I); dx_parts: (chunks, N, I) accumulated into, one partial per chunk;
+    # dweight: (O, I), rows written by the chunk that owns them
+    # dx = Σ_blocks dy[:, rows] · W[rows];   dW[rows] = dy[:, rows]ᵀ · x
+    O = dy.shape[1]
+    for t in prange(chunks):
+        scratch = np.empty((block if need_input else 0, x.shape[1]), dtype=dy.dtype)
+        lo, hi = chunk_bounds(t, chunks, O)
+        for r0 in range(lo, hi, block):
+            r1 = min(r0 + block, hi)
+            if need_input:
+                gemm(dy[:, r0:r1], weight_rows(W, r0, r1, scratch), dx_parts[t], False, False,
+                     1.0, 1.0)
+            if need_weight:
+                gemm(dy[:, r0:r1], x, dweight[r0:r1], True, False)
+
+
+@njit(**JIT_PARALLEL)
+def linear_forward_sparse(xT, W, bias, chunks, max_row, yT):
+    # xT: (I, N) the batch transposed; W: sparse operand (row_entries); bias: (O,)
+    # yT: (O, N), every cell written
+    # yT[o] = b[o] + Σ_{(k, v) ∈ row o} v · xT[k]  (rows split over chunks; a row is decoded
+    # once for the whole batch and its entries stream over contiguous rows of xT)
+    O, N = yT.shape
+    for t in prange(chunks):
+        ecols = np.empty(max_row, dtype=np.int64)
+        evals = np.empty(max_row, dtype=xT.dtype)
+        eslots = np.empty(0, dtype=np.int64)
+        lo, hi = chunk_bounds(t, chunks, O)
+        for o in range(lo, hi):
+            count = row_entries(W, o, ecols, evals, eslots, False)
+            if N == 1:  # a sparse dot product
+                acc = bias[o]
+                for e in range(count):
+                    acc += evals[e] * xT[ecols[e], 0]
+                yT[o, 0] = acc
+            else:
+                out = yT[o]
+                out[:] = bias[o]
+                sparse_row_product(out, xT, ecols, evals, count)
+
+
+@njit(**JIT_PARALLEL)
+def linear_backward_sparse(dyT, xT, W, chunks, max_row, need_input, need_weight, dxT_parts,
+                           dvalue_parts):
+    # dyT: (O, N); xT: (I, N); dxT_parts: (chunks, I, N) and dvalue_parts: (chunks, values),
+    # accumulated into, one partial per chunk (rows of different chunks share columns and slots)
+    # dxT[k] += v · dyT[o];   dvalues[slot] += dyT[o] · xT[k]   for each entry (o, k, v)
+    O = dyT.shape[0]
+    for t in prange(chunks):
+        ecols = np.empty(max_row, dtype=np.int64)
+        evals = np.empty(max_row, dtype=dyT.dtype)
+        eslots = np.empty(max_row, dtype=np.int64)
+        lo, hi = chunk_bounds(t, chunks, O)
+        for o in range(lo, hi):
+            count = row_entries(W, o, ecols, evals, eslots, need_weight)
+            g = dyT[o]
+            if need_input:
+                for e in range(count):
+                    axpy(dxT_parts[t, ecols[e]], evals[e], g)
+            if need_weight:
+                for e in range(count):
+                    dvalue_parts[t, eslots[e]] += dot(g, xT[ecols[e]])
+
+
+# Rows a codebook decodes into scratch at a time (64 rows of 4096 float32 = 1 MiB).
+_CODEBOOK_BLOCK = 64
+
+
+def linear_forward_format(x, fmt, bias):
+    """y = x · Wᵀ + b with W in any weight format (checked 2-D x; ``bias`` may be None)."""
+    if fmt.kind == "dense":
+        return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
+    N, O = x.shape[0], fmt.rows
+    if bias is None:
+        bias = np.zeros(O, dtype=x.dtype)
+    y = np.empty((N, O), dtype=x.dtype)
+    if fmt.sparse:
+        yT = np.empty((O, N), dtype=x.dtype)
+        linear_forward_sparse(np.ascontiguousarray(x.T), fmt.operand(), bias,
+                              chunk_count(O, _MIN_BLOCK), max(fmt.max_row_entries(), 1), yT)
+        y[...] = yT.T
+    else:
+        linear_forward_blocked(x, fmt.operand(), bias, chunk_count(O, _MIN_BLOCK),
+                               _CODEBOOK_BLOCK, y)
+    return y
+
+
+def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True):
+    """Gradients with W in any format → (dx, {trainable array name: gradient}, dbias); the
+    weight gradient is the format's own (see ``conv2d_backward_format``)."""
+    if fmt.kind == "dense":
+        dx, dw, db = linear_backward_dense(dy, x, fmt.weight.reshape(fmt.rows, fmt.cols),
+                                           need_input=need_input, need_weight=need_weight)
+        return dx, (fmt.reduce_dense_grad(dw.reshape(fmt.shape)) if need_weight else None), db
+    N, O = dy.shape
+    I = fmt.cols
+    chunks = chunk_count(O, _MIN_BLOCK)
+    dx_parts = np.zeros((chunks, N, I) if need_input else (chunks, 0, 0), dtype=dy.dtype)
+    if x is None:  # only dx wanted; the kernels still read the input's width
+        x = np.empty((0, I), dtype=dy.dtype)
+    if fmt.sparse:
+        values = fmt.arrays()[fmt.trainable[0]]
+        parts = np.zeros((chunks, values.size if need_weight else 0), dtype=dy.dtype)
+        dxT_parts = np.zeros((chunks, I, N) if need_input else (chunks, 0, 0), dtype=dy.dtype)
+        linear_backward_sparse(np.ascontiguousarray(dy.T), np.ascontiguousarray(x.T),
+                               fmt.operand(), chunks, max(fmt.max_row_entries(), 1), need_input,
+                               need_weight, dxT_parts, parts)
+        grads = fmt.slot_grads(parts.sum(axis=0)) if need_weight else None
+        dx_parts = dxT_parts.transpose(0, 2, 1)
+    else:
+        dweight = np.empty((O, I) if need_weight else (0, 0), dtype=dy.dtype)
+        linear_backward_blocked(dy, x, fmt.operand(), chunks, _CODEBOOK_BLOCK, need_input,
+                                need_weight, dx_parts, dweight)
+        grads = fmt.reduce_dense_grad(dweight.reshape(fmt.shape)) if need_weight else None
+    dx = dx_parts.sum(axis=0) if need_input else None
+    return dx, grads, (dy.sum(axis=0) if need_weight else None)
 
 
 def linear_forward_dense(x, weight, bias):

@@ -162,7 +162,15 @@ class Net:
                 yield f"{l.name}/{k}", v
 
     def num_params(self):
+        """Trainable values (a compressed layer counts its stored values, not its weights)."""
         return int(sum(v.size for _, v in self.named_params()))
+
+    def convert(self, layer_name, kind, **options):
+        """Re-encode one layer's weight in another format (see ``engine.formats``) → the format."""
+        layer = self.layer(layer_name)
+        if not hasattr(layer, "convert"):
+            raise ValueError(f"{self.name}: {layer.at} has no weight to convert")
+        return layer.convert(kind, **options)
 
     def state_dict(self):
         """Every parameter and buffer as {"layer/name": array} (the arrays themselves, not copies)."""
@@ -173,22 +181,19 @@ class Net:
         return state
 
     def load_state_dict(self, state, *, source="state"):
-        """Copy arrays into the parameters and buffers; names and shapes must match exactly."""
-        own = self.state_dict()
-        missing = sorted(set(own) - set(state))
-        unexpected = sorted(set(state) - set(own))
+        """Load parameters and buffers from {"layer/name": array}; every name the net's layers
+        declare must be there and nothing else. Weight formats are rebuilt (and validated) from
+        their arrays, so a pruned or quantized layer loads as it was saved."""
+        expected = {f"{l.name}/{k}" for l in self.layers for k in l.state_keys()}
+        missing = sorted(expected - set(state))
+        unexpected = sorted(set(state) - expected)
         if missing or unexpected:
             raise ValueError(f"{source}: does not match {self.name}: missing {missing}, "
                              f"unexpected {unexpected}")
-        for key, target in own.items():
-            value = np.asarray(state[key])
-            if value.shape != target.shape:
-                raise ValueError(f"{source}: {key} has shape {value.shape}, the net expects {target.shape}")
-            if value.dtype.kind != "f":
-                raise TypeError(f"{source}: {key} has dtype {value.dtype}, expected floats")
-            if not np.isfinite(value).all():
-                raise ValueError(f"{source}: {key} has non-finite values")
-            target[...] = value
+        for l in self.layers:
+            keys = l.state_keys()
+            if keys:
+                l.load_state({k: state[f"{l.name}/{k}"] for k in keys}, source)
 
     def spec(self):
         """The architecture as JSON-able data; ``Net.from_spec`` rebuilds it (weights aside)."""

@@ -30,7 +30,8 @@ def sgd_momentum_step_flat(w, g, v, lr, momentum, decay):
 
 @dataclass
 class SGD:
-    """SGD with momentum and L2 weight decay, as Caffe's solver (decay on weights, not biases)."""
+    """SGD with momentum and L2 weight decay, as Caffe's solver. Decay applies to each layer's
+    ``decay`` parameters: weights (dense or CSR values), not biases or codebook centroids."""
 
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -51,9 +52,9 @@ class SGD:
                     continue
                 key = f"{layer.name}/{name}"
                 v = self.velocity.get(key)
-                if v is None:
+                if v is None or v.shape != w.shape or v.dtype != w.dtype:  # new or re-encoded
                     v = self.velocity[key] = np.zeros_like(w)
-                decay = self.weight_decay if name == "weight" else 0.0
+                decay = self.weight_decay if name in layer.decay else 0.0
                 sgd_momentum_step_flat(w.reshape(-1), np.ascontiguousarray(g).reshape(-1),
                                        v.reshape(-1), lr, self.momentum, decay)
 

@@ -1,0 +1,24 @@
+"""Weight formats the kernels compute on directly.
+
+    dense            the (O, …) array
+    csr              pruned weights: data, indices, indptr (scipy.sparse's names)
+    codebook         weight sharing: k-bit codes (k = 1..8) into float32 centroids
+    sparse_codebook  Deep Compression / EIE: codes of the non-zeros + fixed-width relative gaps
+    huffman          the sparse codebook's codes and gaps Huffman-coded, one block per row
+
+``FORMATS`` maps each name to its class; ``Net.convert(layer, kind, **options)`` and
+``Layer.convert`` re-encode a layer. ``robustcnn.engine.formats.huffman`` is the canonical
+Huffman codec the Huffman-coded format builds on.
+"""
+
+from .codebook import CodebookWeight
+from .csr import CSRWeight
+from .dense import DenseWeight
+from .huffman_codebook import HuffmanCodebookWeight
+from .sparse_codebook import SparseCodebookWeight
+
+FORMATS = {cls.kind: cls for cls in (DenseWeight, CSRWeight, CodebookWeight, SparseCodebookWeight,
+                                     HuffmanCodebookWeight)}
+
+__all__ = ["FORMATS", "DenseWeight", "CSRWeight", "CodebookWeight", "SparseCodebookWeight",
+           "HuffmanCodebookWeight"]

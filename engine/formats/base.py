@@ -1,0 +1,258 @@
+"""What every weight format shares: the interface layers use, bit packing, and the row hub.
+
+A weight of shape (O, C/groups, kh, kw) or (O, I) is a matrix of O rows over its flattened
+receptive field (K columns). Formats store that matrix differently; the kernels see each format
+through one of two doors:
+
+- dense-pattern formats (dense, codebook) hand the kernels blocks of rows as a dense matrix
+  (a codebook decodes a block into a small scratch buffer) for BLAS;
+- sparse formats (CSR, sparse codebook, Huffman) hand them one row at a time as a list of
+  entries (column, value, slot) through ``row_entries``. The slot says which stored value the
+  entry uses: the gradient of that stored value is the sum of dL/dW over its entries, which is
+  the masked gradient for CSR and Deep Compression's per-centroid sum (eq. 3) for codebooks.
+
+``row_entries`` dispatches on the type of the format's operand (a NamedTuple of its arrays) when
+Numba compiles a kernel, so one sparse kernel per operation serves every sparse format.
+"""
+
+from collections import namedtuple
+
+import numpy as np
+from numba import njit, types
+from numba.extending import overload
+
+from .._jit import JIT
+
+# ---------------------------------------------------------------------------------------------
+# Bit packing: value i occupies bits [i·width, (i + 1)·width) of a little-endian bit stream
+
+
+def pack_bits(values, width):
+    """Pack non-negative ints < 2**width (width 1..8) into bytes, LSB first → uint8 array."""
+    values = np.asarray(values)
+    if not 1 <= width <= 8:
+        raise ValueError(f"bit width must be 1..8, got {width}")
+    if values.size and (values.min() < 0 or values.max() >= 1 << width):
+        raise ValueError(f"values must lie in [0, {1 << width}) to pack in {width} bits")
+    bits = ((values.astype(np.uint16).reshape(-1, 1) >> np.arange(width, dtype=np.uint16)) & 1)
+    return np.packbits(bits.astype(np.uint8).reshape(-1), bitorder="little")
+
+
+def unpack_bits(packed, count, width):
+    """Inverse of ``pack_bits`` → uint8 array of ``count`` values."""
+    bits = np.unpackbits(np.asarray(packed, dtype=np.uint8), bitorder="little")
+    if bits.size < count * width:
+        raise ValueError(f"{packed.size} bytes hold fewer than {count} values of {width} bits")
+    bits = bits[:count * width].reshape(count, width).astype(np.uint16)
+    return (bits << np.arange(width, dtype=np.uint16)).sum(axis=1).astype(np.uint8)
+
+
+def packed_nbytes(count, width):
+    return (count * width + 7) // 8
+
+
+@njit(**JIT)
+def read_packed(packed, i, width):
+    """Value i of a ``pack_bits`` stream (the caller checked i < count)."""
+    bit = i * width
+    byte = bit >> 3
+    shift = bit & 7
+    v = np.int64(packed[byte]) >> shift
+    if shift + width > 8:
+        v |= np.int64(packed[byte + 1]) << (8 - shift)
+    return v & ((1 << width) - 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The row hub for sparse formats
+
+# Stored values are float32 whatever a net computes in (float64 for gradient checks).
+VALUE_BYTES = 4
+
+# NamedTuple class of an operand → njit function (W, o, cols, vals, slots, need_slots) → count
+_ROW_DECODERS = {}
+
+
+def register_row_decoder(operand_class, decoder):
+    """Declare how a sparse format lists the entries of row o (see ``row_entries``)."""
+    _ROW_DECODERS[operand_class] = decoder
+
+
+def row_entries(W, o, cols, vals, slots, need_slots):
+    """Fill cols/vals (and slots, if ``need_slots``) with the entries of row o → their count.
+
+    cols[e]: column in [0, K); vals[e]: the weight; slots[e]: index of the stored value it
+    uses. The buffers hold at least the longest row. Entries that are stored zeros (Deep
+    Compression's fillers) are left out. Only callable from Numba kernels.
+    """
+    raise NotImplementedError("row_entries is resolved by Numba for each format's operand")
+
+
+@overload(row_entries, jit_options=JIT)
+def _row_entries(W, o, cols, vals, slots, need_slots):
+    if isinstance(W, types.BaseNamedTuple) and W.instance_class in _ROW_DECODERS:
+        decoder = _ROW_DECODERS[W.instance_class]
+
+        def impl(W, o, cols, vals, slots, need_slots):
+            return decoder(W, o, cols, vals, slots, need_slots)
+
+        return impl
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The block hub for dense-pattern formats
+
+# NamedTuple class of an operand → njit function (W, lo, hi, scratch) → rows lo..hi as a matrix
+_BLOCK_DECODERS = {}
+
+DenseArrays = namedtuple("DenseArrays", "w2")
+
+
+def register_block_decoder(operand_class, decoder):
+    """Declare how a dense-pattern format produces rows lo..hi (see ``weight_rows``)."""
+    _BLOCK_DECODERS[operand_class] = decoder
+
+
+def weight_rows(W, lo, hi, scratch):
+    """Rows lo..hi of the weight matrix as a (hi − lo, K) array: a view for dense weights, the
+    rows decoded into ``scratch`` for a codebook. Only callable from Numba kernels."""
+    raise NotImplementedError("weight_rows is resolved by Numba for each format's operand")
+
+
+@njit(**JIT)
+def _dense_rows(W, lo, hi, scratch):
+    return W.w2[lo:hi]
+
+
+register_block_decoder(DenseArrays, _dense_rows)
+
+
+@overload(weight_rows, jit_options=JIT)
+def _weight_rows(W, lo, hi, scratch):
+    if isinstance(W, types.BaseNamedTuple) and W.instance_class in _BLOCK_DECODERS:
+        decoder = _BLOCK_DECODERS[W.instance_class]
+
+        def impl(W, lo, hi, scratch):
+            return decoder(W, lo, hi, scratch)
+
+        return impl
+    return None
+
+
+def needs_scratch(W):
+    """Whether ``weight_rows`` decodes into scratch for this operand (codebooks) or not."""
+    return not isinstance(W, DenseArrays)
+
+
+# ---------------------------------------------------------------------------------------------
+# The interface every format implements
+
+
+class WeightFormat:
+    """A layer's weight in some storage format; see the module docstring.
+
+    Subclasses define ``kind``, ``from_dense``, ``from_arrays``, ``to_dense``, ``arrays``
+    (every stored array by name), ``trainable`` (the names the optimizer updates),
+    ``options`` (JSON-able settings), ``stored_nbytes`` and, for sparse formats, ``operand``
+    and ``max_row_entries``.
+    """
+
+    kind = "?"
+    sparse = False  # served by row_entries (else by dense row blocks)
+    array_names = ()  # every stored array, in state_dict order
+    creation_options = ()  # the options from_dense takes
+    trainable = ()  # names of the arrays that get gradients
+    decay = ()  # names of the arrays that get weight decay
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(int(s) for s in shape)
+        self.dtype = np.dtype(dtype)
+
+    @property
+    def rows(self):
+        return self.shape[0]
+
+    @property
+    def cols(self):
+        return int(np.prod(self.shape[1:]))
+
+    @property
+    def size(self):
+        return self.rows * self.cols
+
+    def arrays(self):
+        raise NotImplementedError
+
+    def options(self):
+        return {}
+
+    def to_dense(self):
+        raise NotImplementedError
+
+    def stored_nbytes(self):
+        """{part: bytes} as stored: values, indices, centroids, tables, header."""
+        raise NotImplementedError
+
+    def stored_bytes(self):
+        return int(sum(self.stored_nbytes().values()))
+
+    def ratio(self):
+        """Dense float32 bytes / stored bytes."""
+        return 4 * self.size / max(self.stored_bytes(), 1)
+
+    def nnz(self):
+        """Stored non-zero weights (fillers and explicit zeros excluded)."""
+        return int(np.count_nonzero(self.to_dense()))
+
+    def astype(self, dtype):
+        """The same format with values of another float dtype."""
+        arrays = {k: (v.astype(dtype) if k in self.trainable else v) for k, v in self.arrays().items()}
+        return type(self).from_arrays(self.shape, arrays, self.options(), dtype=dtype)
+
+    def summary(self):
+        parts = ", ".join(f"{k} {v:,} B" for k, v in self.stored_nbytes().items())
+        return (f"{self.kind} {self.shape}: {self.stored_bytes():,} bytes ({parts}); "
+                f"{self.ratio():.1f}x smaller than dense float32")
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.shape} {self.dtype.name}, {self.stored_bytes():,} bytes>"
+
+
+def check_structure_array(a, what, at, *, kinds="iu", ndim=1):
+    """A copy of a stored integer array, of the right kind and rank (each format checks the
+    values)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{at}: {what} must be a numpy array, got {type(a).__name__}")
+    if a.dtype.kind not in kinds:
+        raise TypeError(f"{at}: {what} has dtype {a.dtype}, expected {'integers' if kinds == 'iu' else kinds}")
+    if a.ndim != ndim:
+        raise ValueError(f"{at}: {what} must have {ndim} axis, got shape {a.shape}")
+    return np.array(a, order="C")  # a format owns its arrays
+
+
+def check_bits(bits, what, at):
+    """A bit width of 1..8 (codes and gaps are packed in bytes)."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise ValueError(f"{at}: {what} must be an integer 1..8, got {bits!r}")
+    return int(bits)
+
+
+def check_bytes(a, what, at):
+    """A copy of a packed byte stream as uint8, refusing values a byte cannot hold."""
+    a = check_structure_array(np.asarray(a), what, at)
+    if a.size and (a.min() < 0 or a.max() > 255):
+        raise ValueError(f"{at}: {what} holds values outside 0..255; it must be bytes")
+    return a.astype(np.uint8, copy=False)
+
+
+def check_values(a, what, at, dtype):
+    """A copy of stored float values: finite, cast to ``dtype``."""
+    a = np.asarray(a)
+    if a.dtype.kind != "f":
+        raise TypeError(f"{at}: {what} has dtype {a.dtype}, expected floats")
+    if a.ndim != 1:
+        raise ValueError(f"{at}: {what} must have 1 axis, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{at}: {what} has non-finite values")
+    return np.array(a, dtype=dtype, order="C")  # a format owns its arrays
