@@ -14,6 +14,8 @@ demo: $(VENV)/.runtime data
 
 test: $(VENV)/.test data
 	$(PY) -m pytest
+	@echo "weight formats again, with Numba's bounds checks on (its own kernel cache):"
+	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=.numba-boundscheck $(PY) -m pytest -q tests/engine/formats
 
 # The whole suite, slow tests included.
 test-all: $(VENV)/.test data

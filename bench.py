@@ -4,11 +4,20 @@
     python bench.py --quick         # smaller time budgets, no cold start
     python bench.py --json FILE     # also write records {"case", "ours", "peer", "ours_s",
                                     #                     "peer_s", "ratio"}
+    python bench.py --formats       # only the weight formats (add --quick for a fast look)
+    python bench.py --cases TEXT    # only the cases whose name contains TEXT
+    python bench.py --bytes-json F  # also write the bytes-per-format tables as JSON
 
 Each case runs our functional API (or our Net) and the same computation in torch: checks that the
 outputs agree, warms both up, then lets the two take turns (see ``time_pair``) so that background
 load hits both alike, and reports the median time per call of each. ``ratio`` = torch time / our
 time: > 1 means we are faster. torch is a bench-only extra: only this file imports it.
+
+The weight-format section runs FC and conv layers with pruned weights in every format of
+``robustcnn.engine.formats`` (dense, CSR, sparse codebook, Huffman streaming and decode-once,
+dense-pattern codebooks) side by side with torch dense, torch sparse CSR and scipy.sparse; our
+Huffman decoder against a NumPy one (MB/s); and the bytes of weights each format reads, per
+case and per layer of the Deep Compression SqueezeNet and LeNet-5.
 """
 
 import argparse
@@ -20,8 +29,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numba
@@ -563,6 +574,770 @@ def all_cases():
 
 
 # ---------------------------------------------------------------------------------------------
+# Weight formats: pruned and quantized weights, side by side
+#
+# Each format case runs one layer (FC or conv) with one pruned weight in every format of
+# robustcnn.engine.formats and in its peers, all taking turns (``time_turns``). A weight is a
+# random one, magnitude-pruned, its survivors snapped to 2**bits − 1 evenly spaced values, so
+# that with 0.0 it is a 2**bits-value codebook and every codebook conversion is exact (Deep
+# Compression's code widths: 5 bits for FC, 8 for conv; the 4- and 5-bit dense-pattern codebooks
+# get their own quantization of the same pruned weight).
+
+SPARSITIES = (0.9, 0.95)
+TORCH_DENSE, TORCH_SPARSE, SCIPY = "torch-dense", "torch-sparse-csr", "scipy-sparse"
+TORCH_SPARSE_MV = "torch-sparse-csr-mv"  # batch 1: torch.mv on the CSR tensor, torch's faster path
+OURS_DENSE = "robustcnn-dense"
+CODE_BITS = "codebook (code bits)"  # the bytes tables' dense-pattern codebook at the code width
+MB = 1e6
+WEIGHT_BYTES = 4  # a decoded weight is one float32
+
+
+def magnitude_prune(weight, keep):
+    """A copy of ``weight`` with only its round(keep · size) largest |w| left, the rest 0.0."""
+    flat = weight.reshape(-1)
+    k = int(round(keep * flat.size))
+    out = np.zeros_like(flat)
+    if k:
+        top = np.argpartition(np.abs(flat), flat.size - k)[flat.size - k:]
+        out[top] = flat[top]
+    return out.reshape(weight.shape)
+
+
+def quantize_survivors(weight, bits):
+    """A copy of ``weight`` whose non-zeros are snapped to the nearest of 2**bits − 1 values
+    spaced evenly over their range (Deep Compression's linear initialisation): with 0.0, at most
+    2**bits distinct values, which every codebook of ``bits`` or more bits stores exactly."""
+    from robustcnn.engine.formats.codebook import linear_centroids, nearest_codes
+
+    flat = weight.reshape(-1).copy()
+    nz = np.flatnonzero(flat)
+    if nz.size:
+        levels = linear_centroids(flat[nz], (1 << bits) - 1).astype(weight.dtype)
+        flat[nz] = levels[nearest_codes(flat[nz], levels)]
+    return flat.reshape(weight.shape)
+
+
+@dataclass
+class PrunedWeight:
+    """One pruned weight, quantized at several code widths, in every format we time."""
+
+    name: str  # e.g. "fc 4096x4096 90% sparse"
+    levels: dict  # bits → dense weight whose non-zeros take at most 2**bits − 1 values
+    code_bits: int  # the width of the sparse codebook's codes (Deep Compression: FC 5, conv 8)
+    formats: dict  # contender name → (weight format, key of ``levels`` it stores)
+    decode_once_s: float  # seconds HuffmanCodebookWeight.decoded() took (the cache's one cost)
+    extra_bytes: dict = None  # bytes of formats not timed or not ours: {column: bytes}
+
+    @property
+    def size(self):
+        return self.levels[self.code_bits].size
+
+
+def pruned_weight(name, shape, sparsity, code_bits, gap_bits, *, seed=0):
+    """A random weight (scaled by 1/√fan-in), magnitude-pruned to ``sparsity``, in every format:
+    the sparse codebook and Huffman with ``code_bits``/``gap_bits``, codebooks of 4 and 5 bits."""
+    from robustcnn.engine.formats import (CodebookWeight, CSRWeight, DenseWeight,
+                                          HuffmanCodebookWeight, SparseCodebookWeight)
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal(shape, dtype=np.float32)
+    w *= np.float32(1 / np.sqrt(np.prod(shape[1:])))
+    w = magnitude_prune(w, 1 - sparsity)
+    levels = {bits: quantize_survivors(w, bits) for bits in sorted({4, 5, code_bits})}
+    main = levels[code_bits]
+    sc = SparseCodebookWeight.from_dense(main, code_bits, gap_bits)
+    huffman = HuffmanCodebookWeight.from_sparse_codebook(sc)
+    t0 = time.perf_counter()
+    cached = huffman.decoded()
+    decode_once_s = time.perf_counter() - t0
+    formats = {
+        OURS_DENSE: (DenseWeight.from_dense(main), code_bits),
+        "robustcnn-csr": (CSRWeight.from_dense(main), code_bits),
+        "robustcnn-sparse-codebook": (sc, code_bits),
+        "robustcnn-huffman": (huffman, code_bits),
+        "robustcnn-huffman-cached": (cached, code_bits),
+        "robustcnn-codebook4": (CodebookWeight.from_dense(levels[4], 4), 4),
+        "robustcnn-codebook5": (CodebookWeight.from_dense(levels[5], 5), 5),
+    }
+    # the dense-pattern codebook at the code width, for the bytes table (timed if 4 or 5 bits)
+    timed = formats.get(f"robustcnn-codebook{code_bits}")
+    codebook = timed[0] if timed else CodebookWeight.from_dense(main, code_bits)
+    return PrunedWeight(name, levels, code_bits, formats, decode_once_s,
+                        {CODE_BITS: codebook.stored_bytes()})
+
+
+@dataclass
+class Contender:
+    """One implementation in a format case."""
+
+    name: str  # "robustcnn-csr", "torch-dense", …
+    run: Callable  # () → tuple of outputs (numpy arrays or torch tensors)
+    expected: Callable  # () → the outputs ``run`` must give (float64, on the weight it uses)
+
+
+@dataclass
+class FormatCase:
+    """Several implementations of one computation, timed in turns; ratios against ``baselines``."""
+
+    name: str
+    contenders: list
+    baselines: tuple  # contender names the table gives "vs" ratios against
+    weight: PrunedWeight = None
+    weights_decoded: int = 0  # Huffman decode cases: float32 weights one call decodes (MB/s)
+    # (contender, baseline, minimum baseline_s / contender_s); baseline None: minimum MB/s
+    targets: tuple = ()
+
+
+@dataclass
+class FormatResult:
+    case: FormatCase
+    seconds: dict = field(default_factory=dict)  # contender → median s per call
+    faults: dict = field(default_factory=dict)  # contender → page faults per timed call
+    errors: dict = field(default_factory=dict)  # contender → relative error vs its expected
+    failures: dict = field(default_factory=dict)  # contender → the exception it raised
+    background: float = None
+
+    def ratio(self, contender, baseline):
+        """baseline_s / contender_s: > 1 means the contender is faster (nan if either is
+        missing)."""
+        if contender not in self.seconds or baseline not in self.seconds:
+            return float("nan")
+        return self.seconds[baseline] / self.seconds[contender]
+
+    def megabytes_per_s(self, contender):
+        return self.case.weights_decoded * WEIGHT_BYTES / self.seconds[contender] / MB
+
+    def agrees(self, contender):
+        return contender not in self.failures and self.errors.get(contender, 1.0) < TOLERANCE
+
+    def check(self, contender):
+        if contender in self.failures:
+            return f"FAILED {self.failures[contender]}"
+        error = self.errors[contender]
+        return f"{'ok' if error < TOLERANCE else 'MISMATCH'} {error:.0e}"
+
+
+def _once(fn):
+    """``fn`` computed on first call, then remembered (the float64 reference outputs)."""
+    memo = []
+
+    def get():
+        if not memo:
+            memo.append(fn())
+        return memo[0]
+
+    return get
+
+
+def run_format_case(case, budget):
+    """Check every contender against its expected outputs, then time those that ran, in turns."""
+    result = FormatResult(case)
+    timed = []
+    for c in case.contenders:
+        try:
+            result.errors[c.name] = relative_error(c.run(), c.expected())
+            timed.append(c)
+        except Exception as e:  # a broken contender must not hide the others
+            result.failures[c.name] = f"{type(e).__name__}: {e}"
+    if timed:
+        before = _cpu_snapshot()
+        seconds, faults = time_turns([c.run for c in timed], budget)
+        result.background = background_cpus(before, _cpu_snapshot())
+        result.seconds = {c.name: s for c, s in zip(timed, seconds)}
+        result.faults = {c.name: f for c, f in zip(timed, faults)}
+    return result
+
+
+def _selected(name, match):
+    return match is None or match in name
+
+
+def sparse_linear_cases(in_features=4096, out_features=4096, batches=(1, 64), sparsity=0.9, *,
+                        seed=0, match=None):
+    """FC forward, y = x·Wᵀ + b, with a pruned W in each format against torch dense, torch sparse
+    CSR (``torch.sparse.mm``; at batch 1 also ``torch.mv``, twice as fast there) and
+    scipy.sparse (``csr_matrix @ xᵀ``), one case per batch."""
+    import scipy.sparse
+    import torch
+    import torch.nn.functional as F
+
+    from robustcnn.engine.linear import linear_forward_format
+
+    label = f"fc {in_features}->{out_features}"
+    names = [f"{label} b{batch} {sparsity:.0%} sparse fwd" for batch in batches]
+    if not any(_selected(n, match) for n in names):
+        return []
+    pw = pruned_weight(f"{label} {sparsity:.0%} sparse", (out_features, in_features), sparsity,
+                       code_bits=5, gap_bits=5, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    b = rng.standard_normal(out_features, dtype=np.float32)
+    w = pw.levels[pw.code_bits]
+    wt, bt = torch.from_numpy(w), torch.from_numpy(b)
+    with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
+        warnings.simplefilter("ignore", UserWarning)
+        wcsr = wt.to_sparse_csr()
+    sp = scipy.sparse.csr_matrix(w)
+    pw.extra_bytes[TORCH_SPARSE] = sum(t.numel() * t.element_size() for t in
+                                       (wcsr.values(), wcsr.col_indices(), wcsr.crow_indices()))
+    pw.extra_bytes[SCIPY] = sp.data.nbytes + sp.indices.nbytes + sp.indptr.nbytes
+
+    def ours(x, fmt):
+        return lambda: (linear_forward_format(x, fmt, b),)
+
+    cases = []
+    for batch, name in zip(batches, names):
+        if not _selected(name, match):
+            continue
+        x = rng.standard_normal((batch, in_features), dtype=np.float32)
+        xt = torch.from_numpy(x)
+        expected = {bits: _once(lambda x=x, q=q: (x.astype(np.float64) @ q.T.astype(np.float64)
+                                                  + b,))
+                    for bits, q in pw.levels.items()}
+        contenders = [Contender(n, ours(x, fmt), expected[bits])
+                      for n, (fmt, bits) in pw.formats.items()]
+        contenders += [
+            Contender(TORCH_DENSE, lambda xt=xt: (F.linear(xt, wt, bt),), expected[pw.code_bits]),
+            Contender(TORCH_SPARSE, lambda xt=xt: (torch.sparse.mm(wcsr, xt.T).T + bt,),
+                      expected[pw.code_bits]),
+            Contender(SCIPY, lambda x=x: ((sp @ x.T).T + b,), expected[pw.code_bits]),
+        ]
+        baselines = (TORCH_DENSE, TORCH_SPARSE, SCIPY, OURS_DENSE)
+        targets = ()
+        if batch == 1:
+            contenders.append(Contender(TORCH_SPARSE_MV,
+                                        lambda xt=xt: ((torch.mv(wcsr, xt[0]) + bt)[None],),
+                                        expected[pw.code_bits]))
+            baselines += (TORCH_SPARSE_MV,)
+            if sparsity == 0.9:
+                targets = tuple(("robustcnn-csr", peer, minimum) for peer, minimum in
+                                ((TORCH_DENSE, 3.0), (TORCH_SPARSE, 1.0), (TORCH_SPARSE_MV, 1.0)))
+        cases.append(FormatCase(name, contenders, baselines, weight=pw, targets=targets))
+    return cases
+
+
+def sparse_conv_cases(name, batch, channels, size, out_channels, kernel, *, padding=0, groups=1,
+                      sparsity=0.9, seed=0, match=None):
+    """Conv forward with a pruned W in each format against torch's dense conv (torch has no
+    sparse conv), and forward + backward for dense and CSR → [fwd case, fwd+bwd case]."""
+    import torch
+    import torch.nn.functional as F
+
+    from robustcnn.engine.conv import (conv2d_backward_format, conv2d_forward_format,
+                                       conv2d_geometry)
+
+    names = [f"{name} {sparsity:.0%} sparse fwd", f"{name} {sparsity:.0%} sparse fwd+bwd"]
+    if not any(_selected(n, match) for n in names):
+        return []
+    shape = (out_channels, channels // groups, kernel, kernel)
+    weight_name = name.rsplit(" b", 1)[0]  # the case's name without its batch
+    pw = pruned_weight(f"{weight_name} {sparsity:.0%} sparse", shape, sparsity, code_bits=8,
+                       gap_bits=4, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+    b = rng.standard_normal(out_channels, dtype=np.float32)
+    geom = conv2d_geometry(x.shape[1:], shape, 1, padding, 1, groups)
+    dy = rng.standard_normal((batch,) + geom.out_shape, dtype=np.float32)
+    args = (1, padding, 1, groups)
+    w = pw.levels[pw.code_bits]
+    xt, wt, bt, dyt = (torch.from_numpy(a) for a in (x, w, b, dy))
+
+    def reference(q, backward):
+        x64, w64, b64 = (torch.from_numpy(a).double().requires_grad_(backward) for a in (x, q, b))
+        y = F.conv2d(x64, w64, b64, *args)
+        if not backward:
+            return (y.detach().numpy(),)
+        return (y,) + torch.autograd.grad(y, (x64, w64, b64), torch.from_numpy(dy).double())
+
+    expected = {bits: _once(lambda q=q: reference(q, False)) for bits, q in pw.levels.items()}
+    train_ref = _once(lambda: [a.detach().numpy() for a in reference(w, True)])
+
+    def ours(fmt):
+        return lambda: (conv2d_forward_format(x, fmt, b, geom),)
+
+    def ours_train(fmt):
+        def run():
+            y = conv2d_forward_format(x, fmt, b, geom)
+            dx, grads, db = conv2d_backward_format(dy, x, fmt, geom)
+            return (y, dx, grads[fmt.trainable[0]], db)
+
+        def want():  # the format's own weight gradient: dW itself, or dW at the stored positions
+            y, dx, dw, db = train_ref()
+            return (y, dx, fmt.reduce_dense_grad(dw)[fmt.trainable[0]], db)
+
+        return run, want
+
+    xg, wg, bg = (t.clone().requires_grad_() for t in (xt, wt, bt))  # apart from the forward's
+
+    def torch_train():
+        y = F.conv2d(xg, wg, bg, *args)
+        return (y,) + torch.autograd.grad(y, (xg, wg, bg), dyt)
+
+    cases = []
+    if _selected(names[0], match):
+        contenders = [Contender(n, ours(fmt), expected[bits])
+                      for n, (fmt, bits) in pw.formats.items()]
+        contenders.append(Contender(TORCH_DENSE, lambda: (F.conv2d(xt, wt, bt, *args),),
+                                    expected[pw.code_bits]))
+        targets = ()
+        if sparsity == 0.9:
+            targets = (("robustcnn-csr", OURS_DENSE, 1.5),
+                       ("robustcnn-sparse-codebook", OURS_DENSE, 1.5))
+        cases.append(FormatCase(names[0], contenders, (TORCH_DENSE, OURS_DENSE), weight=pw,
+                                targets=targets))
+    if _selected(names[1], match):
+        contenders = [Contender(n, *ours_train(pw.formats[n][0]))
+                      for n in (OURS_DENSE, "robustcnn-csr")]
+        contenders.append(Contender(TORCH_DENSE, torch_train, train_ref))
+        cases.append(FormatCase(names[1], contenders, (TORCH_DENSE, OURS_DENSE), weight=pw))
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------
+# Huffman decode throughput
+
+
+def skewed_symbols(n, alphabet=256, decay=0.97, seed=0):
+    """``n`` symbols with P(s) ∝ decay**s (the geometric stream huffman.py's tuning used)."""
+    p = decay ** np.arange(alphabet)
+    return np.random.default_rng(seed).choice(alphabet, size=n, p=p / p.sum()).astype(np.uint8)
+
+
+def numpy_huffman_decode(stream):
+    """All symbols of a HuffmanStream, decoded in NumPy: the peer of ``huffman.decode``.
+
+    Vectorised across blocks: step i decodes symbol i of every block that has one, so the Python
+    loop runs as many times as the longest block has symbols, not once per symbol. A step reads
+    40 bits at each block's bit position (5 byte gathers), looks the next ``primary_bits`` up in
+    the primary table and resolves longer codes by the canonical first-code-per-length test,
+    the kernel's algorithm. The bit window and the canonical test follow
+    ``reference_decode_block`` in tests/engine/formats/test_huffman.py; that decoder's pointer
+    doubling over every bit position, tried here as the peer, decoded the 10 M-symbol stream
+    below at ~4 M symbols/s against ~19 M for this one, so this is the fairer peer. No
+    validation: the streams are the bench's own.
+    """
+    from robustcnn.engine.formats.huffman import decode_tables
+
+    primary, primary_bits, canonical, sorted_symbols = decode_tables(stream.lengths)
+    first, per_length, offset = canonical
+    longest = int(np.flatnonzero(per_length).max(initial=0))
+    padded = np.concatenate([stream.bits, np.zeros(5, dtype=np.uint8)])
+    starts = stream.block_symbol_starts
+    counts = np.diff(starts)
+    order = np.argsort(-counts, kind="stable")  # longest blocks first: the active ones a prefix
+    pos = stream.block_bit_starts[:-1][order].astype(np.int64)
+    first_symbol = starts[:-1][order]
+    steps = int(counts.max(initial=0))
+    active = np.searchsorted(-counts[order], -np.arange(steps), side="left")
+    out = np.empty(stream.nsymbols, dtype=np.uint8 if stream.alphabet_size <= 256 else np.uint16)
+    for i in range(steps):
+        p = pos[:active[i]]  # a view: advancing p advances pos
+        byte = p >> 3
+        window = padded[byte].astype(np.uint64)
+        for k in range(1, 5):
+            window = (window << 8) | padded[byte + k]
+        window <<= (p & 7).astype(np.uint64) + 24  # bit p at bit 63
+        entry = primary[window >> (64 - primary_bits)]
+        length = entry & 0xFF
+        symbol = entry >> 8
+        slow = np.flatnonzero(length == 0)  # codes longer than primary_bits
+        for l in range(primary_bits + 1, longest + 1):
+            if slow.size == 0:
+                break
+            d = (window[slow] >> (64 - l)).astype(np.int64) - first[l]
+            hit = (d >= 0) & (d < per_length[l])
+            symbol[slow[hit]] = sorted_symbols[offset[l] + d[hit]]
+            length[slow[hit]] = l
+            slow = slow[~hit]
+        out[first_symbol[:active[i]] + i] = symbol
+        p += length
+    return out
+
+
+def _huffman_kernel(stream):
+    """decode_blocks alone on prebuilt tables and buffers (what ``huffman.decode`` adds:
+    ``validate``, ``decode_tables``, the output buffer and the end-of-block check)."""
+    from robustcnn.engine.formats.huffman import decode_blocks, decode_tables
+
+    tables = decode_tables(stream.lengths)
+    out = np.empty(stream.nsymbols, dtype=np.uint8 if stream.alphabet_size <= 256 else np.uint16)
+    ends = np.empty(stream.nblocks, dtype=np.int64)
+    nbits = np.int64(stream.nbits)
+
+    def run():
+        decode_blocks(stream.bits, nbits, *tables, stream.block_bit_starts,
+                      stream.block_symbol_starts, out, ends)
+        return out
+
+    return run
+
+
+def huffman_decode_case(name, streams, symbols, weights, *, target=None):
+    """Decode ``streams`` (whose symbols are ``symbols``) with ours and NumPy; ``weights`` is the
+    number of float32 weights they decode to (for MB/s)."""
+    from robustcnn.engine.formats import huffman
+
+    kernels = [_huffman_kernel(s) for s in streams]
+    expected = lambda: tuple(symbols)  # noqa: E731
+    contenders = [
+        Contender("robustcnn-huffman", lambda: tuple(huffman.decode(s) for s in streams),
+                  expected),
+        Contender("robustcnn-huffman-kernel", lambda: tuple(k() for k in kernels), expected),
+        Contender("numpy-huffman", lambda: tuple(numpy_huffman_decode(s) for s in streams),
+                  expected),
+    ]
+    targets = (("robustcnn-huffman", None, target),) if target else ()
+    return FormatCase(name, contenders, ("numpy-huffman",), weights_decoded=weights,
+                      targets=targets)
+
+
+def huffman_decode_cases(symbols=10_000_000, block=4096, *, match=None):
+    """Our Huffman decoder against NumPy's on a skewed 256-symbol stream cut into rows of
+    ``block`` symbols, and on the real SqueezeNet codes and gaps (one block per row)."""
+    from robustcnn.engine.formats import HuffmanCodebookWeight, huffman
+    from robustcnn.models.squeezenet_dc import (load_deep_compression_arrays,
+                                                sparse_codebook_weight)
+
+    cases = []
+    name = f"huffman decode skewed-256 {symbols / 1e6:g}M symbols, {block}-symbol blocks"
+    if _selected(name, match):
+        s = skewed_symbols(symbols)
+        starts = np.unique(np.append(np.arange(0, symbols, block), symbols))
+        stream = huffman.encode(s, starts, 256)
+        cases.append(huffman_decode_case(name, [stream], [s], symbols, target=200))
+    name = "huffman decode squeezenet codes+gaps, 26 layers, a block per row"
+    if _selected(name, match):
+        streams, symbols_ = [], []
+        for layer in load_deep_compression_arrays().values():
+            w = HuffmanCodebookWeight.from_sparse_codebook(sparse_codebook_weight(layer))
+            streams += [w.codes, w.gaps]
+            symbols_ += [layer.codes, layer.gaps]
+        entries = sum(s.size for s in symbols_) // 2
+        cases.append(huffman_decode_case(name, streams, symbols_, entries, target=200))
+    return cases
+
+
+def format_cases(match=None):
+    """The weight-format cases in table order, then the Huffman decode cases."""
+    convs = [
+        dict(name="alexnet-conv2 96x27x27->256 5x5 p2 g2 b8", batch=8, channels=96, size=27,
+             out_channels=256, kernel=5, padding=2, groups=2),
+        dict(name="vgg 64x56x56->64 3x3 p1 b8", batch=8, channels=64, size=56, out_channels=64,
+             kernel=3, padding=1),
+    ]
+    cases = []
+    for sparsity in SPARSITIES:
+        cases += sparse_linear_cases(sparsity=sparsity, match=match)
+    for spec in convs:
+        for sparsity in SPARSITIES:
+            cases += sparse_conv_cases(**spec, sparsity=sparsity, match=match)
+    return cases + huffman_decode_cases(match=match)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bytes of weights
+
+
+@dataclass
+class LayerBytes:
+    """One layer's weight in several formats: {format column: stored bytes}."""
+
+    name: str
+    shape: tuple
+    nonzeros: int
+    entries: int  # stored entries of the sparse codebook, fillers included
+    bytes: dict
+
+    @property
+    def size(self):
+        return int(np.prod(self.shape))
+
+
+NET_FORMATS = ("dense", "csr", CODE_BITS, "sparse codebook", "huffman")
+
+
+def layer_bytes(name, sc, *, cache=False):
+    """A layer given as a SparseCodebookWeight, converted to each of ``NET_FORMATS`` (and the
+    Huffman decode-once cache, if asked) → LayerBytes. Every conversion is exact."""
+    from robustcnn.engine.formats import CodebookWeight, CSRWeight, HuffmanCodebookWeight
+
+    dense = sc.to_dense()
+    huffman = HuffmanCodebookWeight.from_sparse_codebook(sc)
+    out = {"dense": WEIGHT_BYTES * sc.size,
+           "csr": CSRWeight.from_dense(dense).stored_bytes(),
+           CODE_BITS: CodebookWeight.from_dense(dense, sc.code_bits,
+                                                centroids=sc.centroids).stored_bytes(),
+           "sparse codebook": sc.stored_bytes(),
+           "huffman": huffman.stored_bytes()}
+    if cache:
+        out["huffman cached"] = huffman.decoded().stored_bytes()
+    return LayerBytes(name, sc.shape, sc.nnz(), sc.count, out)
+
+
+def squeezenet_bytes():
+    """Per-layer bytes of the Deep Compression SqueezeNet, stored as its file stores it (sparse
+    codebook: 8-bit codes, 4-bit gaps) and converted → (list of LayerBytes, file bytes)."""
+    from robustcnn.models.squeezenet_dc import (WEIGHTS, load_deep_compression_arrays,
+                                                sparse_codebook_weight)
+
+    layers = load_deep_compression_arrays()
+    rows = [layer_bytes(name, sparse_codebook_weight(layer), cache=True)
+            for name, layer in layers.items()]
+    biases = sum(WEIGHT_BYTES * layer.bias.size for layer in layers.values())
+    return rows, os.path.getsize(WEIGHTS), biases
+
+
+# Deep Compression's LeNet-5 (Han et al. 2016): the fraction of weights kept per layer
+LENET5_DC_KEPT = {"conv1": 0.66, "conv2": 0.12, "ip1": 0.08, "ip2": 0.19}
+
+
+def lenet5_bytes(seed=0):
+    """Per-layer bytes of a fresh LeNet-5 magnitude-pruned to Deep Compression's densities, its
+    survivors quantized to 2**bits − 1 evenly spaced centroids (conv 8 bits, 4-bit gaps; FC 5
+    bits, 5-bit gaps; ``SparseCodebookWeight.from_dense``) → list of LayerBytes."""
+    from robustcnn.engine.formats import SparseCodebookWeight
+
+    net = lenet5(seed=seed)
+    rows = []
+    for name, keep in LENET5_DC_KEPT.items():
+        w = magnitude_prune(net.params[name]["weight"], keep)
+        bits = 8 if name.startswith("conv") else 5
+        sc = SparseCodebookWeight.from_dense(w, bits, 4 if bits == 8 else 5)
+        rows.append(layer_bytes(name, sc, cache=True))
+    return rows
+
+
+def total_row(rows, name="total"):
+    formats = list(dict.fromkeys(k for r in rows for k in r.bytes))  # in the rows' order
+    return LayerBytes(name, (sum(r.size for r in rows),), sum(r.nonzeros for r in rows),
+                      sum(r.entries for r in rows),
+                      {k: sum(r.bytes[k] for r in rows) for k in formats})
+
+
+def _kib(n):
+    return f"{n / 1024:,.1f}"
+
+
+def net_bytes_table(rows):
+    """Per layer: bytes of each format and its ratio to dense float32, then a total row."""
+    header = ["layer", "shape", "weights", "kept", "entries"]
+    for f in NET_FORMATS:
+        header += [f"{f} KiB", "x"]
+    lines = []
+    for r in rows + [total_row(rows)]:
+        line = [r.name, "x".join(map(str, r.shape)) if r.name != "total" else "",
+                f"{r.size:,}", f"{r.nonzeros / r.size:.1%}", f"{r.entries:,}"]
+        for f in NET_FORMATS:
+            line += [_kib(r.bytes[f]), f"{r.bytes['dense'] / r.bytes[f]:.1f}x"]
+        lines.append(line)
+    return format_table(header, lines)
+
+
+BYTES_READ_COLUMNS = ("dense", "csr", "sparse codebook", "huffman", "huffman cached",
+                      "codebook4", "codebook5", CODE_BITS, TORCH_SPARSE, SCIPY)
+
+
+def weight_bytes_read(pw):
+    """{column of BYTES_READ_COLUMNS: bytes a forward pass reads} for a case's weight."""
+    names = {"dense": OURS_DENSE, "csr": "robustcnn-csr",
+             "sparse codebook": "robustcnn-sparse-codebook", "huffman": "robustcnn-huffman",
+             "huffman cached": "robustcnn-huffman-cached", "codebook4": "robustcnn-codebook4",
+             "codebook5": "robustcnn-codebook5"}
+    out = {col: pw.formats[name][0].stored_bytes() for col, name in names.items()}
+    out["dense"] = WEIGHT_BYTES * pw.size
+    return {**out, **(pw.extra_bytes or {})}
+
+
+def bytes_read_table(entries):
+    """entries: [(name, {column: bytes})] → the table, KiB and × smaller than dense float32."""
+    header = ["weight"] + [f"{c} KiB" for c in BYTES_READ_COLUMNS]
+    lines = []
+    for name, b in entries:
+        lines.append([name] + [_kib(b[c]) if c in b else "-" for c in BYTES_READ_COLUMNS])
+        lines.append([""] + [f"{b['dense'] / b[c]:.1f}x" if c in b else "-"
+                             for c in BYTES_READ_COLUMNS])
+    return format_table(header, lines)
+
+
+def bytes_records(entries, squeezenet, lenet):
+    """The --bytes-json document: every table as a list of {name, format, bytes}."""
+    def layers(rows):
+        return [{"layer": r.name, "shape": list(r.shape), "nonzeros": r.nonzeros,
+                 "entries": r.entries, "format": f, "bytes": n}
+                for r in rows + [total_row(rows)] for f, n in r.bytes.items()]
+
+    return {
+        "note": "bytes of weight data, as stored; dense = 4 bytes per weight; huffman cached = "
+                "the decoded sparse codebook; codebook (code bits) = a dense-pattern codebook at "
+                "the sparse codebook's code width",
+        "bytes_read_per_inference": [{"weight": name, "format": f, "bytes": n}
+                                     for name, b in entries for f, n in b.items()],
+        "squeezenet_v1.0_deep_compression": layers(squeezenet),
+        "lenet5_deep_compression_densities": layers(lenet),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Format report
+
+
+def format_results_table(results):
+    """A row per implementation: time, ratios against the case's baselines, check."""
+    header = ["case", "implementation", "ms", "vs torch dense", "vs torch sparse", "vs scipy",
+              "vs ours dense", "faults/call", "bg CPUs", "check"]
+    versus = (TORCH_DENSE, TORCH_SPARSE, SCIPY, OURS_DENSE)
+    rows = []
+    for r in results:
+        for i, c in enumerate(r.case.contenders):
+            row = [r.case.name if i == 0 else "", c.name]
+            if c.name not in r.seconds:
+                rows.append(row + ["-"] * 7 + [r.check(c.name)])
+                continue
+            row.append(f"{r.seconds[c.name] * 1e3:.3f}")
+            for v in versus:
+                ok = v in r.case.baselines and v in r.seconds
+                row.append(f"{r.ratio(c.name, v):.2f}x" if ok else "")
+            bg = "?" if r.background is None else f"{r.background:.2f}"
+            rows.append(row + [f"{r.faults[c.name]:.0f}", bg, r.check(c.name)])
+    return format_table(header, rows)
+
+
+def decode_table(results):
+    header = ["stream", "implementation", "ms", "M weights/s", "MB/s", "vs numpy", "bg CPUs",
+              "check"]
+    rows = []
+    for r in results:
+        for i, c in enumerate(r.case.contenders):
+            row = [r.case.name if i == 0 else "", c.name]
+            if c.name not in r.seconds:
+                rows.append(row + ["-"] * 5 + [r.check(c.name)])
+                continue
+            s = r.seconds[c.name]
+            bg = "?" if r.background is None else f"{r.background:.2f}"
+            rows.append(row + [f"{s * 1e3:.2f}", f"{r.case.weights_decoded / s / 1e6:.1f}",
+                               f"{r.megabytes_per_s(c.name):.0f}",
+                               f"{r.ratio(c.name, 'numpy-huffman'):.2f}x", bg, r.check(c.name)])
+    return format_table(header, rows)
+
+
+def format_targets(results):
+    """(what, measured, PASS or FALL SHORT) for each target of the format cases."""
+    lines = []
+    for r in results:
+        for contender, baseline, minimum in r.case.targets:
+            if baseline is None:
+                what = f"{r.case.name}: {contender} >= {minimum:g} MB/s"
+            else:
+                what = f"{r.case.name}: {contender} vs {baseline} >= {minimum:g}x"
+            if not (r.agrees(contender) and contender in r.seconds
+                    and (baseline is None or r.agrees(baseline) and baseline in r.seconds)):
+                lines.append((what, "output wrong or failed", "FALL SHORT"))
+                continue
+            value = (r.megabytes_per_s(contender) if baseline is None
+                     else r.ratio(contender, baseline))
+            lines.append((what, f"{value:.2f}" if baseline else f"{value:.0f} MB/s",
+                          "PASS" if value >= minimum else "FALL SHORT"))
+    return lines
+
+
+def format_records(results):
+    """--json records of the format cases: each robustcnn implementation against each baseline
+    (torch dense, torch sparse, scipy, our dense), and each Huffman decoder against NumPy's."""
+    out = []
+    for r in results:
+        for c in r.case.contenders:
+            if not c.name.startswith("robustcnn-") or c.name not in r.seconds:
+                continue
+            for baseline in r.case.baselines:
+                if baseline == c.name or baseline not in r.seconds:
+                    continue
+                out.append({"case": r.case.name, "ours": c.name, "peer": baseline,
+                            "ours_s": r.seconds[c.name], "peer_s": r.seconds[baseline],
+                            "ratio": r.ratio(c.name, baseline)})
+    return out
+
+
+FORMAT_NOTES = (
+    "Weights: a random weight, magnitude-pruned, its survivors on 2**bits − 1 evenly spaced "
+    "values (FC: 5-bit codes and gaps; conv: 8-bit codes, 4-bit gaps; codebook4/5 on their own "
+    "4-/5-bit quantization of the same pruned weight), so every conversion is exact. Each "
+    "implementation is checked against torch float64 on the weight it stores. vs X = X's time / "
+    "this row's time: > 1 means this row is faster. All implementations of a case take turns. "
+    "Threads: ours and torch use the same count; scipy.sparse is single-threaded. "
+    "torch-sparse-csr: torch.sparse.mm(W.to_sparse_csr(), xᵀ); at batch 1 torch-sparse-csr-mv "
+    "is torch.mv on the same tensor, torch's faster path for a vector. "
+    "robustcnn-huffman decodes each row's codes and gaps every time a kernel visits the row "
+    "(streaming); robustcnn-huffman-cached computes on HuffmanCodebookWeight.decoded(), decoded "
+    "once, outside the timing. fwd+bwd: the forward, dx, the format's own weight gradient "
+    "(CSR: dL/dW at the stored positions) and db; torch: dense autograd.")
+
+
+def note(text):
+    print(textwrap.fill(text, width=100))
+
+
+def print_formats(results, bytes_entries, squeezenet, lenet):
+    """The format section of the report: timings, decode throughput, bytes."""
+    timed = [r for r in results if not r.case.weights_decoded]
+    decoded = [r for r in results if r.case.weights_decoded]
+    if timed:
+        print()
+        print("weight formats: pruned weights in every format, side by side")
+        print(format_results_table(timed))
+        note(FORMAT_NOTES)
+        seen = {}
+        for r in timed:
+            seen.setdefault(r.case.weight.name, r.case.weight)
+        note("decode-once cost of the Huffman cache (HuffmanCodebookWeight.decoded(), not in "
+             "the times above): " + "; ".join(f"{pw.name} {pw.decode_once_s * 1e3:.1f} ms"
+                                              for pw in seen.values()))
+    if decoded:
+        print()
+        note("Huffman decode throughput (MB/s = decoded weights × 4 bytes, each decoded weight "
+             "taken as one float32; the skewed stream decodes one symbol per weight, SqueezeNet "
+             "one code + one gap symbol per stored entry)")
+        print(decode_table(decoded))
+        note("robustcnn-huffman: huffman.decode (validate, tables, the parallel kernel over "
+             "blocks, end check); robustcnn-huffman-kernel: decode_blocks alone on prebuilt "
+             "tables; numpy-huffman: bench.py's NumPy decoder (vectorised across blocks).")
+    print()
+    note("bytes of weights read per inference (= stored bytes for the streaming formats; "
+         "Huffman cached: the decoded sparse codebook's; dense: 4 × weights); KiB, and below "
+         "each row × smaller than dense float32")
+    print(bytes_read_table(bytes_entries))
+    note(f"{CODE_BITS}: a dense-pattern codebook at the sparse codebook's code width (FC 5 bits, "
+         "conv 8; LeNet-5: conv 8, ip 5), bytes only where not timed. torch-sparse-csr: int64 "
+         "indices; scipy-sparse: int32.")
+    rows, file_bytes, biases = squeezenet
+    total = total_row(rows)
+    print()
+    note("SqueezeNet v1.0, Deep Compression (compressed_SqueezeNet.net: pruned, 8-bit codes, "
+         "4-bit gaps, no Huffman), per layer, KiB and × smaller than dense float32")
+    print(net_bytes_table(rows))
+    note(f"the file: {file_bytes:,} bytes = {file_bytes / 1024:.0f} KiB (published: 660 KB); "
+         f"our sparse codebook total + float32 biases = "
+         f"{(total.bytes['sparse codebook'] + biases) / 1024:,.0f} KiB; with Huffman coding = "
+         f"{(total.bytes['huffman'] + biases) / 1024:,.0f} KiB")
+    print()
+    note("LeNet-5 (fresh lenet5(), magnitude-pruned to Deep Compression's densities conv1 66%, "
+         "conv2 12%, ip1 8%, ip2 19%; conv 8-bit codes + 4-bit gaps, ip 5 + 5), per layer")
+    print(net_bytes_table(lenet))
+    lenet_total = total_row(lenet)
+    note(f"published (Han et al. 2016): 1,720 KB -> 44 KB, 39x; here "
+         f"{lenet_total.bytes['dense'] / 1024:,.0f} KiB -> "
+         f"{lenet_total.bytes['huffman'] / 1024:,.1f} KiB with Huffman "
+         f"({lenet_total.bytes['dense'] / lenet_total.bytes['huffman']:.0f}x), biases not counted")
+
+
+def nets_bytes_read(squeezenet, lenet):
+    """Whole-net rows of the bytes-read table."""
+    out = []
+    for name, rows in (("squeezenet v1.0 DC, whole net", squeezenet),
+                       ("lenet-5 DC densities, whole net", lenet)):
+        out.append((name, total_row(rows).bytes))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # Cold start
 
 
@@ -703,7 +1478,57 @@ def parse_args(argv=None):
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON records")
     p.add_argument("--threads", type=int, help="Numba and torch threads (default: Numba's)")
     p.add_argument("--cases", metavar="SUBSTRING", help="only the cases whose name contains this")
+    p.add_argument("--formats", action="store_true",
+                   help="only the weight formats: sparse and codebook cases, Huffman decode, "
+                        "bytes tables (no dense cases, no cold start)")
+    p.add_argument("--bytes-json", metavar="FILE",
+                   help="also write the bytes tables of the format section as JSON")
     return p.parse_args(argv)
+
+
+def print_header(torch, budget, *, sgemm):
+    """The environment; with ``sgemm``, the measured peak too → peak GFLOP/s for %peak."""
+    lines, info = environment(torch)  # after a first kernel call: Numba's pool is started
+    peak, assumption = theoretical_peak(info)
+    for label, value in lines:
+        print(f"{label:>24}: {value}")
+    print(f"{'peak (theoretical)':>24}: {peak:.1f} GFLOP/s = {assumption}")
+    peak_label = "theoretical"
+    if sgemm:
+        measured = measured_sgemm(torch, reps=2 if budget is QUICK else 3)
+        print(f"{'sgemm 2048^3 (measured)':>24}: "
+              + ", ".join(f"{name} {g:.1f} GFLOP/s" for name, g in measured.items()))
+        caveat = peak_caveat(peak, measured, info)
+        if caveat:
+            print(f"{'caution':>24}: {caveat}")
+        # %peak against whichever is higher: the theoretical figure or what one thread's sgemm
+        # shows the cores really do (× cores); a VM's nominal clock can understate the first.
+        measured_peak = info["cores"] * measured.get("scipy sgemm, 1 thread", 0.0)
+        if measured_peak > peak:
+            peak_label, peak = "cores × measured 1-thread sgemm", measured_peak
+    print(f"{'timing':>24}: median of >= {budget.reps} calls and >= {budget.seconds} s per side "
+          f"after {budget.warmup} warm-up call(s); ours and torch take turns of ~{budget.turn} s, "
+          f"each after one untimed call", flush=True)
+    return peak, peak_label
+
+
+def run_formats(args, budget):
+    """The format section: run its cases, build the bytes tables → (results, bytes-read rows,
+    SqueezeNet, LeNet-5), or None if ``--cases`` selects none of it."""
+    cases = format_cases(match=args.cases)
+    if not cases and args.cases and not args.formats:
+        return None
+    results = []
+    for case in cases:
+        print(f"  running {case.name}", file=sys.stderr, flush=True)
+        results.append(run_format_case(case, budget))
+    weights = {}
+    for r in results:
+        if r.case.weight is not None:
+            weights.setdefault(r.case.weight.name, weight_bytes_read(r.case.weight))
+    squeezenet, lenet = squeezenet_bytes(), lenet5_bytes()
+    entries = list(weights.items()) + nets_bytes_read(squeezenet[0], lenet)
+    return results, entries, squeezenet, lenet
 
 
 def main(argv=None):
@@ -719,43 +1544,28 @@ def main(argv=None):
     budget = QUICK if args.quick else FULL
 
     conv2d_forward(np.zeros((1, 1, 4, 4), np.float32), np.zeros((1, 1, 3, 3), np.float32))
-    lines, info = environment(torch)  # after a first kernel call: Numba's pool is started
-    peak, assumption = theoretical_peak(info)
-    for label, value in lines:
-        print(f"{label:>24}: {value}")
-    print(f"{'peak (theoretical)':>24}: {peak:.1f} GFLOP/s = {assumption}")
-    sgemm = measured_sgemm(torch, reps=2 if args.quick else 3)
-    print(f"{'sgemm 2048^3 (measured)':>24}: "
-          + ", ".join(f"{name} {g:.1f} GFLOP/s" for name, g in sgemm.items()))
-    caveat = peak_caveat(peak, sgemm, info)
-    if caveat:
-        print(f"{'caution':>24}: {caveat}")
-    # %peak against whichever is higher: the theoretical figure or what one thread's sgemm
-    # shows the cores really do (× cores); a VM's nominal clock can understate the first.
-    measured_peak = info["cores"] * sgemm.get("scipy sgemm, 1 thread", 0.0)
-    peak_label = "theoretical" if peak >= measured_peak else "cores × measured 1-thread sgemm"
-    peak = max(peak, measured_peak)
-    print(f"{'timing':>24}: median of >= {budget.reps} calls and >= {budget.seconds} s per side "
-          f"after {budget.warmup} warm-up call(s); ours and torch take turns of ~{budget.turn} s, "
-          f"each after one untimed call", flush=True)
-
-    cases = all_cases()
+    cases = [] if args.formats else all_cases()
     if args.cases:
         cases = [c for c in cases if args.cases in c.name]
+    peak, peak_label = print_header(torch, budget, sgemm=bool(cases))
+
     results = []
     for case in cases:
         print(f"  running {case.name}", file=sys.stderr, flush=True)
         results.append(run_case(case, budget))
-    cold = None if args.quick else cold_start()
+    formats = run_formats(args, budget)
+    format_results = formats[0] if formats else []
+    cold = None if args.quick or args.formats else cold_start()
 
-    print()
-    print(results_table(results, peak))
-    print()
-    print(FLOP_CONVENTION + f" %peak is of {peak:.1f} GFLOP/s ({peak_label}).")
-    print("faults/call: minor page faults per timed call, ours / torch (memory the allocator "
-          "had returned to the OS and the call touched again).")
-    print("bg CPUs: CPUs other processes kept busy while the case was timed (/proc/stat); "
-          "well above 0 means the row is noisy: re-run on a quiet machine.")
+    if results:
+        print()
+        print(results_table(results, peak))
+        print()
+        print(FLOP_CONVENTION + f" %peak is of {peak:.1f} GFLOP/s ({peak_label}).")
+        print("faults/call: minor page faults per timed call, ours / torch (memory the allocator "
+              "had returned to the OS and the call touched again).")
+        print("bg CPUs: CPUs other processes kept busy while the case was timed (/proc/stat); "
+              "well above 0 means the row is noisy: re-run on a quiet machine.")
     if cold is not None:
         print()
         bg = "?" if cold["background"] is None else f"{cold['background']:.2f}"
@@ -765,12 +1575,20 @@ def main(argv=None):
             ["robustcnn, empty numba cache", f"{cold['empty'][0]:.2f}", f"{cold['empty'][1]:.2f}"],
             ["robustcnn, warm numba cache", f"{cold['warm'][0]:.2f}", f"{cold['warm'][1]:.2f}"],
             ["torch", f"{cold['torch'][0]:.2f}", f"{cold['torch'][1]:.2f}"]]))
+    if formats:
+        print_formats(*formats)
     print()
     print("targets")
-    print(format_table(["target", "measured", "result"], targets(results, cold)))
+    lines = (targets(results, cold) if not args.formats else []) + format_targets(format_results)
+    print(format_table(["target", "measured", "result"], lines))
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
-            json.dump(records(results, cold), f, indent=1)
+            json.dump(records(results, cold) + format_records(format_results), f, indent=1)
+            f.write("\n")
+    if args.bytes_json and formats:
+        _, entries, squeezenet, lenet = formats
+        with atomic_path(args.bytes_json) as tmp, open(tmp, "w") as f:
+            json.dump(bytes_records(entries, squeezenet[0], lenet), f, indent=1)
             f.write("\n")
 
 

@@ -102,6 +102,26 @@ def _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, poin
 
 
 @njit(**JIT)
+def _slab_columns_contiguous(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, buf, pointwise):
+    """As ``_slab_columns``, but always a C-contiguous matrix (a view of the flat ``buf``, or
+    of the image for a whole-plane 1×1 slab): the sparse kernels' loops over its rows then
+    have unit stride known to LLVM, and vectorise."""
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    width = (oy1 - oy0) * ow
+    if pointwise:
+        plane = x[n].reshape((C, H * W))
+        if width == H * W:
+            return plane
+        cols = buf[:C * width].reshape((C, width))
+        for c in range(C):
+            cols[c, :] = plane[c, oy0 * ow:oy1 * ow]
+        return cols
+    cols = buf[:C * kh * kw * width].reshape((C * kh * kw, width))
+    im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
+    return cols
+
+
+@njit(**JIT)
 def _is_pointwise(kh, kw, sh, sw, ph, pw):
     return kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
 
@@ -185,87 +205,91 @@ def conv2d_backward_gemm(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_
 
 
 @njit(**JIT_PARALLEL)
-def conv2d_forward_sparse(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
-                          max_row, y):
+def conv2d_forward_sparse(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, row_chunks,
+                          chunks, max_row, y):
     # x: (N, C, H, W); W: sparse weight operand (rows O over C/G·kh·kw columns, via
     # row_entries); bias: (O,); y: (N, O, oh, ow), every cell written
-    # y[n, o, :] = b[o] + Σ_{(k, v) ∈ row o} v · cols_n[g·K + k]   (the same slabs as the GEMM)
+    # y[n, o, :] = b[o] + Σ_{(k, v) ∈ row o} v · cols_n[g·K + k]
+    # A task is (example, block of output rows): it builds the example's whole im2col once
+    # (reused by the next task of the same example) and decodes each of its rows once for the
+    # full image, so row decoding (a codebook's or Huffman's) costs once per example, and the
+    # products run over whole output planes. Blocks of rows let a small batch use every thread.
     N, C, H, Wd = x.shape
     O, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     Og = O // groups
     K = C // groups * kh * kw
     y3 = y.reshape((N, O, oh * ow))
-    slabs = (oh + slab_rows - 1) // slab_rows
     pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
     for t in prange(chunks):
-        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
+        buf = np.empty(C * kh * kw * oh * ow, dtype=x.dtype)
         ecols = np.empty(max_row, dtype=np.int64)
         evals = np.empty(max_row, dtype=x.dtype)
         eslots = np.empty(0, dtype=np.int64)
-        lo, hi = chunk_bounds(t, chunks, N * slabs)
+        lo, hi = chunk_bounds(t, chunks, N * row_chunks)
+        built = -1
+        src = buf[:0].reshape((0, 0))
         for task in range(lo, hi):
-            n = task // slabs
-            oy0 = (task % slabs) * slab_rows
-            oy1 = min(oy0 + slab_rows, oh)
-            p0, p1 = oy0 * ow, oy1 * ow
-            src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
-            for o in range(O):
+            n = task // row_chunks
+            if n != built:
+                src = _slab_columns_contiguous(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, 0, oh,
+                                               buf, pointwise)
+                built = n
+            o_lo, o_hi = chunk_bounds(task % row_chunks, row_chunks, O)
+            for o in range(o_lo, o_hi):
                 g = o // Og
-                out = y3[n, o, p0:p1]
+                out = y3[n, o]
                 out[:] = bias[o]
-                count = row_entries(W, o, ecols, evals, eslots, False)
-                sparse_row_product(out, src[g * K:(g + 1) * K], ecols, evals, count)
+                cols_o, vals_o, slots_o, count = row_entries(W, o, ecols, evals, eslots, False)
+                sparse_row_product(out, src[g * K:(g + 1) * K], cols_o, vals_o, count)
 
 
 @njit(**JIT_PARALLEL)
-def conv2d_backward_sparse(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
-                           max_row, need_input, need_weight, dx, dvalue_parts):
+def conv2d_backward_sparse(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, chunks, max_row,
+                           need_input, need_weight, dx, dvalue_parts):
     # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: sparse operand
     # dx: (N, C, H, W), accumulated into; dvalue_parts: (chunks, number of stored values)
     # dvalues[slot(o, k)] += dy_n[o] · cols_n[g·K + k]      (only where a weight is stored)
     # dcols_n[g·K + k] += v · dy_n[o];  dx_n = col2im(dcols_n)
-    # Chunks own whole examples and their own gradient slice, as in conv2d_backward_gemm.
+    # Chunks own whole examples (col2im writes only their dx[n]) and their own gradient slice;
+    # each example's im2col is built once and each row decoded once for both products.
     N, C, H, Wd = dx.shape
     O, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     Og = O // groups
     K = C // groups * kh * kw
-    dy3 = dy.reshape((N, O, oh * ow))
-    slabs = (oh + slab_rows - 1) // slab_rows
+    P = oh * ow
+    dy3 = dy.reshape((N, O, P))
     pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
     for t in prange(chunks):
-        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
-        dcols = np.empty((C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+        buf = np.empty(C * kh * kw * P if need_weight else 0, dtype=dy.dtype)
+        dbuf = np.empty(C * kh * kw * P if need_input else 0, dtype=dy.dtype)
         ecols = np.empty(max_row, dtype=np.int64)
         evals = np.empty(max_row, dtype=dy.dtype)
         eslots = np.empty(max_row, dtype=np.int64)
         lo, hi = chunk_bounds(t, chunks, N)
         for n in range(lo, hi):
-            for s in range(slabs):
-                oy0 = s * slab_rows
-                oy1 = min(oy0 + slab_rows, oh)
-                p0, p1 = oy0 * ow, oy1 * ow
-                if need_weight:
-                    src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols,
-                                        pointwise)
-                    for o in range(O):
-                        g = o // Og
-                        count = row_entries(W, o, ecols, evals, eslots, True)
-                        g_out = dy3[n, o, p0:p1]
-                        for e in range(count):
-                            dvalue_parts[t, eslots[e]] += dot(g_out, src[g * K + ecols[e]])
-                if need_input:
-                    d = dcols[:, :p1 - p0]
-                    d[:, :] = 0
-                    for o in range(O):
-                        g = o // Og
-                        count = row_entries(W, o, ecols, evals, eslots, False)
-                        g_out = dy3[n, o, p0:p1]
-                        for e in range(count):
-                            axpy(d[g * K + ecols[e]], evals[e], g_out)
-                    if pointwise:
-                        dx[n].reshape((C, H * Wd))[:, p0:p1] += d
-                    else:
-                        col2im_rows(d, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
+            src = buf[:0].reshape((0, 0))
+            if need_weight:
+                src = _slab_columns_contiguous(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, 0, oh,
+                                               buf, pointwise)
+            d = dbuf.reshape((C * kh * kw if need_input else 0, P))
+            if need_input:
+                d[:, :] = 0
+            for o in range(O):
+                g = o // Og
+                g_out = dy3[n, o]
+                cols_o, vals_o, slots_o, count = row_entries(W, o, ecols, evals, eslots,
+                                                             need_weight)
+                for e in range(count):
+                    k = g * K + cols_o[e]
+                    if need_weight:
+                        dvalue_parts[t, slots_o[e]] += dot(g_out, src[k])
+                    if need_input:
+                        axpy(d[k], vals_o[e], g_out)
+            if need_input:
+                if pointwise:
+                    dx[n].reshape((C, H * Wd))[:, :] += d
+                else:
+                    col2im_rows(d, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, 0, oh, dx)
 
 
 @njit(**JIT)
@@ -592,13 +616,22 @@ def _NO_INPUT(dtype):
     return np.empty((0,) * 4, dtype=dtype)
 
 
+def _same_dtype(x, fmt):
+    # BLAS is chosen by the output's dtype: a weight of another dtype would be read as garbage.
+    if fmt.dtype != x.dtype:
+        raise TypeError(f"a {fmt.dtype} {fmt.kind} weight cannot take a {x.dtype} input; "
+                        f"convert one of them (WeightFormat.astype)")
+
+
 def conv2d_forward_format(x, fmt, bias, geom):
     """y = conv(x, W) + b with W in any weight format (``robustcnn.engine.formats``).
 
     Dense-pattern formats run the slab GEMM (a codebook decodes a group's rows per slab into a
-    scratch block); sparse formats run the slab SpMM over ``row_entries``. A depthwise layer's
-    weight is tiny (O·kh·kw values), so it is decoded for the direct depthwise kernels.
+    scratch block); sparse formats run an SpMM of each decoded row over the example's im2col.
+    A depthwise layer's weight is tiny (O·kh·kw values), so it is decoded for the direct
+    depthwise kernels.
     """
+    _same_dtype(x, fmt)
     if fmt.kind == "dense" or geom.depthwise:
         weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
         return conv2d_forward_dense(x, weight, bias, geom)
@@ -608,11 +641,14 @@ def conv2d_forward_format(x, fmt, bias, geom):
     y = np.empty((N,) + geom.out_shape, dtype=x.dtype)
     if N == 0:
         return y
-    rows, chunks, _ = _launch(geom, N, x.itemsize)
     if fmt.sparse:
+        threads = numba.get_num_threads()
+        row_chunks = min(-(-threads // N), geom.out_channels)  # rows split only for small batches
+        chunks = min(threads, N * row_chunks)
         conv2d_forward_sparse(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
-                              geom.groups, rows, chunks, max(fmt.max_row_entries(), 1), y)
+                              geom.groups, row_chunks, chunks, max(fmt.max_row_entries(), 1), y)
     else:
+        rows, chunks, _ = _launch(geom, N, x.itemsize)
         conv2d_forward_gemm(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
                             geom.groups, rows, chunks, geom.out_channels // geom.groups, y)
     return y
@@ -624,6 +660,7 @@ def conv2d_backward_format(dy, x, fmt, geom, *, need_input=True, need_weight=Tru
     The weight gradient is the format's own: dense dW; CSR's values at stored positions only
     (pruned weights stay exactly zero); a codebook's per-centroid sums (Deep Compression eq. 3).
     """
+    _same_dtype(dy, fmt)
     if fmt.kind == "dense" or geom.depthwise:
         weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
         dx, dweight, dbias = conv2d_backward_dense(dy, x, weight, geom, need_input=need_input,
@@ -634,13 +671,13 @@ def conv2d_backward_format(dy, x, fmt, geom, *, need_input=True, need_weight=Tru
     dbias = dy.sum(axis=(0, 2, 3)) if need_weight else None
     grads = None
     if fmt.sparse:
-        rows, _, chunks = _launch(geom, N, dy.itemsize)
+        chunks = min(numba.get_num_threads(), max(N, 1))
         values = fmt.arrays()[fmt.trainable[0]]
         parts = np.zeros((chunks, values.size if need_weight else 0), dtype=dy.dtype)
         if N and (need_input or need_weight):
             conv2d_backward_sparse(
                 dy, x if need_weight else _NO_INPUT(dy.dtype), fmt.operand(), *geom.kernel,
-                *geom.kernel_args(), geom.groups, rows, chunks, max(fmt.max_row_entries(), 1),
+                *geom.kernel_args(), geom.groups, chunks, max(fmt.max_row_entries(), 1),
                 need_input, need_weight,
                 dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype), parts)
         if need_weight:

@@ -588,27 +588,31 @@ class Flatten(Layer):
 
 
 class Softmax(Layer):
-    """Probabilities over axis 1; deploy nets end with it, attacks want the logits before it."""
+    """Probabilities over axis 1, for (K,) or (K, 1, 1) per example (a global pool's output,
+    as Caffe's deploy nets have it); attacks want the logits before it."""
 
     type = "Softmax"
 
     def _setup(self, in_shapes, dtype):
-        if len(in_shapes[0]) != 1:
-            raise ValueError(f"{self.at}: input must be (K,) per example, got {in_shapes[0]}")
+        shape = in_shapes[0]
+        if len(shape) not in (1, 3) or any(s != 1 for s in shape[1:]):
+            raise ValueError(f"{self.at}: input must be (K,) or (K, 1, 1) per example, got {shape}")
         return in_shapes
 
     def forward(self, xs, ctx):
-        p = np.empty_like(xs[0])
-        loss.softmax_rows(xs[0], p)
+        x = xs[0].reshape(xs[0].shape[0], -1) if xs[0].shape[0] else xs[0].reshape(0, self.in_shapes[0][0])
+        p = np.empty_like(x)
+        loss.softmax_rows(x, p)
         if ctx.keep:
             self._saved = p
-        return [p]
+        return [p.reshape(xs[0].shape)]
 
     def backward(self, dys, ctx):
         if not ctx.input_grad:
             return [None]
         p = self._saved
-        return [p * (dys[0] - (dys[0] * p).sum(axis=1, keepdims=True))]
+        dy = dys[0].reshape(p.shape)
+        return [(p * (dy - (dy * p).sum(axis=1, keepdims=True))).reshape(dys[0].shape)]
 
 
 class Concat(Layer):

@@ -13,6 +13,7 @@ from ._args import check_output, float_array, where
 from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
 from ._loops import axpy, dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
+from .conv import _same_dtype
 from .formats.base import row_entries, weight_rows
 
 # Narrower blocks than this make per-call overhead dominate the product.
@@ -93,16 +94,16 @@ def linear_forward_sparse(xT, W, bias, chunks, max_row, yT):
         eslots = np.empty(0, dtype=np.int64)
         lo, hi = chunk_bounds(t, chunks, O)
         for o in range(lo, hi):
-            count = row_entries(W, o, ecols, evals, eslots, False)
+            cols_o, vals_o, slots_o, count = row_entries(W, o, ecols, evals, eslots, False)
             if N == 1:  # a sparse dot product
                 acc = bias[o]
                 for e in range(count):
-                    acc += evals[e] * xT[ecols[e], 0]
+                    acc += vals_o[e] * xT[cols_o[e], 0]
                 yT[o, 0] = acc
             else:
                 out = yT[o]
                 out[:] = bias[o]
-                sparse_row_product(out, xT, ecols, evals, count)
+                sparse_row_product(out, xT, cols_o, vals_o, count)
 
 
 @njit(**JIT_PARALLEL)
@@ -118,14 +119,14 @@ def linear_backward_sparse(dyT, xT, W, chunks, max_row, need_input, need_weight,
         eslots = np.empty(max_row, dtype=np.int64)
         lo, hi = chunk_bounds(t, chunks, O)
         for o in range(lo, hi):
-            count = row_entries(W, o, ecols, evals, eslots, need_weight)
+            cols_o, vals_o, slots_o, count = row_entries(W, o, ecols, evals, eslots, need_weight)
             g = dyT[o]
             if need_input:
                 for e in range(count):
-                    axpy(dxT_parts[t, ecols[e]], evals[e], g)
+                    axpy(dxT_parts[t, cols_o[e]], vals_o[e], g)
             if need_weight:
                 for e in range(count):
-                    dvalue_parts[t, eslots[e]] += dot(g, xT[ecols[e]])
+                    dvalue_parts[t, slots_o[e]] += dot(g, xT[cols_o[e]])
 
 
 # Rows a codebook decodes into scratch at a time (64 rows of 4096 float32 = 1 MiB).
@@ -134,6 +135,7 @@ _CODEBOOK_BLOCK = 64
 
 def linear_forward_format(x, fmt, bias):
     """y = x · Wᵀ + b with W in any weight format (checked 2-D x; ``bias`` may be None)."""
+    _same_dtype(x, fmt)
     if fmt.kind == "dense":
         return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
     N, O = x.shape[0], fmt.rows
@@ -154,6 +156,7 @@ def linear_forward_format(x, fmt, bias):
 def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True):
     """Gradients with W in any format → (dx, {trainable array name: gradient}, dbias); the
     weight gradient is the format's own (see ``conv2d_backward_format``)."""
+    _same_dtype(dy, fmt)
     if fmt.kind == "dense":
         dx, dw, db = linear_backward_dense(dy, x, fmt.weight.reshape(fmt.rows, fmt.cols),
                                            need_input=need_input, need_weight=need_weight)

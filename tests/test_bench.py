@@ -101,3 +101,165 @@ def test_a_tiny_linear_case_agrees_with_torch():
     pytest.importorskip("torch")
     result = bench.run_case(bench.linear_case("tiny", 3, 16, 8, backward=True), TINY)
     assert result.agrees, result.check
+
+
+# ---------------------------------------------------------------------------------------------
+# The weight-format section
+
+
+def test_time_turns_gives_each_function_its_own_median():
+    calls = []
+    fns = [lambda: calls.append("a"), lambda: time.sleep(0.002), lambda: calls.append("c")]
+    seconds, faults = bench.time_turns(fns, bench.Budget(reps=2, seconds=0.0, warmup=1, turn=0.0))
+    assert len(seconds) == 3 and len(faults) == 3
+    assert seconds[1] >= 0.002 > max(seconds[0], seconds[2])
+    assert calls == ["a", "c"] + ["a", "a", "c", "c"] * 2
+
+
+def test_magnitude_prune_and_quantize_survivors():
+    w = np.array([[0.5, -0.1, 0.05, -2.0], [1.0, 0.2, -0.3, 0.01]], dtype=np.float32)
+    pruned = bench.magnitude_prune(w, 0.5)
+    np.testing.assert_array_equal(pruned, np.float32([[0.5, 0, 0, -2.0], [1.0, 0, -0.3, 0]]))
+    q = bench.quantize_survivors(pruned, 1)  # one value, (−2 + 1) / 2, for every survivor
+    np.testing.assert_array_equal(q, np.where(pruned != 0, np.float32(-0.5), 0))
+    assert q.dtype == w.dtype
+    q = bench.quantize_survivors(bench.magnitude_prune(np.random.default_rng(0).standard_normal(
+        (40, 50), dtype=np.float32), 0.3), 4)
+    assert np.count_nonzero(q) == 600 and np.unique(q[q != 0]).size <= 15
+
+
+def test_pruned_weight_stores_every_format_exactly():
+    pw = bench.pruned_weight("t", (8, 3, 3, 3), 0.9, code_bits=8, gap_bits=4)
+    assert set(pw.levels) == {4, 5, 8} and pw.size == 216
+    assert np.count_nonzero(pw.levels[8]) == round(0.1 * 216)
+    for name, (fmt, bits) in pw.formats.items():
+        np.testing.assert_array_equal(fmt.to_dense(), pw.levels[bits], err_msg=name)
+    assert pw.formats["robustcnn-huffman-cached"][0].kind == "sparse_codebook"
+    read = bench.weight_bytes_read(pw)
+    assert read["dense"] == 4 * 216 and read[bench.CODE_BITS] > 216
+    assert read["huffman cached"] == pw.formats["robustcnn-sparse-codebook"][0].stored_bytes()
+
+
+def _stream(symbols, starts, alphabet):
+    from robustcnn.engine.formats import huffman
+
+    return huffman.encode(np.asarray(symbols), np.asarray(starts), alphabet)
+
+
+def test_numpy_huffman_decode_matches_the_symbols():
+    rng = np.random.default_rng(1)
+    symbols = bench.skewed_symbols(3000, decay=0.9)
+    starts = np.sort(np.concatenate([[0, 0, 3000, 3000], rng.integers(0, 3000, 20)]))  # empty ones
+    np.testing.assert_array_equal(bench.numpy_huffman_decode(_stream(symbols, starts, 256)),
+                                  symbols)
+    # Fibonacci counts give codes far longer than the 10-bit primary table
+    counts = [1, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 144, 233, 377, 610, 987, 1597]
+    symbols = rng.permutation(np.repeat(np.arange(len(counts)), counts))
+    stream = _stream(symbols, [0, 1000, symbols.size], len(counts))
+    assert stream.lengths.max() > 10
+    np.testing.assert_array_equal(bench.numpy_huffman_decode(stream), symbols)
+
+
+def test_a_huffman_decode_case_agrees_and_reports_throughput():
+    symbols = bench.skewed_symbols(5000)
+    case = bench.huffman_decode_case("tiny", [_stream(symbols, [0, 2500, 5000], 256)], [symbols],
+                                     5000, target=1)
+    result = bench.run_format_case(case, TINY)
+    assert all(result.agrees(c.name) for c in case.contenders), result.failures
+    assert result.megabytes_per_s("robustcnn-huffman") > 0
+    assert "tiny" in bench.decode_table([result])
+    assert bench.format_targets([result])[0][0] == "tiny: robustcnn-huffman >= 1 MB/s"
+
+
+def test_tiny_sparse_linear_cases_agree_with_torch_and_scipy():
+    pytest.importorskip("torch")
+    cases = bench.sparse_linear_cases(32, 16, batches=(1, 3), sparsity=0.9)
+    assert [c.name for c in cases] == ["fc 32->16 b1 90% sparse fwd", "fc 32->16 b3 90% sparse fwd"]
+    for case in cases:
+        result = bench.run_format_case(case, TINY)
+        names = [c.name for c in case.contenders]
+        assert {"robustcnn-csr", "robustcnn-huffman-cached", bench.TORCH_SPARSE,
+                bench.SCIPY} <= set(names)
+        assert all(result.agrees(n) for n in names), [result.check(n) for n in names]
+        assert set(result.seconds) == set(names)
+    assert bench.sparse_linear_cases(32, 16, match="no such case") == []
+
+
+def test_tiny_sparse_conv_cases_agree_with_torch():
+    pytest.importorskip("torch")
+    fwd, train = bench.sparse_conv_cases("tiny b2", 2, 4, 7, 6, 3, padding=1, groups=2,
+                                         sparsity=0.5)
+    assert fwd.name == "tiny b2 50% sparse fwd" and train.name == "tiny b2 50% sparse fwd+bwd"
+    for case in (fwd, train):
+        result = bench.run_format_case(case, TINY)
+        assert all(result.agrees(c.name) for c in case.contenders), \
+            [result.check(c.name) for c in case.contenders]
+    assert [c.name for c in train.contenders] == [bench.OURS_DENSE, "robustcnn-csr",
+                                                  bench.TORCH_DENSE]
+    text = bench.format_results_table([result])
+    assert len(text.splitlines()) == 2 + len(train.contenders)
+
+
+def _format_result(seconds, targets=(), baselines=(bench.TORCH_DENSE, bench.OURS_DENSE)):
+    contenders = [bench.Contender(n, None, None) for n in seconds]
+    case = bench.FormatCase("c", contenders, baselines, targets=targets)
+    return bench.FormatResult(case, seconds=dict(seconds), errors={n: 0.0 for n in seconds},
+                              faults={n: 0.0 for n in seconds})
+
+
+def test_format_targets_and_records():
+    r = _format_result({bench.OURS_DENSE: 2.0, "robustcnn-csr": 1.0, bench.TORCH_DENSE: 4.0},
+                       targets=(("robustcnn-csr", bench.TORCH_DENSE, 3.0),
+                                ("robustcnn-csr", bench.OURS_DENSE, 1.5)))
+    assert [line[2] for line in bench.format_targets([r])] == ["PASS", "PASS"]
+    r.errors["robustcnn-csr"] = 1.0
+    assert bench.format_targets([r])[0][1:] == ("output wrong or failed", "FALL SHORT")
+    r.failures["robustcnn-huffman"] = "ValueError: broken"
+    r.case.contenders.append(bench.Contender("robustcnn-huffman", None, None))
+    lines = bench.format_results_table([r]).splitlines()
+    assert len(lines) == 6 and lines[-1].split()[-3:] == ["FAILED", "ValueError:", "broken"]
+    assert len(lines[-1].split()) == 1 + 7 + 3  # implementation, 7 dashes, the check
+    recs = json.loads(json.dumps(bench.format_records([r])))
+    assert all(set(x) == {"case", "ours", "peer", "ours_s", "peer_s", "ratio"} for x in recs)
+    pairs = {(x["ours"], x["peer"]): x["ratio"] for x in recs}
+    assert pairs == pytest.approx({("robustcnn-dense", "torch-dense"): 2.0,
+                                   ("robustcnn-csr", "torch-dense"): 4.0,
+                                   ("robustcnn-csr", "robustcnn-dense"): 2.0})
+
+
+def test_lenet5_bytes_follow_deep_compression_densities():
+    rows = bench.lenet5_bytes()
+    assert [r.name for r in rows] == list(bench.LENET5_DC_KEPT)
+    for r in rows:
+        assert r.nonzeros == round(bench.LENET5_DC_KEPT[r.name] * r.size)
+        assert r.bytes["dense"] == 4 * r.size and r.bytes["huffman cached"] == \
+            r.bytes["sparse codebook"]
+    total = bench.total_row(rows)
+    assert total.size == 430_500 and total.bytes["huffman"] < total.bytes["sparse codebook"]
+    table = bench.net_bytes_table(rows)
+    assert len(table.splitlines()) == 2 + len(rows) + 1 and "total" in table
+
+
+def test_squeezenet_bytes_add_up_to_the_file():
+    rows, file_bytes, biases = bench.squeezenet_bytes()
+    assert len(rows) == 26 and file_bytes == 675_763
+    # the file: 26 uint32 counts + per layer 256 centroids, biases, codes, gaps; ours: the same
+    # streams and centroids + a 14-byte header per layer
+    stored = bench.total_row(rows).bytes["sparse codebook"]
+    assert stored + biases == file_bytes - 4 * 26 + 14 * 26
+
+
+def test_bytes_tables_and_json():
+    entries = [("w", {"dense": 4096, "csr": 1024, bench.TORCH_SPARSE: 2048})]
+    lines = bench.bytes_read_table(entries).splitlines()
+    assert len(lines) == 4 and "4.0x" in lines[3] and "-" in lines[2]
+    rows = [bench.LayerBytes("a", (2, 3), 3, 4, {"dense": 24, "csr": 20})]
+    doc = json.loads(json.dumps(bench.bytes_records(entries, rows, rows)))
+    assert doc["bytes_read_per_inference"][1] == {"weight": "w", "format": "csr", "bytes": 1024}
+    assert doc["lenet5_deep_compression_densities"][-1]["layer"] == "total"
+
+
+def test_the_formats_flags_parse():
+    args = bench.parse_args(["--formats", "--bytes-json", "b.json", "--cases", "fc"])
+    assert args.formats and args.bytes_json == "b.json" and args.cases == "fc"
+    assert [c.name for c in bench.format_cases(match="no such case")] == []

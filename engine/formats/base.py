@@ -54,6 +54,10 @@ def packed_nbytes(count, width):
 @njit(**JIT)
 def read_packed(packed, i, width):
     """Value i of a ``pack_bits`` stream (the caller checked i < count)."""
+    if width == 8:  # the common widths without the general shifts (a branch the loop hoists)
+        return np.int64(packed[i])
+    if width == 4:
+        return (np.int64(packed[i >> 1]) >> ((i & 1) << 2)) & 15
     bit = i * width
     byte = bit >> 3
     shift = bit & 7
@@ -79,10 +83,12 @@ def register_row_decoder(operand_class, decoder):
 
 
 def row_entries(W, o, cols, vals, slots, need_slots):
-    """Fill cols/vals (and slots, if ``need_slots``) with the entries of row o → their count.
+    """The entries of row o → (cols, vals, slots, count), arrays of ``count`` entries.
 
     cols[e]: column in [0, K); vals[e]: the weight; slots[e]: index of the stored value it
-    uses. The buffers hold at least the longest row. Entries that are stored zeros (Deep
+    uses (an empty array unless ``need_slots``). A format whose rows are stored plainly (CSR)
+    returns views of its own arrays; the others decode into the buffers given (each at least
+    the longest row) and return views of those. Entries that are stored zeros (Deep
     Compression's fillers) are left out. Only callable from Numba kernels.
     """
     raise NotImplementedError("row_entries is resolved by Numba for each format's operand")

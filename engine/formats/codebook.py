@@ -24,13 +24,22 @@ CodebookArrays = namedtuple("CodebookArrays", "codes bits centroids ncols")
 @njit(**JIT)
 def codebook_rows(W, lo, hi, scratch):
     # scratch: (≥ hi − lo, K) → rows lo..hi of W decoded: scratch[r, j] = centroids[code(lo + r, j)]
-    K = W.ncols
+    K, codes, bits, centroids = W.ncols, W.codes, W.bits, W.centroids
     out = scratch[:hi - lo]
-    for r in range(hi - lo):
-        base = (lo + r) * K
-        row = out[r]
-        for j in range(K):
-            row[j] = W.centroids[read_packed(W.codes, base + j, W.bits)]
+    flat = out.reshape(-1)
+    start = lo * K
+    if bits == 8:  # one byte per code: a plain gather
+        src = codes[start:start + flat.shape[0]]
+        for i in range(flat.shape[0]):
+            flat[i] = centroids[src[i]]
+    else:
+        mask = (1 << bits) - 1
+        for i in range(flat.shape[0]):
+            bit = (start + i) * bits
+            v = np.int64(codes[bit >> 3]) >> (bit & 7)
+            if (bit & 7) + bits > 8:
+                v |= np.int64(codes[(bit >> 3) + 1]) << (8 - (bit & 7))
+            flat[i] = centroids[v & mask]
     return out
 
 

@@ -24,16 +24,15 @@ CSRArrays = namedtuple("CSRArrays", "data indices indptr")
 
 @njit(**JIT)
 def csr_row_entries(W, o, cols, vals, slots, need_slots):
-    # Row o: entries k ∈ [indptr[o], indptr[o+1]); slot = k (each value is its own slot).
+    # Row o: entries k ∈ [indptr[o], indptr[o+1]), as views of indices and data (no copy);
+    # slot = k (each value is its own slot), written only when asked for.
     a = W.indptr[o]
-    n = W.indptr[o + 1] - a
-    for e in range(n):
-        cols[e] = W.indices[a + e]
-        vals[e] = W.data[a + e]
+    b = W.indptr[o + 1]
     if need_slots:
-        for e in range(n):
+        for e in range(b - a):
             slots[e] = a + e
-    return n
+        return W.indices[a:b], W.data[a:b], slots[:b - a], b - a
+    return W.indices[a:b], W.data[a:b], slots[:0], b - a
 
 
 register_row_decoder(CSRArrays, csr_row_entries)

@@ -38,14 +38,14 @@ def huffman_row_entries(W, o, cols, vals, slots, need_slots):
     a = W.row_entry[o]
     n = W.row_entry[o + 1] - a
     if n == 0:
-        return 0
+        return cols[:0], vals[:0], slots[:0], 0
     end = huffman.decode_block_into(W.gap_bits, W.gap_nbits, W.gap_primary, W.gap_primary_bits,
                                     W.gap_canonical, W.gap_symbols, W.gap_starts[o], n, cols)
     end2 = huffman.decode_block_into(W.code_bits, W.code_nbits, W.code_primary,
                                      W.code_primary_bits, W.code_canonical, W.code_symbols,
                                      W.code_starts[o], n, vals)
     if end < 0 or end2 < 0:  # impossible after the load-time check; decode nothing
-        return 0
+        return cols[:0], vals[:0], slots[:0], 0
     p = W.row_prev[o]
     base = o * W.ncols
     k = 0
@@ -58,7 +58,7 @@ def huffman_row_entries(W, o, cols, vals, slots, need_slots):
             if need_slots:
                 slots[k] = c
             k += 1
-    return k
+    return cols[:k], vals[:k], slots[:k if need_slots else 0], k
 
 
 register_row_decoder(HuffmanArrays, huffman_row_entries)

@@ -34,19 +34,20 @@ SparseCodebookArrays = namedtuple(
 @njit(**JIT)
 def sparse_codebook_row_entries(W, o, cols, vals, slots, need_slots):
     # Row o: walk its entries from the position before the row; fillers (code 0) are skipped.
+    codes, code_bits, gaps, gap_bits, centroids = W.codes, W.code_bits, W.gaps, W.gap_bits, W.centroids
     p = W.row_prev[o]
     base = o * W.ncols
     n = 0
     for e in range(W.row_entry[o], W.row_entry[o + 1]):
-        p += read_packed(W.gaps, e, W.gap_bits) + 1
-        c = read_packed(W.codes, e, W.code_bits)
+        p += read_packed(gaps, e, gap_bits) + 1
+        c = read_packed(codes, e, code_bits)
         if c != 0:
             cols[n] = p - base
-            vals[n] = W.centroids[c]
+            vals[n] = centroids[c]
             if need_slots:
                 slots[n] = c
             n += 1
-    return n
+    return cols[:n], vals[:n], slots[:n if need_slots else 0], n
 
 
 register_row_decoder(SparseCodebookArrays, sparse_codebook_row_entries)
