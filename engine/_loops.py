@@ -71,3 +71,20 @@ def sparse_row_product(out, src, cols, vals, count):
     while e < count:
         axpy(out, vals[e], src[cols[e]])
         e += 1
+
+
+@njit(**JIT)
+def sparse_dot(cols, vals, x, count):
+    # Σ_e vals[e] · x[cols[e]] in four running sums (see ``dot``)
+    s0 = s1 = s2 = s3 = 0.0
+    e = 0
+    while e + 4 <= count:
+        s0 += vals[e] * x[cols[e]]
+        s1 += vals[e + 1] * x[cols[e + 1]]
+        s2 += vals[e + 2] * x[cols[e + 2]]
+        s3 += vals[e + 3] * x[cols[e + 3]]
+        e += 4
+    while e < count:
+        s0 += vals[e] * x[cols[e]]
+        e += 1
+    return (s0 + s1) + (s2 + s3)

@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from ._args import check_output, float_array, where
 from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
-from ._loops import axpy, dot, sparse_row_product
+from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
 from .formats.base import row_entries, weight_rows
@@ -88,6 +88,7 @@ def linear_forward_sparse(xT, W, bias, chunks, max_row, yT):
     # yT[o] = b[o] + Σ_{(k, v) ∈ row o} v · xT[k]  (rows split over chunks; a row is decoded
     # once for the whole batch and its entries stream over contiguous rows of xT)
     O, N = yT.shape
+    x1 = xT.reshape(xT.shape[0] * N)  # the input itself when N == 1
     for t in prange(chunks):
         ecols = np.empty(max_row, dtype=np.int64)
         evals = np.empty(max_row, dtype=xT.dtype)
@@ -96,10 +97,7 @@ def linear_forward_sparse(xT, W, bias, chunks, max_row, yT):
         for o in range(lo, hi):
             cols_o, vals_o, slots_o, count = row_entries(W, o, ecols, evals, eslots, False)
             if N == 1:  # a sparse dot product
-                acc = bias[o]
-                for e in range(count):
-                    acc += vals_o[e] * xT[cols_o[e], 0]
-                yT[o, 0] = acc
+                yT[o, 0] = bias[o] + sparse_dot(cols_o, vals_o, x1, count)
             else:
                 out = yT[o]
                 out[:] = bias[o]
