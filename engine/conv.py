@@ -548,12 +548,17 @@ def _launch(geom, N, itemsize):
     return rows, min(numba.get_num_threads(), tasks), min(numba.get_num_threads(), N)
 
 
+def _bias_and_output(x, bias, geom):
+    """The bias (zeros if None) and an empty output (N, O, OH, OW) for the kernels."""
+    if bias is None:
+        bias = np.zeros(geom.out_channels, dtype=x.dtype)
+    return bias, np.empty((x.shape[0],) + geom.out_shape, dtype=x.dtype)
+
+
 def conv2d_forward_dense(x, weight, bias, geom):
     """y = conv(x, W) + b for arguments already checked against ``geom``; ``bias`` may be None."""
     N = x.shape[0]
-    if bias is None:
-        bias = np.zeros(geom.out_channels, dtype=x.dtype)
-    y = np.empty((N,) + geom.out_shape, dtype=x.dtype)
+    bias, y = _bias_and_output(x, bias, geom)
     if N == 0:
         return y
     if geom.depthwise:
@@ -636,9 +641,7 @@ def conv2d_forward_format(x, fmt, bias, geom):
         weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
         return conv2d_forward_dense(x, weight, bias, geom)
     N = x.shape[0]
-    if bias is None:
-        bias = np.zeros(geom.out_channels, dtype=x.dtype)
-    y = np.empty((N,) + geom.out_shape, dtype=x.dtype)
+    bias, y = _bias_and_output(x, bias, geom)
     if N == 0:
         return y
     if fmt.sparse:
