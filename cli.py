@@ -4,7 +4,11 @@
     robustcnn eval    runs/lenet5.h5
     robustcnn attack  runs/lenet5.h5 --attack fgsm --eps 0.05,0.1,0.2
     robustcnn info    runs/lenet5.h5
+    robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
+
+Model files are HDF5 checkpoints (train's output) or compressed ``.rcnn`` files; every command
+that reads a model takes either.
 """
 
 import argparse
@@ -67,8 +71,30 @@ def _parser():
     p.add_argument("--json", default=None, help="also write the table as JSON here")
     _data_args(p)
 
-    p = sub.add_parser("info", help="architecture and metadata of a model file")
+    p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
     p.add_argument("model")
+
+    p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model")
+    p.add_argument("model")
+    p.add_argument("-o", "--out", required=True, help="compressed model file to write (.rcnn)")
+    p.add_argument("--preset", default=None,
+                   help="Deep Compression's settings for lenet5 or lenet-300-100 (default: the "
+                        "model's own name)")
+    p.add_argument("--prune", default=None, metavar="LAYER=SPARSITY,…",
+                   help="fraction of weights to remove per layer (overrides the preset)")
+    p.add_argument("--bits", default=None, metavar="LAYER=BITS,…",
+                   help="code bits per layer (overrides the preset)")
+    p.add_argument("--gap-bits", default=None, metavar="LAYER=BITS,…",
+                   help="relative-index bits per layer (overrides the preset)")
+    p.add_argument("--rounds", type=int, default=None, help="pruning rounds")
+    p.add_argument("--retrain-epochs", type=int, default=None, help="epochs after each round")
+    p.add_argument("--finetune-epochs", type=int, default=None, help="centroid fine-tuning epochs")
+    p.add_argument("--lr", type=float, default=None, help="retraining learning rate")
+    p.add_argument("--huffman", action=argparse.BooleanOptionalAction, default=True,
+                   help="Huffman-code the codes and relative indices")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    _data_args(p)
 
     p = sub.add_parser("demo", help="train LeNet-5 on Fashion-MNIST, then attack it with FGSM")
     _data_args(p)
@@ -81,9 +107,9 @@ def _eps_list(text):
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
-        raise SystemExit(f"robustcnn: --eps must be comma-separated numbers, got {text!r}") from None
+        raise ValueError(f"--eps must be comma-separated numbers, got {text!r}") from None
     if not values:
-        raise SystemExit("robustcnn: --eps is empty")
+        raise ValueError("--eps is empty")
     return values
 
 
@@ -122,7 +148,7 @@ def _attack(net, xt, yt, attack, eps, limit=None, json_path=None):
     from .attacks import ATTACKS, format_table, robustness_table
 
     if attack not in ATTACKS:
-        raise SystemExit(f"robustcnn: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
+        raise ValueError(f"unknown attack {attack!r}; known: {sorted(ATTACKS)}")
     if limit is not None:
         xt, yt = xt[:limit], yt[:limit]
     t0 = time.perf_counter()
@@ -139,6 +165,83 @@ def _attack(net, xt, yt, attack, eps, limit=None, json_path=None):
     return rows
 
 
+def _pairs(text, kind, option):
+    """'a=1,b=2' → {"a": kind("1"), "b": kind("2")}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            out[name] = kind(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"{option} takes LAYER=VALUE pairs, got {item!r}")
+    return out
+
+
+def load_model_file(path):
+    """(net, meta) from a compressed .rcnn file or an HDF5 checkpoint."""
+    from .compress.modelfile import is_model_file, load_model
+    from .engine.checkpoint import load_net
+
+    return load_model(path) if is_model_file(path) else load_net(path)
+
+
+def _compress(args):
+    from .compress.modelfile import save_model
+    from .compress.pipeline import CompressionSettings, PRESETS, compress
+    from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
+    from .models.datasets import load_dataset
+
+    net, meta = load_model_file(args.model)
+    name = args.preset or meta.get("model") or net.name
+    base = dict(PRESETS.get(name, {"kept": {}, "bits": {}, "gap_bits": {}}))
+    if args.prune:
+        base["kept"] = {k: 1.0 - v for k, v in _pairs(args.prune, float, "--prune").items()}
+    if args.bits:
+        base["bits"] = _pairs(args.bits, int, "--bits")
+    if args.gap_bits:
+        base["gap_bits"] = _pairs(args.gap_bits, int, "--gap-bits")
+    if not base["kept"] and not base["bits"]:
+        raise ValueError(f"no preset for {name!r} (presets: "
+                         f"{sorted(PRESETS)}); give --prune and/or --bits")
+    overrides = {k: v for k, v in (("rounds", args.rounds), ("retrain_epochs", args.retrain_epochs),
+                                   ("finetune_epochs", args.finetune_epochs), ("lr", args.lr))
+                 if v is not None}
+    settings = CompressionSettings(**base, **overrides, huffman=args.huffman, seed=args.seed)
+    dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
+    x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
+    xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
+    print(f"compressing {args.model} ({name}) on {dataset}")
+    t0 = time.perf_counter()
+    report = compress(net, x, y, settings, val=(xt, yt), progress=args.progress)
+    seconds = time.perf_counter() - t0
+    accuracy = report["stages"][-1]["accuracy"]
+    size = save_model(args.out, net, meta={
+        "model": name, "dataset": dataset, "test_accuracy": accuracy,
+        "dense_test_accuracy": report["stages"][0]["accuracy"], "compress_seconds": seconds,
+        "stages": report["stages"], "settings": report["settings"], "source": args.model})
+    print(format_layer_table(layer_table(net), file_bytes=size,
+                             dense_bytes=dense_parameter_bytes(net)))
+    print(f"compressed in {seconds:.1f} s; written to {args.out}")
+    print(f"test accuracy: dense {100 * report['stages'][0]['accuracy']:.2f}%, "
+          f"compressed {100 * accuracy:.2f}%")
+
+
+def _info(path):
+    import os as _os
+
+    from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
+
+    net, meta = load_model_file(path)
+    print(net.summary())
+    print()
+    print(format_layer_table(layer_table(net), file_bytes=_os.path.getsize(path),
+                             dense_bytes=dense_parameter_bytes(net)))
+    shown = {k: v for k, v in meta.items() if k not in ("history", "stages", "settings")}
+    print(json.dumps(shown, indent=2, default=str))
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
@@ -151,15 +254,12 @@ def main(argv=None):
 def _run(args):
     if args.command == "train":
         _train(args, args.out or os.path.join("runs", f"{args.model}.h5"))
-    elif args.command in ("eval", "attack", "info"):
-        from .engine.checkpoint import load_net
-
-        net, meta = load_net(args.model)
-        if args.command == "info":
-            print(net.summary())
-            shown = {k: v for k, v in meta.items() if k != "history"}
-            print(json.dumps(shown, indent=2, default=str))
-            return 0
+    elif args.command == "info":
+        _info(args.model)
+    elif args.command == "compress":
+        _compress(args)
+    elif args.command in ("eval", "attack"):
+        net, meta = load_model_file(args.model)
         from .models.datasets import load_dataset
 
         xt, yt = load_dataset(args.dataset, "test", data_dir=args.data_dir)

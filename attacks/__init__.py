@@ -1,11 +1,67 @@
-"""Gradient attacks computed on the engine's own gradients, and robustness evaluation.
+"""Adversarial attacks computed on the engine's own gradients, and robustness evaluation.
 
-One module and one function per attack (``fgsm(net, x, y, eps, *, clip=(0, 1), targeted=False)``).
+One module and one function per attack, with a common signature:
+
+    attack(net, x, y=None, eps=..., *, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, ...)
+        → x_adv, same shape as x, in the net's dtype
+
+``eps`` is in the units of the data (a radius for the bounded attacks; a cap on the final L2
+norm for the minimal-perturbation ones, unbounded when None); ``y`` defaults to the net's own
+predictions (no label leaking); ``eps == 0`` returns a copy of x.
+
+    fgm / fgsm          Goodfellow et al. 2015, fast gradient (L∞ sign or L2)     fgm.py, fgsm.py
+    bim / illc          Kurakin et al. 2017, iterative FGSM, least-likely class    bim.py
+    pgd                 Madry et al. 2018, L∞ / L2 with random restarts            pgd.py
+    deepfool            Moosavi-Dezfooli et al. 2016                               deepfool.py
+    carlini_wagner_l2   Carlini & Wagner 2017                                      carlini_wagner.py
+    jsma                Papernot et al. 2016, saliency map                         jsma.py
+    lbfgs               Szegedy et al. 2014, box-constrained L-BFGS               lbfgs.py
+    random_noise        the same-norm noise baseline                               noise.py
+    adversarial_patch   Brown et al. 2017 (returns a patch; apply_patch pastes it) patch.py
+    transfer            craft on one net, evaluate on another                     transfer.py
+
+``ATTACKS`` maps a name to a function of the common signature (the norm bound in for fgm, pgd
+and the noise). The shared norm hooks (normalize, project, random_start) are in ``norms``.
 """
 
-from .evaluate import format_table, robustness_table
+from functools import partial, update_wrapper
+
+from .bim import bim, illc
+from .carlini_wagner import carlini_wagner_l2
+from .deepfool import deepfool
+from .evaluate import format_table, robustness_table, worst_case
+from .fgm import fgm
 from .fgsm import fgsm
+from .jsma import jsma
+from .lbfgs import lbfgs
+from .noise import random_noise
+from .patch import adversarial_patch, apply_patch, patch_success_rate, random_locations
+from .pgd import pgd
+from .transfer import transfer, transfer_accuracy
 
-ATTACKS = {"fgsm": fgsm}
 
-__all__ = ["fgsm", "robustness_table", "format_table", "ATTACKS"]
+def _with_norm(fn, norm, name):
+    bound = update_wrapper(partial(fn, norm=norm), fn)
+    bound.__name__ = name
+    return bound
+
+
+ATTACKS = {
+    "fgsm": fgsm,
+    "fgm-l2": _with_norm(fgm, "l2", "fgm_l2"),
+    "bim": bim,
+    "illc": illc,
+    "pgd-linf": _with_norm(pgd, "linf", "pgd_linf"),
+    "pgd-l2": _with_norm(pgd, "l2", "pgd_l2"),
+    "deepfool": deepfool,
+    "cw-l2": carlini_wagner_l2,
+    "jsma": jsma,
+    "lbfgs": lbfgs,
+    "noise-linf": _with_norm(random_noise, "linf", "noise_linf"),
+    "noise-l2": _with_norm(random_noise, "l2", "noise_l2"),
+}
+
+__all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2", "jsma", "lbfgs",
+           "random_noise", "adversarial_patch", "apply_patch", "patch_success_rate",
+           "random_locations", "transfer", "transfer_accuracy", "robustness_table",
+           "format_table", "worst_case", "ATTACKS"]

@@ -1,20 +1,21 @@
-"""The fast gradient sign method (FGSM), untargeted and targeted.
+"""The fast gradient sign method (FGSM): the fast gradient method under L∞ (see ``fgm``).
 
 Goodfellow, Shlens & Szegedy, "Explaining and Harnessing Adversarial Examples", ICLR 2015:
 
     x' = clip(x + eps · sign(∇ₓ L(x, y)))          (untargeted: move up the loss of y)
     x' = clip(x − eps · sign(∇ₓ L(x, t)))          (targeted: move down the loss of target t)
 
-The gradient is the engine's own (``Net.loss_and_input_grad``), on whatever weights the net has.
+The gradient is the engine's own (``Net.forward_for_backward`` + ``Net.backward``), on whatever
+weights the net has.
 """
 
-import numpy as np
-
-from ._common import check_clip, check_eps, check_inputs
+from .fgm import fast_gradient
 
 
-def fgsm(net, x, y=None, eps=0.1, *, clip=(0.0, 1.0), targeted=False, batch_size=256):
+def fgsm(net, x, y=None, eps=0.1, *, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0):
     """Adversarial examples by one signed-gradient step of size ``eps`` (L∞ radius).
+
+    Goodfellow et al. 2015, "Explaining and Harnessing Adversarial Examples" (ICLR).
 
     Parameters
     ----------
@@ -27,24 +28,10 @@ def fgsm(net, x, y=None, eps=0.1, *, clip=(0.0, 1.0), targeted=False, batch_size
     clip : (low, high) valid range applied after the step, or None for no clipping.
     targeted : step towards ``y`` instead of away from it.
     batch_size : examples per gradient evaluation.
+    seed : unused (deterministic); accepted so every attack takes it.
 
     Returns the adversarial inputs, same shape and dtype as the net. Not guaranteed: that the
     label changes (FGSM is a single linearised step), or any optimality of the perturbation.
     Where the gradient is exactly zero the pixel is left unchanged (sign(0) = 0).
     """
-    name = "fgsm"
-    eps = check_eps(eps, name)
-    x, y = check_inputs(net, x, y, name)
-    bounds = check_clip(clip, x, name)
-    if batch_size < 1:
-        raise ValueError(f"{name}: batch_size must be >= 1, got {batch_size}")
-    if eps == 0:
-        return x.copy()
-    direction = -1.0 if targeted else 1.0
-    out = np.empty_like(x)
-    for lo in range(0, len(x), batch_size):
-        xb = x[lo:lo + batch_size]
-        _, grad = net.loss_and_input_grad(xb, y[lo:lo + batch_size])
-        step = xb + (direction * eps) * np.sign(grad)
-        out[lo:lo + batch_size] = step if bounds is None else np.clip(step, *bounds)
-    return out
+    return fast_gradient("fgsm", net, x, y, eps, "linf", clip, targeted, batch_size)

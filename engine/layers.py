@@ -372,7 +372,7 @@ class BatchNorm(Layer):
         if ctx.keep:
             self._saved = x
         a, b = self._coefficients()
-        y = np.empty_like(x)
+        y = np.empty(x.shape, x.dtype)
         flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
         norm.channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
         return [y]
@@ -383,7 +383,7 @@ class BatchNorm(Layer):
         dx = None
         if ctx.input_grad:
             a, _ = self._coefficients()
-            dx = np.empty_like(dy)
+            dx = np.empty(dy.shape, dy.dtype)
             norm.channel_affine_nchw(dy.reshape(flat), a, np.zeros_like(a), dx.reshape(flat))
         if ctx.param_grads and self.affine:
             inv_std = (1.0 / np.sqrt(self.buffers["var"] + self.eps)).astype(dy.dtype)
@@ -486,7 +486,7 @@ class ReLU(Layer):
         return dict(negative_slope=self.negative_slope)
 
     def forward(self, xs, ctx):
-        y = np.empty_like(xs[0])
+        y = np.empty(xs[0].shape, xs[0].dtype)
         activation.relu_forward_flat(xs[0].reshape(-1), self.negative_slope, y.reshape(-1))
         if ctx.keep:
             self._saved = y
@@ -495,7 +495,7 @@ class ReLU(Layer):
     def backward(self, dys, ctx):
         if not ctx.input_grad:
             return [None]
-        dx = np.empty_like(dys[0])
+        dx = np.empty(dys[0].shape, dys[0].dtype)
         activation.relu_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
                                       self.negative_slope, dx.reshape(-1))
         return [dx]
@@ -505,7 +505,7 @@ class ReLU6(Layer):
     type = "ReLU6"
 
     def forward(self, xs, ctx):
-        y = np.empty_like(xs[0])
+        y = np.empty(xs[0].shape, xs[0].dtype)
         activation.relu6_forward_flat(xs[0].reshape(-1), y.reshape(-1))
         if ctx.keep:
             self._saved = y
@@ -514,7 +514,7 @@ class ReLU6(Layer):
     def backward(self, dys, ctx):
         if not ctx.input_grad:
             return [None]
-        dx = np.empty_like(dys[0])
+        dx = np.empty(dys[0].shape, dys[0].dtype)
         activation.relu6_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), dx.reshape(-1))
         return [dx]
 
@@ -601,7 +601,7 @@ class Softmax(Layer):
 
     def forward(self, xs, ctx):
         x = xs[0].reshape(xs[0].shape[0], -1) if xs[0].shape[0] else xs[0].reshape(0, self.in_shapes[0][0])
-        p = np.empty_like(x)
+        p = np.empty(x.shape, x.dtype)
         loss.softmax_rows(x, p)
         if ctx.keep:
             self._saved = p

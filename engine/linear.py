@@ -179,7 +179,7 @@ def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True):
         linear_backward_blocked(dy, x, fmt.operand(), chunks, _CODEBOOK_BLOCK, need_input,
                                 need_weight, dx_parts, dweight)
         grads = fmt.reduce_dense_grad(dweight.reshape(fmt.shape)) if need_weight else None
-    dx = dx_parts.sum(axis=0) if need_input else None
+    dx = np.ascontiguousarray(dx_parts.sum(axis=0)) if need_input else None
     return dx, grads, (dy.sum(axis=0) if need_weight else None)
 
 

@@ -2,6 +2,7 @@
 
     loss[n] = log Σ_k exp(z[n, k]) − z[n, y_n]  = logsumexp(z[n]) − z[n, y_n]
     dz[n, k] = softmax(z[n])_k − [k = y_n]            (the gradient of loss[n] w.r.t. z[n])
+    with dz[n, y_n] computed as −Σ_{k≠y_n} softmax(z[n])_k, which keeps it when p_y rounds to 1.
 
 Subtracting the row maximum before exp keeps every exponent ≤ 0: no overflow for any finite z.
 """
@@ -27,9 +28,14 @@ def softmax_cross_entropy_rows(z, labels, loss, dz):
             dz[n, k] = e
             total += e
         loss[n] = np.log(total) + m - z[n, labels[n]]
+        others = 0.0
         for k in range(K):
             dz[n, k] /= total
-        dz[n, labels[n]] -= 1.0
+            if k != labels[n]:
+                others += dz[n, k]
+        # p_y − 1 = −Σ_{k≠y} p_k, summed from the small terms: p_y − 1 would round to 0 in
+        # float32 once p_y rounds to 1, and drop the true class's term from the gradient.
+        dz[n, labels[n]] = -others
 
 
 @njit(**JIT_PARALLEL)

@@ -322,8 +322,9 @@ class Net:
             if all(d is None for d in dys):
                 layer.release()
                 continue
-            dys = [np.zeros((dout.shape[0],) + self._shapes[o], dtype=dout.dtype) if d is None else d
-                   for d, o in zip(dys, out_ids)]
+            # Kernels view their arrays flat: every gradient goes in C-contiguous.
+            dys = [np.zeros((dout.shape[0],) + self._shapes[o], dtype=dout.dtype) if d is None
+                   else np.ascontiguousarray(d) for d, o in zip(dys, out_ids)]
             need_input = input_grad or any(i != self.input_name for i in in_ids)
             ctx = Context(param_grads=param_grads, input_grad=need_input)
             dxs = layer.backward(dys, ctx)

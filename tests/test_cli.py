@@ -64,3 +64,24 @@ def test_python_dash_m_runs_the_same_command():
     assert result.returncode == 0
     for command in ("train", "eval", "attack", "info", "demo"):
         assert command in result.stdout
+
+
+def test_compress_info_eval_on_a_compressed_file(tiny_mnist, tmp_path, capsys):
+    model, out = tmp_path / "m.h5", tmp_path / "m.rcnn"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "2", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    assert main(["compress", str(model), "-o", str(out), "--rounds", "1", "--retrain-epochs",
+                 "1", "--finetune-epochs", "1", "--no-progress"] + common) == 0
+    text = capsys.readouterr().out
+    assert "ratio P+Q+H" in text and "file on disk:" in text and out.exists()
+    assert "compressed in" in text
+    compressed = float(text.split("compressed ")[-1].split("%")[0])
+
+    assert main(["eval", str(out)] + common) == 0
+    assert f"clean test accuracy: {compressed:.2f}%" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    assert "huffman" in info and f"{out.stat().st_size:,} bytes" in info
+    assert main(["compress", str(model), "-o", str(out), "--prune", "ip1"] + common) != 0

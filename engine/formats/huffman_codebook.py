@@ -1,17 +1,19 @@
 """Huffman-coded sparse codebook weights: Deep Compression's last stage, decoded as kernels run.
 
 The entry stream of a sparse codebook (codes and relative gaps, see sparse_codebook.py) is
-Huffman-coded, codes and gaps each with their own canonical code (huffman.py). Both streams are
-cut into one block per weight-matrix row and the bit where each block starts is stored, with the
-position before each row (``row_prev``), so a kernel decodes any row by itself:
+Huffman-coded, codes and gaps each with their own canonical code (huffman.py). What is stored is
+what Deep Compression stores: the two bitstreams, their code-length tables, the entry count and
+the centroids. Loading decodes the streams once, which verifies them (kernels never meet a
+corrupt stream) and yields a row index — where each row's entries start in both bitstreams and
+the position before the row:
 
     row o: codes and gaps of entries row_entry[o] .. row_entry[o + 1], decoded from
     code_bit_starts[o] and gap_bit_starts[o]; positions continue from row_prev[o]
 
-Kernels decode a row into the caller's entry buffers every time they visit it (the streaming
-path). ``decoded()`` is the optional decode-once cache: the same weight as a SparseCodebookWeight,
-which the layer can use instead, measured and reported apart. Loading decodes every block once
-to verify the streams, so kernels never meet a corrupt one.
+The index is derived, like the sparse codebook's, and ``runtime_nbytes`` reports it apart from
+the stored size. Kernels decode a row into the caller's entry buffers every time they visit it
+(the streaming path); ``decoded()`` is the optional decode-once cache, the same weight as a
+SparseCodebookWeight, measured and reported apart.
 """
 
 from collections import namedtuple
@@ -21,7 +23,8 @@ from numba import njit
 
 from .._jit import JIT
 from . import huffman
-from .base import WeightFormat, check_structure_array, check_values, register_row_decoder
+from .base import (WeightFormat, check_bits, check_bytes, check_structure_array, check_values,
+                   register_row_decoder)
 from .dense import HEADER_BYTES
 from .sparse_codebook import SparseCodebookWeight
 
@@ -64,60 +67,77 @@ def huffman_row_entries(W, o, cols, vals, slots, need_slots):
 register_row_decoder(HuffmanArrays, huffman_row_entries)
 
 
+@njit(**JIT)
+def _row_bit_starts(bits, nbits, primary, primary_bits, canonical, symbols, row_entry, scratch,
+                    starts):
+    # starts: (rows + 1,) ← the bit where each row's symbols begin, by decoding row after row
+    # (the stream was verified whole, so every row decodes); scratch: (≥ longest row,)
+    pos = np.int64(0)
+    for o in range(row_entry.shape[0] - 1):
+        starts[o] = pos
+        pos = huffman.decode_block_into(bits, nbits, primary, primary_bits, canonical, symbols,
+                                        pos, row_entry[o + 1] - row_entry[o], scratch)
+        if pos < 0:
+            return pos
+    starts[row_entry.shape[0] - 1] = pos
+    return pos
+
+
 class HuffmanCodebookWeight(WeightFormat):
     kind = "huffman"
     sparse = True
-    array_names = ("code_stream", "code_lengths", "gap_stream", "gap_lengths", "row_entry",
-                   "code_bit_starts", "gap_bit_starts", "row_prev", "nbits", "centroids")
+    array_names = ("code_stream", "code_lengths", "gap_stream", "gap_lengths", "nbits", "count",
+                   "centroids")
     creation_options = ("code_bits", "gap_bits")
     trainable = ("centroids",)
     decay = ()
 
-    def __init__(self, shape, codes, gaps, row_entry, row_prev, centroids, code_bits, gap_bits,
-                 *, at="huffman"):
-        """``codes`` and ``gaps``: HuffmanStreams whose blocks are the rows (``row_entry``)."""
+    def __init__(self, shape, codes, gaps, centroids, code_bits, gap_bits, *, at="huffman"):
+        """``codes`` and ``gaps``: HuffmanStreams of the entries' codes and gaps (their block
+        tables are not kept: the row index is rebuilt here)."""
         super().__init__(shape, centroids.dtype)
-        self.codes, self.gaps = codes, gaps
-        self.row_entry, self.row_prev = row_entry, row_prev
         self.centroids, self.code_bits, self.gap_bits = centroids, int(code_bits), int(gap_bits)
-        self._validate(at)
-        self._code_tables = huffman.decode_tables(codes.lengths)
-        self._gap_tables = huffman.decode_tables(gaps.lengths)
-        self._nbits = np.array([codes.nbits, gaps.nbits], dtype=np.int64)
-
-    def _validate(self, at):
-        O = self.rows
-        if self.row_entry.shape != (O + 1,) or self.row_prev.shape != (O,):
-            raise ValueError(f"{at}: row tables must have rows + 1 = {O + 1} and rows = {O} "
-                             f"entries, got {self.row_entry.shape} and {self.row_prev.shape}")
-        for label, stream in (("code", self.codes), ("gap", self.gaps)):
-            if not np.array_equal(stream.block_symbol_starts, self.row_entry):
-                raise ValueError(f"{at}: the {label} stream's blocks are not the rows")
+        for label, stream in (("code", codes), ("gap", gaps)):
             huffman.validate(stream, name=f"{at}: {label} stream")
-        if self.codes.alphabet_size > 1 << self.code_bits or self.gaps.alphabet_size > 1 << self.gap_bits:
+        if codes.nsymbols != gaps.nsymbols:
+            raise ValueError(f"{at}: {codes.nsymbols} codes but {gaps.nsymbols} gaps")
+        if codes.alphabet_size > 1 << self.code_bits or gaps.alphabet_size > 1 << self.gap_bits:
             raise ValueError(f"{at}: the streams' alphabets exceed {self.code_bits}-bit codes or "
                              f"{self.gap_bits}-bit gaps")
-        # Decode every block once: the kernels then only ever meet streams that decode.
-        codes = huffman.decode(self.codes, name=f"{at}: code stream")
-        gaps = huffman.decode(self.gaps, name=f"{at}: gap stream")
-        reference = SparseCodebookWeight.from_entries(self.shape, codes, gaps, self.centroids,
-                                                      self.code_bits, self.gap_bits,
-                                                      dtype=self.dtype, at=at)
-        if not (np.array_equal(reference.row_entry, self.row_entry)
-                and np.array_equal(reference.row_prev, self.row_prev)):
-            raise ValueError(f"{at}: the row tables disagree with the decoded positions")
+        self.count = codes.nsymbols
+        # Decode both streams whole: verifies them, and the positions give the row index.
+        entries = SparseCodebookWeight.from_entries(
+            shape, huffman.decode(codes, name=f"{at}: code stream"),
+            huffman.decode(gaps, name=f"{at}: gap stream"), centroids, self.code_bits,
+            self.gap_bits, dtype=self.dtype, at=at)
+        self.row_entry, self.row_prev = entries.row_entry, entries.row_prev
+        self._code_tables = huffman.decode_tables(codes.lengths)
+        self._gap_tables = huffman.decode_tables(gaps.lengths)
+        scratch = np.empty(max(entries.max_row_entries(), 1), dtype=np.int64)
+        self.codes, self.gaps = (
+            huffman.HuffmanStream(s.bits, s.nbits, s.lengths, self.row_entry,
+                                  self._row_starts(s, t, scratch), s.alphabet_size)
+            for s, t in ((codes, self._code_tables), (gaps, self._gap_tables)))
+        self._nbits = np.array([codes.nbits, gaps.nbits], dtype=np.int64)
+        self._count = np.array([self.count], dtype=np.int64)
+
+    def _row_starts(self, stream, tables, scratch):
+        starts = np.empty(self.rows + 1, dtype=np.int64)
+        end = _row_bit_starts(stream.bits, stream.nbits, tables.primary, tables.primary_bits,
+                              tables.canonical, tables.sorted_symbols, self.row_entry, scratch,
+                              starts)
+        if end != stream.nbits:  # cannot happen for a stream that decoded whole
+            raise ValueError("huffman: the rows do not decode to the end of the stream")
+        return starts
 
     @classmethod
     def from_sparse_codebook(cls, weight, *, at="huffman"):
-        """Huffman-code a SparseCodebookWeight's codes and gaps, one block per row."""
+        """Huffman-code a SparseCodebookWeight's codes and gaps."""
         codes, gaps, _ = weight.entries()
-        code_stream = huffman.encode(codes, weight.row_entry, 1 << weight.code_bits,
-                                     name=f"{at}: codes")
-        gap_stream = huffman.encode(gaps, weight.row_entry, 1 << weight.gap_bits,
-                                    name=f"{at}: gaps")
-        return cls(weight.shape, code_stream, gap_stream, weight.row_entry.copy(),
-                   weight.row_prev.copy(), weight.centroids.copy(), weight.code_bits,
-                   weight.gap_bits, at=at)
+        code_stream = huffman.encode(codes, None, 1 << weight.code_bits, name=f"{at}: codes")
+        gap_stream = huffman.encode(gaps, None, 1 << weight.gap_bits, name=f"{at}: gaps")
+        return cls(weight.shape, code_stream, gap_stream, weight.centroids.copy(),
+                   weight.code_bits, weight.gap_bits, at=at)
 
     @classmethod
     def from_dense(cls, weight, code_bits=8, gap_bits=4, *, centroids=None, dtype=None,
@@ -127,29 +147,27 @@ class HuffmanCodebookWeight(WeightFormat):
 
     @classmethod
     def from_arrays(cls, shape, arrays, options, *, dtype=np.float32, at="huffman"):
-        get = {k: check_structure_array(np.asarray(arrays[k]), k, at)
-               for k in cls.array_names if k != "centroids"}
+        nbits = check_structure_array(np.asarray(arrays["nbits"]), "nbits", at)
+        count = check_structure_array(np.asarray(arrays["count"]), "count", at)
+        if nbits.shape != (2,) or count.shape != (1,) or (nbits < 0).any() or count[0] < 0:
+            raise ValueError(f"{at}: nbits must hold the two streams' bit counts and count the "
+                             f"number of entries")
         centroids = check_values(arrays["centroids"], "centroids", at, dtype)
-        if get["nbits"].shape != (2,):
-            raise ValueError(f"{at}: nbits must hold the two streams' bit counts")
-        row_entry = get["row_entry"].astype(np.int64)
         streams = []
-        for label in ("code", "gap"):
-            nbits = int(get["nbits"][0 if label == "code" else 1])
-            lengths = get[f"{label}_lengths"]
+        for i, label in enumerate(("code", "gap")):
+            bits = check_bytes(arrays[f"{label}_stream"], f"{label}_stream", at)
+            lengths = check_bytes(arrays[f"{label}_lengths"], f"{label}_lengths", at)
             streams.append(huffman.HuffmanStream(
-                get[f"{label}_stream"].astype(np.uint8, copy=False), nbits,
-                lengths.astype(np.uint8, copy=False), row_entry,
-                get[f"{label}_bit_starts"].astype(np.int64), lengths.size))
-        return cls(shape, streams[0], streams[1], row_entry, get["row_prev"].astype(np.int64),
-                   centroids, options["code_bits"], options["gap_bits"], at=at)
+                bits, int(nbits[i]), lengths, np.array([0, count[0]], dtype=np.int64),
+                np.array([0, nbits[i]], dtype=np.int64), lengths.size))
+        return cls(shape, streams[0], streams[1], centroids,
+                   check_bits(options["code_bits"], "code_bits", at),
+                   check_bits(options["gap_bits"], "gap_bits", at), at=at)
 
     def arrays(self):
         return {"code_stream": self.codes.bits, "code_lengths": self.codes.lengths,
                 "gap_stream": self.gaps.bits, "gap_lengths": self.gaps.lengths,
-                "row_entry": self.row_entry, "code_bit_starts": self.codes.block_bit_starts,
-                "gap_bit_starts": self.gaps.block_bit_starts, "row_prev": self.row_prev,
-                "nbits": self._nbits, "centroids": self.centroids}
+                "nbits": self._nbits, "count": self._count, "centroids": self.centroids}
 
     def options(self):
         return {"code_bits": self.code_bits, "gap_bits": self.gap_bits}
@@ -189,13 +207,14 @@ class HuffmanCodebookWeight(WeightFormat):
         return self.decoded().reduce_dense_grad(dweight)
 
     def stored_nbytes(self):
-        """Both Huffman streams with their code-length and block tables (the row table of
-        entry starts is shared, counted once), the positions before each row, the centroids."""
-        c, g = self.codes.nbytes(), self.gaps.nbytes()
-        row_prev_width = huffman.table_dtype(max(self.size, 1)).itemsize
-        return {"code_stream": c["bits"], "gap_stream": g["bits"],
-                "huffman_tables": c["lengths"] + g["lengths"],
-                "row_tables": (c["block_symbol_starts"] + c["block_bit_starts"]
-                               + g["block_bit_starts"] + self.rows * row_prev_width),
-                "centroids": self.centroids.size * 4,
-                "header": HEADER_BYTES + 2 + c["header"] + g["header"]}
+        """Both Huffman bitstreams, their code-length tables (a byte per symbol), the
+        centroids, and a header (the dense one, the two bit widths, the entry count and the two
+        streams' bit counts, 8 bytes each)."""
+        return {"code_stream": self.codes.bits.nbytes, "gap_stream": self.gaps.bits.nbytes,
+                "huffman_tables": self.codes.lengths.nbytes + self.gaps.lengths.nbytes,
+                "centroids": self.centroids.size * 4, "header": HEADER_BYTES + 2 + 3 * 8}
+
+    def runtime_nbytes(self):
+        """The row index built at load (not stored): entry starts, bit starts, row_prev."""
+        return (self.row_entry.nbytes + self.row_prev.nbytes
+                + self.codes.block_bit_starts.nbytes + self.gaps.block_bit_starts.nbytes)

@@ -95,3 +95,21 @@ def test_bad_labels():
     net = linear_net(np.eye(2), np.zeros(2))
     with pytest.raises(ValueError, match="labels"):
         fgsm(net, np.array([[0.3, 0.6]]), [0, 1], 0.1)
+
+
+def test_targeted_fgsm_with_enough_eps_reaches_the_target():
+    # Binary linear model: one signed step of length eps moves the logit margin by
+    # eps · ‖w₁ − w₀‖₁, so eps > |margin| / ‖w₁ − w₀‖₁ crosses the boundary (no clipping).
+    W = np.array([[1.0, -2.0, 0.5], [-1.0, 1.0, 2.0]])
+    net = linear_net(W, np.zeros(2))
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, (20, 3))
+    t = 1 - net.predict(x)
+    margin = np.abs(x @ (W[1] - W[0]))
+    need = margin / np.abs(W[1] - W[0]).sum()
+    adv = fgsm(net, x, t, float(need.max()) * 1.01, targeted=True, clip=None)
+    assert (net.predict(adv) == t).all()
+    # Just short of the need, the example that needs most is not moved far enough.
+    worst = int(np.argmax(need))
+    short = fgsm(net, x, t, float(need[worst]) * 0.99, targeted=True, clip=None)
+    assert net.predict(short)[worst] != t[worst]

@@ -29,6 +29,24 @@ def test_encodes_the_sparse_codebook_losslessly(rng):
     assert cached.centroids is hf.centroids  # one set of trainable values
 
 
+def test_the_row_index_is_derived_not_stored(rng):
+    hf = HuffmanCodebookWeight.from_dense(pruned_quantized(rng, (30, 6, 3, 3)), 4, 3)
+    assert not {"row_entry", "row_prev", "code_bit_starts"} & set(hf.arrays())
+    assert hf.runtime_nbytes() == (31 + 30 + 31 + 31) * 8
+    # Each row decodes from its derived bit start to the next row's.
+    dec = hf.decoded()
+    codes, gaps, _ = dec.entries()
+    for o in range(hf.rows):
+        a, b = hf.row_entry[o], hf.row_entry[o + 1]
+        out = np.empty(b - a, dtype=np.int64)
+        t = huffman.decode_tables(hf.codes.lengths)
+        end = huffman.decode_block_into(hf.codes.bits, hf.codes.nbits, t.primary, t.primary_bits,
+                                        t.canonical, t.sorted_symbols,
+                                        hf.codes.block_bit_starts[o], b - a, out)
+        assert end == hf.codes.block_bit_starts[o + 1]
+        np.testing.assert_array_equal(out, codes[a:b])
+
+
 def test_stored_size_is_the_streams_plus_their_tables(rng):
     w = pruned_quantized(rng, (64, 32, 3, 3), keep=0.1)
     sc = SparseCodebookWeight.from_dense(w, 8, 4)
@@ -53,20 +71,27 @@ def test_round_trip_through_arrays_and_options(rng):
     assert np.array_equal(again.to_dense(), hf.to_dense())
 
 
-@pytest.mark.parametrize("tamper", ["truncate", "flip_table", "row_prev", "lengths", "nbits"])
+@pytest.mark.parametrize("tamper", ["truncate", "lengths", "nbits", "count", "count_short",
+                                    "past_the_weight"])
 def test_corrupt_streams_are_refused_naming_the_layer(tamper, rng):
     hf = HuffmanCodebookWeight.from_dense(pruned_quantized(rng), 4, 3)
     arrays = {k: np.array(v) for k, v in hf.arrays().items()}
     if tamper == "truncate":
         arrays["code_stream"] = arrays["code_stream"][:-3]
-    elif tamper == "flip_table":
-        arrays["code_bit_starts"][5] += 3
-    elif tamper == "row_prev":
-        arrays["row_prev"][3] += 1
     elif tamper == "lengths":
         arrays["gap_lengths"][:] = 1  # over-subscribed: not a prefix code
     elif tamper == "nbits":
         arrays["nbits"][1] += 40
+    elif tamper == "count":
+        arrays["count"][0] += 5
+    elif tamper == "count_short":
+        arrays["count"][0] -= 1
+    elif tamper == "past_the_weight":
+        # Re-encode the gaps with every gap at its largest: the positions run past the weight.
+        codes, gaps, _ = hf.decoded().entries()
+        stream = huffman.encode(np.full_like(gaps, 7), None, 8)
+        arrays["gap_stream"], arrays["gap_lengths"] = stream.bits, stream.lengths
+        arrays["nbits"][1] = stream.nbits
     with pytest.raises(ValueError) as e:
         HuffmanCodebookWeight.from_arrays(hf.shape, arrays, hf.options(), dtype=np.float64, at=LAYER)
     assert str(e.value).startswith(LAYER), str(e.value)

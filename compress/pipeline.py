@@ -1,0 +1,124 @@
+"""Deep Compression end to end: prune → retrain → quantize → fine-tune centroids → Huffman-code.
+
+``compress(net, x, y, settings)`` runs the stages on a trained net, measuring the accuracy after
+each, and leaves every compressed layer in its final format (Huffman-coded sparse codebooks by
+default); ``save_model`` then writes it. ``PRESETS`` holds Deep Compression's LeNet settings
+(Han et al. 2016, Tables 2 and 3): the share of weights each layer keeps and its code bits.
+"""
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from ..engine.formats import HuffmanCodebookWeight
+from ..engine.train import SGD, Schedule, fit
+from .prune import prune, schedule
+from .quantize import quantize_layer
+
+
+@dataclass
+class CompressionSettings:
+    """What ``compress`` does.
+
+    kept           layer → fraction of its weights kept by pruning (1.0: not pruned)
+    bits           layer → code bits of its shared weights (omit a layer to leave it unquantized)
+    gap_bits       layer → bits of its relative indices (default 4 for conv, 5 for FC)
+    rounds         pruning rounds (the kept fraction shrinks geometrically to ``kept``)
+    retrain_epochs epochs of retraining after each pruning round
+    finetune_epochs epochs of centroid fine-tuning after quantization
+    lr, finetune_lr learning rates (cosine-annealed within each stage)
+    init           k-means initialisation: linear (the paper's choice), density or random
+    huffman        Huffman-code the sparse codebooks (each layer where that makes it smaller)
+    """
+
+    kept: dict
+    bits: dict
+    gap_bits: dict = field(default_factory=dict)
+    rounds: int = 3
+    retrain_epochs: int = 2
+    finetune_epochs: int = 2
+    lr: float = 0.005
+    finetune_lr: float = 0.001
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    init: str = "linear"
+    huffman: bool = True
+    seed: int = 0
+
+
+# Deep Compression's LeNet settings: weights kept (Tables 2 and 3) and code bits (6 for
+# LeNet-300-100; 8 for conv and 5 for FC in LeNet-5), with 5-bit relative indices.
+PRESETS = {
+    "lenet-300-100": dict(kept={"ip1": 0.08, "ip2": 0.09, "ip3": 0.26},
+                          bits={"ip1": 6, "ip2": 6, "ip3": 6},
+                          gap_bits={"ip1": 5, "ip2": 5, "ip3": 5}),
+    "lenet5": dict(kept={"conv1": 0.66, "conv2": 0.12, "ip1": 0.08, "ip2": 0.19},
+                   bits={"conv1": 8, "conv2": 8, "ip1": 5, "ip2": 5},
+                   gap_bits={"conv1": 5, "conv2": 5, "ip1": 5, "ip2": 5}),
+}
+
+
+def preset(name, **overrides):
+    """CompressionSettings of a preset (see ``PRESETS``), with fields overridden."""
+    if name not in PRESETS:
+        raise ValueError(f"no compression preset for {name!r}; presets: {sorted(PRESETS)}")
+    return CompressionSettings(**{**PRESETS[name], **overrides})
+
+
+def _train(net, x, y, epochs, lr, settings, val, progress, log):
+    if epochs < 1:
+        return []
+    steps = len(x) // settings.batch_size
+    return fit(net, x, y, epochs=epochs, batch_size=settings.batch_size,
+               optimizer=SGD(settings.momentum, settings.weight_decay),
+               schedule=Schedule("cosine", lr, total=epochs * steps), seed=settings.seed,
+               val=val, progress=progress, log=log)
+
+
+def compress(net, x, y, settings, *, val=None, progress=True, log=print):
+    """Compress a trained ``net`` in place on training data (x, y) → a report dict.
+
+    The report holds the accuracy on ``val`` (x, y) before and after each stage, the stage wall
+    times and the settings.
+    """
+    for name in set(settings.kept) | set(settings.bits):
+        net.layer(name)  # unknown layer names fail before any work
+    report = {"settings": asdict(settings), "stages": []}
+    log = log or (lambda *a: None)
+
+    def record(stage, seconds):
+        acc = net.accuracy(*val) if val is not None else None
+        report["stages"].append({"stage": stage, "accuracy": acc, "seconds": seconds})
+        log(f"{stage:<24} " + (f"accuracy {100 * acc:.2f}%  " if acc is not None else "")
+            + f"{seconds:.1f} s")
+
+    record("dense", 0.0)
+    pruned = {k: v for k, v in settings.kept.items() if v < 1.0}
+    if pruned:
+        steps = {name: schedule(kept, settings.rounds) for name, kept in pruned.items()}
+        for r in range(settings.rounds):
+            t0 = time.perf_counter()
+            prune(net, {name: 1.0 - steps[name][r] for name in pruned})
+            _train(net, x, y, settings.retrain_epochs, settings.lr, settings, None, progress, None)
+            record(f"prune+retrain {r + 1}/{settings.rounds}", time.perf_counter() - t0)
+    if settings.bits:
+        t0 = time.perf_counter()
+        for name, bits in settings.bits.items():
+            quantize_layer(net.layer(name), bits, init=settings.init,
+                           gap_bits=settings.gap_bits.get(name))
+        record("quantize", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _train(net, x, y, settings.finetune_epochs, settings.finetune_lr, settings, None,
+               progress, None)
+        record("fine-tune centroids", time.perf_counter() - t0)
+    if settings.huffman:
+        t0 = time.perf_counter()
+        for layer in net.layers:
+            fmt = getattr(layer, "weight_format", None)
+            if fmt is not None and fmt.kind == "sparse_codebook":
+                coded = HuffmanCodebookWeight.from_sparse_codebook(fmt, at=layer.at)
+                # A small layer's code tables can outweigh what Huffman coding saves.
+                if coded.stored_bytes() < fmt.stored_bytes():
+                    layer.set_weight_format(coded)
+        record("huffman", time.perf_counter() - t0)
+    return report
