@@ -8,10 +8,11 @@
     python bench.py --cases TEXT    # only the cases whose name contains TEXT
     python bench.py --bytes-json F  # also write the bytes-per-format tables as JSON
 
-Each case runs our functional API (or our Net) and the same computation in torch: checks that the
-outputs agree, warms both up, then lets the two take turns (see ``time_pair``) so that background
-load hits both alike, and reports the median time per call of each. ``ratio`` = torch time / our
-time: > 1 means we are faster. torch is a bench-only extra: only this file imports it.
+Each case runs our functional API (or our Net, or an attack: PGD-40 on LeNet-5) and the same
+computation in torch: checks that the outputs agree, warms both up, then lets the two take turns
+(see ``time_pair``) so that background load hits both alike, and reports the median time per
+call of each. ``ratio`` = torch time / our time: > 1 means we are faster. torch is a bench-only
+extra: only this file imports it.
 
 The weight-format section runs FC and conv layers with pruned weights in every format of
 ``robustcnn.engine.formats`` (dense, CSR, sparse codebook, Huffman streaming and decode-once,
@@ -49,7 +50,9 @@ FLOP_CONVENTION = (
     "GFLOP/s count 2 FLOPs per multiply-add of the forward pass; fwd+bwd = 3 × forward "
     "(dx and dW each cost one forward). LeNet-5: forward = its conv and ip layers (pooling, ReLU "
     "and loss not counted); loss_and_input_grad = 2 × forward (dx only); loss_and_grad = "
-    "3 × forward − conv1's dx (not computed).")
+    "3 × forward − conv1's dx (not computed). PGD-40 = 40 × loss_and_input_grad (L∞, eps 0.1, "
+    "steps of 0.01, no random start; the final forward our pgd runs to see which examples it "
+    "fooled is timed but not counted).")
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class Case:
     reference: Callable = None
     ours_name: str = OURS
     peer_name: str = PEER
+    # () → (ok, text): checks agreement instead of comparing outputs, where they may differ
+    # legitimately (an attack's sign step at a ~0 gradient); see ``pgd_case``.
+    agreement: Callable = None
 
 
 @dataclass
@@ -96,6 +102,7 @@ class Result:
     background: float = None  # CPUs busy with other processes while timing
     faults: tuple = (float("nan"), float("nan"))  # page faults per call: ours, peer
     failure: str = ""  # an exception raised by either side
+    agreement: tuple = None  # (ok, text) from case.agreement, if the case has one
 
     @property
     def ratio(self):
@@ -105,6 +112,8 @@ class Result:
     def agrees(self):
         if self.failure:
             return False
+        if self.agreement is not None:
+            return self.agreement[0]
         return self.error < TOLERANCE or (self.reference_error is not None
                                           and self.reference_error < TOLERANCE)
 
@@ -113,6 +122,8 @@ class Result:
         """The check column: how far our outputs are from torch's."""
         if self.failure:
             return f"FAILED {self.failure}"
+        if self.agreement is not None:
+            return f"{'ok' if self.agreement[0] else 'MISMATCH'} {self.agreement[1]}"
         if self.error < TOLERANCE:
             return f"ok {self.error:.0e}"
         if self.reference_error is not None:
@@ -364,10 +375,13 @@ def run_case(case, budget):
     """Check that both sides agree, then time them → Result."""
     result = Result(case)
     try:
-        ours = case.ours()
-        result.error = relative_error(ours, case.peer())
-        if result.error >= TOLERANCE and case.reference is not None:
-            result.reference_error = relative_error(ours, case.reference())
+        if case.agreement is not None:
+            result.agreement = case.agreement()
+        else:
+            ours = case.ours()
+            result.error = relative_error(ours, case.peer())
+            if result.error >= TOLERANCE and case.reference is not None:
+                result.reference_error = relative_error(ours, case.reference())
         before = _cpu_snapshot()
         result.ours_s, result.peer_s, *result.faults = time_pair(case.ours, case.peer, budget)
         result.background = background_cpus(before, _cpu_snapshot())
@@ -570,7 +584,90 @@ def all_cases():
         for backward in (False, True):
             cases.append(linear_case(f"fc 4096->4096 b{batch}", batch, 4096, 4096,
                                      backward=backward))
-    return cases + lenet5_cases()
+    return cases + lenet5_cases() + [pgd_case()]
+
+
+PGD = dict(eps=0.1, alpha=0.01, steps=40)  # Madry et al.'s MNIST attack: 40 steps of 0.01
+
+
+def torch_pgd(model, x, labels, *, eps, alpha, steps):
+    """L∞ PGD in torch, from x itself: ``steps`` signed steps of ``alpha`` up the cross-entropy,
+    each projected onto the eps-ball around x and [0, 1]; ``attacks.pgd`` with
+    random_init=False, written as a torch user would."""
+    import torch
+    import torch.nn.functional as F
+
+    x_adv = x.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        loss = F.cross_entropy(model(x_adv), labels, reduction="sum")
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        with torch.no_grad():
+            x_adv = (x_adv + alpha * grad.sign()).clamp_(0, 1)
+            x_adv = torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0, 1)
+    return x_adv.detach()
+
+
+def pgd_case(*, batch=256, eps=PGD["eps"], alpha=PGD["alpha"], steps=PGD["steps"], seed=0):
+    """PGD-40 (L∞) on LeNet-5: ``attacks.pgd`` against ``torch_pgd`` on the same weights.
+
+    No random start on either side (random_init=False), so both compute the same iterates. A
+    fresh ``lenet5(seed)`` with nonzero biases on uniform random images, labels its own
+    predictions. The agreement check, before timing: the first step's signed gradient equals
+    torch's wherever |g| > 1e-3 of the example's largest (or torch float64's, where torch
+    float32 takes the other side of a max-pool near-tie), and the adversarial accuracies (by
+    our net) differ by at most one example; later steps may diverge where a gradient is ~0
+    (float32 on both sides).
+    """
+    import torch
+
+    from robustcnn.attacks import pgd
+
+    rng = np.random.default_rng(seed)
+    net = lenet5(seed=seed)
+    for params in net.params.values():
+        params["bias"][...] = rng.uniform(-0.1, 0.1, params["bias"].shape)
+    x = rng.random((batch,) + net.input_shape, dtype=np.float32)
+    labels = net.predict(x)
+    model = torch_lenet5(net).requires_grad_(False)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(labels)
+
+    def ours():
+        return (pgd(net, x, labels, eps, alpha=alpha, steps=steps, random_init=False,
+                    batch_size=batch),)
+
+    def peer():
+        return (torch_pgd(model, xt, yt, eps=eps, alpha=alpha, steps=steps),)
+
+    def torch_grad(m, dtype):
+        xg = xt.to(dtype).clone().requires_grad_(True)  # a leaf of its own; xt stays as is
+        torch.nn.functional.cross_entropy(m(xg), yt, reduction="sum").backward()
+        return xg.grad.numpy()
+
+    def agreement():
+        _, g = net.loss_and_input_grad(x, labels)
+        ref = torch_grad(model, torch.float32)
+        # Where torch float32 routes a gradient through the other side of a max-pool near-tie,
+        # ours must agree with torch float64 instead (as ``Case.reference`` does for outputs).
+        ref64 = torch_grad(torch_lenet5(net).to(torch.float64), torch.float64)
+        clear = np.abs(ref) > 1e-3 * np.abs(ref).reshape(batch, -1).max(1).reshape(-1, 1, 1, 1)
+        flips32 = (np.sign(g) != np.sign(ref)) & clear
+        flips = int((flips32 & (np.sign(g) != np.sign(ref64))).sum())
+        adv, adv_peer = ours()[0], peer()[0].numpy()
+        acc, acc_peer = net.accuracy(adv, labels), net.accuracy(adv_peer, labels)
+        same = float(np.mean(np.abs(adv - adv_peer).reshape(batch, -1).max(1) <= 1e-5))
+        ok = flips == 0 and abs(acc - acc_peer) <= 1.0 / batch + 1e-12
+        near_ties = int(flips32.sum()) - flips
+        signs = (f"step 1: {flips} sign flips on {int(clear.sum())} clear gradients" if flips else
+                 f"step 1: same signs as torch on {int(clear.sum())} clear gradients"
+                 + (f" ({near_ties} as torch f64, not f32: max-pool near-ties)" if near_ties
+                    else ""))
+        return ok, (f"{signs}; adv acc {100 * acc:.1f}% vs {100 * acc_peer:.1f}%; "
+                    f"{100 * same:.0f}% of examples identical")
+
+    fwd = sum(lenet5_flops(net, batch))
+    return Case(f"lenet5 PGD-{steps} Linf eps {eps:g} b{batch}", ours, peer, steps * 2 * fwd,
+                images=batch, target=1.0, agreement=agreement)
 
 
 # ---------------------------------------------------------------------------------------------

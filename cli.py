@@ -2,10 +2,13 @@
 
     robustcnn train   --model lenet5 --epochs 15 -o runs/lenet5.h5
     robustcnn eval    runs/lenet5.h5
-    robustcnn attack  runs/lenet5.h5 --attack fgsm --eps 0.05,0.1,0.2
+    robustcnn attack  runs/lenet5.h5 --attack fgsm,bim,pgd,deepfool --eps 0.05,0.1,0.2
     robustcnn info    runs/lenet5.h5
     robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
+    robustcnn sensitivity runs/lenet5.h5 --plot runs/sensitivity.png   (to choose sparsities)
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
+    robustcnn study  study.toml --db runs/study.sqlite   (a grid of models × attacks × eps)
+    robustcnn report runs/study.sqlite -o runs/study-report   (CSV and Markdown)
 
 Model files are HDF5 checkpoints (train's output) or compressed ``.rcnn`` files; every command
 that reads a model takes either.
@@ -63,12 +66,29 @@ def _parser():
     p.add_argument("model")
     _data_args(p)
 
-    p = sub.add_parser("attack", help="accuracy under attack, per eps")
+    p = sub.add_parser("attack", help="accuracy under attack per attack and eps, the worst case, "
+                                      "sanity checks")
     p.add_argument("model")
-    p.add_argument("--attack", default="fgsm", help="attack name (fgsm)")
-    p.add_argument("--eps", default=",".join(map(str, DEMO_EPS)), help="comma-separated eps list")
+    p.add_argument("--attack", default="fgsm",
+                   help="comma-separated attacks (default fgsm): bounded ones run at every eps: "
+                        "fgsm, fgm-l2, bim, illc, pgd (= pgd-linf), pgd-l2, noise (= noise-linf), "
+                        "noise-l2; unbounded ones run once, without eps, and report the sizes of "
+                        "their perturbations: deepfool, cw (= cw-l2), jsma, lbfgs")
+    p.add_argument("--eps", default=",".join(map(str, DEMO_EPS)),
+                   help="comma-separated radii in pixel units of [0, 1], in each attack's norm")
     p.add_argument("--limit", type=int, default=None, help="attack only the first N test images")
-    p.add_argument("--json", default=None, help="also write the table as JSON here")
+    p.add_argument("--json", default=None,
+                   help="write rows, worst case and sanity checks as JSON here")
+    p.add_argument("--csv", default=None, help="write the rows (and the worst case) as CSV here")
+    p.add_argument("--plot", default=None,
+                   help="accuracy-vs-eps plot (PNG) here; needs matplotlib (robustcnn[plot])")
+    p.add_argument("--bpda", action="store_true",
+                   help="attack through quantized activations with the straight-through "
+                        "gradient (BPDA, Athalye et al. 2018)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random starts and the noise")
+    p.add_argument("--sanity-examples", type=int, default=256,
+                   help="examples the sanity checks attack themselves where they need an attack "
+                        "or eps that was not asked for (default 256)")
     _data_args(p)
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
@@ -78,8 +98,9 @@ def _parser():
     p.add_argument("model")
     p.add_argument("-o", "--out", required=True, help="compressed model file to write (.rcnn)")
     p.add_argument("--preset", default=None,
-                   help="Deep Compression's settings for lenet5 or lenet-300-100 (default: the "
-                        "model's own name)")
+                   help="lenet5 or lenet-300-100 (the defaults, tuned on Fashion-MNIST), or "
+                        "lenet5-paper / lenet-300-100-paper (Deep Compression's published "
+                        "settings); default: the model's own name")
     p.add_argument("--prune", default=None, metavar="LAYER=SPARSITY,…",
                    help="fraction of weights to remove per layer (overrides the preset)")
     p.add_argument("--bits", default=None, metavar="LAYER=BITS,…",
@@ -90,9 +111,29 @@ def _parser():
     p.add_argument("--retrain-epochs", type=int, default=None, help="epochs after each round")
     p.add_argument("--finetune-epochs", type=int, default=None, help="centroid fine-tuning epochs")
     p.add_argument("--lr", type=float, default=None, help="retraining learning rate")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="centroid fine-tuning learning rate")
     p.add_argument("--huffman", action=argparse.BooleanOptionalAction, default=True,
                    help="Huffman-code the codes and relative indices")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+    _data_args(p)
+
+    p = sub.add_parser("sensitivity",
+                       help="accuracy with each layer pruned on its own, per sparsity")
+    p.add_argument("model")
+    p.add_argument("--layers", default=None, help="comma-separated layer names (default: all "
+                                                  "with a weight)")
+    p.add_argument("--sparsities", default="0.5,0.7,0.8,0.9,0.95,0.98",
+                   help="comma-separated fractions of each layer's weights to remove")
+    p.add_argument("--holdout", type=int, default=10_000,
+                   help="measure on the last N training images, which a model trained with "
+                        "them has seen (0: on the test set)")
+    p.add_argument("--max-drop", type=float, default=0.01,
+                   help="suggest per-layer kept shares within this accuracy drop (0.01 = 1 pp)")
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument("--csv", default=None, help="also write the rows as CSV here")
+    p.add_argument("--plot", default=None, help="also plot accuracy vs sparsity to this PNG")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
 
@@ -100,6 +141,20 @@ def _parser():
     _data_args(p)
     p.add_argument("--out", default=os.path.join("runs", "demo-lenet5.h5"))
     p.add_argument("--no-progress", dest="progress", action="store_false")
+
+    p = sub.add_parser("study", help="run a study grid (models × attacks × eps × seeds) into an "
+                                     "SQLite database; reruns skip finished cells")
+    p.add_argument("config", help="the study's TOML file (a documented example ships in the "
+                                  "package: study/examples/small.toml)")
+    p.add_argument("--db", default=os.path.join("runs", "study.sqlite"),
+                   help="results database (default runs/study.sqlite); models are cached beside it")
+    p.add_argument("--limit", type=int, default=None, help="run at most N missing cells")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
+
+    p = sub.add_parser("report", help="CSV and Markdown report of a study database")
+    p.add_argument("db")
+    p.add_argument("-o", "--out", default=None,
+                   help="directory to write cells.csv and report.md (default: <db>-report)")
     return parser
 
 
@@ -144,25 +199,61 @@ def _train(args, out):
     return net, xt, yt
 
 
-def _attack(net, xt, yt, attack, eps, limit=None, json_path=None):
-    from .attacks import ATTACKS, format_table, robustness_table
+def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=None,
+            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None):
+    """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
+    tables and the sanity checks, write the files asked for → evaluate's result dict."""
+    from .attacks.evaluate import canonical_attack, csv_rows, CSV_COLUMNS, evaluate, \
+        format_evaluation, plot_evaluation
+    from .attacks.sanity import format_checks
 
-    if attack not in ATTACKS:
-        raise ValueError(f"unknown attack {attack!r}; known: {sorted(ATTACKS)}")
+    names = [a for a in (attacks.split(",") if isinstance(attacks, str) else attacks) if a.strip()]
+    names = [canonical_attack(a, "--attack") for a in names]  # bad names fail before any work
     if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1, got {limit}")
         xt, yt = xt[:limit], yt[:limit]
-    t0 = time.perf_counter()
-    rows = robustness_table(net, xt, yt, eps, attack=ATTACKS[attack])
-    print(f"{attack} on {len(xt)} test images ({time.perf_counter() - t0:.1f} s), true labels, "
-          f"pixels in [0, 1]:")
-    print(format_table(rows))
-    if json_path:
-        from .atomic import atomic_path
+    if sanity_examples < 1:
+        raise ValueError(f"--sanity-examples must be >= 1, got {sanity_examples}")
+    if plot_path:  # before the attacks run, not after
+        import importlib.util
 
-        with atomic_path(json_path) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(rows, f, indent=2)
-    return rows
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError("--plot needs matplotlib: pip install 'robustcnn[plot]'")
+    t0 = time.perf_counter()
+    result = evaluate(net, xt, yt, names, eps, bpda=bpda, seed=seed,
+                      sanity_examples=sanity_examples,
+                      log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+    seconds = time.perf_counter() - t0
+    result["model"], result["seconds"] = model, seconds
+    print(f"{', '.join(result['attacks'])} on {len(xt)} test images ({seconds:.1f} s), true "
+          f"labels, pixels in [0, 1]{', BPDA' if bpda else ''}:")
+    print(format_evaluation(result))
+    print()
+    print("sanity checks (Carlini et al. 2019, On Evaluating Adversarial Robustness):")
+    print(format_checks(result["sanity"]))
+    if bpda and not result["step_layers"]:
+        print("note: --bpda changes nothing here: the net has no step-function layers "
+              "(QuantizedReLU)", file=sys.stderr)
+    failed = [c["name"] for c in result["sanity"] if not c["passed"]]
+    if failed:
+        print(f"WARNING: {len(failed)} sanity check(s) failed ({', '.join(failed)}): the "
+              f"accuracies above may overstate robustness", file=sys.stderr)
+    from .atomic import atomic_path
+
+    if json_path:
+        with atomic_path(json_path) as tmp, open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+    if csv_path:
+        import csv
+
+        with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(csv_rows(result))
+    if plot_path:
+        plot_evaluation(result, plot_path, title=model and os.path.basename(model))
+    return result
 
 
 def _pairs(text, kind, option):
@@ -195,6 +286,8 @@ def _compress(args):
 
     net, meta = load_model_file(args.model)
     name = args.preset or meta.get("model") or net.name
+    if args.preset and args.preset not in PRESETS:
+        raise ValueError(f"unknown preset {args.preset!r}; presets: {sorted(PRESETS)}")
     base = dict(PRESETS.get(name, {"kept": {}, "bits": {}, "gap_bits": {}}))
     if args.prune:
         base["kept"] = {k: 1.0 - v for k, v in _pairs(args.prune, float, "--prune").items()}
@@ -206,9 +299,10 @@ def _compress(args):
         raise ValueError(f"no preset for {name!r} (presets: "
                          f"{sorted(PRESETS)}); give --prune and/or --bits")
     overrides = {k: v for k, v in (("rounds", args.rounds), ("retrain_epochs", args.retrain_epochs),
-                                   ("finetune_epochs", args.finetune_epochs), ("lr", args.lr))
+                                   ("finetune_epochs", args.finetune_epochs), ("lr", args.lr),
+                                   ("finetune_lr", args.finetune_lr))
                  if v is not None}
-    settings = CompressionSettings(**base, **overrides, huffman=args.huffman, seed=args.seed)
+    settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman, seed=args.seed)
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
     x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
@@ -226,6 +320,49 @@ def _compress(args):
     print(f"compressed in {seconds:.1f} s; written to {args.out}")
     print(f"test accuracy: dense {100 * report['stages'][0]['accuracy']:.2f}%, "
           f"compressed {100 * accuracy:.2f}%")
+
+
+def _write_text(path, text):
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def _sensitivity(args):
+    from .compress.sensitivity import (format_sensitivity, plot_sensitivity, sensitivity,
+                                       sensitivity_csv, suggest_kept)
+    from .models.datasets import load_dataset
+
+    net, meta = load_model_file(args.model)
+    dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
+    if args.holdout < 0:
+        raise ValueError(f"--holdout must be >= 0, got {args.holdout}")
+    if args.holdout:
+        x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
+        x, y, where = x[-args.holdout:], y[-args.holdout:], f"the last {args.holdout} training"
+    else:
+        x, y = load_dataset(dataset, "test", data_dir=args.data_dir)
+        where = "the test"
+    layers = [t.strip() for t in args.layers.split(",") if t.strip()] if args.layers else None
+    try:
+        sparsities = [float(v) for v in args.sparsities.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--sparsities must be comma-separated numbers, got "
+                         f"{args.sparsities!r}") from None
+    result = sensitivity(net, x, y, layers=layers, sparsities=sparsities, progress=args.progress)
+    print(f"{args.model} on {where} images of {dataset}")
+    print(format_sensitivity(result))
+    kept = suggest_kept(result, args.max_drop)
+    print(f"highest tried sparsity per layer within {100 * args.max_drop:g} pp: "
+          + ", ".join(f"{name}={1 - k:.3g}" for name, k in kept.items()))
+    if args.json:
+        _write_text(args.json, json.dumps({**result, "suggested_kept": kept}, indent=2))
+    if args.csv:
+        _write_text(args.csv, sensitivity_csv(result))
+    if args.plot:
+        print(f"plot written to {plot_sensitivity(result, args.plot)}")
 
 
 def _info(path):
@@ -258,6 +395,8 @@ def _run(args):
         _info(args.model)
     elif args.command == "compress":
         _compress(args)
+    elif args.command == "sensitivity":
+        _sensitivity(args)
     elif args.command in ("eval", "attack"):
         net, meta = load_model_file(args.model)
         from .models.datasets import load_dataset
@@ -266,7 +405,24 @@ def _run(args):
         if args.command == "eval":
             print(f"clean test accuracy: {100 * net.accuracy(xt, yt):.2f}%")
         else:
-            _attack(net, xt, yt, args.attack, _eps_list(args.eps), args.limit, args.json)
+            _attack(net, xt, yt, args.attack, _eps_list(args.eps), args.limit, args.json,
+                    csv_path=args.csv, plot_path=args.plot, bpda=args.bpda, seed=args.seed,
+                    sanity_examples=args.sanity_examples, model=args.model)
+    elif args.command == "study":
+        from .study.config import load_config
+        from .study.runner import run_study
+
+        study = load_config(args.config)
+        result = run_study(study, args.db, limit=args.limit, progress=args.progress)
+        print(f"{result['written']} cell(s) written, {result['done_before']} already done, "
+              f"{result['remaining']} remaining of {result['cells']} ({result['seconds']:.1f} s); "
+              f"results in {args.db}")
+    elif args.command == "report":
+        from .study.report import write_report
+
+        out = args.out or os.path.splitext(args.db)[0] + "-report"
+        for path in write_report(args.db, out):
+            print(f"written: {path}")
     elif args.command == "demo":
         t0 = time.perf_counter()
         demo = argparse.Namespace(**DEMO, checkpoint=None, progress=args.progress,

@@ -22,14 +22,19 @@ predictions (no label leaking); ``eps == 0`` returns a copy of x.
 
 ``ATTACKS`` maps a name to a function of the common signature (the norm bound in for fgm, pgd
 and the noise). The shared norm hooks (normalize, project, random_start) are in ``norms``.
+
+``evaluate`` runs several attacks over a list of eps with the worst case and the sanity checks
+of ``sanity`` (Carlini et al. 2019); ``bpda`` attacks through step-function layers
+(Athalye et al. 2018).
 """
 
 from functools import partial, update_wrapper
 
 from .bim import bim, illc
+from .bpda import bpda
 from .carlini_wagner import carlini_wagner_l2
 from .deepfool import deepfool
-from .evaluate import format_table, robustness_table, worst_case
+from .evaluate import evaluate, format_evaluation, format_table, robustness_table, worst_case
 from .fgm import fgm
 from .fgsm import fgsm
 from .jsma import jsma
@@ -37,6 +42,7 @@ from .lbfgs import lbfgs
 from .noise import random_noise
 from .patch import adversarial_patch, apply_patch, patch_success_rate, random_locations
 from .pgd import pgd
+from .sanity import format_checks, sanity_checks
 from .transfer import transfer, transfer_accuracy
 
 
@@ -64,4 +70,5 @@ ATTACKS = {
 __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2", "jsma", "lbfgs",
            "random_noise", "adversarial_patch", "apply_patch", "patch_success_rate",
            "random_locations", "transfer", "transfer_accuracy", "robustness_table",
-           "format_table", "worst_case", "ATTACKS"]
+           "format_table", "worst_case", "evaluate", "format_evaluation", "sanity_checks",
+           "format_checks", "bpda", "ATTACKS"]

@@ -1,9 +1,24 @@
 """Robustness evaluation: accuracy under attack over a list of eps, with perturbation sizes,
-and the worst case over several attacks."""
+the worst case over several attacks, and ``evaluate``, the whole evaluation the ``robustcnn
+attack`` command runs (rows per attack and eps, worst case per eps, sanity checks)."""
+
+import time
 
 import numpy as np
 
 from .norms import L0_TOL, perturbation_norms
+
+# The threat model of every attack of ``ATTACKS``. Bounded attacks take eps as a radius in their
+# norm and get one row per eps. Unbounded (minimal-perturbation) attacks run once, with
+# eps=None: their row reports how large the perturbations they needed are, and an example they
+# fool counts against a radius eps of norm p only where ‖x' − x‖_p ≤ eps (``evaluate``).
+BOUNDED = {"fgsm": "linf", "fgm-l2": "l2", "bim": "linf", "illc": "linf", "pgd-linf": "linf",
+           "pgd-l2": "l2", "noise-linf": "linf", "noise-l2": "l2"}
+UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
+# Short names the command line accepts.
+ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
+# Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
+_NORM_SLACK = 1e-6
 
 
 def _resolve(attack, name):
@@ -16,6 +31,34 @@ def _resolve(attack, name):
     return ATTACKS[attack]
 
 
+def attack_row(x, x_adv, clean_ok, adv_ok, eps):
+    """One table row from an attack's result: accuracies, success rate and perturbation sizes.
+
+    ``clean_ok`` / ``adv_ok``: (N,) bool, correct before / after the attack. The success rate
+    is over the examples correct before the attack (0 when there are none). Sizes are per
+    example (``norms.perturbation_norms``), then summarised: ``*_mean``, ``*_median`` and
+    ``*_max`` over all examples (NaN for N = 0).
+    """
+    sizes = perturbation_norms(x, x_adv)
+    row = {
+        "eps": None if eps is None else float(eps),
+        "clean_accuracy": _mean(clean_ok),
+        "adversarial_accuracy": _mean(adv_ok),
+        "success_rate": float((clean_ok & ~adv_ok).sum() / max(clean_ok.sum(), 1)),
+        "examples": int(len(x)),
+    }
+    for norm in ("l0", "l2", "linf"):
+        values = sizes[norm]
+        row[f"{norm}_mean"] = float(values.mean()) if len(values) else float("nan")
+        row[f"{norm}_median"] = float(np.median(values)) if len(values) else float("nan")
+        row[f"{norm}_max"] = float(values.max()) if len(values) else float("nan")
+    return row
+
+
+def _mean(ok):
+    return float(np.mean(ok)) if len(ok) else float("nan")
+
+
 def robustness_table(net, x, y, eps_list, *, attack, batch_size=256, **attack_kwargs):
     """One row per eps: clean and adversarial accuracy, attack success rate, perturbation norms.
 
@@ -23,29 +66,17 @@ def robustness_table(net, x, y, eps_list, *, attack, batch_size=256, **attack_kw
     are what the attack pushes away from. The success rate is over the examples the net
     classified correctly before the attack. Perturbation sizes are per example, then averaged:
     ``l0_*`` counts changed input values (by more than ``norms.L0_TOL`` = 1e-6), ``l2_*`` and
-    ``linf_*`` are norms in data units; ``*_mean`` and ``*_median`` over all examples.
+    ``linf_*`` are norms in data units; ``*_mean``, ``*_median`` and ``*_max`` over all
+    examples (see ``attack_row``).
     """
     attack = _resolve(attack, "robustness_table")
     y = np.asarray(y)
-    clean_pred = net.predict(x, batch_size=batch_size)
-    clean_ok = clean_pred == y
+    clean_ok = net.predict(x, batch_size=batch_size) == y
     rows = []
     for eps in eps_list:
         x_adv = attack(net, x, y, eps, batch_size=batch_size, **attack_kwargs)
         adv_ok = net.predict(x_adv, batch_size=batch_size) == y
-        sizes = perturbation_norms(x, x_adv)
-        row = {
-            "eps": None if eps is None else float(eps),
-            "clean_accuracy": float(clean_ok.mean()),
-            "adversarial_accuracy": float(adv_ok.mean()),
-            "success_rate": float((clean_ok & ~adv_ok).sum() / max(clean_ok.sum(), 1)),
-            "examples": int(len(x)),
-        }
-        for norm in ("l0", "l2", "linf"):
-            values = sizes[norm]
-            row[f"{norm}_mean"] = float(values.mean()) if len(values) else float("nan")
-            row[f"{norm}_median"] = float(np.median(values)) if len(values) else float("nan")
-        rows.append(row)
+        rows.append(attack_row(x, x_adv, clean_ok, adv_ok, eps))
     return rows
 
 
@@ -102,15 +133,236 @@ def worst_case(net, x, y, attacks_with_kwargs, *, batch_size=256):
         fn = _resolve(attack, name)
         x_adv = fn(net, x, y, batch_size=batch_size, **dict(kwargs or {}))
         correct[label] = net.predict(x_adv, batch_size=batch_size) == y
+    return worst_case_of(correct)
+
+
+def worst_case_of(correct):
+    """The per-example worst case of known results: ``correct`` {label: (N,) bool}, one entry
+    per attack (plus "clean" if the clean predictions should count) → the dict ``worst_case``
+    returns: ``correct``, ``robust`` (N,) (correct under every entry), ``accuracy`` per label,
+    ``worst_case_accuracy`` and ``worst_attack`` (N,), the first label (in ``correct``'s order)
+    under which each example is wrong, None where robust."""
+    if not correct:
+        raise ValueError("worst_case_of: needs at least one result")
+    correct = {label: np.asarray(ok, dtype=bool) for label, ok in correct.items()}
+    sizes = {ok.shape for ok in correct.values()}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise ValueError(f"worst_case_of: every result must be (N,) of one N, got shapes "
+                         f"{sorted(sizes)}")
     robust = np.logical_and.reduce(list(correct.values()))
-    worst = np.full(len(y), None, dtype=object)
+    worst = np.full(len(robust), None, dtype=object)
     for label, ok in reversed(list(correct.items())):
         worst[~ok] = label
     return {"correct": correct, "robust": robust,
-            "accuracy": {k: float(v.mean()) if len(v) else float("nan")
-                         for k, v in correct.items()},
-            "worst_case_accuracy": float(robust.mean()) if len(robust) else float("nan"),
+            "accuracy": {k: _mean(v) for k, v in correct.items()},
+            "worst_case_accuracy": _mean(robust),
             "worst_attack": worst}
 
 
-__all__ = ["robustness_table", "format_table", "worst_case", "L0_TOL"]
+def canonical_attack(name, at="evaluate"):
+    """The ``ATTACKS`` name of ``name`` (which may be an alias of ``ALIASES``, any case)."""
+    key = ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
+    if key not in BOUNDED and key not in UNBOUNDED:
+        known = sorted(BOUNDED) + sorted(UNBOUNDED)
+        raise ValueError(f"{at}: unknown attack {name!r}; known: {', '.join(known)} (aliases: "
+                         f"{', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
+    return key
+
+
+def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanity=True,
+             sanity_examples=256, batch_size=256, seed=0, log=None):
+    """Accuracy under each attack at each eps, the worst case per eps and the sanity checks.
+
+    Parameters
+    ----------
+    net : the ``Net`` to evaluate (dense or compressed weights).
+    x, y : inputs inside ``clip`` and their true labels (what the attacks move away from).
+    attacks : names of ``ATTACKS`` (or ``ALIASES``), run with their own defaults: see each
+        attack's docstring (BIM: Kurakin's α = 1/255 and steps; PGD: 40 steps of 2.5 · eps / 40
+        from a random start, one restart; DeepFool: 10 candidate classes, overshoot 0.02).
+    eps_list : radii in data units, for the bounded attacks (``BOUNDED``); the unbounded ones
+        (``UNBOUNDED``) run once with eps=None.
+    clip : the valid range, passed to every attack.
+    bpda : attack through ``attacks.bpda.bpda(net)``: step-function layers (QuantizedReLU)
+        back-propagate the straight-through estimate. The forward pass does not change.
+    sanity : run ``sanity.sanity_checks`` on the results (on the same BPDA setting).
+    sanity_examples : how many of the first examples the checks attack themselves when they
+        need an attack or eps the evaluation did not run.
+    batch_size, seed : passed to every attack.
+    log : called with a line of progress after each attack and eps (e.g. ``print``), or None.
+
+    Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
+    (names of the net's step-function layers and whether they were masked), ``rows`` (one per
+    bounded attack and eps, one per unbounded attack: ``attack``, ``norm``, ``seconds`` and the
+    fields of ``attack_row``), ``worst_case`` (per norm of the attacks and eps: the fraction of
+    examples correct clean and under every attack: bounded attacks of that norm at that eps,
+    unbounded ones where they needed ‖x' − x‖ ≤ eps in that norm), ``sanity`` (a list of
+    {name, passed, detail}) and ``sanity_passed``.
+    """
+    from .bpda import bpda as straight_through, step_layers
+    from .sanity import sanity_checks
+
+    names = []
+    for a in attacks:
+        key = canonical_attack(a)
+        if key not in names:
+            names.append(key)
+    if not names:
+        raise ValueError("evaluate: needs at least one attack")
+    values = []
+    for e in eps_list:
+        try:
+            v = float(e)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"evaluate: every eps must be finite and >= 0, got {e!r}")
+        values.append(v)
+    eps_list = list(dict.fromkeys(values))
+    bounded = [a for a in names if a in BOUNDED]
+    if bounded and not eps_list:
+        raise ValueError(f"evaluate: the bounded attacks {bounded} need at least one eps")
+    y = np.asarray(y)
+    say = log or (lambda line: None)
+    layers = {layer.name: "straight-through" if bpda or layer.straight_through else "masked"
+              for layer in step_layers(net)}
+    with straight_through(net, enabled=bpda):
+        clean_ok = net.predict(x, batch_size=batch_size) == y
+        rows, correct, sizes = [], {}, {}
+        for attack in names:
+            fn = _resolve(attack, "evaluate")
+            norm = BOUNDED.get(attack) or UNBOUNDED[attack]
+            for eps in (eps_list if attack in BOUNDED else [None]):
+                t0 = time.perf_counter()
+                x_adv = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed)
+                seconds = time.perf_counter() - t0
+                adv_ok = net.predict(x_adv, batch_size=batch_size) == y
+                row = {"attack": attack, "norm": norm}
+                row.update(attack_row(x, x_adv, clean_ok, adv_ok, eps))
+                row["seconds"] = seconds
+                rows.append(row)
+                correct[(attack, eps)] = adv_ok
+                if eps is None:
+                    sizes[attack] = perturbation_norms(x, x_adv)
+                shown = "" if eps is None else f" eps {eps:g}"
+                say(f"{attack}{shown}: adversarial accuracy "
+                    f"{100 * row['adversarial_accuracy']:.2f}% ({seconds:.1f} s)")
+        worst = _worst_case_rows(names, eps_list, clean_ok, correct, sizes)
+        checks = []
+        if sanity:
+            say("sanity checks")
+            checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok, clip=clip,
+                                   subset=sanity_examples, batch_size=batch_size, seed=seed,
+                                   bpda=bpda)
+    return {"examples": int(len(x)), "clean_accuracy": _mean(clean_ok), "bpda": bool(bpda),
+            "step_layers": layers, "attacks": names, "eps": eps_list, "rows": rows,
+            "worst_case": worst, "sanity": [c.to_dict() for c in checks],
+            "sanity_passed": all(c.passed for c in checks)}
+
+
+def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
+    """Per (norm, eps): robust accuracy over every attack that applies (see ``evaluate``)."""
+    norms = [n for n in ("linf", "l2") if any(BOUNDED.get(a) == n for a in names)]
+    if not norms:  # only unbounded attacks: their own norms
+        norms = list(dict.fromkeys(UNBOUNDED[a] for a in names))
+    rows = []
+    for norm in norms:
+        for eps in eps_list:
+            results = {"clean": clean_ok}
+            for a in names:
+                if BOUNDED.get(a) == norm:
+                    results[a] = correct[(a, eps)]
+                elif a in UNBOUNDED:
+                    within = sizes[a][norm] <= eps * (1 + _NORM_SLACK)
+                    results[a] = correct[(a, None)] | ~within
+            wc = worst_case_of(results)
+            rows.append({"norm": norm, "eps": eps, "attacks": [k for k in results if k != "clean"],
+                         "robust_accuracy": wc["worst_case_accuracy"],
+                         "clean_accuracy": wc["accuracy"]["clean"]})
+    return rows
+
+
+def format_evaluation(result):
+    """The tables of ``evaluate``'s result as text: per attack and eps, then the worst case."""
+    header = (f"{'attack':<11} {'eps':>6}  {'clean acc':>9}  {'adv acc':>8}  {'success':>8}  "
+              f"{'mean Linf':>9}  {'mean L2':>8}  {'med L2':>8}  {'mean L0':>8}  {'seconds':>7}")
+    lines = [header]
+    for r in result["rows"]:
+        eps = "  none" if r["eps"] is None else f"{r['eps']:6.3f}"
+        lines.append(f"{r['attack']:<11} {eps}  {100 * r['clean_accuracy']:8.2f}%  "
+                     f"{100 * r['adversarial_accuracy']:7.2f}%  {100 * r['success_rate']:7.2f}%  "
+                     f"{r['linf_mean']:9.4f}  {r['l2_mean']:8.4f}  {r['l2_median']:8.4f}  "
+                     f"{r['l0_mean']:8.1f}  {r['seconds']:7.1f}")
+    if result["worst_case"]:
+        lines += ["", "worst case (per example, over the clean input and every attack):",
+                  f"{'norm':<5} {'eps':>6}  {'robust acc':>10}  attacks"]
+        for w in result["worst_case"]:
+            lines.append(f"{w['norm']:<5} {w['eps']:6.3f}  {100 * w['robust_accuracy']:9.2f}%  "
+                         f"{', '.join(w['attacks'])}")
+    return "\n".join(lines)
+
+
+CSV_COLUMNS = ("attack", "norm", "eps", "examples", "clean_accuracy", "adversarial_accuracy",
+               "success_rate", "l0_mean", "l0_median", "l0_max", "l2_mean", "l2_median",
+               "l2_max", "linf_mean", "linf_median", "linf_max", "seconds")
+
+
+def csv_rows(result):
+    """``evaluate``'s rows for a CSV file (``CSV_COLUMNS``), then one per worst-case entry with
+    attack = "worst case" and its robust accuracy as the adversarial accuracy."""
+    out = [[r.get(c, "") for c in CSV_COLUMNS] for r in result["rows"]]
+    for w in result["worst_case"]:
+        row = dict(attack="worst case", norm=w["norm"], eps=w["eps"],
+                   examples=result["examples"], clean_accuracy=w["clean_accuracy"],
+                   adversarial_accuracy=w["robust_accuracy"])
+        out.append([row.get(c, "") for c in CSV_COLUMNS])
+    return out
+
+
+def plot_evaluation(result, path, *, title=None):
+    """Accuracy vs eps as a PNG: one line per bounded attack and the worst case, one panel per
+    norm, starting from the clean accuracy at eps 0. Needs matplotlib (the ``plot`` extra),
+    imported here only. Written atomically."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise ValueError("plot_evaluation needs matplotlib: pip install 'robustcnn[plot]'") \
+            from None
+    from ..atomic import atomic_path
+
+    norms = list(dict.fromkeys(w["norm"] for w in result["worst_case"]))
+    if not norms:
+        raise ValueError("plot_evaluation: nothing to plot (no eps)")
+    fig = Figure(figsize=(5.5 * len(norms), 4.2))
+    FigureCanvasAgg(fig)  # an Agg canvas of its own: no pyplot, no global backend
+    clean = result["clean_accuracy"]
+    for i, norm in enumerate(norms):
+        ax = fig.add_subplot(1, len(norms), i + 1)
+        for attack in result["attacks"]:
+            rows = sorted((r for r in result["rows"] if r["attack"] == attack and r["norm"] == norm
+                           and r["eps"] is not None), key=lambda r: r["eps"])
+            if rows:
+                ax.plot([0.0] + [r["eps"] for r in rows],
+                        [100 * clean] + [100 * r["adversarial_accuracy"] for r in rows],
+                        marker="o", label=attack)
+        worst = sorted((w for w in result["worst_case"] if w["norm"] == norm),
+                       key=lambda w: w["eps"])
+        ax.plot([0.0] + [w["eps"] for w in worst],
+                [100 * clean] + [100 * w["robust_accuracy"] for w in worst], color="black",
+                linestyle="--", linewidth=2, label="worst case")
+        ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else norm.upper()}, data units)")
+        ax.set_ylabel("accuracy under attack (%)")
+        ax.set_ylim(0, 100)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        if title:
+            ax.set_title(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+
+
+__all__ = ["robustness_table", "attack_row", "format_table", "worst_case", "worst_case_of",
+           "plot_evaluation", "evaluate", "format_evaluation", "csv_rows", "canonical_attack",
+           "BOUNDED", "UNBOUNDED", "ALIASES", "CSV_COLUMNS", "L0_TOL"]

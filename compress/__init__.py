@@ -1,2 +1,3 @@
-"""Compression: pruning, trained quantization, Huffman coding, the compressed model file and
-adversarial-aware compression. Not built yet; the engine it builds on is ``robustcnn.engine``."""
+"""Compression: magnitude pruning and sensitivity analysis (``prune``, ``sensitivity``), trained
+quantization (``quantize``), the Deep Compression pipeline with Huffman coding (``pipeline``),
+the compressed model file (``modelfile``) and size accounting (``report``)."""

@@ -1,7 +1,9 @@
-"""Elementwise activations, forward and backward: ReLU (with Caffe's negative_slope) and ReLU6.
+"""Elementwise activations, forward and backward: ReLU (with Caffe's negative_slope), ReLU6 and
+the quantized ReLU of low-precision nets.
 
-Kernels run over flat views; the Net keeps only the output for the backward, because the sign
-pattern it needs is the same in y as in x (y > 0 ⇔ x > 0 for negative_slope ≥ 0).
+Kernels run over flat views; for ReLU and ReLU6 the Net keeps only the output for the backward,
+because the sign pattern it needs is the same in y as in x (y > 0 ⇔ x > 0 for
+negative_slope ≥ 0). The quantized ReLU keeps its input: small inputs round to a zero output.
 """
 
 import numpy as np
@@ -38,6 +40,30 @@ def relu6_backward_flat(dy, ref, dx):
     # dx = dy where 0 < x < 6, else 0 (ref is x or y: the same cells pass)
     for i in prange(dy.shape[0]):
         dx[i] = dy[i] if 0.0 < ref[i] < 6.0 else 0.0
+
+
+@njit(**JIT_PARALLEL)
+def quantized_relu_forward_flat(x, levels, max_value, y):
+    # x, y: (M,);  y = s · floor(clip(x, 0, max_value) / s + 1/2) with s = max_value / levels:
+    # a staircase of levels + 1 values 0, s, …, max_value (a k-level uniform quantiser after a
+    # clipped ReLU; ties round up). Computed in float64, stored in y's dtype.
+    scale = levels / max_value
+    step = max_value / levels
+    for i in prange(x.shape[0]):
+        v = min(max(np.float64(x[i]), 0.0), max_value)
+        y[i] = np.floor(v * scale + 0.5) * step
+
+
+@njit(**JIT_PARALLEL)
+def quantized_relu_backward_flat(dy, x, max_value, straight_through, dx):
+    # dy, x, dx: (M,). True gradient: dx = 0 (the staircase is flat between its jumps and has no
+    # derivative on them). Straight-through (BPDA): the clipped ReLU's, dx = dy where
+    # 0 < x < max_value, else 0.
+    for i in prange(dy.shape[0]):
+        if straight_through and 0.0 < x[i] < max_value:
+            dx[i] = dy[i]
+        else:
+            dx[i] = 0.0
 
 
 def _check_slope(negative_slope, at):
@@ -86,4 +112,44 @@ def relu6_backward(dy, x, *, name="relu6"):
     dy, x = _pair_check(dy, x, where(name, "ReLU6"))
     dx = np.empty_like(x)
     relu6_backward_flat(dy.reshape(-1), x.reshape(-1), dx.reshape(-1))
+    return dx
+
+
+def check_quantizer(bits, max_value, at):
+    """(levels, max_value) for a quantized ReLU: ``bits`` an integer in [1, 16] (levels =
+    2**bits − 1 steps above 0), ``max_value`` finite and > 0."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 16:
+        raise ValueError(f"{at}: bits must be an integer in [1, 16], got {bits!r}")
+    try:
+        top = float(max_value)
+    except (TypeError, ValueError):
+        top = float("nan")
+    if not (np.isfinite(top) and top > 0):
+        raise ValueError(f"{at}: max_value must be finite and > 0, got {max_value!r}")
+    return (1 << int(bits)) - 1, top
+
+
+def quantized_relu_forward(x, bits=8, max_value=6.0, *, name="quantized_relu"):
+    """clip(x, 0, max_value) rounded to the nearest of 2**bits evenly spaced values from 0 to
+    max_value (ties up), any shape."""
+    at = where(name, "QuantizedReLU")
+    levels, top = check_quantizer(bits, max_value, at)
+    x = float_array(x, "input", at)
+    y = np.empty_like(x)
+    quantized_relu_forward_flat(x.reshape(-1), levels, top, y.reshape(-1))
+    return y
+
+
+def quantized_relu_backward(dy, x, bits=8, max_value=6.0, straight_through=False, *,
+                            name="quantized_relu"):
+    """Gradient of ``quantized_relu_forward`` w.r.t. x: zero everywhere (the true gradient of a
+    staircase, which masks every gradient-based attack), or with ``straight_through`` the
+    clipped ReLU's (1 for 0 < x < max_value, else 0: the straight-through estimator, which BPDA
+    uses; Athalye, Carlini & Wagner 2018)."""
+    at = where(name, "QuantizedReLU")
+    _, top = check_quantizer(bits, max_value, at)
+    dy, x = _pair_check(dy, x, at)
+    dx = np.empty_like(x)
+    quantized_relu_backward_flat(dy.reshape(-1), x.reshape(-1), top, bool(straight_through),
+                                 dx.reshape(-1))
     return dx

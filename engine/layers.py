@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activation, conv, linear, loss, merge, norm, pool
+from . import activation, conv, linear, loss, merge, norm, pool, prelu
 from ._args import pair
 from .dropout import check_ratio, dropout_mask
 from .formats import FORMATS
@@ -334,6 +334,13 @@ class Linear(_Weighted):
         return [None if dx is None else dx.reshape((dx.shape[0],) + self.in_shapes[0])]
 
 
+def _channels(shape, at):
+    """C of a per-example input shape (C,) or (C, H, W)."""
+    if len(shape) not in (1, 3):
+        raise ValueError(f"{at}: input must be (C,) or (C, H, W) per example, got {shape}")
+    return shape[0]
+
+
 class BatchNorm(Layer):
     """Inference batch norm (running mean/var buffers) with an optional affine (Caffe's Scale).
 
@@ -352,9 +359,7 @@ class BatchNorm(Layer):
         return dict(eps=self.eps, affine=self.affine)
 
     def _setup(self, in_shapes, dtype):
-        if len(in_shapes[0]) not in (1, 3):
-            raise ValueError(f"{self.at}: input must be (C,) or (C, H, W) per example, got {in_shapes[0]}")
-        C = in_shapes[0][0]
+        C = _channels(in_shapes[0], self.at)
         self.buffers["mean"] = np.zeros(C, dtype=dtype)
         self.buffers["var"] = np.ones(C, dtype=dtype)
         if self.affine:
@@ -440,17 +445,31 @@ class MaxPool2d(_Pool):
 
 
 class AvgPool2d(_Pool):
+    """Caffe's average pooling (the padding counts as zeros), or with ``count_pad=False`` the
+    mean of each window's cells inside the input (TensorFlow/Keras 'same' pooling)."""
+
+    def __init__(self, name, kernel, stride=None, padding=0, ceil_mode=True, count_pad=True,
+                 **kw):
+        super().__init__(name, kernel, stride, padding, ceil_mode, **kw)
+        self.count_pad = bool(count_pad)
+
+    def _config(self):
+        cfg = super()._config()
+        if not self.count_pad:  # (absent from the specs of Caffe-style pools)
+            cfg["count_pad"] = False
+        return cfg
+
     def forward(self, xs, ctx):
         x = xs[0]
         y = np.empty((x.shape[0],) + self.out_shapes[0], dtype=x.dtype)
-        pool.avg_pool2d_forward_nchw(x, *self._args(), y)
+        pool.avg_pool2d_forward_nchw(x, *self._args(), self.count_pad, y)
         return [y]
 
     def backward(self, dys, ctx):
         if not ctx.input_grad:
             return [None]
         dx = np.zeros((dys[0].shape[0],) + self.in_shapes[0], dtype=dys[0].dtype)
-        pool.avg_pool2d_backward_nchw(dys[0], *self._args(), dx)
+        pool.avg_pool2d_backward_nchw(dys[0], *self._args(), self.count_pad, dx)
         return [dx]
 
 
@@ -519,6 +538,48 @@ class ReLU6(Layer):
         return [dx]
 
 
+class QuantizedReLU(Layer):
+    """A clipped ReLU followed by a k-level uniform quantiser, as in low-precision nets:
+    y = s · round(clip(x, 0, max_value) / s) with s = max_value / (2**bits − 1).
+
+    Its true gradient is zero almost everywhere: a gradient attack through it sees nothing
+    (gradient masking, Athalye, Carlini & Wagner 2018). With ``straight_through`` set, the
+    backward pass uses the clipped ReLU's gradient instead (the straight-through estimator;
+    BPDA with g(x) = clip(x, 0, max_value)); the forward pass is the same either way.
+    ``attacks.bpda(net)`` sets it on every such layer while attacking.
+    """
+
+    type = "QuantizedReLU"
+
+    def __init__(self, name, bits=8, max_value=6.0, straight_through=False, **kw):
+        super().__init__(name, **kw)
+        activation.check_quantizer(bits, max_value, self.at)
+        self.bits = int(bits)
+        self.max_value = float(max_value)
+        self.straight_through = bool(straight_through)
+
+    def _config(self):
+        return dict(bits=self.bits, max_value=self.max_value,
+                    straight_through=self.straight_through)
+
+    def forward(self, xs, ctx):
+        levels, top = activation.check_quantizer(self.bits, self.max_value, self.at)
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        activation.quantized_relu_forward_flat(xs[0].reshape(-1), levels, top, y.reshape(-1))
+        if ctx.keep:
+            self._saved = xs[0]
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        activation.quantized_relu_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
+                                                self.max_value, bool(self.straight_through),
+                                                dx.reshape(-1))
+        return [dx]
+
+
 class LRN(Layer):
     type = "LRN"
 
@@ -546,6 +607,39 @@ class LRN(Layer):
             return [None]
         x, y, scale = self._saved
         return [norm.lrn_backward_dense(dys[0], x, y, scale, self.local_size, self.alpha, self.beta)]
+
+
+class LRNWithin(Layer):
+    """Local response normalisation within each channel over local_size × local_size windows
+    (Caffe's ``norm_region: WITHIN_CHANNEL``; no k: Caffe adds 1)."""
+
+    type = "LRN"
+
+    def __init__(self, name, local_size=3, alpha=5e-5, beta=0.75, **kw):
+        super().__init__(name, **kw)
+        self.local_size, self.alpha, self.beta = norm.lrn_within_check(local_size, alpha, beta,
+                                                                       self.at)
+
+    def _config(self):
+        return dict(local_size=self.local_size, alpha=self.alpha, beta=self.beta)
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) != 3:
+            raise ValueError(f"{self.at}: input must be (C, H, W) per example, got {in_shapes[0]}")
+        return in_shapes
+
+    def forward(self, xs, ctx):
+        y, scale = norm.lrn_within_forward_dense(xs[0], self.local_size, self.alpha, self.beta)
+        if ctx.keep:
+            self._saved = (xs[0], y, scale)
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        x, y, scale = self._saved
+        return [norm.lrn_within_backward_dense(dys[0], x, y, scale, self.local_size, self.alpha,
+                                               self.beta)]
 
 
 class Dropout(Layer):
@@ -684,10 +778,217 @@ class EltwiseSum(Layer):
         return merge.eltwise_sum_backward(dys[0], self._coeffs())
 
 
+class Scale(Layer):
+    """Caffe's Scale: a learned factor per channel (axis 1), and a bias with ``bias_term``;
+    after a BatchNorm it is the batch norm's affine."""
+
+    type = "Scale"
+
+    def __init__(self, name, bias=False, **kw):
+        super().__init__(name, **kw)
+        self.bias = bool(bias)
+
+    def _config(self):
+        return dict(bias=self.bias)
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) < 1:
+            raise ValueError(f"{self.at}: input must have a channel axis, got {in_shapes[0]}")
+        C = in_shapes[0][0]
+        self.params["weight"] = np.ones(C, dtype=dtype)
+        if self.bias:
+            self.params["bias"] = np.zeros(C, dtype=dtype)
+        return in_shapes
+
+    def forward(self, xs, ctx):
+        x = xs[0]
+        if ctx.keep:
+            self._saved = x
+        gamma = self.params["weight"]
+        beta = self.params.get("bias", np.zeros_like(gamma))
+        y = np.empty(x.shape, x.dtype)
+        flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+        norm.channel_affine_nchw(x.reshape(flat), gamma, beta, y.reshape(flat))
+        return [y]
+
+    def backward(self, dys, ctx):
+        dx, dgamma, dbeta = norm.scale_backward_dense(dys[0], self._saved, self.params["weight"],
+                                                      ctx.input_grad, ctx.param_grads)
+        if ctx.param_grads:
+            self.grads = {"weight": dgamma}
+            if self.bias:
+                self.grads["bias"] = dbeta
+        return [dx]
+
+
+class PReLU(Layer):
+    """Parametric ReLU: a learned negative slope per channel, or one for all channels with
+    ``channel_shared`` (Caffe's PReLU; initial slope 0.25 as in Caffe and He et al.)."""
+
+    type = "PReLU"
+
+    def __init__(self, name, channel_shared=False, init=0.25, **kw):
+        super().__init__(name, **kw)
+        self.channel_shared = bool(channel_shared)
+        self.init = float(init)
+
+    def _config(self):
+        return dict(channel_shared=self.channel_shared, init=self.init)
+
+    def _setup(self, in_shapes, dtype):
+        n = 1 if self.channel_shared else _channels(in_shapes[0], self.at)
+        self.params["slope"] = np.full(n, self.init, dtype=dtype)
+        return in_shapes
+
+    def init_params(self, rng):
+        self.params["slope"][...] = self.init
+
+    def forward(self, xs, ctx):
+        x = xs[0]
+        if ctx.keep:
+            self._saved = x
+        y = np.empty(x.shape, x.dtype)
+        flat = prelu.prelu_shape(x.shape)
+        prelu.prelu_forward_ncp(x.reshape(flat), self.params["slope"], y.reshape(flat))
+        return [y]
+
+    def backward(self, dys, ctx):
+        dy, x = dys[0], self._saved
+        flat = prelu.prelu_shape(x.shape)
+        dx = np.empty(x.shape, x.dtype) if ctx.input_grad else np.empty((0, 0, 0), x.dtype)
+        dslope = np.zeros(x.shape[1], dtype=x.dtype)
+        prelu.prelu_backward_ncp(dy.reshape(flat), x.reshape(flat), self.params["slope"],
+                                 ctx.input_grad, dx.reshape(flat) if ctx.input_grad else dx,
+                                 dslope)
+        if ctx.param_grads:
+            self.grads = {"slope": dslope.sum(keepdims=True) if self.channel_shared else dslope}
+        return [dx if ctx.input_grad else None]
+
+
+class _EltwiseSameShapes(Layer):
+    type = "Eltwise"
+    n_inputs = None
+
+    def _setup(self, in_shapes, dtype):
+        for i, s in enumerate(in_shapes):
+            if s != in_shapes[0]:
+                raise ValueError(f"{self.at}: input {i} shape {s} does not match input 0 shape {in_shapes[0]}")
+        return [in_shapes[0]]
+
+
+class EltwiseProd(_EltwiseSameShapes):
+    """Caffe's Eltwise PROD: the elementwise product of the inputs."""
+
+    def forward(self, xs, ctx):
+        if ctx.keep:
+            self._saved = list(xs)
+        y = xs[0].copy()
+        for x in xs[1:]:
+            y *= x
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None] * len(self.in_shapes)
+        return merge.eltwise_prod_backward(dys[0], self._saved)
+
+
+class EltwiseMax(_EltwiseSameShapes):
+    """Caffe's Eltwise MAX: the elementwise maximum; the gradient goes to the first input
+    holding it."""
+
+    def forward(self, xs, ctx):
+        y, argmax = merge.eltwise_max_dense(xs)
+        if ctx.keep:
+            self._saved = argmax
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None] * len(self.in_shapes)
+        return merge.eltwise_max_backward(dys[0], self._saved, len(self.in_shapes))
+
+
+class Reshape(Layer):
+    """A new per-example shape for the same values (one entry may be -1, inferred)."""
+
+    type = "Reshape"
+
+    def __init__(self, name, shape, **kw):
+        super().__init__(name, **kw)
+        self.shape = tuple(int(s) for s in shape)
+
+    def _config(self):
+        return dict(shape=list(self.shape))
+
+    def _setup(self, in_shapes, dtype):
+        return [merge.reshape_target(in_shapes[0], self.shape, self.at)]
+
+    def forward(self, xs, ctx):
+        return [xs[0].reshape((xs[0].shape[0],) + self.out_shapes[0])]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        return [np.ascontiguousarray(dys[0].reshape((dys[0].shape[0],) + self.in_shapes[0]))]
+
+
+class Pad2d(Layer):
+    """Zero padding of (C, H, W), possibly uneven: ((top, bottom), (left, right))."""
+
+    type = "Pad2d"
+
+    def __init__(self, name, padding, **kw):
+        super().__init__(name, **kw)
+        self.padding = merge.check_pad2d(padding, self.at)
+
+    def _config(self):
+        return dict(padding=[list(p) for p in self.padding])
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) != 3:
+            raise ValueError(f"{self.at}: input must be (C, H, W) per example, got {in_shapes[0]}")
+        (t, b), (l, r) = self.padding
+        C, H, W = in_shapes[0]
+        return [(C, H + t + b, W + l + r)]
+
+    def forward(self, xs, ctx):
+        (t, b), (l, r) = self.padding
+        return [np.pad(xs[0], ((0, 0), (0, 0), (t, b), (l, r)))]
+
+    def backward(self, dys, ctx):
+        return [merge.pad2d_backward(dys[0], self.padding) if ctx.input_grad else None]
+
+
+class Permute(Layer):
+    """The per-example axes in a new order, e.g. (1, 2, 0): (C, H, W) → (H, W, C), as Keras
+    lays out a channels-last blob before Flatten or Reshape."""
+
+    type = "Permute"
+
+    def __init__(self, name, axes, **kw):
+        super().__init__(name, **kw)
+        self.axes = tuple(int(a) for a in axes)
+
+    def _config(self):
+        return dict(axes=list(self.axes))
+
+    def _setup(self, in_shapes, dtype):
+        merge.check_permutation(self.axes, len(in_shapes[0]), self.at)
+        return [tuple(in_shapes[0][a] for a in self.axes)]
+
+    def forward(self, xs, ctx):
+        return [np.ascontiguousarray(xs[0].transpose((0,) + tuple(a + 1 for a in self.axes)))]
+
+    def backward(self, dys, ctx):
+        return [merge.permute_backward(dys[0], self.axes) if ctx.input_grad else None]
+
+
 # Every layer class by its spec name, to rebuild a Net from JSON without evaluating anything.
 LAYER_CLASSES = {cls.__name__: cls for cls in (
-    Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, LRN, Dropout,
-    Flatten, Softmax, Concat, EltwiseSum)}
+    Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
+    LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU, EltwiseProd, EltwiseMax,
+    Reshape, Pad2d, Permute, LRNWithin)}
 
 
 def layer_from_config(cfg):

@@ -1,6 +1,6 @@
-"""Normalisation layers, forward and backward: LRN across channels (Caffe) and batch norm for
-inference (running statistics, with Caffe's Scale folded in), which can also be folded into the
-convolution before it.
+"""Normalisation layers, forward and backward: LRN across and within channels (Caffe) and batch
+norm for inference (running statistics, with Caffe's Scale folded in), which can also be folded
+into the convolution before it; Caffe's Scale on its own (a per-channel factor and bias).
 
 LRN, with n = local_size (odd) and the window W(c) = [c − (n−1)/2, c + (n−1)/2] ∩ [0, C):
 
@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._args import float_array, where
-from ._jit import JIT_PARALLEL
+from ._jit import JIT, JIT_PARALLEL
 
 
 @njit(**JIT_PARALLEL)
@@ -118,6 +118,104 @@ def lrn_backward(dy, x, local_size=5, alpha=1e-4, beta=0.75, k=1.0, *, name="lrn
 
 
 # ---------------------------------------------------------------------------------------------
+# LRN within each channel (Caffe's WITHIN_CHANNEL), n = local_size (odd), window n×n:
+#
+#     u[c, i, j] = 1 + (α / n²) · Σ_{|di|, |dj| ≤ (n−1)/2} x[c, i+di, j+dj]²   (zero outside)
+#     y = x · u^(−β)          (Caffe ignores k here; it builds this from AVE pooling and Power)
+#     dx[c, p] = dy · u^(−β) − (2αβ / n²) · x[c, p] · Σ_{q ∈ W(p)} dy[c, q] · y[c, q] / u[c, q]
+
+
+@njit(**JIT)
+def _box_sum(plane, half, out):
+    # plane, out: (H, W);  out[i, j] = Σ plane over the (2·half+1)² window around (i, j)
+    H, W = plane.shape
+    for i in range(H):
+        for j in range(W):
+            acc = 0.0
+            for a in range(max(i - half, 0), min(i + half + 1, H)):
+                for b in range(max(j - half, 0), min(j + half + 1, W)):
+                    acc += plane[a, b]
+            out[i, j] = acc
+
+
+@njit(**JIT_PARALLEL)
+def lrn_within_forward_nchw(x, local_size, alpha, beta, y, scale):
+    # x, y, scale: (N, C, H, W); scale = u is kept for the backward (see above)
+    N, C, H, W = x.shape
+    half = (local_size - 1) // 2
+    factor = alpha / (local_size * local_size)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        _box_sum(x[n, c] * x[n, c], half, scale[n, c])
+        for i in range(H):
+            for j in range(W):
+                u = 1.0 + factor * scale[n, c, i, j]
+                scale[n, c, i, j] = u
+                y[n, c, i, j] = x[n, c, i, j] * u ** -beta
+
+
+@njit(**JIT_PARALLEL)
+def lrn_within_backward_nchw(dy, x, y, scale, local_size, alpha, beta, dx):
+    # dy, x, y, scale, dx: (N, C, H, W); dx written in full (see above)
+    N, C, H, W = x.shape
+    half = (local_size - 1) // 2
+    factor = 2.0 * alpha * beta / (local_size * local_size)
+    for nc in prange(N * C):
+        n = nc // C
+        c = nc % C
+        ratio = dy[n, c] * y[n, c] / scale[n, c]
+        acc = np.empty((H, W), dtype=dx.dtype)
+        _box_sum(ratio, half, acc)
+        for i in range(H):
+            for j in range(W):
+                dx[n, c, i, j] = dy[n, c, i, j] * scale[n, c, i, j] ** -beta \
+                    - factor * x[n, c, i, j] * acc[i, j]
+
+
+def lrn_within_check(local_size, alpha, beta, at):
+    """Validate WITHIN_CHANNEL LRN hyper-parameters (k plays no part)."""
+    local_size, alpha, beta, _ = lrn_check(local_size, alpha, beta, 1.0, at)
+    return local_size, alpha, beta
+
+
+def lrn_within_forward_dense(x, local_size, alpha, beta):
+    """Within-channel LRN on checked (N, C, H, W) arguments → (y, scale)."""
+    y = np.empty_like(x)
+    scale = np.empty_like(x)
+    lrn_within_forward_nchw(x, local_size, alpha, beta, y, scale)
+    return y, scale
+
+
+def lrn_within_backward_dense(dy, x, y, scale, local_size, alpha, beta):
+    """Gradient of within-channel LRN w.r.t. x on checked arguments."""
+    dx = np.empty_like(x)
+    lrn_within_backward_nchw(dy, x, y, scale, local_size, alpha, beta, dx)
+    return dx
+
+
+def lrn_within_forward(x, local_size=3, alpha=5e-5, beta=0.75, *, name="lrn"):
+    """Local response normalisation within each channel (Caffe's WITHIN_CHANNEL) of
+    (N, C, H, W), over local_size × local_size windows."""
+    at = where(name, "LRN")
+    x = float_array(x, "input", at, ndim=4)
+    return lrn_within_forward_dense(x, *lrn_within_check(local_size, alpha, beta, at))[0]
+
+
+def lrn_within_backward(dy, x, local_size=3, alpha=5e-5, beta=0.75, *, name="lrn"):
+    """Gradient of ``lrn_within_forward`` w.r.t. x."""
+    at = where(name, "LRN")
+    x = float_array(x, "input", at, ndim=4)
+    dy = float_array(dy, "output gradient", at, ndim=4, dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input "
+                         f"{x.shape}")
+    args = lrn_within_check(local_size, alpha, beta, at)
+    y, scale = lrn_within_forward_dense(x, *args)
+    return lrn_within_backward_dense(dy, x, y, scale, *args)
+
+
+# ---------------------------------------------------------------------------------------------
 # Batch norm (inference)
 
 
@@ -200,3 +298,59 @@ def fold_batch_norm(weight, bias, mean, var, gamma=None, beta=None, eps=1e-5):
     new_weight = (weight * a.reshape(shape)).astype(weight.dtype)
     new_bias = b if bias is None else a * bias + b
     return new_weight, new_bias.astype(weight.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale (Caffe's Scale layer: a learned per-channel factor and optional bias, BatchNorm's affine)
+
+
+def _scale_check(x, gamma, beta, at):
+    x = float_array(x, "input", at)
+    if x.ndim < 2:
+        raise ValueError(f"{at}: input must be (N, C, …), got shape {x.shape}")
+    C = x.shape[1]
+    gamma = float_array(gamma, "scale", at, ndim=1, dtype=x.dtype)
+    if gamma.shape != (C,):
+        raise ValueError(f"{at}: scale shape {gamma.shape} does not match channels {C}")
+    if beta is not None:
+        beta = float_array(beta, "bias", at, ndim=1, dtype=x.dtype)
+        if beta.shape != (C,):
+            raise ValueError(f"{at}: bias shape {beta.shape} does not match channels {C}")
+    return x, gamma, beta
+
+
+def scale_forward(x, gamma, beta=None, *, name="scale"):
+    """y[n, c, …] = γ[c] · x[n, c, …] (+ β[c]) for ``x`` (N, C, …)."""
+    x, gamma, beta = _scale_check(x, gamma, beta, where(name, "Scale"))
+    y = np.empty_like(x)
+    flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+    channel_affine_nchw(x.reshape(flat), gamma, np.zeros_like(gamma) if beta is None else beta,
+                        y.reshape(flat))
+    return y
+
+
+def scale_backward_dense(dy, x, gamma, need_input, need_params):
+    """Gradients of the Scale layer on checked arguments → (dx, dγ, dβ) (None where not needed):
+
+        dx = γ[c] · dy,   dγ[c] = Σ_{n, …} dy · x,   dβ[c] = Σ_{n, …} dy
+    """
+    flat = dy.shape[:2] + (int(np.prod(dy.shape[2:])),)
+    dx = dgamma = dbeta = None
+    if need_input:
+        dx = np.empty(dy.shape, dy.dtype)
+        channel_affine_nchw(dy.reshape(flat), gamma, np.zeros_like(gamma), dx.reshape(flat))
+    if need_params:
+        dgamma = (dy.reshape(flat) * x.reshape(flat)).sum(axis=(0, 2))
+        dbeta = dy.reshape(flat).sum(axis=(0, 2))
+    return dx, dgamma, dbeta
+
+
+def scale_backward(dy, x, gamma, *, name="scale"):
+    """Gradients of ``scale_forward`` → (dx, dγ, dβ)."""
+    at = where(name, "Scale")
+    x, gamma, _ = _scale_check(x, gamma, None, at)
+    dy = float_array(dy, "output gradient", at, dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input "
+                         f"{x.shape}")
+    return scale_backward_dense(dy, x, gamma, True, True)

@@ -9,7 +9,9 @@ Output size (Caffe's PoolingLayer::Reshape):
 Window (oy, ox) covers rows [oy·sh − ph, oy·sh − ph + kh) clipped to the input; max pooling takes
 the first maximum in scan order and its backward routes the gradient there (Caffe's mask). Average
 pooling divides by the window clipped to the *padded* input, so padding counts as zeros, as in
-Caffe (and torch's ``count_include_pad=True``).
+Caffe (and torch's ``count_include_pad=True``); with ``count_pad=False`` it divides by the window
+clipped to the input, as TensorFlow/Keras 'same' pooling does (torch's
+``count_include_pad=False``).
 """
 
 import math
@@ -81,9 +83,10 @@ def max_pool2d_backward_nchw(dy, argmax, dx):
 
 
 @njit(**JIT_PARALLEL)
-def avg_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y):
+def avg_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, count_pad, y):
     # x: (N, C, H, W); y: (N, C, oh, ow), every cell written
-    # y[n, c, oy, ox] = Σ_window x / |window clipped to the padded input|
+    # y[n, c, oy, ox] = Σ_window x / |window clipped to the padded input| (count_pad), or to
+    # the input
     N, C, H, W = x.shape
     oh, ow = y.shape[2], y.shape[3]
     for nc in prange(N * C):
@@ -99,9 +102,9 @@ def avg_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y):
             for ox in range(ow):
                 xs = ox * sw - pw
                 xe = min(xs + kw, W + pw)
-                count = rows * (xe - xs)
                 x0 = max(xs, 0)
                 x1 = min(xe, W)
+                count = rows * (xe - xs) if count_pad else (y1 - y0) * (x1 - x0)
                 acc = 0.0
                 for iy in range(y0, y1):
                     for ix in range(x0, x1):
@@ -110,9 +113,10 @@ def avg_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y):
 
 
 @njit(**JIT_PARALLEL)
-def avg_pool2d_backward_nchw(dy, kh, kw, sh, sw, ph, pw, dx):
+def avg_pool2d_backward_nchw(dy, kh, kw, sh, sw, ph, pw, count_pad, dx):
     # dy: (N, C, oh, ow); dx: (N, C, H, W), accumulated into
     # dx[n, c, iy, ix] += dy[n, c, oy, ox] / |window (oy, ox)| for every window holding (iy, ix)
+    # (the forward's divisor: clipped to the padded input with count_pad, else to the input)
     N, C, H, W = dx.shape
     oh, ow = dy.shape[2], dy.shape[3]
     for nc in prange(N * C):
@@ -127,9 +131,12 @@ def avg_pool2d_backward_nchw(dy, kh, kw, sh, sw, ph, pw, dx):
             for ox in range(ow):
                 xs = ox * sw - pw
                 xe = min(xs + kw, W + pw)
-                share = dy[n, c, oy, ox] / (rows * (xe - xs))
+                x0 = max(xs, 0)
+                x1 = min(xe, W)
+                count = rows * (xe - xs) if count_pad else (y1 - y0) * (x1 - x0)
+                share = dy[n, c, oy, ox] / count
                 for iy in range(y0, y1):
-                    for ix in range(max(xs, 0), min(xe, W)):
+                    for ix in range(x0, x1):
                         dx[n, c, iy, ix] += share
 
 
@@ -196,22 +203,24 @@ def max_pool2d_backward(dy, x, kernel, stride=None, padding=0, ceil_mode=True, *
     return dx
 
 
-def avg_pool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=True, *, name="avg_pool2d"):
-    """Average pooling (Caffe's AVE: padding counts as zeros) → y (N, C, OH, OW)."""
+def avg_pool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=True, *, count_pad=True,
+                       name="avg_pool2d"):
+    """Average pooling → y (N, C, OH, OW): Caffe's AVE (padding counts as zeros), or with
+    ``count_pad=False`` the mean of the window's cells inside the input (TensorFlow's)."""
     x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, where(name, "Pooling"))
     y = np.empty(out_shape, dtype=x.dtype)
-    avg_pool2d_forward_nchw(x, *args, y)
+    avg_pool2d_forward_nchw(x, *args, bool(count_pad), y)
     return y
 
 
 def avg_pool2d_backward(dy, x, kernel, stride=None, padding=0, ceil_mode=True, *,
-                        name="avg_pool2d"):
+                        count_pad=True, name="avg_pool2d"):
     """Gradient of ``avg_pool2d_forward`` w.r.t. x."""
     at = where(name, "Pooling")
     x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, at)
     dy = _dy_check(dy, x, out_shape, at)
     dx = np.zeros_like(x)
-    avg_pool2d_backward_nchw(dy, *args, dx)
+    avg_pool2d_backward_nchw(dy, *args, bool(count_pad), dx)
     return dx
 
 

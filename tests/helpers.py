@@ -196,3 +196,18 @@ def distinct_values(rng, shape, spacing=1e-3):
     """A random permutation of well-separated values: no ties, no near-ties (for max pooling)."""
     n = int(np.prod(shape))
     return (rng.permutation(n) * spacing - n * spacing / 2).reshape(shape) + 0.0
+
+
+def write_tiny_mnist(root):
+    """128 training and 64 test images of MNIST's shape: class k lights up row block k."""
+    from robustcnn.models.idx import write_idx
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 128), ("t10k", 64)):
+        labels = rng.integers(0, 10, size=n).astype(np.uint8)
+        images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
+        for i, k in enumerate(labels):
+            images[i, 2 * k + 4:2 * k + 7, 4:24] = 255
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root

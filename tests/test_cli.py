@@ -4,26 +4,15 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
+from helpers import single_thread, write_tiny_mnist
 
 from robustcnn.cli import main
-from robustcnn.models.idx import write_idx
 
 
 @pytest.fixture(scope="module")
 def tiny_mnist(tmp_path_factory):
-    """128 training and 64 test images of MNIST's shape: class k lights up row block k."""
-    root = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 128), ("t10k", 64)):
-        labels = rng.integers(0, 10, size=n).astype(np.uint8)
-        images = rng.integers(0, 40, size=(n, 28, 28)).astype(np.uint8)
-        for i, k in enumerate(labels):
-            images[i, 2 * k + 4:2 * k + 7, 4:24] = 255
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
+    return write_tiny_mnist(tmp_path_factory.mktemp("data"))
 
 
 def test_train_eval_attack_info(tiny_mnist, tmp_path, capsys):
@@ -39,15 +28,64 @@ def test_train_eval_attack_info(tiny_mnist, tmp_path, capsys):
     assert f"clean test accuracy: {trained:.2f}%" in capsys.readouterr().out
 
     table = tmp_path / "fgsm.json"
-    assert main(["attack", str(model), "--eps", "0,0.3", "--json", str(table)] + common) == 0
-    rows = json.loads(table.read_text())
+    with single_thread():  # tiny batches: waking the thread pool costs more than the work
+        assert main(["attack", str(model), "--eps", "0,0.3", "--json", str(table)] + common) == 0
+    out = capsys.readouterr().out
+    assert "sanity checks" in out and "gradients:" in out
+    result = json.loads(table.read_text())
+    rows = result["rows"]
     assert [r["eps"] for r in rows] == [0.0, 0.3]
     assert rows[0]["adversarial_accuracy"] == pytest.approx(trained / 100, abs=1e-6)
     assert rows[1]["adversarial_accuracy"] <= rows[0]["adversarial_accuracy"]
+    assert {c["name"] for c in result["sanity"]} >= {"gradients", "large_eps"}
+    assert result["sanity_passed"] == all(c["passed"] for c in result["sanity"])
 
     assert main(["info", str(model)]) == 0
     info = capsys.readouterr().out
     assert "ip1" in info and "266,610" in info and '"dataset": "mnist"' in info
+
+
+def test_attack_several_attacks_files_and_sanity(tiny_mnist, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    model = tmp_path / "m.h5"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    files = {k: tmp_path / f"out.{k}" for k in ("json", "csv", "png")}
+    with single_thread():
+        assert main(["attack", str(model), "--attack", "fgsm,pgd,deepfool,noise", "--eps",
+                     "0.1,0.2", "--limit", "40", "--json", str(files["json"]), "--csv",
+                     str(files["csv"]), "--plot", str(files["png"]), "--sanity-examples",
+                     "20"] + common) == 0
+    captured = capsys.readouterr()
+    result = json.loads(files["json"].read_text())
+    assert result["examples"] == 40 and result["attacks"] == ["fgsm", "pgd-linf", "deepfool",
+                                                              "noise-linf"]
+    assert [(r["attack"], r["eps"]) for r in result["rows"]] == [
+        ("fgsm", 0.1), ("fgsm", 0.2), ("pgd-linf", 0.1), ("pgd-linf", 0.2), ("deepfool", None),
+        ("noise-linf", 0.1), ("noise-linf", 0.2)]
+    assert [w["eps"] for w in result["worst_case"]] == [0.1, 0.2]
+    for w in result["worst_case"]:  # the worst case is no better than any attack at its eps
+        assert all(w["robust_accuracy"] <= r["adversarial_accuracy"] for r in result["rows"]
+                   if r["eps"] == w["eps"])
+    assert "worst case" in captured.out and "deepfool" in captured.out
+    assert ("WARNING" in captured.out) == (not result["sanity_passed"])
+    lines = files["csv"].read_text().splitlines()
+    assert lines[0].startswith("attack,norm,eps,") and len(lines) == 1 + 7 + 2
+    assert files["png"].read_bytes()[:4] == b"\x89PNG"
+    with single_thread():
+        assert main(["attack", str(model), "--bpda", "--limit", "8", "--sanity-examples", "8"]
+                    + common) == 0
+    captured = capsys.readouterr()
+    assert "--bpda changes nothing here" in captured.err and ", BPDA:" in captured.out
+    # Bad arguments fail before any attack runs, with the option named.
+    assert main(["attack", str(model), "--attack", "fgsm,nope"] + common) == 2
+    assert "unknown attack 'nope'" in capsys.readouterr().err
+    assert main(["attack", str(model), "--limit", "0"] + common) == 2
+    assert "--limit must be >= 1" in capsys.readouterr().err
+    assert main(["attack", str(model), "--eps", "0.1,x"] + common) == 2
+    assert "--eps must be comma-separated numbers" in capsys.readouterr().err
 
 
 def test_errors_are_messages_not_tracebacks(tmp_path, capsys):
@@ -85,3 +123,27 @@ def test_compress_info_eval_on_a_compressed_file(tiny_mnist, tmp_path, capsys):
     info = capsys.readouterr().out
     assert "huffman" in info and f"{out.stat().st_size:,} bytes" in info
     assert main(["compress", str(model), "-o", str(out), "--prune", "ip1"] + common) != 0
+    assert main(["compress", str(model), "-o", str(out), "--preset", "nope"] + common) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_sensitivity(tiny_mnist, tmp_path, capsys):
+    model = tmp_path / "m.h5"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "2", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    rows = tmp_path / "s.json"
+    assert main(["sensitivity", str(model), "--layers", "ip1,ip3", "--sparsities", "0.5,0.99",
+                 "--holdout", "64", "--json", str(rows), "--csv", str(tmp_path / "s.csv"),
+                 "--no-progress"] + common) == 0
+    out = capsys.readouterr().out
+    assert "the last 64 training images" in out and "highest tried sparsity" in out
+    result = json.loads(rows.read_text())
+    assert [(r["layer"], r["sparsity"]) for r in result["rows"]] == [
+        ("ip1", 0.5), ("ip1", 0.99), ("ip3", 0.5), ("ip3", 0.99)]
+    assert set(result["suggested_kept"]) == {"ip1", "ip3"}
+    assert (tmp_path / "s.csv").read_text().count("\n") == 5
+    assert main(["sensitivity", str(model), "--layers", "relu1"] + common) == 2
+    assert "no layer 'relu1'" in capsys.readouterr().err
+    assert main(["sensitivity", str(model), "--sparsities", "a,b"] + common) == 2

@@ -150,3 +150,70 @@ def test_adversarial_patch_makes_the_target_class():
     assert patch_success_rate(net, x[32:], short, target, seed=9) < 0.5
     random_patch = np.random.default_rng(5).uniform(0, 1, (1, 4, 4))
     assert patch_success_rate(net, x[32:], random_patch, target, seed=9) < 0.2
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate: the command's evaluation (rows per attack and eps, worst case, files)
+
+
+def test_evaluate_rows_and_worst_case_with_an_unbounded_attack():
+    from robustcnn.attacks.evaluate import evaluate
+
+    rng = np.random.default_rng(3)
+    x = rng.uniform(0, 1, size=(40, 2))
+    y = SWAP_NET.predict(x)
+    y[0] = 1 - y[0]  # wrong before any attack: never robust
+    result = evaluate(SWAP_NET, x, y, ["fgsm", "DeepFool", "pgd"], [0.05, 0.2], sanity=False)
+    assert result["attacks"] == ["fgsm", "deepfool", "pgd-linf"]
+    assert [(r["attack"], r["eps"]) for r in result["rows"]] == [
+        ("fgsm", 0.05), ("fgsm", 0.2), ("deepfool", None), ("pgd-linf", 0.05), ("pgd-linf", 0.2)]
+    assert result["sanity"] == [] and result["sanity_passed"]
+    # FGSM and PGD move each coordinate by eps towards the diagonal: fooled where
+    # |x0 − x1| < 2 eps. DeepFool (L2, overshoot 1.02) needs ‖δ‖∞ = 1.02 |x0 − x1| / 2, so it
+    # counts at radius eps only where that is <= eps.
+    gap = np.abs(x[:, 0] - x[:, 1])
+    clean = np.arange(40) != 0
+    for w, eps in zip(result["worst_case"], [0.05, 0.2]):
+        assert w["norm"] == "linf" and w["eps"] == eps
+        assert w["attacks"] == ["fgsm", "deepfool", "pgd-linf"]
+        robust = clean & (gap > 2 * eps) & (1.02 * gap / 2 > eps)
+        assert w["robust_accuracy"] == pytest.approx(robust.mean())
+    # Only DeepFool: the worst case is in its own norm, L2, where it needs 1.02 |x0 − x1| / √2.
+    only = evaluate(SWAP_NET, x, y, ["deepfool"], [0.1, 0.3], sanity=False)
+    for w, eps in zip(only["worst_case"], [0.1, 0.3]):
+        assert w["norm"] == "l2"
+        robust = clean & (1.02 * gap / np.sqrt(2) > eps * (1 + 1e-6))
+        assert w["robust_accuracy"] == pytest.approx(robust.mean())
+
+
+@pytest.mark.parametrize("attacks,eps,match", [
+    (["fgsm", "nope"], [0.1], "unknown attack 'nope'; known: .*fgsm"),
+    ([], [0.1], "needs at least one attack"),
+    (["fgsm"], [], r"bounded attacks \['fgsm'\] need at least one eps"),
+    (["fgsm"], [0.1, -0.1], "every eps must be finite and >= 0"),
+    (["bim"], [float("nan")], "every eps must be finite and >= 0"),
+    (["bim"], ["x"], "every eps must be finite and >= 0, got 'x'")])
+def test_evaluate_bad_arguments(attacks, eps, match):
+    from robustcnn.attacks.evaluate import evaluate
+
+    x = np.full((4, 2), 0.5)
+    with pytest.raises(ValueError, match=match):
+        evaluate(SWAP_NET, x, np.zeros(4, int), attacks, eps)
+
+
+def test_evaluate_csv_rows_and_plot(tmp_path):
+    from robustcnn.attacks.evaluate import CSV_COLUMNS, csv_rows, evaluate, plot_evaluation
+
+    pytest.importorskip("matplotlib")
+    rng = np.random.default_rng(4)
+    x = rng.uniform(0, 1, size=(30, 2))
+    y = SWAP_NET.predict(x)
+    result = evaluate(SWAP_NET, x, y, ["fgsm", "fgm-l2"], [0.1, 0.3], sanity=False)
+    rows = csv_rows(result)
+    assert len(rows) == 4 + 4 and all(len(r) == len(CSV_COLUMNS) for r in rows)
+    assert [r[:3] for r in rows[4:]] == [["worst case", "linf", 0.1], ["worst case", "linf", 0.3],
+                                         ["worst case", "l2", 0.1], ["worst case", "l2", 0.3]]
+    path = tmp_path / "plot.png"
+    plot_evaluation(result, path, title="swap")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]  # no temporary file left

@@ -111,3 +111,103 @@ def test_forward_bad_input():
         relu6_forward(np.arange(3))
     with pytest.raises(ValueError, match="non-finite"):
         relu_forward(np.array([0.0, np.inf]))
+
+
+# The quantized ReLU: a staircase of 2**bits values over [0, max_value] after a clipped ReLU.
+# Its true gradient is zero off the jumps (and undefined on them: the engine says 0), so the
+# backward is checked against the references below, not against finite differences, which
+# would measure the jumps.
+
+
+def quantized_relu_ref(x, bits, max_value):
+    step = max_value / (2 ** bits - 1)
+    return np.floor(np.clip(x, 0, max_value) / step + 0.5) * step
+
+
+def clipped_relu_ref_backward(dy, x, max_value):
+    return np.where((x > 0) & (x < max_value), dy, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("bits,max_value", [(1, 1.0), (2, 6.0), (4, 1.0), (8, 6.0)])
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_quantized_relu(shape, bits, max_value, dtype, rng):
+    from robustcnn.engine.activation import quantized_relu_backward, quantized_relu_forward
+
+    x = uniform_away_from(rng, shape, -0.5 * max_value, 1.5 * max_value, kinks=[0.0, max_value])
+    # True gradient: zero everywhere.
+    check_op(lambda x: quantized_relu_forward(x, bits, max_value),
+             lambda x: quantized_relu_ref(x, bits, max_value), [x],
+             backward=lambda dy, x: quantized_relu_backward(dy, x, bits, max_value),
+             ref_backward=lambda dy, x: np.zeros_like(x), dtype=dtype, fd=False,
+             what=f"quantized_relu(bits={bits}, max_value={max_value})")
+    # Straight-through (BPDA): exactly the clipped ReLU's gradient (ReLU6's for max_value 6).
+    check_op(lambda x: quantized_relu_forward(x, bits, max_value),
+             lambda x: quantized_relu_ref(x, bits, max_value), [x],
+             backward=lambda dy, x: quantized_relu_backward(dy, x, bits, max_value, True),
+             ref_backward=lambda dy, x: clipped_relu_ref_backward(dy, x, max_value),
+             dtype=dtype, fd=False, what="quantized_relu straight-through")
+    if max_value == 6.0:
+        dy = rng.standard_normal(shape).astype(dtype)
+        xd = x.astype(dtype)
+        assert_close(quantized_relu_backward(dy, xd, bits, 6.0, True), relu6_backward(dy, xd), 0,
+                     "straight-through = ReLU6's gradient")
+
+
+def test_quantized_relu_values():
+    from robustcnn.engine.activation import quantized_relu_forward
+
+    # 2 bits over [0, 6]: steps of 2; the jumps sit at 1, 3 and 5 (ties round up).
+    x = np.array([-1.0, 0.0, 0.99, 1.0, 2.9, 3.0, 4.99, 5.0, 6.0, 100.0])
+    assert_close(quantized_relu_forward(x, 2, 6.0), [0, 0, 0, 2, 2, 4, 4, 6, 6, 6], 0, "levels")
+    # 8 bits: 256 distinct values at most, the extremes exactly 0 and max_value.
+    y = quantized_relu_forward(np.linspace(-1, 2, 10_001), 8, 1.0)
+    assert len(np.unique(y)) == 256 and y.min() == 0 and y.max() == pytest.approx(1.0, abs=1e-15)
+
+
+@pytest.mark.parametrize("bits,max_value,match", [
+    (0, 1.0, "bits must be an integer in"), (17, 1.0, "bits must be an integer in"),
+    (2.5, 1.0, "bits must be an integer in"), (True, 1.0, "bits must be an integer in"),
+    (4, 0.0, "max_value must be finite and > 0"), (4, np.inf, "max_value must be finite"),
+    (4, "x", "max_value must be finite")])
+def test_quantized_relu_bad_arguments(bits, max_value, match):
+    from robustcnn.engine.activation import quantized_relu_forward
+    from robustcnn.engine.layers import QuantizedReLU
+
+    with pytest.raises(ValueError, match=r"q1 \(QuantizedReLU\): " + match):
+        quantized_relu_forward(np.zeros(3), bits, max_value, name="q1")
+    with pytest.raises(ValueError, match=r"q1 \(QuantizedReLU\): " + match):
+        QuantizedReLU("q1", bits=bits, max_value=max_value)
+
+
+def test_quantized_relu_layer_in_a_net(rng):
+    """Through a Net: the true input gradient is zero, the straight-through one is the
+    clipped-ReLU net's; the spec round-trips the layer's settings."""
+    from robustcnn.engine import Linear, Net, ReLU6
+    from robustcnn.engine.layers import QuantizedReLU
+
+    def build(act):
+        net = Net([Linear("ip1", 8), act, Linear("ip2", 3)], input_shape=(5,), dtype=F64, seed=1)
+        net.params["ip1"]["bias"][...] = 3.0  # most units inside (0, 6)
+        return net
+
+    q = build(QuantizedReLU("q", bits=3, max_value=6.0))
+    ref = build(ReLU6("q"))
+    x = rng.uniform(-1, 1, size=(4, 5))
+    labels = np.array([0, 1, 2, 0])
+    _, dx = q.loss_and_input_grad(x, labels)
+    assert np.all(dx == 0)  # exact: the backward multiplies by nothing, it writes zeros
+    q.layer("q").straight_through = True
+    _, dx_ste = q.loss_and_input_grad(x, labels)
+    # ReLU6's gradient at ReLU6's logits differs from the STE's at the quantized logits only
+    # through the softmax: compare the logit-free part with the same dlogits.
+    _, zq = q.forward_for_backward(x)
+    dz = np.random.default_rng(0).standard_normal(zq.shape)
+    g_ste = q.backward(dz, param_grads=False, of="logits")
+    ref.forward_for_backward(x)
+    assert_close(g_ste, ref.backward(dz, param_grads=False, of="logits"), 1e-12, "STE = ReLU6")
+    assert np.abs(dx_ste).max() > 0
+    copy = Net.from_spec(q.spec())
+    layer = copy.layer("q")
+    assert (layer.bits, layer.max_value, layer.straight_through) == (3, 6.0, True)
+    assert "QuantizedReLU" in q.summary()

@@ -143,3 +143,147 @@ def test_flatten_empty_batch():
 def test_flatten_is_a_view_of_contiguous_input(rng):
     x = rng.standard_normal((2, 3, 4))
     assert np.shares_memory(flatten_forward(x), x)
+
+
+# ---------------------------------------------------------------------------------------------
+# Elementwise product and max, reshape
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_eltwise_prod(n, dtype, rng):
+    from robustcnn.engine import eltwise_prod_backward, eltwise_prod_forward
+
+    xs = [rng.standard_normal((2, 3, 4, 4)) for _ in range(n)]
+    xs[0][0, 0, 0, :2] = 0.0  # the gradient at zeros is the product of the others
+
+    def ref_backward(dy, *xs):
+        return tuple(dy * np.prod([x for j, x in enumerate(xs) if j != i], axis=0)
+                     if n > 1 else dy for i in range(n))
+
+    check_op(lambda *xs: eltwise_prod_forward(list(xs)), lambda *xs: np.prod(xs, axis=0), xs,
+             backward=lambda dy, *xs: eltwise_prod_backward(dy, list(xs)),
+             ref_backward=ref_backward, wrt=tuple(range(n)), dtype=dtype, what=f"prod of {n}")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_eltwise_max(n, dtype, rng):
+    from helpers import distinct_values
+
+    from robustcnn.engine import eltwise_max_backward, eltwise_max_forward
+
+    # Distinct values across the inputs (no ties: finite differences are exact there).
+    values = distinct_values(rng, (n, 2, 3, 4, 4))
+    xs = list(values)
+
+    def ref_backward(dy, *xs):
+        winner = np.argmax(np.stack(xs), axis=0)
+        return tuple(np.where(winner == i, dy, 0.0) for i in range(n))
+
+    def backward(dy, *xs):
+        _, argmax = eltwise_max_forward(list(xs))
+        return eltwise_max_backward(dy, argmax, n)
+
+    check_op(lambda *xs: eltwise_max_forward(list(xs))[0], lambda *xs: np.max(xs, axis=0), xs,
+             backward=backward, ref_backward=ref_backward, wrt=tuple(range(n)), dtype=dtype,
+             what=f"max of {n}")
+
+
+def test_eltwise_max_ties_go_to_the_first_input():
+    from robustcnn.engine import eltwise_max_backward, eltwise_max_forward
+
+    a = np.array([[1.0, 2.0, 3.0]])
+    y, argmax = eltwise_max_forward([a, a.copy(), np.array([[1.0, 5.0, 0.0]])])
+    np.testing.assert_array_equal(argmax, [[0, 2, 0]])
+    grads = eltwise_max_backward(np.ones_like(a), argmax, 3)
+    np.testing.assert_array_equal(np.stack(grads)[:, 0], [[1, 0, 1], [0, 0, 0], [0, 1, 0]])
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("in_shape,shape,out", [((3, 4, 5), (-1,), (60,)),
+                                                 ((3, 4, 5), (12, 5), (12, 5)),
+                                                 ((6,), (2, -1, 1), (2, 3, 1))])
+def test_reshape(in_shape, shape, out, dtype, rng):
+    from robustcnn.engine import reshape_backward, reshape_forward
+
+    x = rng.standard_normal((2,) + in_shape)
+    y, _, _ = check_op(lambda x: reshape_forward(x, shape), lambda x: np.reshape(x, (2,) + out),
+                       [x], backward=lambda dy, x: reshape_backward(dy, x.shape),
+                       ref_backward=lambda dy, x: dy.reshape(x.shape), dtype=dtype,
+                       what=f"reshape {in_shape} → {shape}")
+    assert y.shape == (2,) + out
+
+
+def test_reshape_and_prod_bad_input(rng):
+    from robustcnn.engine import eltwise_prod_forward, reshape_forward
+
+    x = rng.standard_normal((2, 3, 4))
+    with pytest.raises(ValueError, match=r"r1 \(Reshape\): cannot reshape \(3, 4\) \(12 values\) "
+                                         r"to \(5, -1\)"):
+        reshape_forward(x, (5, -1), name="r1")
+    with pytest.raises(ValueError, match="at most one -1"):
+        reshape_forward(x, (-1, -1))
+    with pytest.raises(ValueError, match=r"\(12 values\) to \(4, 4\) \(16 values\)"):
+        reshape_forward(x, (4, 4))
+    with pytest.raises(ValueError, match=r"e1 \(Eltwise\): input 1 shape"):
+        eltwise_prod_forward([x, x[:, :2]], name="e1")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("padding", [1, (0, 2), ((0, 1), (2, 0)), ((3, 1), (0, 0))])
+def test_pad2d(padding, dtype, rng):
+    from robustcnn.engine import pad2d_backward, pad2d_forward
+    from robustcnn.engine.merge import check_pad2d
+
+    pads = check_pad2d(padding, "test")
+    x = rng.standard_normal((2, 3, 4, 5))
+
+    def ref(x):  # zeros, then the input copied into its window, one cell at a time
+        (t, b), (l, r) = pads
+        y = np.zeros(x.shape[:2] + (x.shape[2] + t + b, x.shape[3] + l + r))
+        for i in range(x.shape[2]):
+            for j in range(x.shape[3]):
+                y[:, :, t + i, l + j] = x[:, :, i, j]
+        return y
+
+    check_op(lambda x: pad2d_forward(x, padding), ref, [x],
+             backward=lambda dy, x: pad2d_backward(dy, pads),
+             ref_backward=lambda dy, x: dy[:, :, pads[0][0]:pads[0][0] + 4,
+                                           pads[1][0]:pads[1][0] + 5],
+             dtype=dtype, what=f"pad2d {padding}")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("axes", [(1, 2, 0), (2, 0, 1), (0, 2, 1), (0, 1, 2)])
+def test_permute(axes, dtype, rng):
+    from robustcnn.engine import permute_backward, permute_forward
+
+    x = rng.standard_normal((2, 3, 4, 5))
+
+    def ref(x):
+        y = np.empty((2,) + tuple(x.shape[1:][a] for a in axes))
+        for idx in np.ndindex(*x.shape[1:]):
+            y[(slice(None),) + tuple(idx[a] for a in axes)] = x[(slice(None),) + idx]
+        return y
+
+    def ref_backward(dy, x):
+        dx = np.empty_like(x)
+        for idx in np.ndindex(*x.shape[1:]):
+            dx[(slice(None),) + idx] = dy[(slice(None),) + tuple(idx[a] for a in axes)]
+        return dx
+
+    y, _, _ = check_op(lambda x: permute_forward(x, axes), ref, [x],
+                       backward=lambda dy, x: permute_backward(dy, axes),
+                       ref_backward=ref_backward, dtype=dtype, what=f"permute {axes}")
+    assert y.flags.c_contiguous
+
+
+def test_pad_and_permute_bad_input(rng):
+    from robustcnn.engine import pad2d_forward, permute_forward
+
+    x = rng.standard_normal((2, 3, 4, 5))
+    with pytest.raises(ValueError, match=r"z \(Pad2d\): padding must be"):
+        pad2d_forward(x, ((1, -1), (0, 0)), name="z")
+    with pytest.raises(ValueError, match=r"p \(Permute\): axes \(0, 0, 1\) must be a permutation"):
+        permute_forward(x, (0, 0, 1), name="p")

@@ -9,9 +9,10 @@ import pytest
 import scipy.special
 from helpers import F32, F64, assert_close, check_gradients
 
-from robustcnn.engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseSum,
-                              Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Net, ReLU, ReLU6,
-                              Softmax)
+from robustcnn.engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
+                              EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, Linear,
+                              LRNWithin, MaxPool2d, Net, Pad2d, Permute, PReLU, ReLU, ReLU6,
+                              Reshape, Scale, Softmax)
 from robustcnn.models.lenet import lenet5
 
 # ---------------------------------------------------------------------------------------------
@@ -74,7 +75,34 @@ def zoo_net(dtype=np.float64):
     ], (3, 7, 7), dtype=dtype, name="zoo"))
 
 
-NETS = {"lenet5": lenet, "branching": branching_net, "zoo": zoo_net}
+def caffe_ops_net(dtype=np.float64):
+    """PReLU (per channel and shared), Scale, Eltwise PROD and MAX, LRN within channels, an
+    average pool that leaves the padding out, Pad2d, Permute, Reshape, with weights away from
+    their initial values."""
+    net = randomise(Net([
+        Conv2d("conv_a", 4, kernel=3, padding=1, bottom="data", top="a"),
+        PReLU("prelu_a", bottom="a", top="a"),
+        Conv2d("conv_b", 4, kernel=1, bottom="data", top="b"),
+        Scale("scale_b", bias=True, bottom="b", top="b"),
+        PReLU("prelu_b", channel_shared=True, bottom="b", top="b"),
+        EltwiseProd("prod", bottom=["a", "b"], top="p"),
+        EltwiseMax("max", bottom=["p", "a", "b"], top="m"),
+        LRNWithin("lrn_within", local_size=3, alpha=0.5, beta=0.75),
+        AvgPool2d("avg_inside", kernel=3, stride=1, padding=1, count_pad=False),
+        Pad2d("pad", ((0, 1), (1, 0))),
+        Permute("permute", (1, 2, 0)),
+        Reshape("reshape", (4, 5, -1)),
+        Linear("fc", 5),
+    ], (3, 4, 4), dtype=dtype, name="caffe_ops"))
+    rng = np.random.default_rng(7)
+    for layer in net.layers:
+        if isinstance(layer, (PReLU, Scale)):
+            p = layer.params["slope" if isinstance(layer, PReLU) else "weight"]
+            p[...] = rng.uniform(0.2, 1.5, p.shape)
+    return net
+
+
+NETS = {"lenet5": lenet, "branching": branching_net, "zoo": zoo_net, "caffe_ops": caffe_ops_net}
 
 
 def batch(net, n, seed=0):

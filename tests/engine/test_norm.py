@@ -241,3 +241,82 @@ def test_empty_batch(rng):
     assert batch_norm_forward(x, mean, var, gamma, beta).shape == x.shape
     dx, dgamma, dbeta = batch_norm_backward(x, x, mean, var, gamma)
     assert dx.shape == x.shape and not dgamma.any() and not dbeta.any()
+
+
+# ---------------------------------------------------------------------------------------------
+# Scale (Caffe's Scale layer)
+
+
+def scale_ref(x, gamma, beta):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    return x * gamma.reshape(shape) + beta.reshape(shape)
+
+
+def scale_ref_backward(dy, x, gamma, beta):
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    axes = tuple(i for i in range(x.ndim) if i != 1)
+    return dy * gamma.reshape(shape), (dy * x).sum(axis=axes), dy.sum(axis=axes)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 6), (1, 2, 1, 1), (0, 3, 2, 2)])
+def test_scale(shape, dtype, rng):
+    from robustcnn.engine import scale_backward, scale_forward
+
+    x = rng.standard_normal(shape)
+    gamma, beta = rng.uniform(0.5, 2.0, shape[1]), rng.standard_normal(shape[1])
+    check_op(scale_forward, scale_ref, [x, gamma, beta],
+             backward=lambda dy, x, g, b: scale_backward(dy, x, g),
+             ref_backward=scale_ref_backward, wrt=(0, 1, 2), dtype=dtype, what=f"scale{shape}")
+
+
+def test_scale_bad_input(rng):
+    from robustcnn.engine import scale_forward
+
+    x = rng.standard_normal((2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"s1 \(Scale\): scale shape \(4,\) does not match "
+                                         r"channels 3"):
+        scale_forward(x, np.ones(4), name="s1")
+    with pytest.raises(ValueError, match=r"bias shape \(2,\) does not match channels 3"):
+        scale_forward(x, np.ones(3), np.ones(2))
+
+
+# ---------------------------------------------------------------------------------------------
+# LRN within channels (Caffe's WITHIN_CHANNEL)
+
+
+def lrn_within_ref(x, n, alpha, beta):
+    """Caffe's construction: AVE pooling of x² (pad (n−1)/2, divisor n²), then (1 + α·avg)^−β."""
+    half = (n - 1) // 2
+    sq = np.pad(x ** 2, ((0, 0), (0, 0), (half, half), (half, half)))
+    H, W = x.shape[2:]
+    s = np.zeros_like(x)
+    for a in range(n):
+        for b in range(n):
+            s += sq[:, :, a:a + H, b:b + W]
+    return x * (1.0 + alpha / n ** 2 * s) ** -beta
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("n,alpha,beta,shape", [(3, 5e-2, 0.75, (2, 3, 5, 6)),
+                                                (5, 0.5, 0.5, (1, 2, 4, 4)),
+                                                (1, 1.0, 1.5, (2, 2, 3, 3)),
+                                                (3, 0.3, 0.75, (2, 1, 1, 7))])
+def test_lrn_within(n, alpha, beta, shape, dtype, rng):
+    from robustcnn.engine import lrn_within_backward, lrn_within_forward
+
+    x = rng.standard_normal(shape) * 2
+    check_op(lambda x: lrn_within_forward(x, n, alpha, beta),
+             lambda x: lrn_within_ref(x, n, alpha, beta), [x],
+             backward=lambda dy, x: lrn_within_backward(dy, x, n, alpha, beta),
+             dtype=dtype, what=f"lrn_within n={n}")
+
+
+def test_lrn_within_bad_input(rng):
+    from robustcnn.engine import lrn_within_forward
+
+    x = rng.standard_normal((2, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"n1 \(LRN\): local_size must be a positive odd"):
+        lrn_within_forward(x, 2, name="n1")
+    with pytest.raises(ValueError, match="input must have 4 axes"):
+        lrn_within_forward(x[0])

@@ -413,3 +413,48 @@ def test_global_avg_pool_bad_input(rng):
     with pytest.raises(ValueError, match=r"output gradient shape \(2, 3, 4, 4\) does not match "
                                          r"the output \(2, 3, 1, 1\)"):
         global_avg_pool2d_backward(np.zeros((2, 3, 4, 4)), rng.standard_normal((2, 3, 4, 4)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Average pooling that leaves the padding out of the mean (count_pad=False, Keras' 'same')
+
+
+def avg_inside_ref(x, kernel, stride=None, padding=0, ceil_mode=True):
+    y = _out(x, kernel, stride, padding, ceil_mode)
+    for oy, ox, rows, cols, _ in _windows(x, kernel, stride, padding, ceil_mode):
+        y[:, :, oy, ox] = x[:, :, rows, cols].mean(axis=(2, 3))
+    return y
+
+
+def avg_inside_ref_backward(dy, x, kernel, stride=None, padding=0, ceil_mode=True):
+    dx = np.zeros_like(x)
+    for oy, ox, rows, cols, _ in _windows(x, kernel, stride, padding, ceil_mode):
+        cells = (rows.stop - rows.start) * (cols.stop - cols.start)
+        dx[:, :, rows, cols] += (dy[:, :, oy, ox] / cells)[:, :, None, None]
+    return dx
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_avg_pool_without_padding_in_the_mean(case, dtype, rng):
+    _, N, C, H, W, geom = case
+    x = rng.standard_normal((N, C, H, W))
+    check_op(lambda x: avg_pool2d_forward(x, count_pad=False, **geom),
+             lambda x: avg_inside_ref(x, **geom), [x],
+             backward=lambda dy, x: avg_pool2d_backward(dy, x, count_pad=False, **geom),
+             ref_backward=lambda dy, x: avg_inside_ref_backward(dy, x, **geom), dtype=dtype,
+             what=f"avg_pool2d count_pad=False {case[0]}")
+
+
+@pytest.mark.parametrize("geom", [dict(kernel=3, stride=1, padding=1),
+                                  dict(kernel=3, stride=2, padding=1),
+                                  dict(kernel=(3, 2), stride=(2, 1), padding=(1, 1))])
+def test_avg_pool_without_padding_matches_torch(geom, rng):
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    x = rng.standard_normal((2, 3, 7, 8))
+    ours = avg_pool2d_forward(x, ceil_mode=False, count_pad=False, **geom)
+    theirs = F.avg_pool2d(torch.from_numpy(x), geom["kernel"], geom["stride"], geom["padding"],
+                          ceil_mode=False, count_include_pad=False).numpy()
+    assert_close(ours, theirs, 1e-12, f"count_pad=False vs torch {geom}")

@@ -177,6 +177,20 @@ def test_conv_format_matches_dense(case, kind, sparsity, rng):
     check_conv_format(fmt, x, b, geom, f"{kind} {case[0]}")
 
 
+@pytest.mark.parametrize("density_threshold", [0.0, 2.0], ids=["gemm_dw", "per_entry_dw"])
+@pytest.mark.parametrize("kind", ["csr", "sparse_codebook", "huffman"])
+@pytest.mark.parametrize("case", ["basic", "stride_pad_hw", "groups2", "pointwise", "batch1"])
+def test_conv_sparse_weight_gradient_paths(case, kind, density_threshold, rng, monkeypatch):
+    # A sparse weight's gradient comes from one GEMM (gathered) or from a dot per stored weight,
+    # chosen by its density; force each path at a density where the other one would run.
+    import robustcnn.engine.conv as conv
+
+    monkeypatch.setattr(conv, "SPARSE_DW_DENSITY", density_threshold)
+    x, b, geom = conv_setup(CONV[case], rng)
+    fmt = make(kind, weight(rng, geom.weight_shape, 0.9 if density_threshold else 0.99))
+    check_conv_format(fmt, x, b, geom, f"{kind} {case} threshold {density_threshold}")
+
+
 def empty_rows_and_columns(rng, shape):
     """Rows 0 and 2 (output channels) and every third column (receptive-field tap) all zero."""
     w = weight(rng, shape, 0.3)

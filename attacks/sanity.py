@@ -1,0 +1,292 @@
+"""Sanity checks of a robustness evaluation: signs that the attacks under-performed.
+
+Carlini, Athalye, Papernot, Brendel, Rauber, Tsipras, Goodfellow, Madry & Kurakin, "On
+Evaluating Adversarial Robustness", arXiv:1902.06705 (2019), §5 and its checklist. A robustness
+figure is only as good as the attack behind it; each check below is a way an attack is known to
+fail silently (wrong clipping, too few steps, a bug, gradient masking):
+
+    gradients               the input gradient is finite and not zero (masking: a step function
+                            such as a quantised activation has a zero gradient, so every
+                            gradient attack is blind; BPDA is the remedy, ``attacks.bpda``)
+    iterative_vs_single     BIM / PGD at least as strong as FGSM at the same eps
+    monotone_in_eps         accuracy does not rise as eps grows
+    large_eps               at an eps covering the whole data range, accuracy is ~0
+    unbounded_succeed       minimal-perturbation attacks (DeepFool, C&W, …) fool ~every example
+    noise_weaker            random noise of the same norm is no stronger than the attack
+
+Each check is a ``Check(name, passed, detail)``; ``detail`` gives the figures. Where a check
+needs an attack or eps the evaluation did not run, it runs it itself on the first ``subset``
+examples and compares on those. Accuracies are compared with a slack of max(tol, 1 / n) for n
+compared examples, so that one example's flip never fails a check.
+
+Not guaranteed: passing every check does not show the evaluation is right — they catch the
+common failures, not all of them (Carlini et al. §5: "a checklist, not a proof").
+"""
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ._common import check_clip_pair, check_float, check_int
+from .bpda import masked_layers
+from .evaluate import BOUNDED, UNBOUNDED, _resolve
+
+# The gradient attacks whose results the checks read, strongest kind last.
+SINGLE_STEP = {"linf": "fgsm", "l2": "fgm-l2"}
+ITERATIVE = {"linf": ("bim", "pgd-linf"), "l2": ("pgd-l2",)}
+NOISE = {"linf": "noise-linf", "l2": "noise-l2"}
+
+
+@dataclass(frozen=True)
+class Check:
+    """One sanity check: its name, whether it passed, and the figures behind the verdict."""
+
+    name: str
+    passed: bool
+    detail: str
+
+    def to_dict(self):
+        return asdict(self)
+
+
+class _Runs:
+    """Per-example correctness under (attack, eps), from the evaluation or computed here.
+
+    ``correct`` holds the evaluation's (N,) results; what it lacks is computed on the first
+    ``subset`` examples (noise, which costs one forward pass, on all N when compared with a
+    result on all N)."""
+
+    def __init__(self, net, x, y, correct, clean_ok, subset, clip, batch_size, seed):
+        self.net, self.x, self.y, self.clip = net, x, y, clip
+        self.batch_size, self.seed = batch_size, seed
+        self.full = dict(correct)
+        self.full[("clean", None)] = clean_ok
+        self.n_sub = min(len(x), subset)
+        self.sub = {}
+
+    def _run(self, attack, eps, n):
+        fn = _resolve(attack, "sanity_checks")
+        x, y = self.x[:n], self.y[:n]
+        x_adv = fn(self.net, x, y, eps, clip=self.clip, batch_size=self.batch_size,
+                   seed=self.seed)
+        return self.net.predict(x_adv, batch_size=self.batch_size) == y
+
+    def has(self, attack, eps):
+        return (attack, eps) in self.full
+
+    def correct(self, keys):
+        """{key: (n,) bool} for (attack, eps) keys, over one common set of examples: all N if
+        every key has a full result (noise is computed on all N), else the subset."""
+        cheap = {k for k in keys if k[0].startswith("noise") and not self.has(*k)}
+        if all(self.has(*k) or k in cheap for k in keys):
+            for k in cheap:
+                self.full[k] = self._run(k[0], k[1], len(self.x))
+            return {k: self.full[k] for k in keys}
+        out = {}
+        for k in keys:
+            if self.has(*k):
+                out[k] = self.full[k][:self.n_sub]
+            else:
+                if k not in self.sub:
+                    self.sub[k] = self._run(k[0], k[1], self.n_sub)
+                out[k] = self.sub[k]
+        return out
+
+
+def _pct(v):
+    return f"{100 * v:.1f}%"
+
+
+def _slack(tol, n):
+    return max(tol, 1.0 / max(n, 1))
+
+
+def check_gradients(net, x, y, *, batch_size=256, max_zero=0.01, bpda=False):
+    """The input gradient of the loss is finite everywhere and not identically zero on more than
+    ``max_zero`` of the examples; and no step-function layer back-propagates its true (zero)
+    gradient (``bpda.masked_layers``)."""
+    nonfinite = zero = 0
+    norms = []
+    for lo in range(0, len(x), batch_size):
+        _, dx = net.loss_and_input_grad(x[lo:lo + batch_size], y[lo:lo + batch_size])
+        rows = dx.reshape(len(dx), -1).astype(np.float64)
+        finite = np.isfinite(rows).all(axis=1)
+        nonfinite += int((~finite).sum())
+        zero += int((finite & (rows == 0).all(axis=1)).sum())
+        norms.append(np.abs(rows[finite]).sum(axis=1))
+    n = len(x)
+    norms = np.concatenate(norms) if norms else np.zeros(0)
+    median = float(np.median(norms)) if norms.size else float("nan")
+    masked = masked_layers(net)
+    passed = nonfinite == 0 and zero <= max_zero * n and not masked
+    detail = (f"{n} examples: {nonfinite} with a non-finite gradient, {zero} with an all-zero "
+              f"gradient (at most {_pct(max_zero)} allowed); median L1 norm {median:.3g}")
+    if masked:
+        names = ", ".join(f"{layer.name} ({layer.type})" for layer in masked)
+        detail += (f"; GRADIENT MASKING: {names} back-propagate their true gradient, zero almost "
+                   f"everywhere, so gradient attacks see nothing and the accuracies above "
+                   f"overstate robustness: re-run with --bpda (BPDA, the straight-through "
+                   f"estimate)")
+    elif zero > max_zero * n or nonfinite:
+        detail += "; gradient attacks cannot work on these examples (masking or a numerical fault)"
+    if bpda:
+        detail += "; BPDA on (step layers back-propagate the straight-through estimate)"
+    return Check("gradients", passed, detail)
+
+
+def check_iterative_vs_single(runs, eps_list, norms, *, tol=0.01):
+    """At every eps, each iterative attack's accuracy ≤ the single-step attack's + slack."""
+    parts, passed = [], True
+    for norm in norms:
+        single = SINGLE_STEP[norm]
+        iterative = [a for a in ITERATIVE[norm] if any(runs.has(a, e) for e in eps_list)] or \
+            [ITERATIVE[norm][-1]]
+        for eps in eps_list:
+            keys = [(single, eps)] + [(a, eps) for a in iterative]
+            ok = runs.correct(keys)
+            n = len(ok[keys[0]])
+            acc = {k: float(v.mean()) for k, v in ok.items()}
+            bad = [k[0] for k in keys[1:] if acc[k] > acc[keys[0]] + _slack(tol, n)]
+            passed &= not bad
+            parts.append(f"eps {eps:g}: " + ", ".join(f"{k[0]} {_pct(acc[k])}" for k in keys)
+                         + (f" (n={n})" if n != len(runs.x) else "")
+                         + (f" — {', '.join(bad)} WEAKER than {single}" if bad else ""))
+    return Check("iterative_vs_single", passed, "; ".join(parts) or "no eps given")
+
+
+def check_monotone(runs, eps_list, attacks, *, tol=0.01):
+    """For each attack, accuracy at a larger eps ≤ accuracy at a smaller one (clean first) +
+    slack."""
+    parts, passed = [], True
+    eps_sorted = sorted(set(eps_list))
+    for attack in attacks:
+        keys = [("clean", None)] + [(attack, e) for e in eps_sorted]
+        ok = runs.correct(keys)
+        n = len(ok[keys[0]])
+        acc = [float(ok[k].mean()) for k in keys]
+        rises = [f"{keys[i][1] if keys[i][1] is not None else 'clean'}→{keys[i + 1][1]:g}"
+                 for i in range(len(acc) - 1) if acc[i + 1] > acc[i] + _slack(tol, n)]
+        passed &= not rises
+        parts.append(f"{attack}: clean {_pct(acc[0])}, "
+                     + ", ".join(f"{k[1]:g} {_pct(a)}" for k, a in zip(keys[1:], acc[1:]))
+                     + (f" (n={n})" if n != len(runs.x) else "")
+                     + (f" — RISES at {', '.join(rises)}" if rises else ""))
+    return Check("monotone_in_eps", passed, "; ".join(parts) or "no bounded attack")
+
+
+def check_large_eps(runs, large_eps, *, near_zero=0.02):
+    """PGD (L∞) at ``large_eps`` (the whole data range: any input is reachable) leaves at most
+    ``near_zero`` accuracy."""
+    key = ("pgd-linf", large_eps)
+    ok = runs.correct([key])[key]
+    acc = float(ok.mean()) if len(ok) else 0.0
+    passed = acc <= near_zero
+    detail = (f"pgd-linf at eps {large_eps:g}: accuracy {_pct(acc)} on {len(ok)} examples "
+              f"(want <= {_pct(near_zero)})")
+    if not passed:
+        detail += " — the attack cannot reach inputs it is allowed to: masking or a bug"
+    return Check("large_eps", passed, detail)
+
+
+def check_unbounded(runs, attacks, *, min_success=0.99):
+    """Every unbounded attack fools at least ``min_success`` of the correctly classified
+    examples (DeepFool on the subset if the evaluation ran none)."""
+    parts, passed = [], True
+    for attack in attacks or ["deepfool"]:
+        ok = runs.correct([("clean", None), (attack, None)])
+        clean, adv = ok[("clean", None)], ok[(attack, None)]
+        success = float((clean & ~adv).sum() / max(clean.sum(), 1))
+        passed &= success >= min_success
+        parts.append(f"{attack}: fools {_pct(success)} of {int(clean.sum())} correctly "
+                     f"classified examples (want >= {_pct(min_success)})"
+                     + (f" (n={len(clean)})" if len(clean) != len(runs.x) else ""))
+    return Check("unbounded_succeed", passed, "; ".join(parts))
+
+
+def check_noise(runs, eps_list, attacks, *, tol=0.01):
+    """Random noise of the attack's norm and eps leaves at least the attack's accuracy − slack
+    (``noise.random_noise``)."""
+    parts, passed = [], True
+    for attack in attacks:
+        noise = NOISE[BOUNDED[attack]]
+        for eps in eps_list:
+            keys = [(attack, eps), (noise, eps)]
+            ok = runs.correct(keys)
+            n = len(ok[keys[0]])
+            a, b = (float(ok[k].mean()) for k in keys)
+            bad = b + _slack(tol, n) < a
+            passed &= not bad
+            parts.append(f"{attack} eps {eps:g}: {_pct(a)} vs {noise} {_pct(b)}"
+                         + (f" (n={n})" if n != len(runs.x) else "")
+                         + (" — NOISE STRONGER" if bad else ""))
+    return Check("noise_weaker", passed, "; ".join(parts) or "no eps given")
+
+
+def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0), subset=256,
+                  large_eps=None, tol=0.01, near_zero=0.02, min_success=0.99, max_zero=0.01,
+                  batch_size=256, seed=0, bpda=False):
+    """Every check of this module on one evaluation → [Check].
+
+    Parameters
+    ----------
+    net, x, y : the evaluated net, inputs and true labels.
+    correct : {(attack, eps): (N,) bool}, correct after each attack the evaluation ran (names
+        of ``evaluate.BOUNDED`` with their eps, of ``evaluate.UNBOUNDED`` with eps None).
+    eps_list : the evaluation's eps.
+    clean_ok : (N,) bool, correct before any attack (computed if None).
+    clip : the valid range; its span is the default ``large_eps``.
+    subset : the first ``subset`` examples are where the checks run attacks the evaluation did
+        not (e.g. PGD at ``large_eps``, FGSM when only PGD was asked for).
+    tol : slack in accuracy for comparisons (at least one example's worth).
+    near_zero, min_success, max_zero : the large-eps, unbounded-attack and zero-gradient
+        thresholds (2%, 99%, 1%).
+    batch_size, seed : passed to the attacks the checks run.
+    bpda : whether the caller runs them under ``attacks.bpda`` (reported; it must hold the
+        context itself).
+    """
+    name = "sanity_checks"
+    subset = check_int(subset, "subset", name)
+    batch_size = check_int(batch_size, "batch_size", name)
+    tol = check_float(tol, "tol", name, low=0, high=1)
+    for what, value in (("near_zero", near_zero), ("min_success", min_success),
+                        ("max_zero", max_zero)):
+        check_float(value, what, name, low=0, high=1)
+    bounds = check_clip_pair(clip, name)
+    if large_eps is None:
+        if bounds is None:
+            raise ValueError(f"{name}: give large_eps when clip is None")
+        large_eps = bounds[1] - bounds[0]
+    large_eps = check_float(large_eps, "large_eps", name, low=0, low_open=True)
+    y = np.asarray(y)
+    if clean_ok is None:
+        clean_ok = net.predict(x, batch_size=batch_size) == y
+    runs = _Runs(net, x, y, correct, clean_ok, subset, clip, batch_size, seed)
+    attacks = list(dict.fromkeys(a for a, _ in correct))
+    gradient = [a for a in attacks if a in BOUNDED and not a.startswith("noise")]
+    unbounded = [a for a in attacks if a in UNBOUNDED]
+    norms = list(dict.fromkeys(BOUNDED[a] for a in gradient)) or ["linf"]
+    eps = [e for e in dict.fromkeys(eps_list) if e > 0]
+    checks = [check_gradients(net, x, y, batch_size=batch_size, max_zero=max_zero, bpda=bpda),
+              check_iterative_vs_single(runs, eps, norms, tol=tol)]
+    bounded = gradient or [SINGLE_STEP[n] for n in norms] + \
+        [a for n in norms for a in ITERATIVE[n][-1:]]
+    checks.append(check_monotone(runs, eps, bounded, tol=tol))
+    checks.append(check_large_eps(runs, large_eps, near_zero=near_zero))
+    checks.append(check_unbounded(runs, unbounded, min_success=min_success))
+    checks.append(check_noise(runs, eps, gradient or [SINGLE_STEP[n] for n in norms], tol=tol))
+    return checks
+
+
+def format_checks(checks):
+    """One line per check; a failed one starts with WARNING."""
+    lines = []
+    for c in checks:
+        c = c if isinstance(c, Check) else Check(**c)
+        if c.passed:
+            lines.append(f"  ok       {c.name}: {c.detail}")
+        else:
+            lines.append(f"WARNING: sanity check FAILED: {c.name}: {c.detail}")
+    return "\n".join(lines)
+
+
+__all__ = ["Check", "sanity_checks", "format_checks", "check_gradients"]

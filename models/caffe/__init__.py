@@ -1,0 +1,59 @@
+"""Caffe models: ``.prototxt`` nets and ``.caffemodel`` / ``.caffemodel.h5`` weights → ``Net``,
+and back.
+
+    from robustcnn.models.caffe import load_caffe, save_caffe
+    net = load_caffe("deploy.prototxt", "weights.caffemodel")
+    net.preprocessing            # {"scale": 1.0, "mean_value": [104, 117, 123], …} or {}
+    save_caffe(net, "out.prototxt", "out.caffemodel")     # see exporter.py
+
+Files are parsed with the ``protobuf`` package (the ``caffe`` extra: ``pip install
+robustcnn[caffe]``) against a schema the project declares itself, ``caffe_subset.proto``: the
+messages of Caffe's ``caffe.proto`` that it needs, with Caffe's field numbers. No Caffe, no
+``protoc``. Both network formats are read: the current ``layer { type: "Convolution" }`` and the
+deprecated ``layers { type: CONVOLUTION }`` (V1). The TEST phase is built.
+
+**Input.** ``input:`` with ``input_dim:`` ×4 or ``input_shape { dim: … }`` in the header, an
+``Input`` layer, or a data layer (Data, ImageData, MemoryData, HDF5Data, WindowData, DummyData;
+MemoryData and DummyData sizes and ImageData/WindowData crops give the shape, otherwise pass
+``input_shape=(C, H, W)``; its ``transform_param`` — mean values, scale, crop, mirror — is kept
+as ``net.preprocessing``, not applied). One input; the batch size in the file is ignored.
+Layers outside the TEST phase (``include``/``exclude`` rules) are left out, so train/val files
+load too.
+
+**Layers** (Caffe type → engine layer):
+
+- Convolution → Conv2d: group, dilation, kernel/stride/pad as one value or per axis
+  (``kernel_h``/``kernel_w`` …); 2-D only.
+- InnerProduct → Linear: over axis 1 (the whole example), ``transpose`` weights too.
+- Pooling → MaxPool2d / AvgPool2d with Caffe's ceil-mode sizes (``round_mode: FLOOR`` for
+  floor), GlobalAvgPool2d, or a max pool over the whole plane for global MAX.
+- ReLU (negative_slope ≥ 0) → ReLU; PReLU (per channel or shared) → PReLU; LRN → LRN
+  (ACROSS_CHANNELS) or LRNWithin (WITHIN_CHANNEL); Dropout → Dropout (identity at inference).
+- Softmax, and SoftmaxWithLoss (its label bottom dropped, as OpenCV does) → Softmax over axis 1
+  of a (K,) or (K, 1, 1) blob.
+- Concat (``axis`` or V1 ``concat_dim``) → Concat; Eltwise SUM (with coefficients), PROD, MAX →
+  EltwiseSum, EltwiseProd, EltwiseMax.
+- BatchNorm → BatchNorm without affine (the stored sums divided by the moving-average factor);
+  Scale (one factor per channel, optional bias) → Scale.
+- Flatten (axis 1 to the end) → Flatten, other axes → Reshape; Reshape (0 copies, -1 inferred,
+  ``axis``/``num_axes``) → Reshape.
+- Split → nothing (its tops name its bottom); Accuracy, Silence → left out.
+
+In-place layers (top = bottom) are kept as the Net's versioned blobs. Every blob's shape is
+inferred layer by layer and every weight blob is checked against it (legacy 4-D blob shapes
+are matched as Caffe does). Anything else — another layer type or option, a layer not in the
+weights — is a ValueError naming the file, the layer and what was expected vs found.
+"""
+
+try:
+    import google.protobuf  # noqa: F401
+except ImportError:  # pragma: no cover - depends on the environment
+    raise ImportError("robustcnn.models.caffe needs the protobuf package: "
+                      "pip install 'robustcnn[caffe]'") from None
+
+from .exporter import net_parameter, save_caffe
+from .files import read_caffemodel, read_mean_file, read_prototxt, read_weights
+from .importer import load_caffe
+
+__all__ = ["load_caffe", "save_caffe", "net_parameter", "read_prototxt", "read_caffemodel",
+           "read_weights", "read_mean_file"]

@@ -1,0 +1,176 @@
+"""models/zoo.py: the architectures' parameter counts against the papers and the reference
+files, SqueezeNet v1.0 against the shipped Deep Compression prototxt, MobileNet against Keras'
+own MobileNet, the small variants on 28×28 and 32×32 images, and the initialisations."""
+
+import numpy as np
+import pytest
+
+from robustcnn.models.caffe_minimal import net_from_prototxt
+from robustcnn.models.squeezenet_dc import PROTOTXT
+from robustcnn.models.zoo import (build_zoo, googlenet, mobilenet_small, mobilenet_v1,
+                                  squeezenet_small, squeezenet_v1_0, squeezenet_v1_1)
+
+# Trainable values (weights, biases, batch-norm scale and shift), as the papers or reference
+# files count them: AlexNet/CaffeNet "60 million" (Krizhevsky et al.; Caffe's bvlc files hold
+# 60,965,224), VGG-16 138 M (Simonyan & Zisserman, Table 2), GoogLeNet as Caffe's
+# bvlc_googlenet deploy net, SqueezeNet v1.0 1,248,424 (Iandola et al.: 1.2 M), v1.1
+# 1,235,496, MobileNet 4.2 M (Howard et al., Table 8).
+COUNTS = {"googlenet": 6998552, "squeezenet_v1_0": 1248424, "squeezenet_v1_1": 1235496,
+          "mobilenet_v1": 4231976}
+SLOW_COUNTS = {"alexnet": 60965224, "caffenet": 60965224, "vgg16": 138357544}
+
+
+def _check(name, count, output):
+    net = build_zoo(name)
+    assert net.num_params() == count, name
+    assert net.output_shape == output
+
+
+@pytest.mark.parametrize("name", COUNTS)
+def test_parameter_counts(name):
+    _check(name, COUNTS[name], (1000, 1, 1) if name.startswith("squeezenet") else (1000,))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SLOW_COUNTS)
+def test_parameter_counts_of_the_large_nets(name):
+    _check(name, SLOW_COUNTS[name], (1000,))
+    net = build_zoo(name)
+    # N(0, 0.01) weights, as the papers and Caffe's files draw them
+    w = net.layer("conv1" if name != "vgg16" else "conv1_1").params["weight"]
+    assert abs(float(w.std()) - 0.01) < 0.001
+
+
+def test_squeezenet_v1_0_is_the_shipped_deploy_file():
+    """Layer for layer (names, shapes, fillers) the Deep Compression SqueezeNet deploy net."""
+    ours = squeezenet_v1_0()
+    ref = net_from_prototxt(PROTOTXT)
+    ref_layers = [l.config() for l in ref.layers]
+    # The deploy file ends at the global pool; the zoo adds the softmax.
+    assert [l.config() for l in ours.layers][:-1] == ref_layers
+    assert ours.layers[-1].type == "Softmax"
+    w = ours.layer("conv_final").params["weight"]
+    assert abs(float(w.std()) - 0.01) < 0.001  # gaussian std 0.01, as the file's filler
+
+
+def test_squeezenet_v1_1_shapes():
+    net = squeezenet_v1_1()
+    assert net.blob_shapes["conv1"] == (64, 113, 113)
+    assert net.blob_shapes["pool5"] == (256, 14, 14)  # after fire5, ceil-mode pooling
+    assert net.layer("conv1").kernel == (3, 3)
+
+
+def test_googlenet_inception_outputs():
+    net = googlenet()
+    # Szegedy et al. 2015, Table 1: output sizes of the inception modules
+    expected = {"3a": (256, 28, 28), "3b": (480, 28, 28), "4a": (512, 14, 14),
+                "4e": (832, 14, 14), "5b": (1024, 7, 7)}
+    for name, shape in expected.items():
+        assert net.blob_shapes[f"inception_{name}/output"] == shape
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75, 1.0])
+def test_mobilenet_matches_keras_mobilenet(alpha, keras_app):
+    """The same trainable parameter count as Keras' MobileNet and the same feature map sizes."""
+    model = keras_app.applications.MobileNet(alpha=alpha, weights=None, input_shape=(224, 224, 3))
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    net = mobilenet_v1(alpha)
+    assert net.num_params() == trainable
+    ours = net.blob_shapes["conv13_pw"]
+    theirs = model.get_layer("conv_pw_13_relu").output.shape[1:]
+    assert (ours[1], ours[2], ours[0]) == tuple(theirs)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_inception_v3_matches_keras_inception_v3(keras_app):
+    """Keras' InceptionV3 (the reference implementation's widths): the same module outputs, and
+    its trainable count plus one batch-norm scale per channel (ours carry one, its do not)."""
+    from robustcnn.models.zoo import inception_v3
+
+    model = keras_app.applications.InceptionV3(weights=None)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    net = inception_v3()
+    scales = sum(l.params["gamma"].size for l in net.layers if l.type == "BatchNorm")
+    assert net.num_params() == trainable + scales == 23834568
+    for i in range(11):
+        c, h, w = net.blob_shapes[f"mixed{i}"]
+        assert (h, w, c) == tuple(model.get_layer(f"mixed{i}").output.shape[1:]), i
+
+
+@pytest.fixture(scope="module")
+def keras_app():
+    import os
+
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    return pytest.importorskip("keras", reason="keras (test extra) checks MobileNet")
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+@pytest.mark.parametrize("make", [squeezenet_small, mobilenet_small,
+                                  lambda **kw: mobilenet_small(0.25, **kw)],
+                         ids=["squeezenet_small", "mobilenet_small", "mobilenet_small_0.25"])
+def test_small_variants_run_on_small_images(make, shape):
+    net = make(input_shape=shape)
+    x = np.random.default_rng(0).standard_normal((2,) + shape).astype(np.float32)
+    p = net.forward(x).reshape(2, -1)
+    assert p.shape == (2, 10)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    last = [net.blob_shapes[l.bottom[0]] for l in net.layers if l.type == "Pooling"][-1]
+    assert last[1:] == ((3, 3) if net.name == "squeezenet_small" else (4, 4))
+
+
+def test_small_variant_counts():
+    """Definitional counts (no paper to match): they change only if the architecture does."""
+    assert squeezenet_small().num_params() == 727626
+    assert mobilenet_small().num_params() == 3217226
+    assert mobilenet_small(0.5, input_shape=(1, 28, 28)).num_params() == 823434
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="unknown architecture 'resnet'"):
+        build_zoo("resnet")
+    with pytest.raises(ValueError, match=r"alpha must be in \(0, 1\]"):
+        mobilenet_v1(1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_inception_v3_computes_what_keras_inception_v3_computes(keras_app, tmp_path):
+    """Keras' InceptionV3's weights (batch-norm statistics drawn at random) copied into the zoo's
+    layers in creation order — both build the branches in the same order — give the same
+    output: the zoo's wiring, paddings and pools are Keras'."""
+    from robustcnn.models.keras import load_keras
+    from robustcnn.models.zoo import inception_v3
+
+    model = keras_app.applications.InceptionV3(weights=None, classifier_activation=None)
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        if "variance" in w.path:
+            w.assign(rng.uniform(0.5, 1.5, tuple(w.shape)).astype(np.float32))
+        elif "mean" in w.path or "beta" in w.path:
+            w.assign((rng.standard_normal(tuple(w.shape)) * 0.1).astype(np.float32))
+    model.save(tmp_path / "inception_v3.h5")
+    keras_net = load_keras(tmp_path / "inception_v3.h5")
+    zoo = inception_v3()
+
+    def created(layer):  # Keras numbers its layers as it creates them: conv2d, conv2d_1, …
+        stem, _, number = layer.name.rpartition("_")
+        return (layer.type, int(number) if number.isdigit() and stem else 0)
+
+    pairs = []
+    for kind in ("Convolution", "BatchNorm", "InnerProduct"):
+        ours = [l for l in zoo.layers if l.type == kind]
+        theirs = sorted((l for l in keras_net.layers if l.type == kind), key=created)
+        assert len(ours) == len(theirs), kind
+        pairs += zip(ours, theirs)
+    for a, b in pairs:
+        for key in set(a.params) | set(a.buffers):
+            target = a.params.get(key, a.buffers.get(key))
+            target[...] = {**b.params, **b.buffers}[key]
+    zoo.layers[-1:] = []  # (compare the logits: Keras' model ends at the dense layer here)
+    x = rng.uniform(-1, 1, (1, 3, 299, 299)).astype(np.float32)
+    expected = model.predict(x.transpose(0, 2, 3, 1), verbose=0)
+    from helpers import assert_close
+
+    assert_close(zoo.logits(x), expected, 1e-5, "inception_v3 logits vs Keras", atol=1e-5)

@@ -1,0 +1,178 @@
+"""study/runner.py and report.py: the tiny grid end to end, determinism, model reuse, and the
+``study`` / ``report`` commands."""
+
+import copy
+
+import pytest
+from study_helpers import tiny_config
+
+from robustcnn.study.config import parse_config
+from robustcnn.study.report import write_report
+from robustcnn.study.runner import run_study
+from robustcnn.study.store import Store
+
+# What may differ between two runs of the same cell: wall-clock times.
+TIMINGS = ("seconds", "started", "finished")
+
+
+def _rows(db):
+    with Store(db) as store:
+        return store.rows()
+
+
+def test_same_seed_gives_identical_rows(tiny_mnist, tmp_path):
+    study = parse_config(tiny_config(tiny_mnist))
+    a = run_study(study, tmp_path / "a" / "db.sqlite", progress=False, log=lambda s: None)
+    b = run_study(study, tmp_path / "b" / "db.sqlite", progress=False, log=lambda s: None)
+    assert a["written"] == b["written"] == 12
+    rows_a, rows_b = _rows(tmp_path / "a" / "db.sqlite"), _rows(tmp_path / "b" / "db.sqlite")
+    strip = [[{k: v for k, v in r.items() if k not in TIMINGS} for r in rows]
+             for rows in (rows_a, rows_b)]
+    # Reproducibility means bit-identical metrics, so exact equality is the test here.
+    assert strip[0] == strip[1]
+    # ... and the rows are not all alike: the cells measured different things.
+    assert len({r["adversarial_accuracy"] for r in rows_a}) > 1
+    assert {r["kind"] for r in rows_a} == {"dense", "compressed", "compact"}
+
+    other = parse_config(tiny_config(tiny_mnist, seeds=(1,)))
+    run_study(other, tmp_path / "c" / "db.sqlite", progress=False, log=lambda s: None)
+    rows_c = _rows(tmp_path / "c" / "db.sqlite")
+    assert [r["metrics"] for r in rows_c] != [r["metrics"] for r in rows_a]
+
+
+def test_tiny_grid_resumes_reuses_models_and_reports(tiny_mnist, tmp_path):
+    raw = tiny_config(tiny_mnist, sanity=True)
+    study = parse_config(raw)
+    db = tmp_path / "db.sqlite"
+    lines = []
+    first = run_study(study, db, limit=5, progress=False, log=lines.append)
+    assert first == {**first, "cells": 12, "written": 5, "remaining": 7, "done_before": 0}
+    second = run_study(study, db, progress=False, log=lines.append)
+    assert second == {**second, "written": 7, "remaining": 0, "done_before": 5}
+    # Every model was built once, even across the two runs (the dense one from its file).
+    assert sorted(lines) == ["compressing dense → dc (seed 0)", "training compact (lenet5, "
+                             "seed 0)", "training dense (lenet-300-100, seed 0)"]
+    assert run_study(study, db, progress=False, log=lines.append)["written"] == 0
+
+    rows = _rows(db)
+    assert len(rows) == 12 and len({r["key"] for r in rows}) == 12
+    for r in rows:
+        assert 0 <= r["adversarial_accuracy"] <= 1 and r["examples"] == 32
+        assert r["sanity"] and r["sanity_passed"] == all(c["passed"] for c in r["sanity"])
+        assert set(r["versions"]) == {"robustcnn", "numpy", "numba", "python"}
+        assert r["seconds"] > 0
+    info = {r["model"]: r["model_info"] for r in rows}
+    assert info["dense"]["params"] == 266_610 == info["dc"]["params"]
+    assert info["dc"]["compression_ratio"] > 10 > info["dense"]["compression_ratio"]
+    # FGSM at eps 0 would leave every clean-correct image correct; at 0.2 it must hurt the
+    # dense net's accuracy on this easy data.
+    dense = {(r["attack"], r["eps"]): r for r in rows if r["model"] == "dense"}
+    assert dense[("fgsm", 0.2)]["adversarial_accuracy"] < dense[("fgsm", 0.2)]["clean_accuracy"]
+
+    # The models are stored (their training checkpoints removed once they are).
+    assert sorted(p.suffix for p in (tmp_path / "models").iterdir()) == [".rcnn"] * 3
+    # A new eps reuses the three stored models.
+    raw2 = copy.deepcopy(raw)
+    raw2["attacks"][0]["eps"].append(0.1)
+    lines.clear()
+    assert run_study(parse_config(raw2), db, progress=False, log=lines.append)["written"] == 3
+    assert lines == []
+
+    csv_path, md_path = write_report(str(db), str(tmp_path / "report"))
+    csv_text, md = open(csv_path).read(), open(md_path).read()
+    assert csv_text.count("\n") == 1 + 15
+    assert "## Headline: at equal size, compressed vs compact" in md
+    assert "### dc (" in md and "fgsm ε=0.2" in md
+
+
+def test_training_resumes_from_its_checkpoint(tiny_mnist, tmp_path, monkeypatch):
+    """A run killed while training a model resumes from its last finished epoch and ends with
+    the weights of an uninterrupted run."""
+    from robustcnn.study import runner
+
+    study = parse_config(tiny_config(tiny_mnist))
+    data = runner.load_data(study)
+    with Store(tmp_path / "a" / "db.sqlite") as store:
+        whole, _ = runner.obtain_model(study, store, "dense", 0, data)
+
+    key = study.model_key("dense", 0)
+    ckpt = tmp_path / "b" / "models" / f"dense-s0-{key}.training.h5"
+    ckpt.parent.mkdir(parents=True)
+    epochs = []
+    import robustcnn.engine.train as train
+
+    def killed_after_one_epoch(line):
+        raise KeyboardInterrupt  # fit logs an epoch before checkpointing it: epoch 1 is saved
+
+    fit = train.fit
+
+    def fit_spy(*args, **kwargs):
+        if not ckpt.exists():  # the first, interrupted run
+            kwargs["log"] = lambda line: (epochs.append(line), len(epochs) == 2 and
+                                          killed_after_one_epoch(line))
+        else:
+            kwargs["log"] = epochs.append
+        return fit(*args, **kwargs)
+
+    monkeypatch.setattr(train, "fit", fit_spy)  # the runner imports fit when it trains
+    with Store(tmp_path / "b" / "db.sqlite") as store:
+        with pytest.raises(KeyboardInterrupt):
+            runner.obtain_model(study, store, "dense", 0, data)
+        assert ckpt.exists() and len(epochs) == 2
+        resumed, _ = runner.obtain_model(study, store, "dense", 0, data)
+    # The resumed run trained epoch 2 only.
+    assert epochs[2].startswith("resuming") and epochs[2].endswith("after epoch 1")
+    assert [e.split()[:2] for e in epochs[3:]] == [["epoch", "2"]]
+    assert not ckpt.exists()
+    xt = data[2]
+    assert (whole.predict(xt) == resumed.predict(xt)).all()
+
+
+def test_study_and_report_commands(tiny_mnist, tmp_path, capsys):
+    from robustcnn.cli import main
+
+    raw = tiny_config(tiny_mnist)
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(_to_toml(raw))
+    db = tmp_path / "runs" / "study.sqlite"
+    assert main(["study", str(toml), "--db", str(db), "--limit", "2", "--no-progress"]) == 0
+    assert "2 cell(s) written, 0 already done, 10 remaining of 12" in capsys.readouterr().out
+    assert main(["report", str(db), "-o", str(tmp_path / "rep")]) == 0
+    assert "report.md" in capsys.readouterr().out
+    assert (tmp_path / "rep" / "cells.csv").read_text().count("\n") == 3
+    bad = tmp_path / "bad.toml"
+    bad.write_text(_to_toml({**raw, "attacks": [{"name": "laser", "eps": [0.1]}]}))
+    assert main(["study", str(bad), "--db", str(db)]) == 2
+    assert "attacks[0].name" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing.sqlite")]) == 2
+
+
+def _to_toml(raw):
+    """Just enough TOML for tiny_config's dicts."""
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f'"{k}" = {value(x)}' for k, x in v.items()) + " }"
+        return repr(v)
+
+    out = []
+    for section in ("study", "train"):
+        out.append(f"[{section}]")
+        out += [f"{k} = {value(v)}" for k, v in raw[section].items()]
+    for section in ("models", "attacks"):
+        for entry in raw[section]:
+            out.append(f"[[{section}]]")
+            out += [f"{k} = {value(v)}" for k, v in entry.items()]
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.slow
+def test_tiny_grid_with_a_mobilenet(tiny_mnist, tmp_path):
+    study = parse_config(tiny_config(tiny_mnist, compact="mobilenet_small", sanity=True))
+    assert run_study(study, tmp_path / "db.sqlite", progress=False,
+                     log=lambda s: None)["written"] == 12
