@@ -88,6 +88,17 @@ def check_untargeted(targeted, name, why):
         raise ValueError(f"{name}: targeted=True is not supported ({why})")
 
 
+def resolve_attack(attack, name):
+    """An attack function: ``attack`` itself if callable, else its name in ``ATTACKS``."""
+    if callable(attack):
+        return attack
+    from . import ATTACKS  # late: the registry imports the attack modules, which import this
+
+    if attack not in ATTACKS:
+        raise ValueError(f"{name}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
+    return ATTACKS[attack]
+
+
 def check_inputs(net, x, y, name, *, predict=True):
     """x as the net's dtype; y as int64 labels (default: the net's predictions, or None
     without ``predict``)."""

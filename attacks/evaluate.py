@@ -6,6 +6,7 @@ import time
 
 import numpy as np
 
+from ._common import resolve_attack
 from .norms import L0_TOL, perturbation_norms
 
 # The threat model of every attack of ``ATTACKS``. Bounded attacks take eps as a radius in their
@@ -19,16 +20,6 @@ UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
 ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
-
-
-def _resolve(attack, name):
-    if callable(attack):
-        return attack
-    from . import ATTACKS  # late: the registry imports this module
-
-    if attack not in ATTACKS:
-        raise ValueError(f"{name}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
-    return ATTACKS[attack]
 
 
 def attack_row(x, x_adv, clean_ok, adv_ok, eps):
@@ -69,7 +60,7 @@ def robustness_table(net, x, y, eps_list, *, attack, batch_size=256, **attack_kw
     ``linf_*`` are norms in data units; ``*_mean``, ``*_median`` and ``*_max`` over all
     examples (see ``attack_row``).
     """
-    attack = _resolve(attack, "robustness_table")
+    attack = resolve_attack(attack, "robustness_table")
     y = np.asarray(y)
     clean_ok = net.predict(x, batch_size=batch_size) == y
     rows = []
@@ -130,7 +121,7 @@ def worst_case(net, x, y, attacks_with_kwargs, *, batch_size=256):
             f"{getattr(attack, '__name__', 'attack')}#{i}"
         if label in correct:
             label = f"{label}#{i}"
-        fn = _resolve(attack, name)
+        fn = resolve_attack(attack, name)
         x_adv = fn(net, x, y, batch_size=batch_size, **dict(kwargs or {}))
         correct[label] = net.predict(x_adv, batch_size=batch_size) == y
     return worst_case_of(correct)
@@ -230,7 +221,7 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         clean_ok = net.predict(x, batch_size=batch_size) == y
         rows, correct, sizes = [], {}, {}
         for attack in names:
-            fn = _resolve(attack, "evaluate")
+            fn = resolve_attack(attack, "evaluate")
             norm = BOUNDED.get(attack) or UNBOUNDED[attack]
             for eps in (eps_list if attack in BOUNDED else [None]):
                 t0 = time.perf_counter()

@@ -27,9 +27,9 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._common import check_clip_pair, check_float, check_int
+from ._common import check_clip_pair, check_float, check_int, resolve_attack
 from .bpda import masked_layers
-from .evaluate import BOUNDED, UNBOUNDED, _resolve
+from .evaluate import BOUNDED, UNBOUNDED
 
 # The gradient attacks whose results the checks read, strongest kind last.
 SINGLE_STEP = {"linf": "fgsm", "l2": "fgm-l2"}
@@ -65,7 +65,7 @@ class _Runs:
         self.sub = {}
 
     def _run(self, attack, eps, n):
-        fn = _resolve(attack, "sanity_checks")
+        fn = resolve_attack(attack, "sanity_checks")
         x, y = self.x[:n], self.y[:n]
         x_adv = fn(self.net, x, y, eps, clip=self.clip, batch_size=self.batch_size,
                    seed=self.seed)

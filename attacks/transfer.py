@@ -8,17 +8,7 @@ does an example crafted on the dense net also fool the pruned/quantized one, and
 
 import numpy as np
 
-from ._common import check_inputs
-
-
-def _resolve(attack, name):
-    if callable(attack):
-        return attack
-    from . import ATTACKS  # late: the registry imports this module
-
-    if attack not in ATTACKS:
-        raise ValueError(f"{name}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
-    return ATTACKS[attack]
+from ._common import check_inputs, resolve_attack
 
 
 def transfer(source_net, target_net, x, y=None, attack="fgsm", eps=0.1, **kwargs):
@@ -40,7 +30,7 @@ def transfer(source_net, target_net, x, y=None, attack="fgsm", eps=0.1, **kwargs
     Not guaranteed: that they fool the target (that is what is being measured).
     """
     name = "transfer"
-    fn = _resolve(attack, name)
+    fn = resolve_attack(attack, name)
     if tuple(source_net.input_shape) != tuple(target_net.input_shape):
         raise ValueError(f"{name}: the source net takes {source_net.input_shape} inputs, the "
                          f"target net {target_net.input_shape}")

@@ -681,7 +681,7 @@ def conv2d_backward_format(dy, x, fmt, geom, *, need_input=True, need_weight=Tru
     if fmt.sparse:
         # dW = Σ_n dy_n · cols_nᵀ does not involve W: above SPARSE_DW_DENSITY one GEMM over
         # every position, gathered at the stored ones, is faster than a dot per stored weight.
-        gemm_dw = need_weight and N and fmt.nnz() >= SPARSE_DW_DENSITY * fmt.size
+        gemm_dw = need_weight and N and fmt.stored_entries() >= SPARSE_DW_DENSITY * fmt.size
         sparse_dw = need_weight and not gemm_dw
         chunks = min(numba.get_num_threads(), max(N, 1))
         values = fmt.arrays()[fmt.trainable[0]]

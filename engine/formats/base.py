@@ -211,6 +211,11 @@ class WeightFormat:
         """Stored non-zero weights (fillers and explicit zeros excluded)."""
         return int(np.count_nonzero(self.to_dense()))
 
+    def stored_entries(self):
+        """Weights the format stores one by one, read from its structure without decoding
+        (a sparse format's entries, fillers included; every weight of a dense pattern)."""
+        return self.size
+
     def astype(self, dtype):
         """The same format with values of another float dtype."""
         arrays = {k: (v.astype(dtype) if k in self.trainable else v) for k, v in self.arrays().items()}

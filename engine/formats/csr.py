@@ -119,6 +119,9 @@ class CSRWeight(WeightFormat):
     def nnz(self):
         return int(np.count_nonzero(self.data))
 
+    def stored_entries(self):
+        return self.data.size
+
     def to_dense(self):
         out = np.zeros(self.size, dtype=self.dtype)
         rows = np.repeat(np.arange(self.rows, dtype=np.int64), np.diff(self.indptr))

@@ -192,6 +192,9 @@ class HuffmanCodebookWeight(WeightFormat):
     def max_row_entries(self):
         return int(np.diff(self.row_entry).max(initial=0))
 
+    def stored_entries(self):
+        return self.count
+
     def to_dense(self):
         return self.decoded().to_dense()
 

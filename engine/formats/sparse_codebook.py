@@ -194,6 +194,9 @@ class SparseCodebookWeight(WeightFormat):
     def max_row_entries(self):
         return int(np.diff(self.row_entry).max(initial=0))
 
+    def stored_entries(self):
+        return self.count
+
     def to_dense(self):
         codes, _, positions = self.entries()
         out = np.zeros(self.size, dtype=self.dtype)

@@ -188,6 +188,7 @@ def test_conv_sparse_weight_gradient_paths(case, kind, density_threshold, rng, m
     monkeypatch.setattr(conv, "SPARSE_DW_DENSITY", density_threshold)
     x, b, geom = conv_setup(CONV[case], rng)
     fmt = make(kind, weight(rng, geom.weight_shape, 0.9 if density_threshold else 0.99))
+    assert fmt.nnz() <= fmt.stored_entries() <= fmt.size  # what the choice reads, undecoded
     check_conv_format(fmt, x, b, geom, f"{kind} {case} threshold {density_threshold}")
 
 
