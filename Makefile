@@ -30,8 +30,9 @@ $(PY):
 		$(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 
+# The demo draws the study's figures: the runtime with the plot extra (matplotlib).
 $(VENV)/.runtime: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e .
+	$(PY) -m pip install -q -e '.[plot]'
 	touch $@
 
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime

@@ -6,6 +6,8 @@ starts with the attack's name: ``pgd: steps must be >= 1, got 0``.
 
 import math
 import numbers
+import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -134,9 +136,36 @@ def clip_to(a, bounds):
     return a
 
 
-def batch_slices(n, batch_size):
-    """slice objects covering range(n) in blocks of ``batch_size``."""
-    return [slice(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+_progress = threading.local()  # the callback of ``batch_progress``, per thread
+
+
+@contextmanager
+def batch_progress(callback):
+    """Within the block, the attacks call ``callback(examples)`` after each batch of their
+    outer loop (``batch_slices(..., report=True)``): how a progress bar follows one attack.
+    Per thread; the attacks' results do not depend on it."""
+    previous = getattr(_progress, "callback", None)
+    _progress.callback = callback
+    try:
+        yield
+    finally:
+        _progress.callback = previous
+
+
+def batch_slices(n, batch_size, *, report=True):
+    """slice objects covering range(n) in blocks of ``batch_size``; with ``report``, each
+    finished block is reported to ``batch_progress``'s callback (the attacks' outer loops)."""
+    slices = [slice(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
+    callback = getattr(_progress, "callback", None) if report else None
+    if callback is None:
+        return slices
+    return _reporting(slices, callback)
+
+
+def _reporting(slices, callback):
+    for s in slices:
+        yield s
+        callback(s.stop - s.start)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,7 +198,7 @@ def logit_grads(net, x, coeffs, *, max_rows=256):
     grads = np.empty((n, m) + x.shape[1:], dtype=net.dtype)
     logits = np.empty((n, k), dtype=net.dtype)
     per_chunk = max(1, max_rows // max(m, 1))
-    for s in batch_slices(n, per_chunk):
+    for s in batch_slices(n, per_chunk, report=False):
         rows = np.repeat(x[s], m, axis=0)
         _, z = net.forward_for_backward(rows, train=False)
         dz = coeffs[s].reshape(-1, k).astype(net.dtype).reshape(z.shape)
@@ -208,7 +237,7 @@ def logits_and_grad(net, x, dlogits_of, *, max_rows=256):
     n, k = len(x), net.num_classes
     logits = np.empty((n, k), dtype=net.dtype)
     grads = np.empty_like(x)
-    for s in batch_slices(n, max_rows):
+    for s in batch_slices(n, max_rows, report=False):
         _, z = net.forward_for_backward(x[s], train=False)
         flat = z.reshape(-1, k)
         dz = np.ascontiguousarray(dlogits_of(flat, s), dtype=net.dtype).reshape(z.shape)

@@ -28,6 +28,10 @@ class CompressionSettings:
     lr, finetune_lr learning rates (cosine-annealed within each stage)
     init           k-means initialisation: linear (the paper's choice), density or random
     huffman        Huffman-code the sparse codebooks (each layer where that makes it smaller)
+    adversarial    None, or settings of ``attacks.adversarial_training.AdversarialObjective``
+                   (attack, eps, fraction, steps, alpha): every retraining and the centroid
+                   fine-tuning then train on adversarial examples, with ``seed``
+                   (adversarial-aware compression, Wijayanto et al. 2019)
     """
 
     kept: dict
@@ -44,6 +48,7 @@ class CompressionSettings:
     init: str = "linear"
     huffman: bool = True
     seed: int = 0
+    adversarial: dict = None
 
 
 # Deep Compression's LeNet settings as published (Han et al. 2016, Tables 2 and 3, MNIST): the
@@ -83,24 +88,52 @@ def preset(name, **overrides):
     return CompressionSettings(**{**PRESETS[name], **overrides})
 
 
-def _train(net, x, y, epochs, lr, settings, val, progress, log):
+def adversarial_objective(settings):
+    """The retraining objective of ``settings.adversarial`` → an ``AdversarialObjective``
+    seeded with ``settings.seed``, or None (plain cross-entropy) when it is None.
+
+    Adversarial-aware compression: Wijayanto, Choong, Madhawa & Murata, "Towards Robust Compressed
+    Convolutional Neural Networks" (IEEE BigComp 2019) put adversarial retraining inside Deep
+    Compression's prune → retrain and quantize → fine-tune loop, so the compressed net keeps the
+    robustness the retraining gives it.
+    """
+    adversarial = settings.adversarial
+    if adversarial is None:
+        return None
+    from ..attacks.adversarial_training import AdversarialObjective  # late: attacks import engine
+
+    if not isinstance(adversarial, dict):
+        raise ValueError(f"compression settings: adversarial must be a dict of "
+                         f"AdversarialObjective settings or None, got {adversarial!r}")
+    allowed = ("attack", "eps", "fraction", "steps", "alpha")
+    for key in adversarial:
+        if key not in allowed:
+            why = " (the seed is the settings' seed)" if key == "seed" else ""
+            raise ValueError(f"compression settings: adversarial has unknown key {key!r}{why}; "
+                             f"known: {', '.join(allowed)}")
+    return AdversarialObjective(**adversarial, seed=settings.seed)
+
+
+def _train(net, x, y, epochs, lr, settings, val, progress, log, objective=None):
     if epochs < 1:
         return []
     steps = len(x) // settings.batch_size
     return fit(net, x, y, epochs=epochs, batch_size=settings.batch_size,
                optimizer=SGD(settings.momentum, settings.weight_decay),
                schedule=Schedule("cosine", lr, total=epochs * steps), seed=settings.seed,
-               val=val, progress=progress, log=log)
+               val=val, progress=progress, log=log, objective=objective)
 
 
 def compress(net, x, y, settings, *, val=None, progress=True, log=print):
     """Compress a trained ``net`` in place on training data (x, y) → a report dict.
 
     The report holds the accuracy on ``val`` (x, y) before and after each stage, the stage wall
-    times and the settings.
+    times and the settings. With ``settings.adversarial``, the retraining and fine-tuning are
+    adversarial training (``adversarial_objective``); x must then lie in [0, 1].
     """
     for name in set(settings.kept) | set(settings.bits):
         net.layer(name)  # unknown layer names fail before any work
+    objective = adversarial_objective(settings)  # bad settings fail before any work too
     report = {"settings": asdict(settings), "stages": []}
     log = log or (lambda *a: None)
 
@@ -117,7 +150,8 @@ def compress(net, x, y, settings, *, val=None, progress=True, log=print):
         for r in range(settings.rounds):
             t0 = time.perf_counter()
             prune(net, {name: 1.0 - steps[name][r] for name in pruned})
-            _train(net, x, y, settings.retrain_epochs, settings.lr, settings, None, progress, None)
+            _train(net, x, y, settings.retrain_epochs, settings.lr, settings, None, progress, None,
+                   objective)
             record(f"prune+retrain {r + 1}/{settings.rounds}", time.perf_counter() - t0)
     if settings.bits:
         t0 = time.perf_counter()
@@ -127,7 +161,7 @@ def compress(net, x, y, settings, *, val=None, progress=True, log=print):
         record("quantize", time.perf_counter() - t0)
         t0 = time.perf_counter()
         _train(net, x, y, settings.finetune_epochs, settings.finetune_lr, settings, None,
-               progress, None)
+               progress, None, objective)
         record("fine-tune centroids", time.perf_counter() - t0)
     if settings.huffman:
         t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from .formats.dense import DenseWeight
 class Context:
     """What one forward/backward pass needs: mode and which gradients to compute."""
 
-    train: bool = False  # dropout active
+    train: bool = False  # dropout active; batch norm on (and updating) batch statistics
     keep: bool = False  # save what backward needs
     param_grads: bool = False  # backward fills layer.grads
     input_grad: bool = True  # backward returns the input gradient
@@ -342,21 +342,36 @@ def _channels(shape, at):
 
 
 class BatchNorm(Layer):
-    """Inference batch norm (running mean/var buffers) with an optional affine (Caffe's Scale).
+    """Batch norm (Ioffe & Szegedy 2015) with running mean/var buffers and an optional affine
+    (γ, β: Caffe's Scale, trainable).
 
-    It always normalises with the running statistics, in train mode too (frozen batch norm);
-    gamma and beta are trainable.
+    Eval mode normalises with the running statistics. Train mode (``ctx.train``, as ``fit``
+    sets it) normalises with the batch's per-channel mean and biased variance (over N and the
+    spatial axes), back-propagates through them, and updates the running statistics in place:
+    running ← momentum · running + (1 − momentum) · batch value, the variance unbiased (torch,
+    Caffe). ``momentum`` is the weight of the old value, as Keras' and Caffe's
+    ``moving_average_fraction``; the default 0.9 is torch's (its momentum 0.1 = 1 − 0.9).
+
+    ``use_global_stats=True`` (Caffe's name) keeps the running statistics frozen in train mode
+    too: a per-channel affine map whose γ, β still train (fine-tuning imported models).
     """
 
     type = "BatchNorm"
 
-    def __init__(self, name, eps=1e-5, affine=True, **kw):
+    def __init__(self, name, eps=1e-5, affine=True, momentum=0.9, use_global_stats=False, **kw):
         super().__init__(name, **kw)
         self.eps = float(eps)
         self.affine = bool(affine)
+        self.momentum = float(momentum)
+        self.use_global_stats = bool(use_global_stats)
+        if not (np.isfinite(self.eps) and self.eps >= 0):
+            raise ValueError(f"{self.at}: eps must be finite and >= 0, got {eps!r}")
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"{self.at}: momentum must be in [0, 1], got {momentum!r}")
 
     def _config(self):
-        return dict(eps=self.eps, affine=self.affine)
+        return dict(eps=self.eps, affine=self.affine, momentum=self.momentum,
+                    use_global_stats=self.use_global_stats)
 
     def _setup(self, in_shapes, dtype):
         C = _channels(in_shapes[0], self.at)
@@ -372,18 +387,47 @@ class BatchNorm(Layer):
                                             self.params.get("gamma"), self.params.get("beta"),
                                             self.eps)
 
+    def _affine(self, C, dtype):
+        if self.affine:
+            return self.params["gamma"], self.params["beta"]
+        return np.ones(C, dtype), np.zeros(C, dtype)
+
     def forward(self, xs, ctx):
         x = xs[0]
+        if ctx.train and not self.use_global_stats:
+            return [self._forward_batch(x, ctx)]
         if ctx.keep:
-            self._saved = x
+            self._saved = (x, None)
         a, b = self._coefficients()
         y = np.empty(x.shape, x.dtype)
         flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
         norm.channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
         return [y]
 
+    def _forward_batch(self, x, ctx):
+        """Train mode: normalise with the batch statistics, update the running ones."""
+        if self.eps <= 0:
+            raise ValueError(f"{self.at}: eps must be > 0 to normalise with batch statistics "
+                             f"(a constant channel has variance 0), got {self.eps}")
+        x = np.ascontiguousarray(x)
+        gamma, beta = self._affine(x.shape[1], x.dtype)
+        y, mean, var = norm.batch_norm_train_forward_dense(x, gamma, beta, self.eps)
+        norm.batch_norm_update_running(self.buffers["mean"], self.buffers["var"], mean, var,
+                                       x.size // max(x.shape[1], 1), self.momentum)
+        if ctx.keep:
+            self._saved = (x, (mean, var))
+        return y
+
     def backward(self, dys, ctx):
         dy = dys[0]
+        x, batch_stats = self._saved
+        if batch_stats is not None:  # train mode: through the batch statistics
+            gamma, _ = self._affine(x.shape[1], x.dtype)
+            dx, dgamma, dbeta = norm.batch_norm_train_backward_dense(
+                dy, x, *batch_stats, gamma, self.eps, need_input=ctx.input_grad)
+            if ctx.param_grads and self.affine:
+                self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
+            return [dx]
         flat = dy.shape[:2] + (int(np.prod(dy.shape[2:])),)
         dx = None
         if ctx.input_grad:
@@ -392,7 +436,7 @@ class BatchNorm(Layer):
             norm.channel_affine_nchw(dy.reshape(flat), a, np.zeros_like(a), dx.reshape(flat))
         if ctx.param_grads and self.affine:
             inv_std = (1.0 / np.sqrt(self.buffers["var"] + self.eps)).astype(dy.dtype)
-            xhat = (self._saved.reshape(flat) - self.buffers["mean"][:, None]) * inv_std[:, None]
+            xhat = (x.reshape(flat) - self.buffers["mean"][:, None]) * inv_std[:, None]
             self.grads["gamma"] = (dy.reshape(flat) * xhat).sum(axis=(0, 2))
             self.grads["beta"] = dy.reshape(flat).sum(axis=(0, 2))
         return [dx]

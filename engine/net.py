@@ -124,12 +124,14 @@ class Net:
     # Modes, parameters, state
 
     def train(self):
-        """Train mode: dropout active."""
+        """Train mode: dropout active, batch norms normalise with (and update their running
+        averages from) the batch's statistics."""
         self.training = True
         return self
 
     def eval(self):
-        """Eval mode (the default): dropout is the identity."""
+        """Eval mode (the default): dropout is the identity, batch norms use their running
+        statistics."""
         self.training = False
         return self
 
@@ -366,7 +368,9 @@ class Net:
         """Per-example cross-entropy and its gradient w.r.t. the input → (loss (N,), dx).
 
         ``dx[n]`` is d loss[n] / d x[n]. No weight gradient is computed. Eval mode unless
-        ``train=True``. This is what gradient attacks call, many times.
+        ``train=True`` (where batch-statistics batch norms couple the examples: ``dx[n]`` is
+        then d Σ loss / d x[n], and the running statistics are updated). This is what gradient
+        attacks call, many times.
         """
         _, logits = self.forward_for_backward(x, train=train)
         loss, dlogits = self._loss(logits, labels)

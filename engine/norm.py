@@ -1,6 +1,7 @@
-"""Normalisation layers, forward and backward: LRN across and within channels (Caffe) and batch
+"""Normalisation layers, forward and backward: LRN across and within channels (Caffe); batch
 norm for inference (running statistics, with Caffe's Scale folded in), which can also be folded
-into the convolution before it; Caffe's Scale on its own (a per-channel factor and bias).
+into the convolution before it, and for training (batch statistics, Ioffe & Szegedy 2015);
+Caffe's Scale on its own (a per-channel factor and bias).
 
 LRN, with n = local_size (odd) and the window W(c) = [c − (n−1)/2, c + (n−1)/2] ∩ [0, C):
 
@@ -230,10 +231,14 @@ def batch_norm_coefficients(mean, var, gamma=None, beta=None, eps=1e-5):
     return a.astype(mean.dtype, copy=False), b.astype(mean.dtype, copy=False)
 
 
-def _bn_check(x, mean, var, gamma, beta, eps, at):
+def _bn_check(x, mean, var, gamma, beta, eps, at, stats=True):
     x = float_array(x, "input", at)
     if x.ndim not in (2, 4):
         raise ValueError(f"{at}: input must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    if not stats:  # training: the statistics come from the batch
+        if not (np.isfinite(eps) and eps > 0):
+            raise ValueError(f"{at}: eps must be finite and > 0 with batch statistics, got {eps!r}")
+        mean = var = np.zeros(x.shape[1], x.dtype)
     C = x.shape[1]
     arrays = {}
     for label, v in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)):
@@ -286,6 +291,143 @@ def batch_norm_backward(dy, x, mean, var, gamma=None, eps=1e-5, *, name="batch_n
     dgamma = (dy.reshape(flat) * xhat).sum(axis=(0, 2))
     dbeta = dy.reshape(flat).sum(axis=(0, 2))
     return dx, dgamma, dbeta
+
+
+# ---------------------------------------------------------------------------------------------
+# Batch norm (training): Ioffe & Szegedy 2015, "Batch Normalization: Accelerating Deep Network
+# Training by Reducing Internal Covariate Shift", Algorithm 1. Per channel c, over the M = N·P
+# values of the batch (N examples, P = H·W positions):
+#
+#     μ = Σ x / M,   σ² = Σ (x − μ)² / M  (biased),   x̂ = (x − μ) / √(σ² + ε),   y = γ·x̂ + β
+#     dβ = Σ dy,   dγ = Σ dy·x̂,   dx = (γ / √(σ² + ε)) · (dy − dβ/M − x̂ · dγ/M)
+#
+# The running statistics follow running ← momentum · running + (1 − momentum) · batch value,
+# with the unbiased variance σ²·M/(M − 1) (torch, Caffe; σ² itself when M = 1, as Caffe).
+
+
+@njit(**JIT_PARALLEL)
+def batch_norm_train_forward_nchw(x, gamma, beta, eps, y, mean, var):
+    # x, y: (N, C, P); gamma, beta, mean, var: (C,); writes y, the batch mean and biased var
+    N, C, P = x.shape
+    M = N * P
+    for c in prange(C):
+        s = 0.0  # float64 sums, also for float32 data
+        for n in range(N):
+            for p in range(P):
+                s += x[n, c, p]
+        m = s / M
+        s2 = 0.0  # two passes: no cancellation in Σx² − Mμ²
+        for n in range(N):
+            for p in range(P):
+                d = x[n, c, p] - m
+                s2 += d * d
+        v = s2 / M
+        a = gamma[c] / np.sqrt(v + eps)
+        b = beta[c] - m * a
+        for n in range(N):
+            for p in range(P):
+                y[n, c, p] = a * x[n, c, p] + b
+        mean[c] = m
+        var[c] = v
+
+
+@njit(**JIT_PARALLEL)
+def batch_norm_train_backward_nchw(dy, x, mean, var, gamma, eps, need_input, dx, dgamma, dbeta):
+    # dy, x, dx: (N, C, P); mean, var (the batch's, biased), gamma, dgamma, dbeta: (C,)
+    # dβ += Σ dy,  dγ += Σ dy·x̂,  dx = (γ/σ)·(dy − Σ dy/M − x̂·Σ dy·x̂/M) (in full if need_input)
+    N, C, P = x.shape
+    M = N * P
+    for c in prange(C):
+        m = mean[c]
+        inv_std = 1.0 / np.sqrt(var[c] + eps)
+        sdy = 0.0
+        sdyx = 0.0
+        for n in range(N):
+            for p in range(P):
+                g = dy[n, c, p]
+                sdy += g
+                sdyx += g * (x[n, c, p] - m) * inv_std
+        dbeta[c] += sdy
+        dgamma[c] += sdyx
+        if need_input:
+            k = gamma[c] * inv_std
+            mdy = sdy / M
+            mdyx = sdyx / M
+            for n in range(N):
+                for p in range(P):
+                    xhat = (x[n, c, p] - m) * inv_std
+                    dx[n, c, p] = k * (dy[n, c, p] - mdy - xhat * mdyx)
+
+
+def _flat(shape):
+    return shape[:2] + (int(np.prod(shape[2:])),)  # (not -1: N may be 0)
+
+
+def batch_norm_train_forward_dense(x, gamma, beta, eps):
+    """Training batch norm on checked arguments (``gamma``/``beta`` (C,) arrays of x's dtype)
+    → (y, mean, var) with the batch's per-channel mean and biased variance. An empty batch
+    gives an empty y and mean 0, var 1."""
+    C = x.shape[1]
+    y = np.empty_like(x)
+    mean = np.zeros(C, dtype=x.dtype)
+    var = np.ones(C, dtype=x.dtype)
+    if x.size:
+        batch_norm_train_forward_nchw(x.reshape(_flat(x.shape)), gamma, beta, eps,
+                                      y.reshape(_flat(x.shape)), mean, var)
+    return y, mean, var
+
+
+def batch_norm_train_backward_dense(dy, x, mean, var, gamma, eps, need_input=True):
+    """Gradients of training batch norm on checked arguments → (dx or None, dgamma, dbeta)."""
+    C = x.shape[1]
+    dgamma = np.zeros(C, dtype=x.dtype)
+    dbeta = np.zeros(C, dtype=x.dtype)
+    dx = np.empty_like(x) if need_input else np.empty((0, C, 0), dtype=x.dtype)
+    if x.size:
+        batch_norm_train_backward_nchw(dy.reshape(_flat(x.shape)), x.reshape(_flat(x.shape)),
+                                       mean, var, gamma, eps, need_input,
+                                       dx.reshape(_flat(x.shape)) if need_input else dx,
+                                       dgamma, dbeta)
+    return (dx if need_input else None), dgamma, dbeta
+
+
+def batch_norm_update_running(running_mean, running_var, mean, var, count, momentum):
+    """In place: running ← momentum · running + (1 − momentum) · batch statistic, the variance
+    unbiased (× count/(count − 1) when count > 1). ``count`` = N·H·W; nothing happens at 0."""
+    if count < 1:
+        return
+    unbiased = var * (count / (count - 1) if count > 1 else 1.0)
+    running_mean *= momentum
+    running_mean += (1.0 - momentum) * mean
+    running_var *= momentum
+    running_var += (1.0 - momentum) * unbiased
+
+
+def _bn_train_check(x, gamma, beta, eps, at):
+    x, p = _bn_check(x, None, None, gamma, beta, eps, at, stats=False)
+    C = x.shape[1]
+    gamma = np.ones(C, x.dtype) if p["gamma"] is None else p["gamma"]
+    beta = np.zeros(C, x.dtype) if p["beta"] is None else p["beta"]
+    return x, gamma, beta
+
+
+def batch_norm_train_forward(x, gamma=None, beta=None, eps=1e-5, *, name="batch_norm"):
+    """Training batch norm of ``x`` (N, C, H, W) or (N, C) with the batch's statistics →
+    (y, mean, var): y = γ·(x − μ)/√(σ² + ε) + β per channel, μ and the biased σ² over N and
+    the spatial axes (see ``batch_norm_update_running`` for the running statistics)."""
+    x, gamma, beta = _bn_train_check(x, gamma, beta, eps, where(name, "BatchNorm"))
+    return batch_norm_train_forward_dense(x, gamma, beta, float(eps))
+
+
+def batch_norm_train_backward(dy, x, gamma=None, eps=1e-5, *, name="batch_norm"):
+    """Gradients of ``batch_norm_train_forward`` through the batch statistics → (dx, dγ, dβ)."""
+    at = where(name, "BatchNorm")
+    x, gamma, _ = _bn_train_check(x, gamma, None, eps, at)
+    dy = float_array(dy, "output gradient", at, dtype=x.dtype)
+    if dy.shape != x.shape:
+        raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input {x.shape}")
+    y, mean, var = batch_norm_train_forward_dense(x, gamma, np.zeros_like(gamma), float(eps))
+    return batch_norm_train_backward_dense(dy, x, mean, var, gamma, float(eps))
 
 
 def fold_batch_norm(weight, bias, mean, var, gamma=None, beta=None, eps=1e-5):

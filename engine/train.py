@@ -96,14 +96,23 @@ class Schedule:
 
 
 def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed=0,
-        augment=None, val=None, checkpoint=None, progress=True, log=print):
+        augment=None, val=None, checkpoint=None, progress=True, log=print, objective=None):
     """Train ``net`` on images ``x`` (N, …) with integer labels ``y`` → history (list of dicts).
 
     Each epoch visits a fresh seeded permutation in batches of ``batch_size`` (the last partial
     batch is dropped). ``augment(batch, rng)`` returns an augmented copy of a batch. ``val`` is
     an (x, y) pair evaluated after every epoch. With ``checkpoint`` (a path), the state is saved
     atomically after every epoch and a run that finds the file resumes from it; the file must
-    come from the same settings (model, data size, seed, batch size, schedule, optimizer).
+    come from the same settings (model, data size, seed, batch size, schedule, optimizer,
+    objective).
+
+    ``objective(net, xb, yb)`` → (mean loss, logits) computes the training loss of a batch and
+    leaves its parameter gradients in ``net.grads``, as ``net.loss_and_grad`` (the default, when
+    None) does; it is called in train mode. Its ``config()`` (a JSON-ready dict) goes into the
+    checkpoint's settings, so a checkpoint of another objective is refused. Examples:
+    ``attacks.adversarial_training.AdversarialObjective`` and
+    ``compress.distill.DistillationObjective``. The training accuracy is measured on the
+    logits the objective returns (for adversarial training: on the mixed batch).
     """
     optimizer = optimizer or SGD()
     steps_per_epoch = len(x) // batch_size
@@ -115,6 +124,8 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
     run = {"seed": seed, "batch_size": batch_size, "epochs": epochs, "examples": len(x),
            "schedule": asdict(schedule), "optimizer": optimizer.config(),
            "augment": repr(augment) if augment else None, "spec": net.spec()}
+    if objective is not None:  # (absent for the default, so older checkpoints still resume)
+        run["objective"] = _objective_config(objective)
     run = json.loads(json.dumps(run))  # compare with a checkpoint's copy as JSON sees it
     history, start_epoch = [], 0
     if checkpoint is not None and os.path.exists(checkpoint):
@@ -147,7 +158,10 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
             if augment is not None:
                 xb = augment(xb, augment_rng)
             lr = schedule(epoch * steps_per_epoch + b)
-            loss, logits = net.loss_and_grad(xb, yb)
+            if objective is None:
+                loss, logits = net.loss_and_grad(xb, yb)
+            else:
+                loss, logits = objective(net, xb, yb)
             optimizer.step(net, lr)
             total_loss += loss * len(idx)
             total_correct += int((logits.reshape(len(idx), net.num_classes).argmax(1) == yb).sum())
@@ -170,6 +184,17 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
                             meta={"run": run, "epoch": epoch + 1, "history": history})
     net.eval()
     return history
+
+
+def _objective_config(objective):
+    """The objective's ``config()``, or for a plain function its qualified name."""
+    if not callable(objective):
+        raise ValueError(f"fit: objective must be callable(net, xb, yb), got {objective!r}")
+    config = getattr(objective, "config", None)
+    if config is None:
+        return {"callable": f"{getattr(objective, '__module__', '?')}."
+                            f"{getattr(objective, '__qualname__', repr(objective))}"}
+    return config()
 
 
 def _epoch_line(r):

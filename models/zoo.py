@@ -19,6 +19,12 @@
 Parameter counts include biases and a batch norm's scale and shift (not its running
 statistics). The small variants (``squeezenet_small``, ``mobilenet_small``) keep every layer and
 drop the early downsampling so that a 28×28 or 32×32 image keeps spatial extent to the end.
+They are meant to be trained from scratch: He-initialised, with a width knob (and MobileNet's
+``blocks``) that ``compact_for_params`` sets to reach a parameter budget, and ``data_init`` to
+start them normalised on a batch of data (SqueezeNet has no batch norm to do it):
+
+    kwargs = compact_for_params("mobilenet_small", 11_000, blocks=5, input_shape=(1, 28, 28))
+    net = data_init(build_zoo("mobilenet_small", **kwargs), x_train[:256])
 """
 
 import numpy as np
@@ -183,28 +189,38 @@ FIRE = {2: (16, 64, 64), 3: (16, 64, 64), 4: (32, 128, 128), 5: (32, 128, 128),
         6: (48, 192, 192), 7: (48, 192, 192), 8: (64, 256, 256), 9: (64, 256, 256)}
 
 
-def _fire(i, bottom):
-    s, e1, e3 = FIRE[i]
+def _fire(i, bottom, width=1.0, init="xavier"):
+    s, e1, e3 = (_scaled(c, width) for c in FIRE[i])
     p = f"fire{i}"
-    layers = _conv_relu(f"{p}/conv1x1_1", s, 1, bottom, relu=f"{p}/relu_conv1x1_1")
-    layers += _conv_relu(f"{p}/conv1x1_2", e1, 1, f"{p}/conv1x1_1", relu=f"{p}/relu_conv1x1_2")
+    layers = _conv_relu(f"{p}/conv1x1_1", s, 1, bottom, relu=f"{p}/relu_conv1x1_1", init=init)
+    layers += _conv_relu(f"{p}/conv1x1_2", e1, 1, f"{p}/conv1x1_1", relu=f"{p}/relu_conv1x1_2",
+                         init=init)
     layers += _conv_relu(f"{p}/conv3x3_2", e3, 3, f"{p}/conv1x1_1", pad=1,
-                         relu=f"{p}/relu_conv3x3_2")
+                         relu=f"{p}/relu_conv3x3_2", init=init)
     layers.append(Concat(f"{p}/concat", bottom=[f"{p}/conv1x1_2", f"{p}/conv3x3_2"],
                          top=f"{p}/concat"))
     return layers, f"{p}/concat"
 
 
-def _squeezenet(name, conv1, pool_after, input_shape, num_classes, seed, dtype, final_pad=0):
+def _scaled(channels, width):
+    """A layer's channels times the width multiplier, at least 2 (exact at width 1)."""
+    return channels if width == 1 else max(2, int(round(channels * width)))
+
+
+def _squeezenet(name, conv1, pool_after, input_shape, num_classes, seed, dtype, final_pad=0,
+                width=1.0, init="xavier", final_relu=True):
     """conv1 → pool → fire2 … fire9 (max pools after the fires in ``pool_after``) → dropout →
     conv_final (num_classes 1×1, N(0, 0.01)) → global average → softmax; the layer names of
-    the Deep Compression SqueezeNet deploy file."""
+    the Deep Compression SqueezeNet deploy file. ``width`` multiplies every channel count but
+    the classes'; ``init`` fills every convolution but conv_final; ``final_relu`` keeps the
+    ReLU on the class scores (relu_conv_final)."""
     out, kernel, stride = conv1
-    layers = _conv_relu("conv1", out, kernel, "data", stride=stride, relu="relu_conv1")
+    layers = _conv_relu("conv1", _scaled(out, width), kernel, "data", stride=stride,
+                        relu="relu_conv1", init=init)
     layers.append(MaxPool2d("pool1", kernel=3, stride=2, bottom="conv1", top="pool1"))
     bottom = "pool1"
     for i in range(2, 10):
-        block, bottom = _fire(i, bottom)
+        block, bottom = _fire(i, bottom, width, init)
         layers += block
         if i in pool_after:
             layers.append(MaxPool2d(f"pool{i}", kernel=3, stride=2, bottom=bottom,
@@ -212,7 +228,7 @@ def _squeezenet(name, conv1, pool_after, input_shape, num_classes, seed, dtype, 
             bottom = f"pool{i}"
     layers += [Dropout("drop9", 0.5, bottom=bottom, top=bottom)]
     layers += _conv_relu("conv_final", num_classes, 1, bottom, pad=final_pad,
-                         init="gaussian:0.01", relu="relu_conv_final")
+                         init="gaussian:0.01", relu="relu_conv_final")[:2 if final_relu else 1]
     layers += [GlobalAvgPool2d("pool_final", bottom="conv_final", top="pool_final"),
                Softmax("prob", bottom="pool_final", top="prob")]
     return Net(layers, input_shape, seed=seed, dtype=dtype, name=name)
@@ -232,11 +248,25 @@ def squeezenet_v1_1(*, num_classes=1000, seed=0, dtype=np.float32):
                        dtype)
 
 
-def squeezenet_small(*, input_shape=(3, 32, 32), num_classes=10, seed=0, dtype=np.float32):
+def squeezenet_small(width=1.0, *, input_shape=(3, 32, 32), num_classes=10, seed=0,
+                     dtype=np.float32):
     """SqueezeNet v1.1 for 28×28 or 32×32 images: conv1 64 3×3 with stride 1, the same fire
-    modules and pools; both sizes reach the global pool at 3×3."""
-    return _squeezenet("squeezenet_small", (64, 3, 1), (3, 5), tuple(input_shape), num_classes,
-                       seed, dtype)
+    modules and pools; both sizes reach the global pool at 3×3. ``width`` (> 0) multiplies
+    every layer's channels (at least 2 each), as MobileNet's α does (Howard et al. 2017), to
+    build it at a parameter budget (``compact_for_params``).
+
+    Trained from scratch, so the convolutions are drawn as He et al. 2015 ("Delving deep into
+    rectifiers") prescribe for ReLU nets, N(0, 2/fan_in): Caffe's xavier, U(±√(3/fan_in)),
+    halves the activations' variance at every ReLU layer. And the class scores get no ReLU
+    (v1.1 has relu_conv_final): a ReLU on the logits zeroes every class whose score is negative
+    for all inputs, and a narrow net whose ten scores all start negative gets logits ≡ 0, loss
+    ln 10 and no gradient at all (seen at width 0.08)."""
+    if not (isinstance(width, (int, float)) and 0 < width <= 4):
+        raise ValueError(f"squeezenet_small: the width multiplier must be in (0, 4], got "
+                         f"{width!r}")
+    name = "squeezenet_small" if width == 1 else f"squeezenet_small_{width:.4g}"
+    return _squeezenet(name, (64, 3, 1), (3, 5), tuple(input_shape), num_classes, seed, dtype,
+                       width=width, init="msra", final_relu=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -247,22 +277,24 @@ MOBILENET = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1)
              (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1)]
 
 
-def _mobilenet(name, alpha, input_shape, num_classes, first_stride, strides, seed, dtype):
-    """conv 3×3 → 13 × (depthwise 3×3 → BN → ReLU → pointwise 1×1 → BN → ReLU) → global
-    average → dropout → fully connected → softmax. Convolutions without bias (batch norm
-    follows); ReLU as in the paper."""
+def _mobilenet(name, alpha, input_shape, num_classes, first_stride, table, seed, dtype,
+               init="glorot", min_width=8):
+    """conv 3×3 → one block per (pointwise width, depthwise stride) of ``table`` (depthwise
+    3×3 → BN → ReLU → pointwise 1×1 → BN → ReLU) → global average → dropout → fully connected
+    → softmax. Convolutions without bias (batch norm follows); ReLU as in the paper. ``init``
+    fills the convolutions; channels are at least ``min_width``."""
     if not (isinstance(alpha, (int, float)) and 0 < alpha <= 1):
         raise ValueError(f"{name}: the width multiplier alpha must be in (0, 1], got {alpha!r}")
 
     def width(c):
-        return max(8, int(c * alpha))
+        return max(min_width, int(c * alpha))
 
     layers = []
 
     def conv_bn_relu(lname, out, kernel, bottom, stride, groups=1):
         pad = kernel // 2
         layers.extend([Conv2d(lname, out, kernel=kernel, stride=stride, padding=pad,
-                              groups=groups, bias=False, weight_init="glorot", bottom=bottom,
+                              groups=groups, bias=False, weight_init=init, bottom=bottom,
                               top=lname),
                        BatchNorm(f"{lname}/bn", eps=1e-3, bottom=lname, top=lname),
                        ReLU(f"{lname}/relu", bottom=lname, top=lname)])
@@ -270,7 +302,7 @@ def _mobilenet(name, alpha, input_shape, num_classes, first_stride, strides, see
 
     bottom = conv_bn_relu("conv1", width(32), 3, "data", first_stride)
     channels = width(32)
-    for i, ((out, _), stride) in enumerate(zip(MOBILENET, strides), 1):
+    for i, (out, stride) in enumerate(table, 1):
         bottom = conv_bn_relu(f"conv{i}_dw", channels, 3, bottom, stride, groups=channels)
         channels = width(out)
         bottom = conv_bn_relu(f"conv{i}_pw", channels, 1, bottom, 1)
@@ -285,17 +317,41 @@ def mobilenet_v1(alpha=1.0, *, num_classes=1000, input_size=224, seed=0, dtype=n
     """MobileNet v1 (Howard et al. 2017) with width multiplier ``alpha`` (each layer's channels
     times α, at least 8) on ``input_size``² images (the paper's 224, 192, 160, 128)."""
     return _mobilenet(f"mobilenet_v1_{alpha:g}", alpha, (3, input_size, input_size),
-                      num_classes, 2, [s for _, s in MOBILENET], seed, dtype)
+                      num_classes, 2, MOBILENET, seed, dtype)
 
 
-def mobilenet_small(alpha=1.0, *, input_shape=(3, 32, 32), num_classes=10, seed=0,
+# The blocks a shortened small MobileNet keeps, in order: ``blocks=k`` keeps the first k of
+# these (sorted back into the network's order). The three stride-2 blocks (4, 6, 12 of the
+# small variant) come first, so every depth downsamples 28 → 14 → 7 → 4; then one block of
+# each width; then the repeated 512-wide blocks.
+_SMALL_BLOCK_ORDER = (1, 2, 4, 6, 12, 3, 5, 13, 7, 8, 9, 10, 11)
+
+
+def mobilenet_small(alpha=1.0, *, blocks=13, input_shape=(3, 32, 32), num_classes=10, seed=0,
                     dtype=np.float32):
     """MobileNet v1 for 28×28 or 32×32 images: the first convolution and the first stride-2
-    block keep stride 1, so the feature maps go 32 → 16 → 8 → 4 (28 → 14 → 7 → 4)."""
-    strides = [s for _, s in MOBILENET]
-    strides[1] = 1
-    return _mobilenet(f"mobilenet_small_{alpha:g}", alpha, tuple(input_shape), num_classes, 1,
-                      strides, seed, dtype)
+    block keep stride 1, so the feature maps go 32 → 16 → 8 → 4 (28 → 14 → 7 → 4).
+
+    ``alpha`` is the width multiplier (channels times α, at least 4 here); ``blocks`` (1–13)
+    keeps that many of the 13 depthwise-separable blocks, the stride-2 ones first (see
+    ``_SMALL_BLOCK_ORDER``), so that tiny budgets (``compact_for_params``) can trade depth for
+    width.
+
+    Trained from scratch, so the convolutions are drawn N(0, 2/fan_in) (He et al. 2015). With
+    the ImageNet variant's glorot init and batch norms that did not normalise in training (the
+    engine's, before they used batch statistics), each block shrank the activations about 2×
+    and the 13-block net did not learn on Fashion-MNIST at lr 0.02; ``blocks=5`` (the stride-2
+    blocks) at lr 0.05 learns (81% after 2 epochs on 20,000 images at 11k parameters).
+    """
+    if not (isinstance(blocks, int) and 1 <= blocks <= len(MOBILENET)):
+        raise ValueError(f"mobilenet_small: blocks must be an integer in 1..{len(MOBILENET)}, "
+                         f"got {blocks!r}")
+    keep = set(_SMALL_BLOCK_ORDER[:blocks])
+    table = [(out, 1 if i == 2 else s) for i, (out, s) in enumerate(MOBILENET, 1)]
+    name = f"mobilenet_small_{alpha:g}" + ("" if blocks == len(MOBILENET) else f"_b{blocks}")
+    return _mobilenet(name, alpha, tuple(input_shape), num_classes, 1,
+                      [row for i, row in enumerate(table, 1) if i in keep], seed, dtype,
+                      init="msra", min_width=4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,6 +446,100 @@ ZOO = {"alexnet": alexnet, "caffenet": caffenet, "vgg16": vgg16, "googlenet": go
        "squeezenet_v1_0": squeezenet_v1_0, "squeezenet_v1_1": squeezenet_v1_1,
        "squeezenet_small": squeezenet_small, "mobilenet_v1": mobilenet_v1,
        "mobilenet_small": mobilenet_small, "inception_v3": inception_v3}
+
+
+def data_init(net, x, *, eps=1e-6):
+    """Data-dependent initialisation of a freshly built net, in place, from a batch ``x`` of
+    training inputs (a few hundred images) → ``net``: LSUV (Mishkin & Matas 2016, "All you need
+    is a good init") in one pass, with Krähenbühl et al. 2016's per-channel biases.
+
+    Layer by layer, in the order the net runs, each Conv2d or Linear layer with a dense weight
+    (but the one making the logits) is rescaled per output channel so that its output on ``x``
+    has variance 1, and its bias, if any, shifted so that the output has mean 0; a BatchNorm's
+    running mean becomes its input's per-channel mean (its variance stays: the layer before it
+    already outputs variance 1).
+
+    Why the weights and not the batch norms' variances: a batch norm with frozen statistics
+    (``use_global_stats``) set to divide by a small variance σ² would multiply the effective
+    learning rate of the layer before it by 1/σ² (it diverged at lr 0.02 on a 5k-parameter
+    MobileNet). Batch norms that train on batch statistics renormalise anyway; SqueezeNet has
+    none, and for it this is what keeps the deep narrow net's signal at unit scale.
+    """
+    from ..engine import BatchNorm
+    from ..engine.layers import Context
+
+    x = np.ascontiguousarray(x, dtype=net.dtype)
+    if x.ndim != len(net.input_shape) + 1 or x.shape[1:] != net.input_shape or len(x) < 2:
+        raise ValueError(f"{net.name}: data_init needs a batch of at least 2 inputs of shape "
+                         f"{net.input_shape}, got {x.shape}")
+    blobs = {net.input_name: x}
+    ctx = Context()
+    for layer, in_ids, out_ids in net._plan:
+        xs = [blobs[i] for i in in_ids]
+        if isinstance(layer, BatchNorm):
+            layer.buffers["mean"][...] = xs[0].mean(axis=(0,) + tuple(range(2, xs[0].ndim)))
+        ys = layer.forward(xs, ctx)
+        if isinstance(layer, (Conv2d, Linear)) and net._logits_id not in out_ids \
+                and layer.weight_format.kind == "dense":
+            y = ys[0]
+            axes = (0,) + tuple(range(2, y.ndim))
+            mean = y.mean(axis=axes) if layer.bias else np.zeros(y.shape[1], y.dtype)
+            var = y.var(axis=axes)
+            # a channel constant on x (its inputs all dead) is left unscaled, not blown up
+            std = np.where(var > eps, np.sqrt(var), 1.0).astype(y.dtype)
+            w = layer.params["weight"]
+            w /= std.reshape((-1,) + (1,) * (w.ndim - 1)).astype(w.dtype)
+            if layer.bias:
+                layer.params["bias"][...] = (layer.params["bias"] - mean) / std
+            shape = (1, -1) + (1,) * (y.ndim - 2)
+            ys = [((y - mean.reshape(shape)) / std.reshape(shape)).astype(y.dtype)]
+        for o, y in zip(out_ids, ys):
+            blobs[o] = y
+    return net
+
+
+# The width knob of each architecture compact_for_params can size: (argument, smallest, largest).
+WIDTH_KNOBS = {"mobilenet_small": ("alpha", 1e-3, 1.0), "squeezenet_small": ("width", 1e-3, 4.0)}
+
+
+def compact_for_params(arch, params, **kwargs):
+    """Keyword arguments for ``build_zoo(arch, **kwargs)`` whose net has about ``params``
+    trainable values (``net.num_params()``): ``kwargs`` (e.g. ``blocks``, ``input_shape``,
+    ``num_classes``, which all change the count) with the architecture's width knob (see
+    ``WIDTH_KNOBS``: MobileNet's α, SqueezeNet's width) found by bisection on a log scale.
+
+    Channel counts are integers, so the count is a step function of the knob: the closest
+    count is returned (rel. error typically < 2% above a few thousand parameters), the knob
+    rounded to 4 significant digits. Raises ValueError for an architecture without a knob or a
+    count outside what the knob reaches (the message gives the range).
+    """
+    if arch not in WIDTH_KNOBS:
+        raise ValueError(f"compact_for_params: {arch!r} has no width knob; sizable: "
+                         f"{sorted(WIDTH_KNOBS)}")
+    knob, lo, hi = WIDTH_KNOBS[arch]
+    if knob in kwargs:
+        raise ValueError(f"compact_for_params: {knob} is what it chooses; do not pass it")
+    if not (isinstance(params, (int, float)) and params > 0):
+        raise ValueError(f"compact_for_params: params must be a positive number, got {params!r}")
+
+    def count(value):
+        return ZOO[arch](**{**kwargs, knob: value}).num_params()
+
+    least, most = count(lo), count(hi)
+    if not least <= params <= most:
+        raise ValueError(f"compact_for_params: {arch} with {kwargs} has {least:,} to {most:,} "
+                         f"parameters ({knob} {lo:g} to {hi:g}); {params:,} is outside")
+    for _ in range(40):  # count(lo) ≤ params ≤ count(hi)
+        mid = float(np.sqrt(lo * hi))
+        if count(mid) <= params:
+            lo = mid
+        else:
+            hi = mid
+        if hi / lo < 1 + 1e-4:
+            break
+    candidates = {float(f"{v:.4g}") for v in (lo, hi)}
+    best = min(sorted(candidates), key=lambda v: abs(count(v) - params))
+    return {**kwargs, knob: best}
 
 
 def build_zoo(name, **kwargs):

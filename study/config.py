@@ -1,44 +1,70 @@
 """A study's CONFIG.toml → a validated ``Study``: models, attacks with their eps, data, seeds.
 
-The file (see ``examples/small.toml`` for a documented one):
+The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented ones):
 
     [study]                      name, dataset ("fashion-mnist"), data_dir (optional), seeds
                                  ([0]), train_examples / test_examples (optional: the first N),
                                  sanity (true), sanity_examples (256), batch_size (256, attacks)
-    [train]                      the recipe of dense and compact models: epochs (12), batch_size
-                                 (64), lr (0.02), momentum (0.9), weight_decay (5e-4),
-                                 schedule ("cosine")
+    [train]                      the recipe of trained models: epochs (12), batch_size (64),
+                                 lr (0.02), momentum (0.9), weight_decay (5e-4), schedule
+                                 ("cosine"), adversarial (optional: {attack, eps, fraction,
+                                 steps}: adversarial training)
     [[models]]  kind = "dense"       name, arch (a name of models.lenet.MODELS or models.zoo.ZOO),
                                      kwargs (table, optional), train (table overriding [train])
-    [[models]]  kind = "compressed"  name, base (the name of a dense model), preset (a name of
+    [[models]]  kind = "compact"     as dense, plus params (optional: build the architecture at
+                                     the width that gives about this many parameters)
+    [[models]]  kind = "compressed"  name, base (an earlier model), preset (a name of
                                      compress.pipeline.PRESETS, optional), settings (a table of
-                                     CompressionSettings fields overriding the preset)
-    [[models]]  kind = "compact"     as dense: a small architecture trained from scratch
-    [[attacks]]                      name (of attacks.ATTACKS or its aliases; bounded attacks
-                                     only for now), eps (a list of radii)
+                                     CompressionSettings fields overriding the preset, e.g.
+                                     adversarial = {...}: adversarial-aware compression),
+                                     target_ratio (optional: scale the kept shares to reach it)
+    [[models]]  kind = "finetuned"   name, base (an earlier model), train: more training of the
+                                     base in its own weight formats (e.g. adversarially)
+    [[models]]  kind = "distilled"   as compact, plus teacher (an earlier model), temperature
+                                     (4), alpha (0.9): Hinton et al.'s knowledge distillation
+    [[models]]  kind = "lowrank"     name, base, ratio or ranks (a table layer → rank), train
+                                     (the fine-tuning after factorising)
+    [[attacks]]                      name (of attacks.ATTACKS or its aliases), eps (a list of
+                                     radii; for unbounded attacks — DeepFool, C&W — optional
+                                     radii at which to also report accuracy), source (optional:
+                                     an earlier model whose adversarial examples are transferred
+                                     to every other model), options (a table of keyword
+                                     arguments of the attack, e.g. max_iter)
 
-A cell is one (model, attack, eps, seed). Errors are ``ValueError``s naming the file and key.
+A cell is one (model, attack, eps, seed), unbounded attacks one cell without eps, and with
+``sanity`` one cell per (model, seed) of sanity checks. Errors are ``ValueError``s naming the file
+and key.
 """
 
 import hashlib
 import json
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 
-KINDS = ("dense", "compressed", "compact")
+KINDS = ("dense", "compact", "compressed", "finetuned", "distilled", "lowrank")
+TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
+ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
+SANITY = "sanity"  # the attack name of a model's sanity-check cell
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
-               "compact": {"name", "kind", "arch", "kwargs", "train"},
-               "compressed": {"name", "kind", "base", "preset", "settings"}}
+               "compact": {"name", "kind", "arch", "kwargs", "params", "train"},
+               "compressed": {"name", "kind", "base", "preset", "settings", "target_ratio"},
+               "finetuned": {"name", "kind", "base", "train"},
+               "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
+                             "temperature", "alpha"},
+               "lowrank": {"name", "kind", "base", "ratio", "ranks", "train"}}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One model of the grid. ``base`` and ``settings`` only for compressed models; ``train``
-    is the full recipe (defaults merged) for dense and compact ones."""
+    """One model of the grid. ``train`` is the full recipe (defaults merged) of the kinds that
+    train; ``base`` names the model a compressed, finetuned or lowrank one starts from and
+    ``teacher`` the one a distilled model learns from; ``options`` holds the kind's own fields
+    (target_ratio, params, temperature, alpha, ratio, ranks)."""
 
     name: str
     kind: str
@@ -48,11 +74,37 @@ class ModelSpec:
     base: str = None
     preset: str = None
     settings: dict = field(default_factory=dict)
+    teacher: str = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def parents(self):
+        """The models this one is made from."""
+        return [m for m in (self.base, self.teacher) if m]
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One [[attacks]] entry: the attack's canonical name, its eps (None for an unbounded
+    attack's single run), the transfer ``source`` model or None, keyword ``options``."""
+
+    name: str
+    norm: str
+    eps: tuple
+    bounded: bool
+    source: str = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def label(self):
+        """The attack column of the results: ``fgsm``, or ``transfer:fgsm<-lenet5``."""
+        return f"transfer:{self.name}<-{self.source}" if self.source else self.name
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One row of the results: a model, an attack at one eps, a seed."""
+    """One row of the results: a model, an attack (its label) at one eps (None: unbounded, or
+    the sanity checks), a seed."""
 
     model: str
     attack: str
@@ -71,8 +123,8 @@ class Study:
     sanity: bool
     sanity_examples: int
     batch_size: int
-    models: list          # [ModelSpec], bases before the models compressed from them
-    attacks: dict         # canonical attack name → [eps]
+    models: list          # [ModelSpec], parents before the models made from them
+    attacks: dict         # label → AttackSpec
     source: str = None
 
     def model(self, name):
@@ -81,21 +133,64 @@ class Study:
                 return m
         raise KeyError(name)
 
+    def arch(self, name):
+        """The architecture a model has (or was made from)."""
+        m = self.model(name)
+        return m.arch if m.arch else self.arch(m.base)
+
+    def adversarial(self, name):
+        """How a model or one of its ancestors was trained adversarially: "" (never), or the
+        kinds of adversarial training along its lineage, e.g. "compressed" for adversarial-aware
+        compression, "dense" for a compressed model of an adversarially trained base."""
+        m = self.model(name)
+        own = bool(m.train.get("adversarial") or m.settings.get("adversarial"))
+        found = [m.kind] if own else []
+        if m.base:
+            found += [k for k in self.adversarial(m.base).split("+") if k]
+        return "+".join(found)
+
+    def bounded_eps(self):
+        """Every eps of the bounded white-box attacks, sorted: what the sanity cells check."""
+        return sorted({e for a in self.attacks.values() if a.bounded and not a.source
+                       for e in a.eps})
+
     def cells(self):
-        """Every cell, in run order: seed, then model, then attack, then eps."""
-        return [Cell(m.name, a, e, s) for s in self.seeds for m in self.models
-                for a, eps in self.attacks.items() for e in eps]
+        """Every cell, in run order: seed, then model, then attack, then eps; a model's sanity
+        cell after its attacks. A transfer attack skips its own source model."""
+        out = []
+        for s in self.seeds:
+            for m in self.models:
+                for label, a in self.attacks.items():
+                    if a.source == m.name:
+                        continue
+                    out += [Cell(m.name, label, e, s) for e in (a.eps if a.bounded else [None])]
+                if self.sanity:
+                    out.append(Cell(m.name, SANITY, None, s))
+        return out
+
+    def cell_models(self, cell):
+        """The models a cell needs: its own, and a transfer attack's source."""
+        a = self.attacks.get(cell.attack)
+        return [cell.model] + ([a.source] if a is not None and a.source else [])
 
     def model_identity(self, name, seed):
-        """What determines a trained (or compressed) model: JSON-ready, recursive through
-        ``base``. Two studies that agree on it share the model artifact."""
+        """What determines a trained (or compressed) model: JSON-ready, recursive through its
+        parents. Two studies that agree on it share the model artifact."""
         m = self.model(name)
         ident = {"kind": m.kind, "dataset": self.dataset, "train_examples": self.train_examples,
                  "seed": seed}
         if m.kind == "compressed":
             ident.update(base=self.model_identity(m.base, seed), settings=self.compression(m))
         else:
-            ident.update(arch=m.arch, kwargs=m.kwargs, train=m.train)
+            ident.update(train=m.train)
+        if m.arch:
+            ident.update(arch=m.arch, kwargs=m.kwargs)
+        if m.base and m.kind != "compressed":
+            ident.update(base=self.model_identity(m.base, seed))
+        if m.teacher:
+            ident.update(teacher=self.model_identity(m.teacher, seed))
+        if m.options:
+            ident.update(options=m.options)
         return ident
 
     def model_key(self, name, seed):
@@ -111,13 +206,23 @@ class Study:
         return asdict(CompressionSettings(**fields))
 
     def cell_key(self, cell):
-        """The unique key of a cell's row: the model's identity, the attack, eps, seed and the
-        evaluation settings. A rerun with the same key skips the cell."""
-        return _digest({"model": self.model_identity(cell.model, cell.seed),
-                        "attack": cell.attack, "eps": cell.eps, "seed": cell.seed,
-                        "test_examples": self.test_examples, "sanity": self.sanity,
-                        "sanity_examples": self.sanity_examples,
-                        "batch_size": self.batch_size})
+        """The unique key of a cell's row: the model's identity, the attack (with a transfer
+        source's identity), eps, seed and the evaluation settings. A rerun with the same key
+        skips the cell."""
+        ident = {"model": self.model_identity(cell.model, cell.seed), "attack": cell.attack,
+                 "eps": cell.eps, "seed": cell.seed, "test_examples": self.test_examples,
+                 "batch_size": self.batch_size}
+        if cell.attack == SANITY:
+            ident.update(sanity_examples=self.sanity_examples, checked_eps=self.bounded_eps())
+        else:
+            a = self.attacks[cell.attack]
+            if a.options:
+                ident["options"] = a.options
+            if a.source:
+                ident["source"] = self.model_identity(a.source, cell.seed)
+            if not a.bounded and a.eps:
+                ident["thresholds"] = list(a.eps)
+        return _digest(ident)
 
 
 def _digest(obj):
@@ -132,8 +237,7 @@ def load_config(path):
             data = tomllib.load(f)
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: not valid TOML: {e}") from None
-    study = parse_config(data, source=str(path))
-    return study
+    return parse_config(data, source=str(path))
 
 
 def _err(source, key, message):
@@ -144,6 +248,16 @@ def _int(value, source, key, low):
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise _err(source, key, f"expected an integer >= {low}, got {value!r}")
     return value
+
+
+def _number(value, source, key, low=0.0, high=math.inf, low_open=False):
+    if (isinstance(value, bool) or not isinstance(value, (int, float))
+            or not math.isfinite(value) or value < low or value > high
+            or (low_open and value == low)):
+        bounds = f"{'>' if low_open else '>='} {low:g}" + (f" and <= {high:g}"
+                                                          if high < math.inf else "")
+        raise _err(source, key, f"expected a finite number {bounds}, got {value!r}")
+    return float(value)
 
 
 def _str(value, source, key):
@@ -165,9 +279,32 @@ def _unknown(table, allowed, source, where):
                    f"unknown key (allowed: {', '.join(sorted(allowed))})")
 
 
+def _adversarial(table, source, where):
+    """An adversarial-training table → its canonical dict (attack name resolved)."""
+    from ..attacks.evaluate import BOUNDED, canonical_attack
+
+    table = _table(table, source, where)
+    _unknown(table, ADVERSARIAL_KEYS, source, where)
+    try:
+        attack = canonical_attack(_str(table.get("attack", "fgsm"), source, f"{where}.attack"),
+                                  where)
+    except ValueError as e:
+        raise _err(source, f"{where}.attack", str(e)) from None
+    if attack not in BOUNDED:
+        raise _err(source, f"{where}.attack", f"{attack} has no eps; adversarial training "
+                                              f"needs a bounded attack")
+    if "eps" not in table:
+        raise _err(source, f"{where}.eps", "missing (the radius of the training attack)")
+    out = {"attack": attack, "eps": _number(table["eps"], source, f"{where}.eps"),
+           "fraction": _number(table.get("fraction", 0.5), source, f"{where}.fraction", 0, 1)}
+    if "steps" in table:
+        out["steps"] = _int(table["steps"], source, f"{where}.steps", 1)
+    return out
+
+
 def _train_recipe(table, base, source, where):
     table = _table(table, source, where)
-    _unknown(table, TRAIN_DEFAULTS, source, where)
+    _unknown(table, set(TRAIN_DEFAULTS) | {"adversarial"}, source, where)
     recipe = dict(base)
     for k, v in table.items():
         key = f"{where}.{k}"
@@ -177,10 +314,10 @@ def _train_recipe(table, base, source, where):
             if v not in ("cosine", "step", "constant"):
                 raise _err(source, key, f"expected cosine, step or constant, got {v!r}")
             recipe[k] = v
+        elif k == "adversarial":
+            recipe[k] = _adversarial(v, source, key)
         else:
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-                raise _err(source, key, f"expected a number >= 0, got {v!r}")
-            recipe[k] = float(v)
+            recipe[k] = _number(v, source, key)
     return recipe
 
 
@@ -191,11 +328,141 @@ def _architectures():
     return set(MODELS) | set(ZOO)
 
 
+def _compression_settings(m, source, where):
+    from ..compress.pipeline import CompressionSettings
+
+    settings = dict(_table(m.get("settings", {}), source, f"{where}.settings"))
+    allowed = set(CompressionSettings.__dataclass_fields__) - {"seed"}
+    _unknown(settings, allowed, source, f"{where}.settings")
+    for what, ok, expect in (
+            ("kept", lambda v: not isinstance(v, bool) and isinstance(v, (int, float))
+             and 0 < v <= 1, "a fraction in (0, 1]"),
+            ("bits", lambda v: not isinstance(v, bool) and isinstance(v, int)
+             and 1 <= v <= 16, "an integer in [1, 16]"),
+            ("gap_bits", lambda v: not isinstance(v, bool) and isinstance(v, int)
+             and 1 <= v <= 16, "an integer in [1, 16]")):
+        if what in settings:
+            table = _table(settings[what], source, f"{where}.settings.{what}")
+            for layer, v in table.items():
+                if not ok(v):
+                    raise _err(source, f"{where}.settings.{what}.{layer}",
+                               f"expected {expect}, got {v!r}")
+    if "adversarial" in settings:
+        settings["adversarial"] = _adversarial(settings["adversarial"], source,
+                                               f"{where}.settings.adversarial")
+    return settings
+
+
+def _parse_model(m, i, models, train, archs, source):
+    from ..compress.pipeline import PRESETS
+
+    where = f"models[{i}]"
+    m = _table(m, source, where)
+    name = _str(m.get("name"), source, f"{where}.name")
+    where = f"models[{i}] ({name})"
+    if any(x.name == name for x in models):
+        raise _err(source, f"{where}.name", "repeated model name")
+    kind = m.get("kind")
+    if kind not in KINDS:
+        raise _err(source, f"{where}.kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
+    _unknown(m, _MODEL_KEYS[kind], source, where)
+    earlier = {x.name: x for x in models}
+
+    def parent(key):
+        value = _str(m.get(key), source, f"{where}.{key}")
+        if value not in earlier:
+            raise _err(source, f"{where}.{key}", f"no model named {value!r} before it")
+        return value
+
+    fields = {"name": name, "kind": kind}
+    options = {}
+    if kind in TRAINED_FROM_SCRATCH:
+        arch = _str(m.get("arch"), source, f"{where}.arch")
+        if arch not in archs:
+            raise _err(source, f"{where}.arch",
+                       f"unknown architecture {arch!r} (known: {', '.join(sorted(archs))})")
+        kwargs = dict(_table(m.get("kwargs", {}), source, f"{where}.kwargs"))
+        bad = sorted(set(kwargs) & {"seed", "dtype", "num_classes", "input_shape"})
+        if bad:
+            raise _err(source, f"{where}.kwargs.{bad[0]}", "set by the study, not the model")
+        fields.update(arch=arch, kwargs=kwargs)
+        if "params" in m:
+            options["params"] = _int(m["params"], source, f"{where}.params", 1)
+    if kind != "compressed":
+        fields["train"] = _train_recipe(m.get("train", {}), train, source, f"{where}.train")
+    if kind in ("compressed", "finetuned", "lowrank"):
+        fields["base"] = parent("base")
+    if kind == "compressed":
+        preset = m.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise _err(source, f"{where}.preset",
+                       f"unknown preset {preset!r} (presets: {', '.join(sorted(PRESETS))})")
+        settings = _compression_settings(m, source, where)
+        if "target_ratio" in m:
+            options["target_ratio"] = _number(m["target_ratio"], source,
+                                              f"{where}.target_ratio", 1, low_open=True)
+        if preset is None and not (settings.get("kept") or settings.get("bits")
+                                   or options.get("target_ratio")):
+            raise _err(source, where, "give a preset, settings.kept / settings.bits or a "
+                                      "target_ratio")
+        fields.update(preset=preset, settings=settings)
+    if kind == "distilled":
+        fields["teacher"] = parent("teacher")
+        options["temperature"] = _number(m.get("temperature", 4.0), source,
+                                         f"{where}.temperature", 0, low_open=True)
+        options["alpha"] = _number(m.get("alpha", 0.9), source, f"{where}.alpha", 0, 1)
+    if kind == "lowrank":
+        if ("ratio" in m) == ("ranks" in m):
+            raise _err(source, where, "give either ratio or ranks")
+        if "ratio" in m:
+            options["ratio"] = _number(m["ratio"], source, f"{where}.ratio", 1, low_open=True)
+        else:
+            ranks = _table(m["ranks"], source, f"{where}.ranks")
+            options["ranks"] = {k: _int(v, source, f"{where}.ranks.{k}", 1)
+                                for k, v in ranks.items()}
+    return ModelSpec(options=options, **fields)
+
+
+def _parse_attack(a, i, attacks, models, source):
+    from ..attacks.evaluate import BOUNDED, UNBOUNDED, canonical_attack
+
+    where = f"attacks[{i}]"
+    a = _table(a, source, where)
+    _unknown(a, {"name", "eps", "source", "options"}, source, where)
+    try:
+        name = canonical_attack(_str(a.get("name"), source, f"{where}.name"), where)
+    except ValueError as e:
+        raise _err(source, f"{where}.name", str(e)) from None
+    bounded = name in BOUNDED
+    src = None
+    if "source" in a:
+        src = _str(a["source"], source, f"{where}.source")
+        if src not in {m.name for m in models}:
+            raise _err(source, f"{where}.source", f"no model named {src!r}")
+        if not bounded:
+            raise _err(source, f"{where}.source", f"transfer attacks need a bounded attack; "
+                                                  f"{name} is unbounded")
+    eps = a.get("eps")
+    if eps is None and not bounded:
+        eps = []
+    if not isinstance(eps, list) or (bounded and not eps):
+        raise _err(source, f"{where}.eps", f"expected a non-empty list of numbers, got {eps!r}")
+    values = [_number(e, source, f"{where}.eps") for e in eps]
+    if len(set(values)) != len(values):
+        raise _err(source, f"{where}.eps", f"repeated eps in {values}")
+    options = dict(_table(a.get("options", {}), source, f"{where}.options"))
+    bad = sorted(set(options) & {"eps", "clip", "batch_size", "seed", "y", "x", "net"})
+    if bad:
+        raise _err(source, f"{where}.options.{bad[0]}", "set by the study, not the attack")
+    spec = AttackSpec(name, BOUNDED.get(name) or UNBOUNDED[name], tuple(values), bounded, src,
+                      options)
+    if spec.label in attacks:
+        raise _err(source, f"{where}.name", f"attack {spec.label} listed twice")
+    return spec
+
+
 def parse_config(data, *, source="<config>"):
     """Validate a parsed TOML document (a dict) → ``Study``."""
-    from ..attacks.evaluate import BOUNDED, UNBOUNDED, canonical_attack
-    from ..compress.pipeline import PRESETS, CompressionSettings
-
     data = _table(data, source, "<top level>")
     _unknown(data, {"study", "train", "models", "attacks"}, source, "<top level>")
     st = _table(data.get("study", {}), source, "study")
@@ -227,91 +494,17 @@ def parse_config(data, *, source="<config>"):
     if not isinstance(raw_models, list) or not raw_models:
         raise _err(source, "models", "expected at least one [[models]] entry")
     archs = _architectures()
-    models, names = [], set()
+    models = []
     for i, m in enumerate(raw_models):
-        where = f"models[{i}]"
-        m = _table(m, source, where)
-        name = _str(m.get("name"), source, f"{where}.name")
-        where = f"models[{i}] ({name})"
-        if name in names:
-            raise _err(source, f"{where}.name", "repeated model name")
-        kind = m.get("kind")
-        if kind not in KINDS:
-            raise _err(source, f"{where}.kind", f"expected one of {', '.join(KINDS)}, got {kind!r}")
-        _unknown(m, _MODEL_KEYS[kind], source, where)
-        if kind == "compressed":
-            base = _str(m.get("base"), source, f"{where}.base")
-            if base not in names:
-                raise _err(source, f"{where}.base", f"no dense model named {base!r} before it")
-            if next(x for x in models if x.name == base).kind != "dense":
-                raise _err(source, f"{where}.base", f"{base!r} is not a dense model")
-            preset = m.get("preset")
-            if preset is not None and preset not in PRESETS:
-                raise _err(source, f"{where}.preset",
-                           f"unknown preset {preset!r} (presets: {', '.join(sorted(PRESETS))})")
-            settings = dict(_table(m.get("settings", {}), source, f"{where}.settings"))
-            allowed = set(CompressionSettings.__dataclass_fields__) - {"seed"}
-            _unknown(settings, allowed, source, f"{where}.settings")
-            for what, ok, expect in (
-                    ("kept", lambda v: not isinstance(v, bool) and isinstance(v, (int, float))
-                     and 0 < v <= 1, "a fraction in (0, 1]"),
-                    ("bits", lambda v: not isinstance(v, bool) and isinstance(v, int)
-                     and 1 <= v <= 16, "an integer in [1, 16]"),
-                    ("gap_bits", lambda v: not isinstance(v, bool) and isinstance(v, int)
-                     and 1 <= v <= 16, "an integer in [1, 16]")):
-                if what in settings:
-                    table = _table(settings[what], source, f"{where}.settings.{what}")
-                    for layer, v in table.items():
-                        if not ok(v):
-                            raise _err(source, f"{where}.settings.{what}.{layer}",
-                                       f"expected {expect}, got {v!r}")
-            if preset is None and not (settings.get("kept") or settings.get("bits")):
-                raise _err(source, where, "give a preset or settings.kept / settings.bits")
-            spec = ModelSpec(name, kind, base=base, preset=preset, settings=settings)
-        else:
-            arch = _str(m.get("arch"), source, f"{where}.arch")
-            if arch not in archs:
-                raise _err(source, f"{where}.arch",
-                           f"unknown architecture {arch!r} (known: {', '.join(sorted(archs))})")
-            kwargs = dict(_table(m.get("kwargs", {}), source, f"{where}.kwargs"))
-            bad = sorted(set(kwargs) & {"seed", "dtype", "num_classes", "input_shape"})
-            if bad:
-                raise _err(source, f"{where}.kwargs.{bad[0]}", "set by the study, not the model")
-            recipe = _train_recipe(m.get("train", {}), train, source, f"{where}.train")
-            spec = ModelSpec(name, kind, arch=arch, kwargs=kwargs, train=recipe)
-        models.append(spec)
-        names.add(name)
+        models.append(_parse_model(m, i, models, train, archs, source))
 
     raw_attacks = data.get("attacks")
     if not isinstance(raw_attacks, list) or not raw_attacks:
         raise _err(source, "attacks", "expected at least one [[attacks]] entry")
     attacks = {}
     for i, a in enumerate(raw_attacks):
-        where = f"attacks[{i}]"
-        a = _table(a, source, where)
-        _unknown(a, {"name", "eps"}, source, where)
-        try:
-            name = canonical_attack(_str(a.get("name"), source, f"{where}.name"), where)
-        except ValueError as e:
-            raise _err(source, f"{where}.name", str(e)) from None
-        if name in UNBOUNDED:
-            raise _err(source, f"{where}.name", f"{name} is unbounded (no eps); the study runs "
-                                                f"bounded attacks only for now: "
-                                                f"{', '.join(sorted(BOUNDED))}")
-        if name in attacks:
-            raise _err(source, f"{where}.name", f"attack {name} listed twice")
-        eps = a.get("eps")
-        if not isinstance(eps, list) or not eps:
-            raise _err(source, f"{where}.eps", f"expected a non-empty list of numbers, got {eps!r}")
-        values = []
-        for e in eps:
-            if isinstance(e, bool) or not isinstance(e, (int, float)) or not 0 <= e < float("inf"):
-                raise _err(source, f"{where}.eps", f"every eps must be a finite number >= 0, "
-                                                   f"got {e!r}")
-            values.append(float(e))
-        if len(set(values)) != len(values):
-            raise _err(source, f"{where}.eps", f"repeated eps in {values}")
-        attacks[name] = values
+        spec = _parse_attack(a, i, attacks, models, source)
+        attacks[spec.label] = spec
 
     return Study(name=str(st.get("name", "study")), dataset=dataset, data_dir=data_dir,
                  seeds=seeds, train_examples=opt["train_examples"],

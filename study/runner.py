@@ -1,46 +1,32 @@
-"""Run a study's grid in this process: models trained or compressed once (cached as ``.rcnn``
-files recorded in the database), then one database row per (model, attack, eps, seed) cell.
+"""Run a study's grid: models made once (cached as ``.rcnn`` files recorded in the database),
+then one database row per cell, written by this process cell by cell.
 
-``run_study(study, db)`` skips cells the database already holds, so a killed run resumes where
-it stopped; ``run_cells`` is that loop on its own (any cell function), which the resume test
-drives directly.
+``run_study(study, db)`` runs in this process; ``run_study(..., scheduler="tcp://host:port")``
+sends the model builds and the cells to a Dask distributed cluster (workers need only robustcnn
+and its ``distributed`` extra): models travel as ``.rcnn`` bytes, and the results come back to
+this process, which alone writes the database and the model files. Either way the cells the
+database already holds are skipped, so a killed run resumes where it stopped; ``run_cells`` is
+that loop on its own (any cell function), which the resume test drives directly.
 """
 
 import os
 import sys
+import tempfile
 import time
 
-from .store import Store, versions
+from .build import build_model
+from .cell import evaluate_cell
+from .store import Store
 
 MODEL_DIR = "models"  # beside the database
 
 
 def _bar(progress):
+    from tqdm.auto import tqdm
+
     if progress:
-        from tqdm.auto import tqdm
-
         return tqdm
-
-    class _Null:
-        def __init__(self, iterable=None, **kwargs):
-            self.iterable = iterable
-
-        def __iter__(self):
-            return iter(self.iterable)
-
-        def update(self, n=1):
-            pass
-
-        def set_postfix_str(self, s):
-            pass
-
-        def set_description_str(self, s):
-            pass
-
-        def close(self):
-            pass
-
-    return _Null
+    return lambda *args, **kwargs: tqdm(*args, disable=True, **kwargs)
 
 
 def run_cells(store, items, cell_fn, *, progress=False, describe=str):
@@ -51,8 +37,7 @@ def run_cells(store, items, cell_fn, *, progress=False, describe=str):
     """
     done = store.done_keys()
     pending = [(k, c) for k, c in items if k not in done]
-    tqdm = _bar(progress)
-    overall = tqdm(total=len(pending), desc="study", unit="cell", position=0)
+    overall = _bar(progress)(total=len(pending), desc="study", unit="cell", position=0)
     written = 0
     try:
         for key, cell in pending:
@@ -79,135 +64,131 @@ def load_data(study):
     return x, y, xt, yt
 
 
-def _build(study, spec, seed, input_shape, num_classes):
-    from ..models.lenet import MODELS, build_model
-    from ..models.zoo import build_zoo
+# -- models as bytes: what moves between the client, the workers and the disk ----------------
 
-    make = build_model if spec.arch in MODELS else build_zoo
-    try:
-        return make(spec.arch, input_shape=tuple(input_shape), num_classes=num_classes,
-                    seed=seed, **spec.kwargs)
-    except TypeError as e:
-        raise ValueError(f"{study.source}: model {spec.name} ({spec.arch}): cannot build it "
-                         f"for {tuple(input_shape)} inputs with kwargs {spec.kwargs}: "
-                         f"{e}") from None
+def net_to_bytes(net, meta):
+    """A ``.rcnn`` file's bytes for ``net``."""
+    from ..compress.modelfile import save_model
 
-
-def _train(net, x, y, recipe, seed, progress, checkpoint=None):
-    from ..engine.train import SGD, Schedule, fit
-
-    steps = max(len(x) // recipe["batch_size"], 1)
-    total = max(recipe["epochs"] * steps, 1)
-    schedule = Schedule(recipe["schedule"], recipe["lr"], total=total,
-                        step_size=max(total // 3, 1), warmup=steps // 2)
-    return fit(net, x, y, epochs=recipe["epochs"], batch_size=recipe["batch_size"],
-               optimizer=SGD(recipe["momentum"], recipe["weight_decay"]), schedule=schedule,
-               seed=seed, checkpoint=checkpoint, progress=progress,
-               log=None) if recipe["epochs"] else []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model.rcnn")
+        save_model(path, net, meta=meta)
+        with open(path, "rb") as f:
+            return f.read()
 
 
-def model_info(net, path, extra=None):
+def net_from_bytes(blob, name="model"):
+    """The net of a ``.rcnn`` file's bytes (checked as the file reader checks a file)."""
+    from ..compress.modelfile import load_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"{name}.rcnn")
+        with open(path, "wb") as f:
+            f.write(blob)
+        return load_model(path)[0]
+
+
+def model_info(net, size, extra=None):
     from ..compress.report import dense_parameter_bytes
 
     dense = dense_parameter_bytes(net)
-    size = os.path.getsize(path)
     # params: every weight and bias of the architecture (a compressed net's trainable
     # parameters are its centroids, which says nothing about its size).
     return {"params": int(dense // 4), "dense_bytes": int(dense), "file_bytes": int(size),
             "compression_ratio": dense / size, **(extra or {})}
 
 
-def obtain_model(study, store, name, seed, data, *, progress=False, log=None):
-    """The model ``name`` for ``seed``: loaded from its stored artifact when the database has
-    one whose file matches its checksum, else trained (dense, compact) or compressed from its
-    base, written to ``models/`` beside the database and recorded → (net, info).
-
-    The returned net is always the one read back from the file, so a fresh run and a rerun that
-    reuses the artifact evaluate the same weights.
-    """
-    from ..compress.modelfile import load_model, save_model
-
-    key = study.model_key(name, seed)
-    found = store.artifact(key)
-    if found is not None:
-        net, _ = load_model(found[0])
-        return net, found[1]
+def make_model(study, name, seed, data, parent_blobs, *, progress=False, checkpoint=None,
+               log=None):
+    """Build the model ``name`` from its parents' ``.rcnn`` bytes → (its bytes, info). Runs in
+    this process or on a worker; touches no database."""
+    parents = {n: net_from_bytes(b, n) for n, b in parent_blobs.items()}
+    net, extra = build_model(study, name, seed, data, parents, progress=progress,
+                             checkpoint=checkpoint, log=log)
     spec = study.model(name)
-    x, y, xt, yt = data
-    say = log or (lambda line: None)
-    t0 = time.perf_counter()
-    extra = {}
-    models = os.path.join(store.root, MODEL_DIR)
-    os.makedirs(models, exist_ok=True)
-    path = os.path.join(models, f"{name}-s{seed}-{key}.rcnn")
-    # Training saves a checkpoint every epoch: a killed run resumes it after the last epoch.
-    checkpoint = os.path.join(models, f"{name}-s{seed}-{key}.training.h5")
-    if spec.kind == "compressed":
-        from ..compress.pipeline import CompressionSettings, compress
-
-        net, _ = obtain_model(study, store, spec.base, seed, data, progress=progress, log=log)
-        say(f"compressing {spec.base} → {name} (seed {seed})")
-        settings = CompressionSettings(**{**study.compression(spec), "seed": seed})
-        report = compress(net, x, y, settings, val=None, progress=progress, log=None)
-        extra["stages"] = [{k: s[k] for k in ("stage", "seconds")} for s in report["stages"]]
-    else:
-        say(f"training {name} ({spec.arch}, seed {seed})")
-        from ..models.datasets import DATASETS
-
-        net = _build(study, spec, seed, x.shape[1:], len(DATASETS[study.dataset]))
-        _train(net, x, y, spec.train, seed, progress, checkpoint)
-    extra["build_seconds"] = time.perf_counter() - t0
-    save_model(path, net, meta={"model": name, "kind": spec.kind, "dataset": study.dataset,
-                                "identity": study.model_identity(name, seed)})  # atomic
-    net, _ = load_model(path)
-    info = model_info(net, path, extra)
-    store.put_artifact(key, name, spec.kind, path, info)
-    if os.path.exists(checkpoint):
-        os.unlink(checkpoint)
-    return net, info
+    blob = net_to_bytes(net, {"model": name, "kind": spec.kind, "dataset": study.dataset,
+                              "identity": study.model_identity(name, seed)})
+    # The info of the net as read back: what every cell evaluates.
+    return blob, model_info(net_from_bytes(blob, name), len(blob), extra)
 
 
-def evaluate_cell(study, net, info, cell, xt, yt, *, progress=False):
-    """One cell's row (without its key): ``attacks.evaluate`` of one attack at one eps, with
-    the sanity checks attached."""
-    from ..attacks.evaluate import evaluate
-
-    spec = study.model(cell.model)
-    base = study.model(spec.base) if spec.kind == "compressed" else spec
-    bar = _bar(progress)(total=2 if study.sanity else 1, desc=f"{cell.model} {cell.attack} "
-                         f"eps {cell.eps:g}", unit="step", leave=False, position=1)
-    started = time.time()
-    t0 = time.perf_counter()
-    try:
-        result = evaluate(net, xt, yt, [cell.attack], [cell.eps], sanity=study.sanity,
-                          sanity_examples=study.sanity_examples, batch_size=study.batch_size,
-                          seed=cell.seed, log=lambda line: bar.update())
-    finally:
-        bar.close()
-    (row,) = result["rows"]
-    row = dict(row)
-    row.pop("seconds")  # timings stay out of the metrics: equal seeds give equal metrics
-    settings = study.compression(spec) if spec.kind == "compressed" else \
-        {"train": spec.train, "kwargs": spec.kwargs}
-    return {"study": study.name, "model": cell.model,
-            "model_key": study.model_key(cell.model, cell.seed), "kind": spec.kind,
-            "arch": base.arch, "settings": settings, "attack": cell.attack, "norm": row["norm"],
-            "eps": cell.eps, "seed": cell.seed, "examples": row["examples"],
-            "clean_accuracy": row["clean_accuracy"],
-            "adversarial_accuracy": row["adversarial_accuracy"],
-            "success_rate": row["success_rate"], "linf_mean": row["linf_mean"],
-            "l2_mean": row["l2_mean"],
-            "sanity_passed": result["sanity_passed"] if study.sanity else None,
-            "metrics": row, "sanity": result["sanity"],
-            "model_info": {k: v for k, v in info.items()
-                           if k not in ("build_seconds", "stages")},
-            "seconds": time.perf_counter() - t0, "started": started, "finished": time.time(),
-            "versions": versions()}
+def _artifact_path(store, study, name, seed, suffix=".rcnn"):
+    return os.path.join(store.root, MODEL_DIR,
+                        f"{name}-s{seed}-{study.model_key(name, seed)}{suffix}")
 
 
-def run_study(study, db, *, limit=None, progress=True, log=None):
+def store_model(store, study, name, seed, blob, info):
+    """Write a model's bytes beside the database (atomically) and record them."""
+    from ..atomic import atomic_path
+
+    path = _artifact_path(store, study, name, seed)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(blob)
+    store.put_artifact(study.model_key(name, seed), name, study.model(name).kind, path, info)
+    return path
+
+
+def stored_model(store, study, name, seed):
+    """(bytes, info) of a model the database has (file present and matching), else None."""
+    found = store.artifact(study.model_key(name, seed))
+    if found is None:
+        return None
+    with open(found[0], "rb") as f:
+        return f.read(), found[1]
+
+
+def obtain_model(study, store, name, seed, data, *, progress=False, log=None, _blobs=None):
+    """The model ``name`` for ``seed`` in this process: its stored artifact when the database
+    has one, else made from its parents (obtained the same way), stored and recorded →
+    (net, info). Training checkpoints every epoch beside the database, so a killed run resumes
+    after the last finished epoch."""
+    blobs = {} if _blobs is None else _blobs
+    found = stored_model(store, study, name, seed)
+    if found is None:
+        spec = study.model(name)
+        parents = {}
+        for p in spec.parents:
+            obtain_model(study, store, p, seed, data, progress=progress, log=log, _blobs=blobs)
+            parents[p] = blobs[(p, seed)][0]
+        checkpoint = _artifact_path(store, study, name, seed, ".training.h5")
+        os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
+        found = make_model(study, name, seed, data, parents, progress=progress,
+                           checkpoint=checkpoint, log=log)
+        store_model(store, study, name, seed, *found)
+        if os.path.exists(checkpoint):
+            os.unlink(checkpoint)
+    blobs[(name, seed)] = found
+    return net_from_bytes(found[0], name), found[1]
+
+
+def _needed_models(study, cells):
+    """The (model, seed) pairs the cells evaluate, with their ancestors, parents first."""
+    order = {m.name: i for i, m in enumerate(study.models)}
+    need = set()
+
+    def add(name, seed):
+        if (name, seed) not in need:
+            need.add((name, seed))
+            for p in study.model(name).parents:
+                add(p, seed)
+
+    for c in cells:
+        for m in study.cell_models(c):
+            add(m, c.seed)
+    return sorted(need, key=lambda ms: (ms[1], order[ms[0]]))
+
+
+def _describe(cell):
+    eps = "" if cell.eps is None else f" eps {cell.eps:g}"
+    return f"{cell.model} {cell.attack}{eps} seed {cell.seed}"
+
+
+def run_study(study, db, *, limit=None, progress=True, log=None, scheduler=None):
     """Run the cells of ``study`` missing from the database ``db`` (a path), at most ``limit``
-    of them → {"cells": total, "done_before": n, "written": n, "remaining": n, "seconds": s}."""
+    of them, in this process or (``scheduler``: a Dask scheduler address or a
+    ``distributed.Client``) on a Dask cluster → {"cells": total, "done_before": n, "written":
+    n, "remaining": n, "seconds": s}."""
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be >= 1, got {limit}")
     t0 = time.perf_counter()
@@ -218,23 +199,28 @@ def run_study(study, db, *, limit=None, progress=True, log=None):
         pending = [(k, c) for k, c in cells if k not in done]
         todo = pending[:limit] if limit else pending
         written = 0
-        if todo:
+        if todo and scheduler is not None:
+            from .distributed import run_distributed
+
+            written = run_distributed(study, store, todo, scheduler, progress=progress, log=say)
+        elif todo:
             data = load_data(study)
             xt, yt = data[2], data[3]
-            cache = {}
+            loaded = {}
 
             def cell_fn(cell):
-                model = (cell.model, cell.seed)
-                if model not in cache:
-                    cache.clear()  # one model in memory at a time
-                    cache[model] = obtain_model(study, store, cell.model, cell.seed, data,
-                                                progress=progress, log=say)
-                net, info = cache[model]
-                return evaluate_cell(study, net, info, cell, xt, yt, progress=progress)
+                names = study.cell_models(cell)
+                for name in names:
+                    if (name, cell.seed) not in loaded:
+                        if len(loaded) > 8:  # a few models in memory at a time
+                            loaded.clear()
+                        loaded[(name, cell.seed)] = obtain_model(
+                            study, store, name, cell.seed, data, progress=progress, log=say)
+                nets = {n: loaded[(n, cell.seed)][0] for n in names}
+                infos = {n: loaded[(n, cell.seed)][1] for n in names}
+                return evaluate_cell(study, cell, nets, infos, xt, yt, progress=progress)
 
-            written = run_cells(store, todo, cell_fn, progress=progress,
-                                describe=lambda c: f"{c.model} {c.attack} eps {c.eps:g} "
-                                                   f"seed {c.seed}")
+            written = run_cells(store, todo, cell_fn, progress=progress, describe=_describe)
         remaining = len(pending) - written
     return {"cells": len(cells), "done_before": len(cells) - len(pending), "written": written,
             "remaining": remaining, "seconds": time.perf_counter() - t0}

@@ -19,12 +19,13 @@ stored twice, even by two runners racing for it.
 
 import hashlib
 import json
+import math
 import os
 import platform
 import sqlite3
 import time
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: eps may be NULL (unbounded attacks, sanity cells)
 COLUMNS = ("key", "study", "model", "model_key", "kind", "arch", "settings", "attack", "norm",
            "eps", "seed", "examples", "clean_accuracy", "adversarial_accuracy", "success_rate",
            "linf_mean", "l2_mean", "sanity_passed", "metrics", "sanity", "model_info", "seconds",
@@ -35,7 +36,7 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS cells (
     key TEXT PRIMARY KEY, study TEXT, model TEXT NOT NULL, model_key TEXT NOT NULL, kind TEXT,
-    arch TEXT, settings TEXT, attack TEXT NOT NULL, norm TEXT, eps REAL NOT NULL,
+    arch TEXT, settings TEXT, attack TEXT NOT NULL, norm TEXT, eps REAL,
     seed INTEGER NOT NULL, examples INTEGER, clean_accuracy REAL, adversarial_accuracy REAL,
     success_rate REAL, linf_mean REAL, l2_mean REAL, sanity_passed INTEGER, metrics TEXT,
     sanity TEXT, model_info TEXT, seconds REAL, started REAL, finished REAL, versions TEXT);
@@ -118,6 +119,9 @@ class Store:
         its own transaction → True if written, False if a row with its key already existed."""
         if not row.get("key"):
             raise ValueError("write_cell: the row needs a key")
+        row = dict(row)
+        if row.get("eps") is not None and math.isnan(row["eps"]):
+            row["eps"] = None
         values = [json.dumps(row.get(c), sort_keys=True) if c in _JSON and row.get(c) is not None
                   else row.get(c) for c in COLUMNS]
         with self._transaction():
@@ -138,6 +142,8 @@ class Store:
             for c in _JSON:
                 if row[c] is not None:
                     row[c] = json.loads(row[c])
+            if row["eps"] is None:  # an unbounded attack or a sanity cell: no radius
+                row["eps"] = float("nan")
             row["sanity_passed"] = None if row["sanity_passed"] is None else \
                 bool(row["sanity_passed"])
             out.append(row)

@@ -33,7 +33,9 @@ load too.
   of a (K,) or (K, 1, 1) blob.
 - Concat (``axis`` or V1 ``concat_dim``) → Concat; Eltwise SUM (with coefficients), PROD, MAX →
   EltwiseSum, EltwiseProd, EltwiseMax.
-- BatchNorm → BatchNorm without affine (the stored sums divided by the moving-average factor);
+- BatchNorm → BatchNorm without affine (the stored sums divided by the moving-average factor;
+  ``moving_average_fraction`` as its momentum; ``use_global_stats: true`` keeps the statistics
+  frozen in training, not set means batch statistics in training as in Caffe's TRAIN phase);
   Scale (one factor per channel, optional bias) → Scale.
 - Flatten (axis 1 to the end) → Flatten, other axes → Reshape; Reshape (0 copies, -1 inferred,
   ``axis``/``num_axes``) → Reshape.

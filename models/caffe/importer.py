@@ -233,7 +233,11 @@ def _batch_norm(name, layer, at, io, shapes):
     p = _sub(layer, "batch_norm_param")
     if p.HasField("use_global_stats") and not p.use_global_stats:
         raise _not_supported(at, "use_global_stats: false (batch statistics at inference)")
-    return [BatchNorm(name, eps=_f32(p.eps), affine=False, **io)]
+    # Not set: Caffe's default, batch statistics in training (our train mode) and running ones
+    # at inference; true: frozen statistics in training too.
+    return [BatchNorm(name, eps=_f32(p.eps), affine=False,
+                      momentum=_f32(p.moving_average_fraction),
+                      use_global_stats=bool(p.use_global_stats), **io)]
 
 
 def _scale(name, layer, at, io, shapes):

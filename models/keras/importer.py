@@ -379,8 +379,12 @@ def _batch_norm(b, name, cfg, blob, arrays, at):
     C = blob.keras_shape[-1]
     names = _weight_names("BatchNormalization", cfg)
     w = _expect(arrays, {k: (C,) for k in names}, at) if arrays is not None else None
-    top = b.add(BatchNorm(name, eps=float(cfg.get("epsilon", 1e-3)), affine=True), [blob.name],
-                blob.keras_shape, at)
+    # Keras' momentum is the weight of the running value, as ours; a layer with trainable=False
+    # runs in inference mode in training too (Keras 2.1.3+): frozen statistics.
+    layer = BatchNorm(name, eps=float(cfg.get("epsilon", 1e-3)), affine=True,
+                      momentum=float(cfg.get("momentum", 0.99)),
+                      use_global_stats=cfg.get("trainable", True) is False)
+    top = b.add(layer, [blob.name], blob.keras_shape, at)
     if w is not None:
         b.weights[f"{name}/mean"] = w["moving_mean"]
         b.weights[f"{name}/var"] = w["moving_variance"]

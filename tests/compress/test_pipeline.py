@@ -1,8 +1,10 @@
-"""The pipeline's presets: complete settings for the models they are named after."""
+"""The pipeline: presets complete for the models they are named after, and adversarial-aware
+compression (adversarial retraining inside the pipeline)."""
 
+import numpy as np
 import pytest
 
-from robustcnn.compress.pipeline import PRESETS, CompressionSettings, preset
+from robustcnn.compress.pipeline import PRESETS, CompressionSettings, compress, preset
 from robustcnn.models.lenet import build_model
 
 
@@ -22,3 +24,80 @@ def test_preset_overrides_and_unknown_names():
     with pytest.raises(ValueError, match="no compression preset for 'alexnet'"):
         preset("alexnet")
     assert isinstance(preset("lenet-300-100"), CompressionSettings)
+
+
+def tiny_lenet():
+    """LeNet's shape in miniature: conv → pool → ReLU → ip → ReLU → ip, on (1, 8, 8)."""
+    from robustcnn.engine import Conv2d, Linear, MaxPool2d, Net, ReLU
+
+    return Net([Conv2d("conv1", 4, kernel=3), MaxPool2d("pool1", 2, 2), ReLU("relu1"),
+                Linear("ip1", 16), ReLU("relu2"), Linear("ip2", 3)], input_shape=(1, 8, 8),
+               seed=0, name="tiny-lenet")
+
+
+def bars(n=128, seed=0):
+    """Images in [0, 1]; class k is a bright bar on rows 2k + 1 and 2k + 2."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.uniform(0.0, 0.3, (n, 1, 8, 8))
+    for i, k in enumerate(y):
+        x[i, 0, 2 * k + 1:2 * k + 3, 1:7] += 0.5
+    return x.astype(np.float32), y
+
+
+def tiny_compress(adversarial, x=None, y=None):
+    if x is None:
+        x, y = bars()
+    net = tiny_lenet()
+    settings = CompressionSettings(kept={"conv1": 0.5, "ip1": 0.25, "ip2": 0.5},
+                                   bits={"conv1": 4, "ip1": 4, "ip2": 4}, rounds=1,
+                                   retrain_epochs=1, finetune_epochs=1, lr=0.05,
+                                   finetune_lr=0.01, batch_size=32, seed=3,
+                                   adversarial=adversarial)
+    report = compress(net, x, y, settings, val=(x, y), progress=False, log=None)
+    return net, report
+
+
+def test_adversarial_compression_retrains_on_adversarial_examples(monkeypatch):
+    from robustcnn.attacks.adversarial_training import AdversarialObjective
+    from robustcnn.compress import pipeline
+
+    objectives = []
+    real_fit = pipeline.fit
+    monkeypatch.setattr(pipeline, "fit", lambda *a, **kw: (objectives.append(kw["objective"]),
+                                                           real_fit(*a, **kw))[1])
+    plain, _ = tiny_compress(None)
+    assert objectives == [None, None]  # the default trains as before
+    objectives.clear()
+    neutral, _ = tiny_compress({"attack": "fgsm", "eps": 0.1, "fraction": 0.0})
+    adversarial, report = tiny_compress({"attack": "pgd", "eps": 0.1, "fraction": 1.0,
+                                         "steps": 2})
+    # Both the retraining after pruning and the centroid fine-tuning use the objective.
+    assert [o.fraction for o in objectives] == [0.0, 0.0, 1.0, 1.0]
+    assert objectives[-1] == AdversarialObjective("pgd", eps=0.1, fraction=1.0, steps=2, seed=3)
+    assert report["settings"]["adversarial"] == {"attack": "pgd", "eps": 0.1, "fraction": 1.0,
+                                                 "steps": 2}
+    assert [s["stage"] for s in report["stages"]] == [
+        "dense", "prune+retrain 1/1", "quantize", "fine-tune centroids", "huffman"]
+    x, _ = bars(8)
+    # fraction 0 trains on clean batches only: the same bits as no objective at all …
+    np.testing.assert_array_equal(neutral.forward(x), plain.forward(x))
+    # … and training on adversarial examples gives other weights.
+    assert not np.allclose(adversarial.forward(x), plain.forward(x))
+
+
+@pytest.mark.parametrize("adversarial,match", [
+    ({"attack": "fgsm", "epsilon": 0.1}, "adversarial has unknown key 'epsilon'"),
+    ({"seed": 1}, "unknown key 'seed' \\(the seed is the settings' seed\\)"),
+    ({"attack": "deepfool"}, "not a bounded attack"),
+    ({"fraction": 2.0}, "fraction must be"),
+    (["fgsm"], "adversarial must be a dict"),
+])
+def test_adversarial_settings_are_checked_before_any_work(adversarial, match):
+    x, y = bars(64)
+    net = tiny_lenet()
+    before = net.params["ip1"]["weight"].copy()
+    settings = CompressionSettings(kept={"ip1": 0.5}, bits={}, adversarial=adversarial)
+    with pytest.raises(ValueError, match=match):
+        compress(net, x, y, settings, progress=False, log=None)
+    np.testing.assert_array_equal(net.params["ip1"]["weight"], before)  # nothing was pruned

@@ -7,8 +7,9 @@ import pytest
 
 from robustcnn.models.caffe_minimal import net_from_prototxt
 from robustcnn.models.squeezenet_dc import PROTOTXT
-from robustcnn.models.zoo import (build_zoo, googlenet, mobilenet_small, mobilenet_v1,
-                                  squeezenet_small, squeezenet_v1_0, squeezenet_v1_1)
+from robustcnn.models.zoo import (build_zoo, compact_for_params, data_init, googlenet,
+                                  mobilenet_small, mobilenet_v1, squeezenet_small,
+                                  squeezenet_v1_0, squeezenet_v1_1)
 
 # Trainable values (weights, biases, batch-norm scale and shift), as the papers or reference
 # files count them: AlexNet/CaffeNet "60 million" (Krizhevsky et al.; Caffe's bvlc files hold
@@ -174,3 +175,125 @@ def test_inception_v3_computes_what_keras_inception_v3_computes(keras_app, tmp_p
     from helpers import assert_close
 
     assert_close(zoo.logits(x), expected, 1e-5, "inception_v3 logits vs Keras", atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# The compact variants at a parameter budget (compact_for_params) and their trainability
+
+
+def _logit_scale(net, seed=0):
+    """Standard deviation of the logits for inputs like images in [0, 1]."""
+    x = np.random.default_rng(seed).random((8,) + net.input_shape).astype(np.float32)
+    return float(net.logits(x).std())
+
+
+def test_small_variants_keep_the_signal():
+    """The engine's batch norm uses running statistics (a fresh net's are 0 and 1), so nothing
+    rescales the activations while training from scratch: with glorot weights the logits of
+    mobilenet_small(0.25) came out ~1e-5 of the input scale and the net did not learn."""
+    for net in (mobilenet_small(0.25, input_shape=(1, 28, 28)),
+                mobilenet_small(0.05, blocks=5, input_shape=(1, 28, 28)),
+                squeezenet_small(input_shape=(1, 28, 28)), squeezenet_small(0.25)):
+        assert _logit_scale(net) > 1e-3, net.name
+    w = mobilenet_small(0.5).layer("conv3_pw").params["weight"]  # He et al.: N(0, 2/fan_in)
+    assert float(w.std()) == pytest.approx(np.sqrt(2 / w.shape[1]), rel=0.05)
+    w = squeezenet_small().layer("fire4/conv3x3_2").params["weight"]
+    assert float(w.std()) == pytest.approx(np.sqrt(2 / (w.shape[1] * 9)), rel=0.05)
+
+
+@pytest.mark.parametrize("blocks", [1, 3, 5, 13])
+def test_mobilenet_small_blocks(blocks):
+    net = mobilenet_small(0.25, blocks=blocks, input_shape=(1, 28, 28))
+    dw = [l for l in net.layers if l.name.endswith("_dw")]
+    assert len(dw) == blocks and all(l.groups == l.weight_shape[0] for l in dw)
+    final = net.blob_shapes["pool"]
+    last = net.blob_shapes[[l.name for l in net.layers if l.name.endswith("_pw")][-1]]
+    assert last[1:] == {1: (28, 28), 3: (14, 14), 5: (4, 4), 13: (4, 4)}[blocks]
+    assert final == (last[0], 1, 1)
+    assert net.name == "mobilenet_small_0.25" + ("" if blocks == 13 else f"_b{blocks}")
+
+
+def test_squeezenet_small_width():
+    net = squeezenet_small(0.25, input_shape=(1, 28, 28))
+    assert net.layer("conv1").out_channels == 16
+    assert net.layer("fire9/conv1x1_1").out_channels == 16  # 64 · 0.25
+    assert net.layer("conv_final").out_channels == 10  # the classes are not scaled
+    assert net.name == "squeezenet_small_0.25"
+    assert squeezenet_small(0.001).layer("fire2/conv1x1_1").out_channels == 2  # at least 2
+    assert net.layers[-3].name == "conv_final" and net.layers[-2].type == "Pooling"  # no ReLU
+
+
+@pytest.mark.parametrize("arch,extra", [("mobilenet_small", {"blocks": 5}),
+                                        ("mobilenet_small", {}), ("squeezenet_small", {})])
+@pytest.mark.parametrize("params", [43_000, 11_000, 5_000])
+def test_compact_for_params(arch, extra, params):
+    kwargs = compact_for_params(arch, params, input_shape=(1, 28, 28), **extra)
+    assert {k: v for k, v in kwargs.items() if k not in ("alpha", "width")} == \
+        {"input_shape": (1, 28, 28), **extra}
+    assert build_zoo(arch, **kwargs).num_params() == pytest.approx(params, rel=0.08)
+
+
+def test_compact_for_params_errors():
+    with pytest.raises(ValueError, match="'vgg16' has no width knob"):
+        compact_for_params("vgg16", 1000)
+    with pytest.raises(ValueError, match=r"parameters \(alpha 0.001 to 1\); 10,000,000 is"):
+        compact_for_params("mobilenet_small", 10_000_000)
+    with pytest.raises(ValueError, match="is outside"):
+        compact_for_params("squeezenet_small", 100)
+    with pytest.raises(ValueError, match="alpha is what it chooses"):
+        compact_for_params("mobilenet_small", 5000, alpha=0.5)
+    with pytest.raises(ValueError, match=r"blocks must be an integer in 1\.\.13"):
+        mobilenet_small(0.5, blocks=14)
+    with pytest.raises(ValueError, match=r"width multiplier must be in \(0, 4\]"):
+        squeezenet_small(0)
+
+
+@pytest.mark.parametrize("arch,extra", [("mobilenet_small", {"blocks": 5}),
+                                        ("squeezenet_small", {})])
+def test_compact_nets_learn_a_batch(arch, extra):
+    """A few SGD steps on one batch lower the loss of the smallest budget's net."""
+    from robustcnn.engine.train import SGD
+
+    net = build_zoo(arch, **compact_for_params(arch, 5000, input_shape=(1, 28, 28), **extra))
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 1, 28, 28)).astype(np.float32)
+    x[:16, :, :14] += 1.0  # two classes told apart by the upper half's brightness
+    y = np.repeat([0, 1], 16)
+    net.train()
+    opt = SGD(0.9, 5e-4)
+    first, _ = net.loss_and_grad(x, y)
+    for _ in range(15):
+        opt.step(net, 0.02)
+        loss, _ = net.loss_and_grad(x, y)
+    assert np.isfinite(loss) and loss < 0.8 * first
+
+
+def test_data_init_normalises_every_layer():
+    from robustcnn.engine.layers import Context
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 1, 28, 28)) * (rng.random((64, 1, 1, 1)) + 0.2)).astype(np.float32)
+    for net in (mobilenet_small(0.1, blocks=4, input_shape=(1, 28, 28)),
+                squeezenet_small(0.1, input_shape=(1, 28, 28))):
+        before = net.logits(x)
+        assert data_init(net, x) is net
+        blobs, ctx = {"data": x}, Context()
+        checked = 0
+        for layer, in_ids, out_ids in net._plan:
+            xs = [blobs[i] for i in in_ids]
+            if layer.type == "BatchNorm":  # mean 0, variance ~1 after the batch norm
+                y = layer.forward(xs, ctx)[0]
+                np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-3)
+                np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-2)
+                checked += 1
+            elif layer.type == "Convolution" and layer.bias and layer.name != "conv_final":
+                y = layer.forward(xs, ctx)[0]
+                np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-3)
+                np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-2)
+                checked += 1
+            for o, y in zip(out_ids, layer.forward(xs, ctx)):
+                blobs[o] = y
+        assert checked >= 8
+        assert np.isfinite(net.logits(x)).all() and not np.allclose(net.logits(x), before)
+    with pytest.raises(ValueError, match=r"at least 2 inputs of shape \(1, 28, 28\)"):
+        data_init(mobilenet_small(0.1, input_shape=(1, 28, 28)), x[:1])

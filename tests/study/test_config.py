@@ -9,16 +9,29 @@ from study_helpers import tiny_config
 from robustcnn.study.config import load_config, parse_config
 
 
-def test_example_config_parses_into_the_documented_grid():
-    path = resources.files("robustcnn.study") / "examples" / "small.toml"
-    study = load_config(path)
-    assert [m.kind for m in study.models] == ["dense", "compressed", "compact"]
-    assert study.attacks == {"fgsm": [0.05, 0.1, 0.2], "pgd-linf": [0.05, 0.1, 0.2]}
-    assert study.seeds == [0]
-    cells = study.cells()
-    assert len(cells) == 3 * 2 * 3
-    assert len({study.cell_key(c) for c in cells}) == len(cells)
-    assert study.compression(study.model("lenet5-dc"))["kept"]["ip1"] == pytest.approx(0.07)
+def test_example_configs_parse_into_the_documented_grids():
+    folder = resources.files("robustcnn.study") / "examples"
+    demo = load_config(folder / "demo.toml")
+    assert [m.kind for m in demo.models] == ["dense"] + ["compressed"] * 3 + ["compact"] * 2
+    assert {k: a.eps for k, a in demo.attacks.items()} == {"fgsm": (0.02, 0.05, 0.1),
+                                                           "pgd-linf": (0.02, 0.05, 0.1)}
+    assert demo.seeds == [0]
+    cells = demo.cells()
+    # 6 models × 2 attacks × 3 eps, and a sanity cell per model
+    assert len(cells) == 6 * 2 * 3 + 6
+    assert [c.model for c in cells if c.attack == "sanity"] == [m.name for m in demo.models]
+    assert len({demo.cell_key(c) for c in cells}) == len(cells)
+    assert demo.compression(demo.model("dc-40x"))["kept"]["ip1"] == pytest.approx(0.07)
+    assert demo.adversarial("dc-40x-aware") == "compressed"
+
+    paper = load_config(folder / "paper.toml")
+    kinds = {m.kind for m in paper.models}
+    assert kinds == {"dense", "compressed", "finetuned", "compact", "distilled", "lowrank"}
+    assert paper.seeds == [0, 1] and "transfer:fgsm<-lenet5" in paper.attacks
+    assert not paper.attacks["deepfool"].bounded and paper.attacks["deepfool"].eps
+    # The models the demo shares with the paper grid are not the same models (shorter
+    # training): their keys differ, so neither database reuses the other's.
+    assert demo.model_key("lenet5", 0) != paper.model_key("lenet5", 0)
 
 
 def test_keys_follow_what_determines_the_result(tiny_mnist):
@@ -66,7 +79,31 @@ def _broken(data_dir, edit):
     (lambda r: r["models"][1]["settings"].update(bits={"ip1": 4.5}),
      "models[1] (dc).settings.bits.ip1"),
     (lambda r: r["attacks"][0].update(name="laser"), "attacks[0].name"),
-    (lambda r: r["attacks"][0].update(name="deepfool"), "attacks[0].name"),
+    (lambda r: r["attacks"][0].update(name="deepfool", source="dense"), "attacks[0].source"),
+    (lambda r: r["attacks"][0].update(source="elsewhere"), "attacks[0].source"),
+    (lambda r: r["attacks"][0].update(options={"eps": 1}), "attacks[0].options.eps"),
+    (lambda r: r["attacks"][0].update(eps=[]), "attacks[0].eps"),
+    (lambda r: r["train"].update(adversarial={"attack": "deepfool", "eps": 0.1}),
+     "train.adversarial.attack"),
+    (lambda r: r["train"].update(adversarial={"attack": "fgsm"}), "train.adversarial.eps"),
+    (lambda r: r["train"].update(adversarial={"eps": 0.1, "fraction": 2}),
+     "train.adversarial.fraction"),
+    (lambda r: r["train"].update(adversarial={"eps": 0.1, "speed": 2}),
+     "train.adversarial.speed"),
+    (lambda r: r["models"][1]["settings"].update(adversarial={"eps": -1}),
+     "models[1] (dc).settings.adversarial.eps"),
+    (lambda r: r["models"][1].update(target_ratio=0.5), "models[1] (dc).target_ratio"),
+    (lambda r: r["models"].append({"name": "low", "kind": "lowrank", "base": "dense"}),
+     "models[3] (low)"),
+    (lambda r: r["models"].append({"name": "low", "kind": "lowrank", "base": "dense",
+                                   "ranks": {"ip1": 0}}), "models[3] (low).ranks.ip1"),
+    (lambda r: r["models"].append({"name": "kd", "kind": "distilled", "arch": "lenet5",
+                                   "teacher": "nobody"}), "models[3] (kd).teacher"),
+    (lambda r: r["models"].append({"name": "kd", "kind": "distilled", "arch": "lenet5",
+                                   "teacher": "dense", "alpha": 1.5}), "models[3] (kd).alpha"),
+    (lambda r: r["models"].append({"name": "ft", "kind": "finetuned", "base": "dc",
+                                   "preset": "lenet5"}), "models[3] (ft).preset"),
+    (lambda r: r["models"][2].update(params=0), "models[2] (compact).params"),
     (lambda r: r["attacks"][1].update(name="pgd-linf", eps=[0.1]) or
      r["attacks"][0].update(name="pgd"), "attacks[1].name"),
     (lambda r: r["attacks"][0].update(eps=[0.1, -0.1]), "attacks[0].eps"),
@@ -83,3 +120,51 @@ def test_invalid_toml_names_the_file(tmp_path):
     path.write_text("[study\nname = 1\n")
     with pytest.raises(ValueError, match="broken.toml: not valid TOML"):
         load_config(path)
+
+
+def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
+    raw = tiny_config(tiny_mnist, sanity=True)
+    raw["models"] += [
+        {"name": "adv", "kind": "dense", "arch": "lenet-300-100",
+         "train": {"adversarial": {"attack": "pgd", "eps": 0.1, "steps": 3}}},
+        {"name": "dc-aware", "kind": "compressed", "base": "dense", "preset": "lenet-300-100",
+         "settings": {"adversarial": {"eps": 0.1}}},
+        {"name": "dc-90", "kind": "compressed", "base": "adv", "preset": "lenet-300-100",
+         "target_ratio": 90},
+        {"name": "dc-then-adv", "kind": "finetuned", "base": "dc",
+         "train": {"epochs": 1, "adversarial": {"eps": 0.1, "fraction": 1.0}}},
+        {"name": "kd", "kind": "distilled", "arch": "lenet5", "teacher": "dense",
+         "params": 5000},
+        {"name": "low", "kind": "lowrank", "base": "dense", "ratio": 10},
+    ]
+    raw["attacks"] += [{"name": "deepfool", "eps": [0.5, 1.0], "options": {"max_iter": 5}},
+                       {"name": "cw"},
+                       {"name": "fgsm", "eps": [0.1], "source": "dense"}]
+    study = parse_config(raw, source="all.toml")
+    assert study.model("adv").train["adversarial"] == {"attack": "pgd-linf", "eps": 0.1,
+                                                       "fraction": 0.5, "steps": 3}
+    assert study.model("kd").parents == ["dense"] and study.model("kd").teacher == "dense"
+    assert study.arch("dc-then-adv") == "lenet-300-100"
+    assert [study.adversarial(n) for n in ("dense", "dc", "adv", "dc-aware", "dc-90",
+                                           "dc-then-adv", "kd")] == \
+        ["", "", "dense", "compressed", "dense", "finetuned", ""]
+    assert study.attacks["deepfool"].eps == (0.5, 1.0) and not study.attacks["cw-l2"].eps
+    transfer = "transfer:fgsm<-dense"
+    assert study.attacks[transfer].source == "dense"
+    cells = study.cells()
+    assert not [c for c in cells if c.attack == transfer and c.model == "dense"]
+    assert {c.eps for c in cells if c.attack in ("deepfool", "cw-l2", "sanity")} == {None}
+    first = next(c for c in cells if c.attack == transfer)
+    assert study.cell_models(first) == [first.model, "dense"]
+    keys = [study.cell_key(c) for c in cells]
+    assert len(set(keys)) == len(keys)
+    # A model's key follows its parents: retraining the teacher changes the student.
+    raw["models"][0]["train"] = {"epochs": 1}
+    other = parse_config(raw, source="all.toml")
+    for name in ("dense", "dc", "dc-aware", "dc-then-adv", "kd", "low"):
+        assert study.model_key(name, 0) != other.model_key(name, 0), name
+    for name in ("adv", "dc-90", "compact"):
+        assert study.model_key(name, 0) == other.model_key(name, 0), name
+    # ... and a transfer cell's key follows its source.
+    cell = next(c for c in cells if c.attack == transfer)
+    assert study.cell_key(cell) != other.cell_key(cell)

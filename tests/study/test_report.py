@@ -66,3 +66,111 @@ def test_accuracy_rising_with_eps_is_flagged():
     assert "rises with eps in dense fgsm seed 0: ε=0.2 → ε=0.3" in md
     rows[-1]["adversarial_accuracy"] = 0.31  # one example: within tolerance
     assert "never rises with eps" in markdown(rows)
+
+
+def test_pareto_front_on_a_hand_made_example():
+    from robustcnn.study.report import pareto_front
+
+    points = [("a", 100, 0.5), ("b", 200, 0.4),   # b: larger and less robust than a
+              ("c", 300, 0.7), ("d", 300, 0.6),   # d: as large as c, less robust
+              ("e", 50, 0.2), ("f", 400, 0.7),    # f: as robust as c, larger
+              ("g", 100, 0.5)]                    # g: the same as a; neither dominates
+    assert pareto_front(points) == ["e", "a", "g", "c"]
+    assert pareto_front([]) == []
+    assert pareto_front([("x", 10, 0.1), ("y", 10, 0.3)]) == ["y"]
+
+
+def test_fixed_eps_defaults_to_the_middle_of_each_grid():
+    from robustcnn.study.report import fixed_eps
+
+    columns = [("fgsm", 0.05), ("fgsm", 0.1), ("fgsm", 0.2), ("pgd", 0.05), ("pgd", 0.2),
+               ("deepfool", None)]
+    assert fixed_eps(columns) == {"fgsm": 0.1, "pgd": 0.05}
+    assert fixed_eps(columns, 0.2) == {"fgsm": 0.2, "pgd": 0.2}
+    assert fixed_eps(columns, 0.1) == {"fgsm": 0.1}  # pgd has no 0.1: left out
+    assert fixed_eps(columns, {"pgd": 0.2}) == {"pgd": 0.2}
+    with pytest.raises(ValueError, match="eps must be"):
+        fixed_eps(columns, "0.1")
+
+
+def _extra(row, **changes):
+    return {**row, **changes, "key": f"{row['key']}-{changes.get('attack', '')}"}
+
+
+def test_unbounded_transfer_and_sanity_rows():
+    nan = float("nan")
+    base = {(r["model"], r["seed"]): r for r in ROWS}
+    rows = list(ROWS)
+    for (model, seed), r in base.items():
+        rows.append(_extra(r, attack="transfer:fgsm<-dense", adversarial_accuracy=0.3))
+    # Unbounded DeepFool: eps NaN (as the store returns it), None, or 0 with its name.
+    for seed, l2, eps in ((0, 0.8, nan), (1, 0.9, 0.0)):
+        rows.append(_extra(base[("dc", seed)], attack="deepfool", norm="l2", eps=eps,
+                           adversarial_accuracy=0.0, success_rate=1.0,
+                           metrics={"l2_median": l2}, sanity_passed=None, sanity=None))
+    for seed in (0, 1):
+        rows.append(_extra(base[("small", seed)], attack="deepfool", norm="l2", eps=None,
+                           adversarial_accuracy=0.1, success_rate=None, sanity_passed=None,
+                           sanity=None, metrics={"l2_median": 0.5, "success_rate": 0.9}))
+    # A model-level sanity row for dc, seed 0 only: it fails.
+    rows.append(_extra(base[("dc", 0)], attack="sanity", eps=nan, adversarial_accuracy=None,
+                       sanity_passed=False,
+                       sanity=[{"name": "gradient_masking", "passed": False, "detail": "g~0"}]))
+
+    models, columns = summarise(rows)
+    assert columns == [("fgsm", 0.1), ("transfer:fgsm<-dense", 0.1), ("deepfool", None)]
+    assert models["dc"]["failed"] == {("fgsm", 0.1), ("transfer:fgsm<-dense", 0.1),
+                                      ("deepfool", None)}
+    assert models["dense"]["failed"] == set()
+    md = markdown(rows)
+    assert "sanity ε" not in md and "sanity (unbounded)" not in md
+    header = next(line for line in md.splitlines() if line.startswith("| model | clean |"))
+    assert header.endswith("| fgsm ε=0.1 | transfer:fgsm<-dense ε=0.1 | "
+                           "deepfool (unbounded): success / median L2 |")
+    # dc: success 100%, median L2 mean of 0.8 and 0.9; small: success from metrics.
+    assert "| 100.00 ± 0.00 / 0.85 ± 0.071 |" in md
+    assert "| 90.00 ± 0.00 / 0.5 ± 0 |" in md
+    assert "| deepfool (unbounded) median L2 | 0.85 ± 0.071 | 0.5 ± 0 | +0.35 (L2) |" in md
+    # The model-level check flags every cell of dc seed 0, in the headline and the checks.
+    assert "| transfer:fgsm<-dense ε=0.1 (sanity check failed) |" in md
+    assert "- dc seed 0: gradient_masking (g~0)" in md
+    assert "- dc fgsm ε=0.1 seed 0: gradient_masking (model)" in md
+    assert "- dc deepfool (unbounded) seed 0: gradient_masking (model)" in md
+    assert "- dc fgsm ε=0.1 seed 1" not in md
+    assert "never rises with eps" in md
+    assert csv_text(rows).count("\n") == 1 + len(rows)  # the CSV keeps every row, sanity too
+
+
+def test_all_pairs_table_and_the_statement_follow_the_numbers():
+    rows = [r for r in ROWS if r["model"] != "small"]
+    md = markdown(rows)
+    assert "| dc | big | 30.00× (not matched) | 1 of 1 | +50.00 |" in md
+    assert "none of them size-matched" in md
+    assert "compression kept robustness better than compactness" in md
+    # Swap the accuracies: the statement turns around.
+    flipped = [dict(r, adversarial_accuracy=0.9 if r["model"] == "big" else
+                    r["adversarial_accuracy"]) for r in rows]
+    md = markdown(flipped)
+    assert "| dc | big | 30.00× (not matched) | 0 of 1 | -30.00 |" in md
+    assert "compactness kept robustness better than compression" in md
+    # With size-matched pairs, only they count: small (120 B) pairs with dc (100 B); the failed
+    # check of small's seed 1 leaves no cell to count.
+    md = markdown(ROWS)
+    assert "| dc | small | 1.20× | 0 of 0 | – |" in md
+    assert "the 1 size-matched pair(s)" in md and "cannot answer the question yet" in md
+
+
+def test_compare_separates_robustness_from_clean_accuracy():
+    """A compressed model more accurate under attack only because it is more accurate clean:
+    it wins on accuracy but keeps a smaller share of its clean accuracy."""
+    from collections import defaultdict
+
+    from robustcnn.study.report import compare
+
+    def summary(clean, adv):
+        return {"clean": [clean], "adv": defaultdict(list, {("fgsm", 0.1): [adv]}),
+                "l2_median": {}, "failed": set()}
+
+    res = compare(summary(0.9, 0.45), summary(0.6, 0.36), [("fgsm", 0.1)])
+    assert res["wins"] == 1 and res["diffs"] == [pytest.approx(0.09)]
+    assert res["rel_wins"] == 0 and res["rel_diffs"] == [pytest.approx(0.5 - 0.6)]

@@ -46,19 +46,26 @@ def test_tiny_grid_resumes_reuses_models_and_reports(tiny_mnist, tmp_path):
     db = tmp_path / "db.sqlite"
     lines = []
     first = run_study(study, db, limit=5, progress=False, log=lines.append)
-    assert first == {**first, "cells": 12, "written": 5, "remaining": 7, "done_before": 0}
+    # 3 models × 2 attacks × 2 eps, and one sanity cell per model
+    assert first == {**first, "cells": 15, "written": 5, "remaining": 10, "done_before": 0}
     second = run_study(study, db, progress=False, log=lines.append)
-    assert second == {**second, "written": 7, "remaining": 0, "done_before": 5}
+    assert second == {**second, "written": 10, "remaining": 0, "done_before": 5}
     # Every model was built once, even across the two runs (the dense one from its file).
     assert sorted(lines) == ["compressing dense → dc (seed 0)", "training compact (lenet5, "
                              "seed 0)", "training dense (lenet-300-100, seed 0)"]
     assert run_study(study, db, progress=False, log=lines.append)["written"] == 0
 
     rows = _rows(db)
-    assert len(rows) == 12 and len({r["key"] for r in rows}) == 12
+    assert len(rows) == 15 and len({r["key"] for r in rows}) == 15
+    sanity = [r for r in rows if r["attack"] == "sanity"]
+    assert sorted(r["model"] for r in sanity) == ["compact", "dc", "dense"]
+    for r in sanity:
+        assert r["sanity"] and r["sanity_passed"] == all(c["passed"] for c in r["sanity"])
+        assert r["examples"] == 16 and r["metrics"]["checked_eps"] == [0.05, 0.2]
+    rows = [r for r in rows if r["attack"] != "sanity"]
     for r in rows:
         assert 0 <= r["adversarial_accuracy"] <= 1 and r["examples"] == 32
-        assert r["sanity"] and r["sanity_passed"] == all(c["passed"] for c in r["sanity"])
+        assert r["sanity"] is None and r["sanity_passed"] is None
         assert set(r["versions"]) == {"robustcnn", "numpy", "numba", "python"}
         assert r["seconds"] > 0
     info = {r["model"]: r["model_info"] for r in rows}
@@ -75,12 +82,13 @@ def test_tiny_grid_resumes_reuses_models_and_reports(tiny_mnist, tmp_path):
     raw2 = copy.deepcopy(raw)
     raw2["attacks"][0]["eps"].append(0.1)
     lines.clear()
-    assert run_study(parse_config(raw2), db, progress=False, log=lines.append)["written"] == 3
+    # 3 new FGSM cells, and 3 new sanity cells: they check the study's eps, which changed.
+    assert run_study(parse_config(raw2), db, progress=False, log=lines.append)["written"] == 6
     assert lines == []
 
-    csv_path, md_path = write_report(str(db), str(tmp_path / "report"))
+    csv_path, md_path, *figures = write_report(str(db), str(tmp_path / "report"))
     csv_text, md = open(csv_path).read(), open(md_path).read()
-    assert csv_text.count("\n") == 1 + 15
+    assert csv_text.count("\n") == 1 + 21
     assert "## Headline: at equal size, compressed vs compact" in md
     assert "### dc (" in md and "fgsm ε=0.2" in md
 
@@ -147,6 +155,25 @@ def test_study_and_report_commands(tiny_mnist, tmp_path, capsys):
     assert main(["report", str(tmp_path / "missing.sqlite")]) == 2
 
 
+def test_demo_command_runs_a_study_and_prints_the_headline(tiny_mnist, tmp_path, capsys):
+    """``robustcnn demo`` is ``study`` + ``report`` on the packaged demo grid (here a tiny
+    one), ending with the headline table and the report's path; a rerun resumes."""
+    from robustcnn.cli import main
+
+    toml = tmp_path / "tiny.toml"
+    toml.write_text(_to_toml(tiny_config(tiny_mnist)))
+    db = tmp_path / "demo" / "study.sqlite"
+    args = ["demo", "--config", str(toml), "--db", str(db), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## Headline: at equal size, compressed vs compact")
+    assert "### dc (" in out and "12 cell(s) run now, 0 found done" in out
+    report = tmp_path / "demo" / "report" / "report.md"
+    assert f"report: {report}" in out and report.exists()
+    assert main(args) == 0
+    assert "0 cell(s) run now, 12 found done" in capsys.readouterr().out
+
+
 def _to_toml(raw):
     """Just enough TOML for tiny_config's dicts."""
     def value(v):
@@ -175,4 +202,73 @@ def _to_toml(raw):
 def test_tiny_grid_with_a_mobilenet(tiny_mnist, tmp_path):
     study = parse_config(tiny_config(tiny_mnist, compact="mobilenet_small", sanity=True))
     assert run_study(study, tmp_path / "db.sqlite", progress=False,
-                     log=lambda s: None)["written"] == 12
+                     log=lambda s: None)["written"] == 15
+
+
+def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
+    """The grid with each kind of model (adversarially trained, adversarial-aware compression,
+    a target ratio, compress-then-adversarially-train, distilled at a parameter count,
+    low-rank) and each form of attack (unbounded with thresholds, transfer) on tiny data."""
+    raw = tiny_config(tiny_mnist, sanity=False)
+    raw["train"]["epochs"] = 1
+    fast = {"rounds": 1, "retrain_epochs": 1, "finetune_epochs": 1, "batch_size": 16}
+    raw["models"] += [
+        {"name": "adv", "kind": "dense", "arch": "lenet-300-100",
+         "train": {"adversarial": {"attack": "pgd", "eps": 0.1, "steps": 2}}},
+        {"name": "dc-aware", "kind": "compressed", "base": "dense", "preset": "lenet-300-100",
+         "settings": {**fast, "adversarial": {"eps": 0.1}}},
+        {"name": "adv-then-dc", "kind": "compressed", "base": "adv",
+         "preset": "lenet-300-100", "target_ratio": 20, "settings": fast},
+        {"name": "dc-then-adv", "kind": "finetuned", "base": "dc",
+         "train": {"epochs": 1, "lr": 0.001, "adversarial": {"eps": 0.1, "fraction": 1.0}}},
+        {"name": "kd", "kind": "distilled", "arch": "mobilenet_small", "teacher": "dense",
+         "params": 4000, "kwargs": {"blocks": 2}, "train": {"epochs": 1}},
+        {"name": "low", "kind": "lowrank", "base": "dense", "ratio": 10,
+         "train": {"epochs": 1, "lr": 0.01}},
+        {"name": "pruned", "kind": "compressed", "base": "dense",
+         "settings": {**fast, "kept": {"ip1": 0.1, "ip2": 0.1}}},
+        {"name": "quantized", "kind": "compressed", "base": "dense",
+         "settings": {**fast, "bits": {"ip1": 4, "ip2": 4, "ip3": 4}}},
+    ]
+    raw["attacks"] = [{"name": "fgsm", "eps": [0.1]},
+                      {"name": "deepfool", "eps": [0.5, 2.0], "options": {"max_iter": 10}},
+                      {"name": "cw", "options": {"max_iter": 10, "binary_search_steps": 2}},
+                      {"name": "pgd", "eps": [0.1], "source": "dense",
+                       "options": {"steps": 5}}]
+    study = parse_config(raw)
+    db = tmp_path / "db.sqlite"
+    lines = []
+    result = run_study(study, db, progress=False, log=lines.append)
+    assert result["written"] == len(study.cells()) == 11 * 3 + 10
+    rows = {(r["model"], r["attack"]): r for r in _rows(db)}
+    info = {m: r["model_info"] for (m, _), r in rows.items()}
+    assert info["adv-then-dc"]["adversarial"] == "dense"
+    assert info["dc-aware"]["adversarial"] == "compressed"
+    assert info["dc-then-adv"]["adversarial"] == "finetuned"
+    assert info["dc"]["adversarial"] == info["kd"]["adversarial"] == ""
+    # The compressed sizes follow their settings: the target ratio is about reached.
+    assert 10 < info["adv-then-dc"]["compression_ratio"] < 40
+    assert info["dc-then-adv"]["file_bytes"] == pytest.approx(info["dc"]["file_bytes"], rel=0.05)
+    assert info["low"]["params"] < info["dense"]["params"] / 5
+    # Pruning alone (CSR-sized) and quantization alone (4-bit codes, no pruning) both shrink
+    # the file, quantization by about 32 / 4.
+    assert 1 < info["pruned"]["compression_ratio"] < info["dc"]["compression_ratio"]
+    assert 5 < info["quantized"]["compression_ratio"] < 9
+    # The student was built at the width that gives it about 4,000 parameters.
+    assert info["kd"]["params"] == pytest.approx(4000, rel=0.1)
+    for (model, attack), r in rows.items():
+        if attack in ("deepfool", "cw-l2"):
+            assert r["eps"] != r["eps"]  # NaN: no radius
+            m = r["metrics"]
+            if attack == "deepfool":
+                within = m["accuracy_within"]
+                # A larger radius admits more of the perturbations found.
+                assert within["2"] <= within["0.5"] + 1e-12
+                assert r["adversarial_accuracy"] <= within["2"] + 1e-12
+        if attack == "transfer:pgd-linf<-dense":
+            assert model != "dense" and r["metrics"]["source"] == "dense"
+            # Measured on the target: its clean accuracy is its own.
+            assert r["clean_accuracy"] == rows[(model, "fgsm")]["clean_accuracy"]
+    assert ("dense", "transfer:pgd-linf<-dense") not in rows
+    md = open(write_report(str(db), str(tmp_path / "report"))[1]).read()
+    assert "## Adversarial-aware compression" in md and "adversarial-aware compression" in md

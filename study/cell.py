@@ -1,0 +1,130 @@
+"""Evaluate one cell of a study: one attack at one eps on one model, or a model's sanity checks.
+
+``evaluate_cell(study, cell, nets, infos, xt, yt)`` is a pure step (the nets are only read),
+so the runner can call it in this process or on a Dask worker. The row it returns has the
+columns of ``store.COLUMNS`` except ``key``.
+
+- A bounded attack (FGSM, BIM, PGD, …) at eps: white-box on the model, or crafted on a
+  ``source`` model and transferred (Papernot et al. 2016).
+- An unbounded attack (DeepFool, C&W, …): one run; the row's ``eps`` is None and ``metrics``
+  holds the perturbation sizes it needed and, for each of the attack's eps thresholds, the
+  accuracy that remains when only perturbations within it count.
+- The sanity cell (``config.SANITY``): the checks of ``attacks.sanity`` on the first
+  ``sanity_examples`` test images at the study's eps — once per model and seed, not once per
+  cell. The report attaches its verdict to the model's rows.
+"""
+
+import time
+from contextlib import contextmanager
+
+import numpy as np
+
+from .config import SANITY
+from .store import versions
+
+# ‖x' − x‖ ≤ eps holds up to float32 rounding of x'.
+_NORM_SLACK = 1e-6
+
+
+def _accuracy_within(clean_ok, adv_ok, sizes, eps):
+    """Accuracy when an attack only counts where its perturbation is within eps."""
+    fooled = clean_ok & ~adv_ok & (sizes <= eps * (1 + _NORM_SLACK))
+    return float((clean_ok & ~fooled).mean()) if len(clean_ok) else float("nan")
+
+
+@contextmanager
+def _cell_bar(progress, label, total):
+    """A progress bar of one cell (examples attacked, with its ETA) → its update callback."""
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=label, unit="ex", leave=False, position=1,
+               disable=not progress)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def run_attack(study, cell, nets, xt, yt, *, progress=False):
+    """(metrics row of ``attacks.evaluate.attack_row``, extra metrics) of an attack cell."""
+    from ..attacks._common import batch_progress, resolve_attack
+    from ..attacks.evaluate import attack_row
+    from ..attacks.norms import perturbation_norms
+
+    spec = study.attacks[cell.attack]
+    net = nets[cell.model]
+    crafter = nets[spec.source] if spec.source else net
+    fn = resolve_attack(spec.name, "study")
+    with _cell_bar(progress, f"{cell.model} {cell.attack}", len(xt)
+                   * spec.options.get("restarts", 1)) as update, batch_progress(update):
+        x_adv = fn(crafter, xt, yt, cell.eps, clip=(0.0, 1.0), batch_size=study.batch_size,
+                   seed=cell.seed, **spec.options)
+    clean_ok = net.predict(xt, batch_size=study.batch_size) == yt
+    adv_ok = net.predict(x_adv, batch_size=study.batch_size) == yt
+    row = attack_row(xt, x_adv, clean_ok, adv_ok, cell.eps)
+    extra = {}
+    if spec.source:
+        extra["source"] = spec.source
+        extra["source_clean_accuracy"] = float(
+            (crafter.predict(xt, batch_size=study.batch_size) == yt).mean())
+    if not spec.bounded:
+        sizes = perturbation_norms(xt, x_adv)[spec.norm]
+        found = clean_ok & ~adv_ok
+        extra["norm"] = spec.norm
+        extra["size_median_fooled"] = float(np.median(sizes[found])) if found.any() else None
+        extra["size_mean_fooled"] = float(sizes[found].mean()) if found.any() else None
+        extra["accuracy_within"] = {f"{e:g}": _accuracy_within(clean_ok, adv_ok, sizes, e)
+                                    for e in spec.eps}
+    return row, extra
+
+
+def run_sanity(study, cell, net, xt, yt, *, progress=False):
+    """The sanity checks of one model at the study's eps → (clean accuracy, [check dicts])."""
+    from ..attacks._common import batch_progress
+    from ..attacks.sanity import sanity_checks
+
+    n = min(study.sanity_examples, len(xt))
+    x, y = xt[:n], yt[:n]
+    clean_ok = net.predict(x, batch_size=study.batch_size) == y
+    # Several attacks at several eps: a count of examples attacked, without a total.
+    with _cell_bar(progress, f"{cell.model} sanity checks", None) as update, \
+            batch_progress(update):
+        checks = sanity_checks(net, x, y, {}, study.bounded_eps() or [0.1], clean_ok=clean_ok,
+                               subset=n, batch_size=study.batch_size, seed=cell.seed)
+    return float(clean_ok.mean()), [c.to_dict() for c in checks]
+
+
+def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False):
+    """One cell's row (without its key). ``nets`` / ``infos``: name → Net / artifact info for
+    every model of ``study.cell_models(cell)``. ``progress``: a bar of the cell's examples."""
+    spec = study.model(cell.model)
+    started = time.time()
+    t0 = time.perf_counter()
+    row = {"study": study.name, "model": cell.model,
+           "model_key": study.model_key(cell.model, cell.seed), "kind": spec.kind,
+           "arch": study.arch(cell.model), "attack": cell.attack, "eps": cell.eps,
+           "seed": cell.seed,
+           "settings": study.compression(spec) if spec.kind == "compressed" else
+           {"train": spec.train, "kwargs": spec.kwargs, "options": spec.options,
+            "base": spec.base, "teacher": spec.teacher},
+           "model_info": {**{k: v for k, v in infos[cell.model].items()
+                             if k not in ("build_seconds", "stages")},
+                          "adversarial": study.adversarial(cell.model),
+                          "parents": spec.parents}}
+    if cell.attack == SANITY:
+        clean, checks = run_sanity(study, cell, nets[cell.model], xt, yt, progress=progress)
+        row.update(examples=min(study.sanity_examples, len(xt)), clean_accuracy=clean,
+                   sanity=checks, sanity_passed=all(c["passed"] for c in checks),
+                   metrics={"checked_eps": study.bounded_eps()})
+    else:
+        metrics, extra = run_attack(study, cell, nets, xt, yt, progress=progress)
+        metrics.update(extra)
+        row.update(norm=study.attacks[cell.attack].norm, examples=metrics["examples"],
+                   clean_accuracy=metrics["clean_accuracy"],
+                   adversarial_accuracy=metrics["adversarial_accuracy"],
+                   success_rate=metrics["success_rate"], linf_mean=metrics["linf_mean"],
+                   l2_mean=metrics["l2_mean"], metrics=metrics)
+    # Timings stay out of the metrics: equal seeds give equal metrics.
+    row.update(seconds=time.perf_counter() - t0, started=started, finished=time.time(),
+               versions=versions())
+    return row
