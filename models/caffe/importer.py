@@ -478,6 +478,12 @@ def _layer_state(layer, blobs, at, transpose=False):
         inv = 0.0 if factor == 0 else 1.0 / factor
         state["mean"] = state["mean"] * inv
         state["var"] = state["var"] * inv
+        # A variance below 0 (or an overflowing one) would make every output NaN.
+        if not (np.isfinite(state["mean"]).all() and np.isfinite(state["var"]).all()
+                and (state["var"] >= 0).all()):
+            raise ValueError(f"{at}: the stored statistics over the moving-average factor "
+                             f"{factor} give a non-finite mean or a variance that is not "
+                             f"finite and >= 0 (min variance {float(np.min(state['var']))})")
     return state
 
 
