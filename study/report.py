@@ -182,8 +182,14 @@ def summarise(rows):
     return models, sorted(columns, key=_column_order)
 
 
+# Two files within this factor of each other count as the same size.
+MATCHED = 1.5
+
+
 def headline_pairs(models):
-    """Each compressed model with the compact model nearest to it in file size (log scale)."""
+    """Each compressed model with every compact model whose file is within ``MATCHED`` of its
+    size, or, when none is, with the nearest one (log scale); models trained adversarially are
+    left out on both sides."""
     def size(n):
         return models[n]["info"].get("file_bytes") or 0
 
@@ -196,8 +202,9 @@ def headline_pairs(models):
     for name, m in models.items():
         if m["kind"] not in COMPRESSED_KINDS or not compact or size(name) <= 0 or not plain(name):
             continue
-        other = min(compact, key=lambda c: abs(math.log(size(c) / size(name))))
-        pairs.append((name, other))
+        gap = {c: abs(math.log(size(c) / size(name))) for c in compact}
+        matched = sorted((c for c in compact if gap[c] <= math.log(MATCHED)), key=gap.get)
+        pairs += [(name, c) for c in matched or [min(compact, key=gap.get)]]
     return pairs
 
 
@@ -322,7 +329,8 @@ def _statement(results, seeds, examples):
     matched = [r for ok, r in results if ok]
     basis = matched or [r for _, r in results]
     wins, ties, losses, total, mean = tally(basis)
-    which = (f"the {len(matched)} size-matched pair(s) (file sizes within 1.5×)" if matched else
+    which = (f"the {len(matched)} size-matched pair(s) (file sizes within {MATCHED:g}×)"
+             if matched else
              f"the {len(results)} pair(s), none of them size-matched (so this is not yet the "
              f"equal-size comparison)")
     if total == 0:
@@ -438,8 +446,9 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None):
         out += ["", f"![File size against robust accuracy, the Pareto front]({FIGURES[2]})"]
 
     out += ["", "## Headline: at equal size, compressed vs compact", "",
-            "Each compressed model (never trained adversarially) beside the compact, distilled "
-            "or low-rank model (never trained adversarially) nearest to it in file size.", ""]
+            "Each compressed model (never trained adversarially) beside every compact, "
+            "distilled or low-rank model (never trained adversarially) whose file is within "
+            f"{MATCHED:g}× of its size (or the nearest one, flagged, when none is).", ""]
     pairs = headline_pairs(models)
     if not pairs:
         out.append("Needs at least one compressed and one compact model in the database.")
@@ -449,12 +458,12 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None):
         sa, sb = a["info"]["file_bytes"], b["info"]["file_bytes"]
         ratio = max(sa, sb) / min(sa, sb)
         out += [f"### {comp} ({_size(sa)}) vs {small} ({_size(sb)})", ""]
-        if ratio > 1.5:
+        if ratio > MATCHED:
             out += [f"**Sizes are not matched**: the {'compact' if sb > sa else 'compressed'} "
                     f"model's file is {ratio:.1f}× larger, so this is not yet the paper's "
                     f"equal-size comparison.", ""]
         res = compare(a, b, columns)
-        results.append((ratio <= 1.5, res))
+        results.append((ratio <= MATCHED, res))
         out.append(_table(["", comp, small, "difference (pp)"], res["table"]))
         wins, ties, total, doubtful = res["wins"], res["ties"], res["total"], res["doubtful"]
         skipped = f", not counting {doubtful} whose sanity checks failed" if doubtful else ""
@@ -474,7 +483,7 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None):
                    f"{100 * sum(res['rel_diffs']) / len(res['rel_diffs']):+.2f}"
                    if res["rel_diffs"] else "–")
             table.append([comp, small, f"{sb / sa:.2f}×" + ("" if max(sa, sb) / min(sa, sb)
-                                                             <= 1.5 else " (not matched)"),
+                                                             <= MATCHED else " (not matched)"),
                           f"{res['wins']} of {res['total']}", mean, rel])
         out.append(_table(["compressed", "compact", "size ratio (compact / compressed)",
                            "cells where the compressed model is more robust",

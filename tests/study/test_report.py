@@ -174,3 +174,15 @@ def test_compare_separates_robustness_from_clean_accuracy():
     res = compare(summary(0.9, 0.45), summary(0.6, 0.36), [("fgsm", 0.1)])
     assert res["wins"] == 1 and res["diffs"] == [pytest.approx(0.09)]
     assert res["rel_wins"] == 0 and res["rel_diffs"] == [pytest.approx(0.5 - 0.6)]
+
+
+def test_headline_pairs_every_size_matched_compact_model_or_the_nearest():
+    from robustcnn.study.report import headline_pairs
+
+    def m(kind, size, adversarial=""):
+        return {"kind": kind, "info": {"file_bytes": size, "adversarial": adversarial}}
+
+    models = {"dc": m("compressed", 100), "dc-adv": m("compressed", 100, "compressed"),
+              "tiny": m("compressed", 10), "a": m("compact", 120), "b": m("lowrank", 90),
+              "c": m("distilled", 200), "d": m("compact", 30), "e": m("compact", 100, "dense")}
+    assert headline_pairs(models) == [("dc", "b"), ("dc", "a"), ("tiny", "d")]
