@@ -400,7 +400,7 @@ class BatchNorm(Layer):
             self._saved = (x, None)
         a, b = self._coefficients()
         y = np.empty(x.shape, x.dtype)
-        flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+        flat = norm.flat_nchw(x.shape)
         norm.channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
         return [y]
 
@@ -428,7 +428,7 @@ class BatchNorm(Layer):
             if ctx.param_grads and self.affine:
                 self.grads["gamma"], self.grads["beta"] = dgamma, dbeta
             return [dx]
-        flat = dy.shape[:2] + (int(np.prod(dy.shape[2:])),)
+        flat = norm.flat_nchw(dy.shape)
         dx = None
         if ctx.input_grad:
             a, _ = self._coefficients()
@@ -851,7 +851,7 @@ class Scale(Layer):
         gamma = self.params["weight"]
         beta = self.params.get("bias", np.zeros_like(gamma))
         y = np.empty(x.shape, x.dtype)
-        flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+        flat = norm.flat_nchw(x.shape)
         norm.channel_affine_nchw(x.reshape(flat), gamma, beta, y.reshape(flat))
         return [y]
 

@@ -78,22 +78,26 @@ def lrn_check(local_size, alpha, beta, k, at):
     return int(local_size), float(alpha), float(beta), float(k)
 
 
+def flat_nchw(shape):
+    """(N, C, …) → the (N, C, P) shape the per-channel kernels take, P the product of the
+    spatial axes (1 for (N, C)); not -1, which reshape cannot infer when N = 0."""
+    return shape[:2] + (int(np.prod(shape[2:])),)
+
+
 def lrn_forward_dense(x, local_size, alpha, beta, k):
     """LRN on checked arguments → (y, scale), both (N, C, H, W)."""
-    N, C = x.shape[:2]
-    P = int(np.prod(x.shape[2:]))  # (not -1: reshape cannot infer it when N = 0)
+    flat = flat_nchw(x.shape)
     y = np.empty_like(x)
     scale = np.empty_like(x)
-    lrn_forward_nchw(x.reshape(N, C, P), local_size, alpha, beta, k,
-                     y.reshape(N, C, P), scale.reshape(N, C, P))
+    lrn_forward_nchw(x.reshape(flat), local_size, alpha, beta, k, y.reshape(flat),
+                     scale.reshape(flat))
     return y, scale
 
 
 def lrn_backward_dense(dy, x, y, scale, local_size, alpha, beta):
     """Gradient of LRN w.r.t. x on checked arguments."""
-    N, C = x.shape[:2]
     dx = np.empty_like(x)
-    flat = (N, C, int(np.prod(x.shape[2:])))
+    flat = flat_nchw(x.shape)
     lrn_backward_nchw(dy.reshape(flat), x.reshape(flat), y.reshape(flat), scale.reshape(flat),
                       local_size, alpha, beta, dx.reshape(flat))
     return dx
@@ -267,7 +271,7 @@ def batch_norm_forward(x, mean, var, gamma=None, beta=None, eps=1e-5, *, name="b
     x, p = _bn_check(x, mean, var, gamma, beta, eps, where(name, "BatchNorm"))
     a, b = batch_norm_coefficients(p["mean"], p["var"], p["gamma"], p["beta"], eps)
     y = np.empty_like(x)
-    flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+    flat = flat_nchw(x.shape)
     channel_affine_nchw(x.reshape(flat), a, b, y.reshape(flat))
     return y
 
@@ -283,7 +287,7 @@ def batch_norm_backward(dy, x, mean, var, gamma=None, eps=1e-5, *, name="batch_n
     if dy.shape != x.shape:
         raise ValueError(f"{at}: output gradient shape {dy.shape} does not match the input {x.shape}")
     a, _ = batch_norm_coefficients(p["mean"], p["var"], p["gamma"], None, eps)
-    flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)
+    flat = flat_nchw(x.shape)
     dx = np.empty_like(x)
     channel_affine_nchw(dy.reshape(flat), a, np.zeros_like(a), dx.reshape(flat))
     inv_std = (1.0 / np.sqrt(p["var"] + eps)).astype(x.dtype)
@@ -359,10 +363,6 @@ def batch_norm_train_backward_nchw(dy, x, mean, var, gamma, eps, need_input, dx,
                     dx[n, c, p] = k * (dy[n, c, p] - mdy - xhat * mdyx)
 
 
-def _flat(shape):
-    return shape[:2] + (int(np.prod(shape[2:])),)  # (not -1: N may be 0)
-
-
 def batch_norm_train_forward_dense(x, gamma, beta, eps):
     """Training batch norm on checked arguments (``gamma``/``beta`` (C,) arrays of x's dtype)
     → (y, mean, var) with the batch's per-channel mean and biased variance. An empty batch
@@ -372,8 +372,9 @@ def batch_norm_train_forward_dense(x, gamma, beta, eps):
     mean = np.zeros(C, dtype=x.dtype)
     var = np.ones(C, dtype=x.dtype)
     if x.size:
-        batch_norm_train_forward_nchw(x.reshape(_flat(x.shape)), gamma, beta, eps,
-                                      y.reshape(_flat(x.shape)), mean, var)
+        flat = flat_nchw(x.shape)
+        batch_norm_train_forward_nchw(x.reshape(flat), gamma, beta, eps, y.reshape(flat), mean,
+                                      var)
     return y, mean, var
 
 
@@ -384,9 +385,9 @@ def batch_norm_train_backward_dense(dy, x, mean, var, gamma, eps, need_input=Tru
     dbeta = np.zeros(C, dtype=x.dtype)
     dx = np.empty_like(x) if need_input else np.empty((0, C, 0), dtype=x.dtype)
     if x.size:
-        batch_norm_train_backward_nchw(dy.reshape(_flat(x.shape)), x.reshape(_flat(x.shape)),
-                                       mean, var, gamma, eps, need_input,
-                                       dx.reshape(_flat(x.shape)) if need_input else dx,
+        flat = flat_nchw(x.shape)
+        batch_norm_train_backward_nchw(dy.reshape(flat), x.reshape(flat), mean, var, gamma, eps,
+                                       need_input, dx.reshape(flat) if need_input else dx,
                                        dgamma, dbeta)
     return (dx if need_input else None), dgamma, dbeta
 
@@ -465,7 +466,7 @@ def scale_forward(x, gamma, beta=None, *, name="scale"):
     """y[n, c, …] = γ[c] · x[n, c, …] (+ β[c]) for ``x`` (N, C, …)."""
     x, gamma, beta = _scale_check(x, gamma, beta, where(name, "Scale"))
     y = np.empty_like(x)
-    flat = x.shape[:2] + (int(np.prod(x.shape[2:])),)  # (not -1: N may be 0)
+    flat = flat_nchw(x.shape)
     channel_affine_nchw(x.reshape(flat), gamma, np.zeros_like(gamma) if beta is None else beta,
                         y.reshape(flat))
     return y
@@ -476,7 +477,7 @@ def scale_backward_dense(dy, x, gamma, need_input, need_params):
 
         dx = γ[c] · dy,   dγ[c] = Σ_{n, …} dy · x,   dβ[c] = Σ_{n, …} dy
     """
-    flat = dy.shape[:2] + (int(np.prod(dy.shape[2:])),)
+    flat = flat_nchw(dy.shape)
     dx = dgamma = dbeta = None
     if need_input:
         dx = np.empty(dy.shape, dy.dtype)

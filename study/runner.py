@@ -108,8 +108,7 @@ def make_model(study, name, seed, data, parent_blobs, *, progress=False, checkpo
     spec = study.model(name)
     blob = net_to_bytes(net, {"model": name, "kind": spec.kind, "dataset": study.dataset,
                               "identity": study.model_identity(name, seed)})
-    # The info of the net as read back: what every cell evaluates.
-    return blob, model_info(net_from_bytes(blob, name), len(blob), extra)
+    return blob, model_info(net, len(blob), extra)
 
 
 def _artifact_path(store, study, name, seed, suffix=".rcnn"):
@@ -138,28 +137,36 @@ def stored_model(store, study, name, seed):
         return f.read(), found[1]
 
 
-def obtain_model(study, store, name, seed, data, *, progress=False, log=None, _blobs=None):
-    """The model ``name`` for ``seed`` in this process: its stored artifact when the database
-    has one, else made from its parents (obtained the same way), stored and recorded →
-    (net, info). Training checkpoints every epoch beside the database, so a killed run resumes
-    after the last finished epoch."""
-    blobs = {} if _blobs is None else _blobs
-    found = stored_model(store, study, name, seed)
-    if found is None:
-        spec = study.model(name)
-        parents = {}
-        for p in spec.parents:
-            obtain_model(study, store, p, seed, data, progress=progress, log=log, _blobs=blobs)
-            parents[p] = blobs[(p, seed)][0]
-        checkpoint = _artifact_path(store, study, name, seed, ".training.h5")
-        os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
-        found = make_model(study, name, seed, data, parents, progress=progress,
-                           checkpoint=checkpoint, log=log)
-        store_model(store, study, name, seed, *found)
-        if os.path.exists(checkpoint):
-            os.unlink(checkpoint)
-    blobs[(name, seed)] = found
-    return net_from_bytes(found[0], name), found[1]
+def _ensure_stored(study, store, name, seed, data, *, progress=False, log=None):
+    """(path, info) of the model ``name`` for ``seed``: its stored artifact when the database
+    has one, else made from its parents (stored first, the same way), stored and recorded.
+    Training checkpoints every epoch beside the database, so a killed run resumes after the
+    last finished epoch."""
+    found = store.artifact(study.model_key(name, seed))
+    if found is not None:
+        return found
+    parents = {}
+    for p in study.model(name).parents:
+        path, _ = _ensure_stored(study, store, p, seed, data, progress=progress, log=log)
+        with open(path, "rb") as f:
+            parents[p] = f.read()
+    checkpoint = _artifact_path(store, study, name, seed, ".training.h5")
+    os.makedirs(os.path.dirname(checkpoint), exist_ok=True)
+    blob, info = make_model(study, name, seed, data, parents, progress=progress,
+                            checkpoint=checkpoint, log=log)
+    path = store_model(store, study, name, seed, blob, info)
+    if os.path.exists(checkpoint):
+        os.unlink(checkpoint)
+    return path, info
+
+
+def obtain_model(study, store, name, seed, data, *, progress=False, log=None):
+    """The model ``name`` for ``seed`` in this process → (net, info): read from its ``.rcnn``
+    file, made first if the database has none (``_ensure_stored``)."""
+    from ..compress.modelfile import load_model
+
+    path, info = _ensure_stored(study, store, name, seed, data, progress=progress, log=log)
+    return load_model(path)[0], info
 
 
 def _needed_models(study, cells):
