@@ -94,11 +94,14 @@ def _parser():
     p = sub.add_parser("attack", help="accuracy under attack per attack and eps, the worst case, "
                                       "sanity checks")
     p.add_argument("model")
+    # The names of attacks.registry, written out so that --help loads no attack (a test checks
+    # that every name and alias is here, in its group).
     p.add_argument("--attack", default="fgsm",
                    help="comma-separated attacks (default fgsm): bounded ones run at every eps: "
                         "fgsm, fgm-l2, bim, illc, pgd (= pgd-linf), pgd-l2, noise (= noise-linf), "
                         "noise-l2; unbounded ones run once, without eps, and report the sizes of "
-                        "their perturbations: deepfool, cw (= cw-l2), jsma, lbfgs")
+                        "their perturbations: deepfool, cw (= carlini-wagner = cw-l2), jsma, "
+                        "lbfgs")
     p.add_argument("--eps", default=",".join(map(str, DEMO_EPS)),
                    help="comma-separated radii in pixel units of [0, 1], in each attack's norm")
     p.add_argument("--limit", type=int, default=None, help="attack only the first N test images")
@@ -241,12 +244,13 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
             plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None):
     """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
     tables and the sanity checks, write the files asked for → evaluate's result dict."""
-    from .attacks.evaluate import canonical_attack, csv_rows, CSV_COLUMNS, evaluate, \
-        format_evaluation, plot_evaluation
+    from .attacks.evaluate import csv_rows, CSV_COLUMNS, evaluate, format_evaluation, \
+        plot_evaluation
+    from .attacks.registry import canonical_name
     from .attacks.sanity import format_checks
 
     names = [a for a in (attacks.split(",") if isinstance(attacks, str) else attacks) if a.strip()]
-    names = [canonical_attack(a, "--attack") for a in names]  # bad names fail before any work
+    names = [canonical_name(a, "--attack") for a in names]  # bad names fail before any work
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be >= 1, got {limit}")

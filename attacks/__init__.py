@@ -2,34 +2,50 @@
 
 One module and one function per attack, with a common signature:
 
-    attack(net, x, y=None, eps=..., *, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, ...)
-        → x_adv, same shape as x, in the net's dtype
+    attack(net, x, y=None, eps=..., *, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0,
+           progress=None, ...)  → x_adv, same shape as x, in the net's dtype
 
-``eps`` is in the units of the data (a radius for the bounded attacks; a cap on the final L2
-norm for the minimal-perturbation ones, unbounded when None); ``y`` defaults to the net's own
-predictions (no label leaking); ``eps == 0`` returns a copy of x.
+``eps`` is in the units of the data (a radius for the bounded attacks; a cap on the final
+perturbation for the minimal-perturbation ones, unbounded when None); ``y`` defaults to the
+net's own predictions (no label leaking); ``eps == 0`` returns a copy of x; ``progress``, if
+given, is called with the number of examples just finished after each batch (a progress bar).
 
-    fgm / fgsm          Goodfellow et al. 2015, fast gradient (L∞ sign or L2)     fgm.py, fgsm.py
-    bim / illc          Kurakin et al. 2017, iterative FGSM, least-likely class    bim.py
-    pgd                 Madry et al. 2018, L∞ / L2 with random restarts            pgd.py
-    deepfool            Moosavi-Dezfooli et al. 2016                               deepfool.py
-    carlini_wagner_l2   Carlini & Wagner 2017                                      carlini_wagner.py
-    jsma                Papernot et al. 2016, saliency map                         jsma.py
-    lbfgs               Szegedy et al. 2014, box-constrained L-BFGS               lbfgs.py
-    random_noise        the same-norm noise baseline                               noise.py
+What each attack is lives in one record of ``registry`` (``registry.SPECS``): its names, its
+function, its norm, bounded (eps is a radius) or minimal (finds its own size), its kind, its
+paper. ``ATTACKS`` maps each name to its function of the common signature, with the norm bound
+in where the function takes one (``fgm``, ``pgd``, ``random_noise``):
+
+    name        norm  eps      kind          function           paper
+    fgsm        linf  radius   single-step   fgsm               Goodfellow et al. 2015
+    fgm-l2      l2    radius   single-step   fgm                Goodfellow et al. 2015
+    bim         linf  radius   iterative     bim                Kurakin et al. 2017
+    illc        linf  radius   iterative     illc               Kurakin et al. 2017 (bim.py)
+    pgd-linf    linf  radius   iterative     pgd                Madry et al. 2018
+    pgd-l2      l2    radius   iterative     pgd                Madry et al. 2018
+    deepfool    l2    minimal  minimal-norm  deepfool           Moosavi-Dezfooli et al. 2016
+    cw-l2       l2    minimal  minimal-norm  carlini_wagner_l2  Carlini & Wagner 2017
+    jsma        l0    minimal  minimal-norm  jsma               Papernot et al. 2016
+    lbfgs       l2    minimal  minimal-norm  lbfgs              Szegedy et al. 2014
+    noise-linf  linf  radius   noise         random_noise       a baseline (noise.py)
+    noise-l2    l2    radius   noise         random_noise       a baseline (noise.py)
+
+    aliases: pgd = pgd-linf, cw = cw-l2, carlini-wagner = cw-l2, noise = noise-linf
+
+Each function lives in the module named after it (carlini_wagner_l2 in carlini_wagner.py),
+illc and random_noise where the table says. Outside the registry (they do not take the common
+signature):
+
     adversarial_patch   Brown et al. 2017 (returns a patch; apply_patch pastes it) patch.py
     transfer            craft on one net, evaluate on another                     transfer.py
 
-``ATTACKS`` maps a name to a function of the common signature (the norm bound in for fgm, pgd
-and the noise). The shared norm hooks (normalize, project, random_start) are in ``norms``.
+The shared norm hooks (normalize, project, random_start) are in ``norms``.
 
 ``evaluate`` runs several attacks over a list of eps with the worst case and the sanity checks
 of ``sanity`` (Carlini et al. 2019); ``bpda`` attacks through step-function layers
 (Athalye et al. 2018).
 """
 
-from functools import partial, update_wrapper
-
+from . import registry
 from .bim import bim, illc
 from .bpda import bpda
 from .carlini_wagner import carlini_wagner_l2
@@ -45,30 +61,11 @@ from .pgd import pgd
 from .sanity import format_checks, sanity_checks
 from .transfer import transfer, transfer_accuracy
 
-
-def _with_norm(fn, norm, name):
-    bound = update_wrapper(partial(fn, norm=norm), fn)
-    bound.__name__ = name
-    return bound
-
-
-ATTACKS = {
-    "fgsm": fgsm,
-    "fgm-l2": _with_norm(fgm, "l2", "fgm_l2"),
-    "bim": bim,
-    "illc": illc,
-    "pgd-linf": _with_norm(pgd, "linf", "pgd_linf"),
-    "pgd-l2": _with_norm(pgd, "l2", "pgd_l2"),
-    "deepfool": deepfool,
-    "cw-l2": carlini_wagner_l2,
-    "jsma": jsma,
-    "lbfgs": lbfgs,
-    "noise-linf": _with_norm(random_noise, "linf", "noise_linf"),
-    "noise-l2": _with_norm(random_noise, "l2", "noise_l2"),
-}
+# name → function of the common signature, in registry order (derived: see ``registry``).
+ATTACKS = {spec.name: spec.attack for spec in registry.SPECS}
 
 __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2", "jsma", "lbfgs",
            "random_noise", "adversarial_patch", "apply_patch", "patch_success_rate",
            "random_locations", "transfer", "transfer_accuracy", "robustness_table",
            "format_table", "worst_case", "evaluate", "format_evaluation", "sanity_checks",
-           "format_checks", "bpda", "ATTACKS"]
+           "format_checks", "bpda", "ATTACKS", "registry"]

@@ -6,18 +6,21 @@ import time
 
 import numpy as np
 
-from ._common import resolve_attack
+from . import registry
+from .bpda import bpda as straight_through, step_layers
 from .norms import L0_TOL, perturbation_norms
+from .registry import NORMS, attack_spec, attack_specs, canonical_name, resolve_attack
+from .sanity import sanity_checks
 
-# The threat model of every attack of ``ATTACKS``. Bounded attacks take eps as a radius in their
-# norm and get one row per eps. Unbounded (minimal-perturbation) attacks run once, with
-# eps=None: their row reports how large the perturbations they needed are, and an example they
-# fool counts against a radius eps of norm p only where ‖x' − x‖_p ≤ eps (``evaluate``).
-BOUNDED = {"fgsm": "linf", "fgm-l2": "l2", "bim": "linf", "illc": "linf", "pgd-linf": "linf",
-           "pgd-l2": "l2", "noise-linf": "linf", "noise-l2": "l2"}
-UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
-# Short names the command line accepts.
-ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
+# The threat model of each attack (``registry.AttackSpec.bounded`` and ``norm``): bounded attacks
+# take eps as a radius in their norm and get one row per eps. Unbounded (minimal-perturbation)
+# attacks run once, with eps=None: their row reports how large the perturbations they needed
+# are, and an example they fool counts against a radius eps of norm p only where
+# ‖x' − x‖_p ≤ eps (``evaluate``). These three tables are derived from the registry and kept
+# for callers that read them; the package itself asks the registry.
+BOUNDED = {s.name: s.norm for s in attack_specs(bounded=True)}
+UNBOUNDED = {s.name: s.norm for s in attack_specs(bounded=False)}
+ALIASES = dict(registry.ALIASES)
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 
@@ -151,28 +154,25 @@ def worst_case_of(correct):
 
 
 def canonical_attack(name, at="evaluate"):
-    """The ``ATTACKS`` name of ``name`` (which may be an alias of ``ALIASES``, any case)."""
-    key = ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-    if key not in BOUNDED and key not in UNBOUNDED:
-        known = sorted(BOUNDED) + sorted(UNBOUNDED)
-        raise ValueError(f"{at}: unknown attack {name!r}; known: {', '.join(known)} (aliases: "
-                         f"{', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
-    return key
+    """The ``ATTACKS`` name of ``name`` (which may be an alias, any case):
+    ``registry.canonical_name``."""
+    return canonical_name(name, at)
 
 
 def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanity=True,
-             sanity_examples=256, batch_size=256, seed=0, log=None):
+             sanity_examples=256, batch_size=256, seed=0, log=None, progress=None):
     """Accuracy under each attack at each eps, the worst case per eps and the sanity checks.
 
     Parameters
     ----------
     net : the ``Net`` to evaluate (dense or compressed weights).
     x, y : inputs inside ``clip`` and their true labels (what the attacks move away from).
-    attacks : names of ``ATTACKS`` (or ``ALIASES``), run with their own defaults: see each
-        attack's docstring (BIM: Kurakin's α = 1/255 and steps; PGD: 40 steps of 2.5 · eps / 40
-        from a random start, one restart; DeepFool: 10 candidate classes, overshoot 0.02).
-    eps_list : radii in data units, for the bounded attacks (``BOUNDED``); the unbounded ones
-        (``UNBOUNDED``) run once with eps=None.
+    attacks : names or aliases of the registry (``attacks.registry``, any case), run with their
+        own defaults: see each attack's docstring (BIM: Kurakin's α = 1/255 and steps; PGD: 40
+        steps of 2.5 · eps / 40 from a random start, one restart; DeepFool: 10 candidate
+        classes, overshoot 0.02).
+    eps_list : radii in data units, for the bounded attacks (``AttackSpec.bounded``); the
+        unbounded ones run once with eps=None.
     clip : the valid range, passed to every attack.
     bpda : attack through ``attacks.bpda.bpda(net)``: step-function layers (QuantizedReLU)
         back-propagate the straight-through estimate. The forward pass does not change.
@@ -181,6 +181,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         need an attack or eps the evaluation did not run.
     batch_size, seed : passed to every attack.
     log : called with a line of progress after each attack and eps (e.g. ``print``), or None.
+    progress : passed to every attack, the sanity checks' included (None, or called with the
+        number of examples just finished after each batch); the result does not depend on it.
 
     Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
     (names of the net's step-function layers and whether they were masked), ``rows`` (one per
@@ -190,12 +192,9 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     unbounded ones where they needed ‖x' − x‖ ≤ eps in that norm), ``sanity`` (a list of
     {name, passed, detail}) and ``sanity_passed``.
     """
-    from .bpda import bpda as straight_through, step_layers
-    from .sanity import sanity_checks
-
     names = []
     for a in attacks:
-        key = canonical_attack(a)
+        key = canonical_name(a, "evaluate")
         if key not in names:
             names.append(key)
     if not names:
@@ -210,7 +209,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             raise ValueError(f"evaluate: every eps must be finite and >= 0, got {e!r}")
         values.append(v)
     eps_list = list(dict.fromkeys(values))
-    bounded = [a for a in names if a in BOUNDED]
+    specs = {a: attack_spec(a) for a in names}
+    bounded = [a for a in names if specs[a].bounded]
     if bounded and not eps_list:
         raise ValueError(f"evaluate: the bounded attacks {bounded} need at least one eps")
     y = np.asarray(y)
@@ -222,10 +222,11 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         rows, correct, sizes = [], {}, {}
         for attack in names:
             fn = resolve_attack(attack, "evaluate")
-            norm = BOUNDED.get(attack) or UNBOUNDED[attack]
-            for eps in (eps_list if attack in BOUNDED else [None]):
+            norm = specs[attack].norm
+            for eps in (eps_list if specs[attack].bounded else [None]):
                 t0 = time.perf_counter()
-                x_adv = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed)
+                x_adv = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
+                           progress=progress)
                 seconds = time.perf_counter() - t0
                 adv_ok = net.predict(x_adv, batch_size=batch_size) == y
                 row = {"attack": attack, "norm": norm}
@@ -244,7 +245,7 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             say("sanity checks")
             checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok, clip=clip,
                                    subset=sanity_examples, batch_size=batch_size, seed=seed,
-                                   bpda=bpda)
+                                   bpda=bpda, progress=progress)
     return {"examples": int(len(x)), "clean_accuracy": _mean(clean_ok), "bpda": bool(bpda),
             "step_layers": layers, "attacks": names, "eps": eps_list, "rows": rows,
             "worst_case": worst, "sanity": [c.to_dict() for c in checks],
@@ -253,17 +254,19 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
 
 def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
     """Per (norm, eps): robust accuracy over every attack that applies (see ``evaluate``)."""
-    norms = [n for n in ("linf", "l2") if any(BOUNDED.get(a) == n for a in names)]
+    specs = [attack_spec(a) for a in names]
+    norms = [n for n in NORMS if any(s.bounded and s.norm == n for s in specs)]
     if not norms:  # only unbounded attacks: their own norms
-        norms = list(dict.fromkeys(UNBOUNDED[a] for a in names))
+        norms = list(dict.fromkeys(s.norm for s in specs))
     rows = []
     for norm in norms:
         for eps in eps_list:
             results = {"clean": clean_ok}
-            for a in names:
-                if BOUNDED.get(a) == norm:
+            for s in specs:
+                a = s.name
+                if s.bounded and s.norm == norm:
                     results[a] = correct[(a, eps)]
-                elif a in UNBOUNDED:
+                elif not s.bounded:
                     within = sizes[a][norm] <= eps * (1 + _NORM_SLACK)
                     results[a] = correct[(a, None)] | ~within
             wc = worst_case_of(results)

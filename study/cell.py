@@ -47,18 +47,18 @@ def _cell_bar(progress, label, total):
 
 def run_attack(study, cell, nets, xt, yt, *, progress=False):
     """(metrics row of ``attacks.evaluate.attack_row``, extra metrics) of an attack cell."""
-    from ..attacks._common import batch_progress, resolve_attack
     from ..attacks.evaluate import attack_row
     from ..attacks.norms import perturbation_norms
+    from ..attacks.registry import resolve_attack
 
     spec = study.attacks[cell.attack]
     net = nets[cell.model]
     crafter = nets[spec.source] if spec.source else net
     fn = resolve_attack(spec.name, "study")
     with _cell_bar(progress, f"{cell.model} {cell.attack}", len(xt)
-                   * spec.options.get("restarts", 1)) as update, batch_progress(update):
+                   * spec.options.get("restarts", 1)) as update:
         x_adv = fn(crafter, xt, yt, cell.eps, clip=(0.0, 1.0), batch_size=study.batch_size,
-                   seed=cell.seed, **spec.options)
+                   seed=cell.seed, progress=update, **spec.options)
     clean_ok = net.predict(xt, batch_size=study.batch_size) == yt
     adv_ok = net.predict(x_adv, batch_size=study.batch_size) == yt
     row = attack_row(xt, x_adv, clean_ok, adv_ok, cell.eps)
@@ -80,17 +80,16 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
 
 def run_sanity(study, cell, net, xt, yt, *, progress=False):
     """The sanity checks of one model at the study's eps → (clean accuracy, [check dicts])."""
-    from ..attacks._common import batch_progress
     from ..attacks.sanity import sanity_checks
 
     n = min(study.sanity_examples, len(xt))
     x, y = xt[:n], yt[:n]
     clean_ok = net.predict(x, batch_size=study.batch_size) == y
     # Several attacks at several eps: a count of examples attacked, without a total.
-    with _cell_bar(progress, f"{cell.model} sanity checks", None) as update, \
-            batch_progress(update):
+    with _cell_bar(progress, f"{cell.model} sanity checks", None) as update:
         checks = sanity_checks(net, x, y, {}, study.bounded_eps() or [0.1], clean_ok=clean_ok,
-                               subset=n, batch_size=study.batch_size, seed=cell.seed)
+                               subset=n, batch_size=study.batch_size, seed=cell.seed,
+                               progress=update)
     return float(clean_ok.mean()), [c.to_dict() for c in checks]
 
 
