@@ -34,7 +34,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "sum" top: "fc"
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 '''
 
-FUZZ = settings(max_examples=60, deadline=2000, derandomize=True,
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
