@@ -36,7 +36,7 @@ import numpy as np
 
 from ..engine import Conv2d, Linear
 from ..engine.formats import SparseCodebookWeight
-from .caffe_minimal import net_from_prototxt
+from .caffe import load_caffe
 
 # Every gap in the file is a 4-bit field (decode.py reads two per byte).
 GAP_BITS = 4
@@ -199,7 +199,7 @@ def dense_state_dict(layers):
 
 
 def _architecture(dtype=np.float32):
-    return net_from_prototxt(PROTOTXT, dtype=dtype, name="squeezenet-v1.0-deep-compression")
+    return load_caffe(PROTOTXT, dtype=dtype, name="squeezenet-v1.0-deep-compression")
 
 
 def load_deep_compression_arrays(path=WEIGHTS):

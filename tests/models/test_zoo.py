@@ -5,7 +5,7 @@ own MobileNet, the small variants on 28×28 and 32×32 images, and the initialis
 import numpy as np
 import pytest
 
-from robustcnn.models.caffe_minimal import net_from_prototxt
+from robustcnn.models.caffe import load_caffe
 from robustcnn.models.squeezenet_dc import PROTOTXT
 from robustcnn.models.zoo import (build_zoo, compact_for_params, data_init, googlenet,
                                   mobilenet_small, mobilenet_v1, squeezenet_small,
@@ -45,7 +45,7 @@ def test_parameter_counts_of_the_large_nets(name):
 def test_squeezenet_v1_0_is_the_shipped_deploy_file():
     """Layer for layer (names, shapes, fillers) the Deep Compression SqueezeNet deploy net."""
     ours = squeezenet_v1_0()
-    ref = net_from_prototxt(PROTOTXT)
+    ref = load_caffe(PROTOTXT)
     ref_layers = [l.config() for l in ref.layers]
     # The deploy file ends at the global pool; the zoo adds the softmax.
     assert [l.config() for l in ours.layers][:-1] == ref_layers
