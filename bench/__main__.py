@@ -2,4 +2,4 @@
 
 from .cli import main
 
-main()
+main(prog="python -m robustcnn.bench")
