@@ -42,12 +42,22 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 
+# The study's vocabulary: every other module of study/ takes these names from here.
 KINDS = ("dense", "compact", "compressed", "finetuned", "distilled", "lowrank")
 TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
+# The headline's two sides: models made small by compression, and models designed (or
+# distilled, or factorised) small.
+COMPRESSED_KINDS = ("compressed", "finetuned")
+COMPACT_KINDS = ("compact", "distilled", "lowrank")
+# How a model's lineage was trained adversarially (``Study.adversarial``) → what it is called.
+ADVERSARIAL_LINEAGE = {"": "none", "compressed": "adversarial-aware compression",
+                       "finetuned": "compress, then adversarial training",
+                       "dense": "adversarial training, then compress"}
+SANITY = "sanity"  # the attack name of a model's sanity-check cell: checks, not an attack
+TRANSFER = "transfer"  # a transfer attack's label: transfer:fgsm<-lenet5 (attack_label)
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
 ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
-SANITY = "sanity"  # the attack name of a model's sanity-check cell
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
@@ -57,6 +67,37 @@ _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
                              "temperature", "alpha"},
                "lowrank": {"name", "kind", "base", "ratio", "ranks", "train"}}
+
+
+def attack_label(name, source=None):
+    """The results' name of an attack: its own name, or for examples crafted on the model
+    ``source`` and transferred, ``transfer:<name><-<source>``."""
+    return f"{TRANSFER}:{name}<-{source}" if source else name
+
+
+def parse_attack_label(label):
+    """(attack, source model or None) of an attack label: ``transfer:FGSM<-lenet5`` →
+    ("fgsm", "lenet5"); the attack lower-cased, as rows of any age spell it."""
+    text = str(label)
+    source = None
+    if text.startswith(f"{TRANSFER}:") and "<-" in text:
+        text, source = text[len(TRANSFER) + 1:].split("<-", 1)
+        source = source.strip()
+    return text.rsplit(":", 1)[-1].split("<-", 1)[0].strip().lower(), source
+
+
+def base_attack(label):
+    """The attack a (possibly transfer) label runs: ``transfer:fgsm<-lenet5`` → fgsm."""
+    return parse_attack_label(label)[0]
+
+
+def is_unbounded_attack(label):
+    """Whether the attack a label runs takes no eps (DeepFool, C&W, …): the one place the
+    study decides it from a name alone (report rows that stored eps as 0)."""
+    from ..attacks.evaluate import ALIASES, UNBOUNDED  # imports the engine: only when asked
+
+    name = base_attack(label)
+    return ALIASES.get(name, name) in UNBOUNDED
 
 
 @dataclass(frozen=True)
@@ -98,7 +139,7 @@ class AttackSpec:
     @property
     def label(self):
         """The attack column of the results: ``fgsm``, or ``transfer:fgsm<-lenet5``."""
-        return f"transfer:{self.name}<-{self.source}" if self.source else self.name
+        return attack_label(self.name, self.source)
 
 
 @dataclass(frozen=True)
@@ -110,6 +151,11 @@ class Cell:
     attack: str
     eps: float
     seed: int
+
+    def describe(self):
+        """One line for progress bars: ``dense fgsm eps 0.1 seed 0``."""
+        eps = "" if self.eps is None else f" eps {self.eps:g}"
+        return f"{self.model} {self.attack}{eps} seed {self.seed}"
 
 
 @dataclass
