@@ -152,7 +152,8 @@ def read_model_bytes(data, *, source="<model bytes>"):
         name, dtype, shape, nbytes = _check_entry(entry, source)
         if offset + nbytes > len(payload):
             raise ValueError(f"{source}: array {name} runs past the end of the data")
-        state[name] = np.frombuffer(payload[offset:offset + nbytes], dtype=dtype).reshape(shape).copy()
+        chunk = payload[offset:offset + nbytes]
+        state[name] = np.frombuffer(chunk, dtype=dtype).reshape(shape).copy()
         offset += nbytes
     if offset != len(payload):
         raise ValueError(f"{source}: {len(payload) - offset} bytes of data belong to no array")
@@ -190,7 +191,8 @@ def _check_entry(entry, source):
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise ValueError(f"{source}: array {name} has a bad shape {shape!r}")
     if nbytes != int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize:
-        raise ValueError(f"{source}: array {name} declares {nbytes} bytes for shape {shape} of {dtype}")
+        raise ValueError(f"{source}: array {name} declares {nbytes} bytes for shape {shape} "
+                         f"of {dtype}")
     return name, np.dtype(dtype), tuple(shape), nbytes
 
 
