@@ -13,8 +13,9 @@ installed ``onnx`` knows; external data files beside the model (never outside it
 **One input, one output.** The engine's Net has one of each: a model with several inputs is
 refused, and of several outputs the first is built (``output=`` names another, or any value of
 the graph). Axis 0 is the batch, of any size when the net runs; shape arithmetic in the file
-(``Shape``) sees it at its declared size (1 if symbolic). Input dims must be known but for the
-batch (``input_shape=`` fills in symbolic ones).
+(``Shape``) sees it at its declared size, and a symbolic one as a marker that a Reshape must
+carry through (as ``0``, ``-1`` or the value ``Shape`` gave): a literal size there would mix
+examples. Input dims must be known but for the batch (``input_shape=`` fills in symbolic ones).
 
 **Operators** (ONNX → engine layer):
 

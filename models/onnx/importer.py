@@ -19,7 +19,7 @@ from ...engine import Net
 from .files import read_model, tensor_array, tensor_dims, text
 from .fold import FOLDABLE, fold
 from .graph import Tensor, attributes, consumers, needed_nodes, node_at, value_dims
-from .ops import BUILDERS, not_supported
+from .ops import BUILDERS, SYMBOLIC_BATCH, not_supported
 
 MIN_OPSET = 7
 # What a file may declare before anything is allocated for it (as the Caffe importer): values
@@ -201,7 +201,7 @@ def _find_input(model, source, input_shape):
     if not per or min(per) < 1 or math.prod(per) > MAX_BLOB_VALUES:
         raise not_supported(at, f"an input of per-example shape {per} (sizes >= 1, at most "
                                 f"{MAX_BLOB_VALUES:,} values)")
-    batch = dims[0] if dims and dims[0] is not None else 1
+    batch = dims[0] if dims and dims[0] is not None else SYMBOLIC_BATCH
     return name, per, batch, dims
 
 
@@ -227,7 +227,7 @@ def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=Non
     ``output``: the graph output (or any value) the net computes; default: the first graph
     output (the engine's Net has one output). ``input_shape``: the per-example input shape,
     for a model whose input dims are symbolic. The batch axis (axis 0) may have any size; shape
-    arithmetic in the file sees it at its declared size (1 if symbolic).
+    arithmetic in the file sees it at its declared size (see ``robustcnn.models.onnx``).
 
     The net has ``onnx_info`` (input name and declared dims, graph outputs, opset, producer),
     ``metadata`` (the model's metadata_props) and ``preprocessing`` (the JSON object stored
@@ -300,6 +300,7 @@ def _node(g, node, index):
         outs = None
         if all(v is None or isinstance(v, np.ndarray) for v in ins) and op in FOLDABLE:
             outs = fold(op, ins, attrs, g.opset, at, g.folder)
+            outs = None if outs is None else [np.asarray(o) for o in outs]
         if outs is None:
             if op not in BUILDERS:
                 raise not_supported(at, f"operator {op!r}" + (

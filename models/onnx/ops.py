@@ -29,6 +29,11 @@ def _scalar(g, v, at, what):
     return f32(value) if c.dtype == np.float32 else float(value)
 
 
+# The size that shape arithmetic sees for a symbolic batch axis: a number no real axis has, so
+# that a Reshape keeps the batch only where the file carried it through (0, -1, Shape).
+SYMBOLIC_BATCH = 2**31 - 3
+
+
 def not_supported(at, what):
     return ValueError(f"{at}: {what} is not supported")
 
@@ -268,8 +273,9 @@ def pool(g, node, at, ins, attrs):
             break
     else:
         raise not_supported(at, f"pooling a {H}x{W} input with kernel {kernel}, strides "
-                                f"{stride}, pads {pads} and ceil_mode {int(ceil)} (the engine's "
-                                f"pads must be smaller than the kernel)")
+                                f"{stride}, pads {pads} and ceil_mode {int(ceil)} (the engine "
+                                f"pads both sides alike, by less than the kernel, and clips "
+                                f"windows to the input)")
     if op == "MaxPool":
         layer = MaxPool2d(name, kernel=kernel, stride=stride, padding=begin,
                           ceil_mode=engine_ceil)
@@ -384,6 +390,9 @@ def dropout(g, node, at, ins, attrs):
     x = g.tensor(ins[0], at)
     if len(node.output) > 1 and g.used(node.output[1]):
         raise not_supported(at, "the mask output")
+    if g.opset >= 12 and len(ins) > 2 and ins[2] is not None and \
+            g.const(ins[2], at, "training_mode").any():
+        raise not_supported(at, "training_mode true (dropout at inference)")
     ratio = attrs.get("ratio", 0.5)
     if g.opset >= 12 and len(ins) > 1 and ins[1] is not None:
         ratio = _scalar(g, ins[1], at, "ratio")
@@ -507,8 +516,10 @@ def _reshaped(g, node, at, x, shape):
 
 def _keeps_batch(g, out, at):
     if not out or out[0] != g.batch:
-        raise not_supported(at, f"a reshape to {list(out)} that moves values across the batch "
-                                f"axis (of declared size {g.batch})")
+        declared = "symbolic" if g.batch == SYMBOLIC_BATCH else f"declared as {g.batch}"
+        shown = ["N" if s == SYMBOLIC_BATCH else s for s in out]
+        raise not_supported(at, f"a reshape to {shown} that moves values across the batch axis "
+                                f"({declared})")
     return out[1:]
 
 
@@ -522,10 +533,10 @@ def reshape(g, node, at, ins, attrs):
 def flatten(g, node, at, ins, attrs):
     x = g.tensor(ins[0], at)
     axis = axes_list([attrs.get("axis", 1)], x.rank + 1, at, "axis")[0]
-    if axis == 0:
-        raise not_supported(at, "axis 0 (it flattens the batch into the features)")
-    shape = (math.prod(x.shape[:axis - 1]), math.prod(x.shape[axis - 1:]))
-    return _reshaped(g, node, at, x, shape[1:] if axis == 1 else shape)
+    if axis == 0 or math.prod(x.shape[:axis - 1]) != 1:
+        raise not_supported(at, f"axis {axis} of (N,) + {x.shape}, which flattens the batch "
+                                f"axis into the features")
+    return _reshaped(g, node, at, x, (math.prod(x.shape),))
 
 
 def squeeze_unsqueeze(g, node, at, ins, attrs):
@@ -607,7 +618,8 @@ def identity(g, node, at, ins, attrs):
 
 
 def shape(g, node, at, ins, attrs):
-    """The static shape of a tensor, a constant (the batch axis at its declared size)."""
+    """The static shape of a tensor, a constant (the batch axis at its declared size, or
+    SYMBOLIC_BATCH)."""
     x = g.tensor(ins[0], at)
     full = np.asarray((g.batch,) + x.shape, dtype=np.int64)
     start, end = attrs.get("start", 0), attrs.get("end", len(full))

@@ -23,7 +23,8 @@ from robustcnn.engine import Net
 from robustcnn.models.onnx import load_onnx
 
 SMALL = ["squeezenet"]
-LARGE = ["shufflenet", "inception_v1", "resnet50", "inception_v2", "densenet121", "bvlc_alexnet", "vgg19", "zfnet512"]
+LARGE = ["shufflenet", "inception_v1", "resnet50", "inception_v2", "densenet121",
+         "bvlc_alexnet", "vgg19", "zfnet512"]
 RTOL = 1e-4
 
 
