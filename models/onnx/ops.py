@@ -514,10 +514,10 @@ def _reshaped(g, node, at, x, shape):
     return [g.add(Reshape(g.layer_name(node), shape), [x], at, top=g.output(node))]
 
 
-def _keeps_batch(g, out, at):
+def _keeps_batch(g, out, at, target):
     if not out or out[0] != g.batch:
         declared = "symbolic" if g.batch == SYMBOLIC_BATCH else f"declared as {g.batch}"
-        shown = ["N" if s == SYMBOLIC_BATCH else s for s in out]
+        shown = ["N" if s == SYMBOLIC_BATCH else s for s in target]
         raise not_supported(at, f"a reshape to {shown} that moves values across the batch axis "
                                 f"({declared})")
     return out[1:]
@@ -526,8 +526,14 @@ def _keeps_batch(g, out, at):
 def reshape(g, node, at, ins, attrs):
     x = g.tensor(ins[0], at, "data")
     target = ints(g.const(ins[1], at, "the shape"), at, "shape")
-    out = reshape_shape((g.batch,) + x.shape, target, attrs.get("allowzero", 0), at)
-    return _reshaped(g, node, at, x, _keeps_batch(g, out, at))
+    if target and target[0] not in (0, -1, g.batch):
+        _keeps_batch(g, target, at, target)
+    try:
+        out = reshape_shape((g.batch,) + x.shape, target, attrs.get("allowzero", 0), at)
+    except ValueError:
+        shown = ["N" if t == SYMBOLIC_BATCH else t for t in target]
+        raise ValueError(f"{at}: cannot reshape (N,) + {x.shape} to {shown}") from None
+    return _reshaped(g, node, at, x, _keeps_batch(g, out, at, target))
 
 
 def flatten(g, node, at, ins, attrs):
