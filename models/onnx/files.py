@@ -158,8 +158,13 @@ def _one_line(e):
 
 
 def text(value):
-    """A string field as str: protobuf hands back bytes when the file's are not UTF-8."""
-    return value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+    """A string field as str (protobuf hands back bytes when the file's are not UTF-8), with
+    control characters escaped: names from a file go into one-line error messages."""
+    value = value.decode("utf-8", "backslashreplace") if isinstance(value, bytes) else value
+    if value.isprintable():
+        return value
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii")
+                   for c in value)
 
 
 def tensor_dims(tensor, at):

@@ -36,7 +36,7 @@ class Tensor:
 def node_at(source, node, index):
     """Where, for error messages: ``model.onnx: node 'conv1' (Conv)``."""
     name = text(node.name) or (text(node.output[0]) if len(node.output) else f"#{index}")
-    return f"{source}: node {name!r} ({text(node.op_type)})"
+    return f"{source}: node '{name}' ({text(node.op_type)})"  # (text escaped control chars)
 
 
 def f32(value):

@@ -303,7 +303,7 @@ def _node(g, node, index):
             outs = None if outs is None else [np.asarray(o) for o in outs]
         if outs is None:
             if op not in BUILDERS:
-                raise not_supported(at, f"operator {op!r}" + (
+                raise not_supported(at, f"operator '{op}'" + (
                     " on a tensor computed from the input (it is folded on constants only)"
                     if op in FOLDABLE else
                     f" (supported: {', '.join(sorted(set(BUILDERS) | set(FOLDABLE)))})"))

@@ -17,6 +17,7 @@ from ...engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Eltwi
 from ...engine.layers import HardSigmoid, HardSwish, Sigmoid
 from ...engine.pool import pool2d_geometry
 from .fold import axes_list, ints, reshape_shape, squeeze_axes, squeezed_shape, unsqueezed_shape
+from .files import text
 from .graph import Tensor, f32
 
 
@@ -455,7 +456,7 @@ def add_sub(g, node, at, ins, attrs):
     if op == "Sub" and swapped:
         raise not_supported(at, "a constant minus a tensor")
     c = _channel_vector(g, c, x, at) * (-1 if op == "Sub" else 1)
-    fused = _fuse_bias(g, x, node.input[1 if swapped else 0], c, node, at)
+    fused = _fuse_bias(g, x, text(node.input[1 if swapped else 0]), c, node, at)
     if fused is not None:
         return [fused]
     name = g.layer_name(node)

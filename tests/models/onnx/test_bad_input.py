@@ -162,6 +162,15 @@ def test_absurd_dims_are_refused_before_allocation():
         load_onnx(b"\x08\x07\x3a\x80\x80\x80\x80\x08abc")
 
 
+def test_control_characters_in_names_stay_on_one_line():
+    """A name from the file with a newline in it (found by the mutation fuzzing)."""
+    m = model([N("Relu", ["x"], ["y"], name="two\nlines"), ], (3,), "y")
+    m.graph.node[0].op_type = "Re\nlu"
+    with pytest.raises(ValueError, match=r"^<onnx>: node 'two\\nlines' \(Re\\nlu\): "
+                                         r"operator 'Re\\nlu' .* is not supported$"):
+        load_onnx(m.SerializeToString())
+
+
 def test_graph_structure_errors():
     cyclic = model([N("Relu", ["x", "b"], ["a"], name="first"), N("Relu", ["a"], ["b"]),
                     N("Relu", ["b"], ["y"])], (3,), "y")

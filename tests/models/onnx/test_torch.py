@@ -26,7 +26,8 @@ def export(net, opset, dynamic):
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("opset,dynamic", [(11, False), (17, True)])
+@pytest.mark.parametrize("opset,dynamic", [pytest.param(11, False, marks=pytest.mark.slow),
+                                            (17, True)])
 @pytest.mark.parametrize("kind", NETS)
 def test_torch_export_matches_torch_and_onnxruntime(kind, opset, dynamic, ort):
     torch.manual_seed(0)
