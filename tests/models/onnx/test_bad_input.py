@@ -232,7 +232,8 @@ def test_external_data(tmp_path):
     """Weights in a file beside the model: read, and checked against the dims, the file's size
     and the model's folder before a byte is read."""
     m = small_model()
-    onnx.save_model(onnx.ModelProto.FromString(m.SerializeToString()), tmp_path / "ext.onnx", save_as_external_data=True,
+    copy = onnx.ModelProto.FromString(m.SerializeToString())  # (save_model rewrites its model)
+    onnx.save_model(copy, tmp_path / "ext.onnx", save_as_external_data=True,
                     all_tensors_to_one_file=True, location="weights.bin", size_threshold=0)
     net = load_onnx(tmp_path / "ext.onnx")
     ref = load_onnx(m.SerializeToString())

@@ -48,7 +48,8 @@ def dense_cases():
         N("MatMul", ["x", "W"], ["m"]), N("Add", ["m", "b"], ["y"])], \
         (7,), {"W": w(7, 3), "b": w(3)}, 13
     yield "matmul_relu_matmul", [
-        N("MatMul", ["x", "W1"], ["h"]), N("Relu", ["h"], ["r"]), N("MatMul", ["r", "W2"], ["y"])], \
+        N("MatMul", ["x", "W1"], ["h"]), N("Relu", ["h"], ["r"]),
+        N("MatMul", ["r", "W2"], ["y"])], \
         (5,), {"W1": w(5, 6), "W2": w(6, 2)}, 17
 
 
