@@ -20,7 +20,7 @@ from onnx import numpy_helper
 from onnx_files import LIGHT, logits_name, ort_outputs
 
 from robustcnn.engine import Net
-from robustcnn.models.onnx import load_onnx
+from robustcnn.models.onnx import load_onnx, onnx_model
 
 SMALL = ["squeezenet"]
 LARGE = ["shufflenet", "inception_v1", "resnet50", "inception_v2", "densenet121",
@@ -48,6 +48,13 @@ def check_zoo_model(ort, name):
     out64 = net.astype(np.float64).forward(x)
     assert_close(out64.reshape(expected.shape), expected, RTOL, f"{name} vs bundled output")
     assert_close(out64.reshape(theirs_out.shape), theirs_out, RTOL, f"{name} vs onnxruntime")
+    # Written with save_onnx's writer and read again: the same spec and weights.
+    again = load_onnx(onnx_model(net).SerializeToString())
+    assert again.spec() == net.spec()
+    state, other = net.state_dict(), again.state_dict()
+    assert sorted(state) == sorted(other)
+    for key in state:
+        np.testing.assert_array_equal(other[key], state[key], err_msg=f"{name} {key}")
     # A random input too: the logits of two examples at once.
     xr = np.random.default_rng(0).uniform(0, 1, (2, 3, 224, 224)).astype(np.float32)
     (theirs,) = ort_outputs(ort, m, xr[:1], [logits])
