@@ -319,3 +319,26 @@ def test_is_onnx_file(data, tmp_path):
     # onnx's own test files: a caffemodel-like NetParameter starts with a name (field 1, bytes)
     caffe = b"\x0a\x05small" + b"\xa2\x06\x00"
     assert not is_onnx_file(caffe)
+
+
+def test_sparse_initializers_are_checked():
+    def with_sparse(values, indices, dims):
+        m = model([N("MatMul", ["x", "W"], ["y"])], (3,), "y")
+        m.graph.sparse_initializer.append(helper.make_sparse_tensor(
+            numpy_helper.from_array(np.asarray(values, np.float32), "W"),
+            numpy_helper.from_array(np.asarray(indices, np.int64), "W/indices"), dims))
+        return m.SerializeToString()
+
+    net = load_onnx(with_sparse([1.0, 2.0], [0, 5], [3, 2]))
+    np.testing.assert_array_equal(net.layers[0].params["weight"], [[1, 0, 0], [0, 0, 2]])
+    net = load_onnx(with_sparse([1.0, 2.0], [[0, 0], [2, 1]], [3, 2]))
+    np.testing.assert_array_equal(net.layers[0].params["weight"], [[1, 0, 0], [0, 0, 2]])
+    with pytest.raises(ValueError, match=r"initializer 'W': an index is out of the 6 values"):
+        load_onnx(with_sparse([1.0], [6], [3, 2]))
+    with pytest.raises(ValueError, match=r"initializer 'W': an index is out of the dims"):
+        load_onnx(with_sparse([1.0], [[3, 0]], [3, 2]))
+    with pytest.raises(ValueError, match=r"initializer 'W': sparse dims \(1000000, 1000000\) "
+                                         r"must be >= 0 and hold at most"):
+        load_onnx(with_sparse([1.0], [0], [10**6, 10**6]))
+    with pytest.raises(ValueError, match=r"indices of shape \(2,\) for 1 values"):
+        load_onnx(with_sparse([1.0], [0, 1], [3, 2]))
