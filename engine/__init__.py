@@ -39,7 +39,7 @@ from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwi
                     eltwise_sum_forward, flatten_backward, flatten_forward, pad2d_backward,
                     pad2d_forward, permute_backward, permute_forward, reshape_backward,
                     reshape_forward)
-from .net import Net
+from .net import LayerStep, Net
 from .norm import (batch_norm_backward, batch_norm_forward, fold_batch_norm, lrn_backward,
                    lrn_forward, lrn_within_backward, lrn_within_forward, scale_backward,
                    scale_forward)
@@ -63,7 +63,8 @@ __all__ = [
     "eltwise_prod_forward", "eltwise_prod_backward", "eltwise_max_forward",
     "eltwise_max_backward", "reshape_forward", "reshape_backward", "pad2d_forward",
     "pad2d_backward", "permute_forward", "permute_backward",
-    "Net", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU",
-    "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax", "Concat", "EltwiseSum",
-    "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d", "Permute", "LRNWithin",
+    "Net", "LayerStep", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d",
+    "GlobalAvgPool2d", "ReLU", "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax",
+    "Concat", "EltwiseSum", "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d",
+    "Permute", "LRNWithin",
 ]
