@@ -1,12 +1,46 @@
-"""The package's public surface: nothing outside ``engine/`` reaches into a private attribute of
-``Net`` (STYLE.md, "One home per concept")."""
+"""The package's public surface: what ``robustcnn.compress`` and ``robustcnn.models`` export (and
+that importing them stays light), and that nothing outside ``engine/`` reaches into a private
+attribute of ``Net`` (STYLE.md, "One home per concept")."""
 
 import ast
+import importlib
 import pathlib
+import subprocess
+import sys
+
+import pytest
 
 import robustcnn
 
 ROOT = pathlib.Path(robustcnn.__file__).resolve().parent
+PACKAGES = ("robustcnn.compress", "robustcnn.models")
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_every_exported_name_resolves_and_is_listed(package):
+    module = importlib.import_module(package)
+    assert module.__all__ and len(set(module.__all__)) == len(module.__all__)
+    assert set(module.__all__) <= set(dir(module))
+    for name in module.__all__:
+        value = getattr(module, name)
+        if hasattr(value, "__module__") and not isinstance(value, type(sys)):
+            # the object its own module defines, not a copy or an alias
+            assert getattr(sys.modules[value.__module__], name) is value, name
+        assert getattr(module, name) is value  # and it stays what it is
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        module.no_such_name
+
+
+def test_importing_compress_and_models_loads_no_dependency():
+    """The exports load on first use: the imports stay as light as before (no NumPy, Numba,
+    h5py; no optional dependency)."""
+    code = ("import sys, robustcnn.compress, robustcnn.models; "
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ("
+            "'numpy', 'numba', 'scipy', 'h5py', 'google', 'matplotlib', 'dask', 'torch', "
+            "'keras', 'tqdm'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == ""
 
 
 # ---------------------------------------------------------------------------------------------
