@@ -41,7 +41,7 @@ from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwi
                     eltwise_sum_forward, flatten_backward, flatten_forward, pad2d_backward,
                     pad2d_forward, permute_backward, permute_forward, reshape_backward,
                     reshape_forward)
-from .net import Net
+from .net import LayerStep, Net
 from .norm import (batch_norm_backward, batch_norm_forward, fold_batch_norm, lrn_backward,
                    lrn_forward, lrn_within_backward, lrn_within_forward, scale_backward,
                    scale_forward)
@@ -69,8 +69,8 @@ __all__ = [
     "pad2d_backward", "permute_forward", "permute_backward",
     "sigmoid_forward", "sigmoid_backward", "hard_sigmoid_forward", "hard_sigmoid_backward",
     "hard_swish_forward", "hard_swish_backward",
-    "Net", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU",
-    "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax", "Concat", "EltwiseSum",
-    "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d", "Permute", "LRNWithin",
-    "Sigmoid", "HardSigmoid", "HardSwish",
+    "Net", "LayerStep", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d",
+    "GlobalAvgPool2d", "ReLU", "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax",
+    "Concat", "EltwiseSum", "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d",
+    "Permute", "LRNWithin", "Sigmoid", "HardSigmoid", "HardSwish",
 ]
