@@ -131,8 +131,12 @@ def compress(net, x, y, settings, *, val=None, progress=True, log=print):
     times and the settings. With ``settings.adversarial``, the retraining and fine-tuning are
     adversarial training (``adversarial_objective``); x must then lie in [0, 1].
     """
-    for name in set(settings.kept) | set(settings.bits):
-        net.layer(name)  # unknown layer names fail before any work
+    weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
+    unknown = sorted((set(settings.kept) | set(settings.bits) | set(settings.gap_bits))
+                     - set(weighted))
+    if unknown:  # fails before any work
+        raise ValueError(f"compression settings: {net.name} has no layer {unknown[0]!r} with a "
+                         f"weight (layers with a weight: {', '.join(weighted)})")
     objective = adversarial_objective(settings)  # bad settings fail before any work too
     report = {"settings": asdict(settings), "stages": []}
     log = log or (lambda *a: None)
