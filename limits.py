@@ -72,8 +72,10 @@ def read_file(path, max_bytes=None, what="file"):
     size = os.path.getsize(path)
     check_bytes(path, f"the {what}", size, max_bytes)
     with open(path, "rb") as f:
-        data = f.read(resolve(max_bytes) + 1)
-    check_bytes(path, f"the {what}", len(data), max_bytes)  # it grew since its size was read
+        data = f.read(size + 1)  # not read(max_bytes): that reserves max_bytes of memory first
+    if len(data) != size:
+        raise ValueError(f"{path}: the {what} changed while it was read ({size:,} bytes, then "
+                         f"{len(data):,})")
     return data
 
 

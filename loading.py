@@ -201,7 +201,7 @@ def _load_keras(path, weights, dtype, input_shape, max_bytes):
 
 
 def _load_onnx(path, weights, dtype, input_shape, max_bytes):
-    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32)
+    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, max_bytes=max_bytes)
     return net, {"onnx": dict(net.onnx_info), "metadata": dict(net.metadata)}
 
 

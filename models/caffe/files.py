@@ -60,7 +60,9 @@ def _source_bytes(path_or_bytes, limit, what):
             raise ValueError(f"{source}: {size} bytes is more than a {what} can hold "
                              f"({limit} bytes at most)")
         with open(source, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)  # read(n) reserves n bytes before reading
+        if len(data) != size:
+            raise ValueError(f"{source}: the file changed while it was read")
     if len(data) > limit:
         raise ValueError(f"{source}: more than {limit} bytes, too large for a {what}")
     return data, source

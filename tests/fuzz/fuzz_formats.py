@@ -6,7 +6,7 @@ model, the dataset or study readers otherwise) and which structured mutations it
 the byte-level ones every format gets (``fuzz_harness.BYTE_MUTATORS``): header fields rewritten
 to declare absurd sizes, with the checksums recomputed so that the reader gets past them.
 
-Adding a format (ONNX, say) is one more entry in ``FORMATS``.
+Adding a format is one more entry in ``FORMATS``.
 """
 
 import hashlib
@@ -735,12 +735,135 @@ def _report_load(path, directory):
 # The table
 
 
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+
+def onnx_seeds(directory):
+    """The small net written by the exporter, dense and with its pruned layers as sparse
+    initializers, and a graph whose weight comes from folded shape arithmetic
+    (ConstantOfShape), so that mutated shapes reach the folding."""
+    from onnx import TensorProto, helper
+
+    from robustcnn.models.onnx import onnx_model
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    folded = helper.make_model(helper.make_graph(
+        [helper.make_node("ConstantOfShape", ["shape"], ["w"],
+                          value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.5])),
+         helper.make_node("Gemm", ["x", "w"], ["y"])],
+        "folded", [x], [y],
+        [helper.make_tensor("shape", TensorProto.INT64, [2], [6, 4])]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    return {"small.onnx": onnx_model(small_net()).SerializeToString(),
+            "sparse.onnx": onnx_model(compressed_net(), sparse=True).SerializeToString(),
+            "folded.onnx": folded.SerializeToString()}
+
+
+def _onnx_edit(data, edit, rng):
+    """Apply ``edit(model, rng)`` to the parsed ONNX model ``data`` → the new bytes (the input
+    back when it does not parse)."""
+    from onnx import ModelProto
+
+    model = ModelProto()
+    try:
+        model.ParseFromString(data)
+    except Exception:  # noqa: BLE001: an earlier byte mutation broke it; nothing to edit
+        return data
+    edit(model, rng)
+    return model.SerializeToString()
+
+
+def _onnx_tensors(model):
+    """Every TensorProto of the graph: initializers, sparse initializers' values and indices,
+    tensor attributes of nodes."""
+    g = model.graph
+    found = list(g.initializer)
+    for s in g.sparse_initializer:
+        found += [s.values, s.indices]
+    for node in g.node:
+        found += [a.t for a in node.attribute if a.HasField("t")]
+    return found
+
+
+def _onnx_dims(data, rng):
+    """A tensor's dims made absurd (or a sparse initializer's dense dims), its data kept."""
+    def edit(model, rng):
+        sparse = list(model.graph.sparse_initializer)
+        if sparse and rng.random() < 0.3:
+            target = _pick(rng, sparse)
+        else:
+            tensors = _onnx_tensors(model)
+            if not tensors:
+                return
+            target = _pick(rng, tensors)
+        dims = list(target.dims) or [1]
+        dims[int(rng.integers(len(dims)))] = int(_pick(rng, (0, 2**16, 2**27, 2**28 + 1, 2**31,
+                                                              10**6, 10**12, -1)))
+        if rng.random() < 0.3:
+            dims.append(int(_pick(rng, (2**16, 2**20, 10**6))))
+        del target.dims[:]
+        target.dims.extend(dims)
+    return _onnx_edit(data, edit, rng)
+
+
+def _onnx_values(data, rng):
+    """An integer constant (a shape for ConstantOfShape or Reshape, sparse indices) or an
+    attribute's integers set to interesting values."""
+    def edit(model, rng):
+        from onnx import numpy_helper
+
+        ints = [t for t in _onnx_tensors(model) if t.data_type == 7]  # INT64
+        attrs = [a for n in model.graph.node for a in n.attribute if a.ints or a.i]
+        if ints and (not attrs or rng.random() < 0.5):
+            t = _pick(rng, ints)
+            a = numpy_helper.to_array(t).copy()
+            if a.size:
+                a.reshape(-1)[int(rng.integers(a.size))] = int(_pick(
+                    rng, (0, -1, 2**27, 2**31, 10**9, 2**62)))
+                t.CopyFrom(numpy_helper.from_array(a, t.name))
+        elif attrs:
+            a = _pick(rng, attrs)
+            value = int(_pick(rng, (0, -1, 2**31, 10**6, 2**62)))
+            if a.ints:
+                a.ints[int(rng.integers(len(a.ints)))] = value
+            else:
+                a.i = value
+    return _onnx_edit(data, edit, rng)
+
+
+def _onnx_graph(data, rng):
+    """A node's op type, inputs or outputs rewired, or the input's declared shape changed."""
+    def edit(model, rng):
+        g = model.graph
+        choice = int(rng.integers(4))
+        if choice == 0 and g.node:
+            _pick(rng, g.node).op_type = _pick(rng, ("Relu", "Conv", "Gemm", "MaxPool", "Add",
+                                                     "ConstantOfShape", "Tile", "Identity"))
+        elif choice == 1 and g.node:
+            node = _pick(rng, g.node)
+            names = [n for m in g.node for n in m.output] + [i.name for i in g.initializer]
+            if node.input and names:
+                node.input[int(rng.integers(len(node.input)))] = _pick(rng, names)
+        elif choice == 2 and g.input:
+            dims = g.input[0].type.tensor_type.shape.dim
+            if dims:
+                dims[int(rng.integers(len(dims)))].dim_value = int(_pick(
+                    rng, (0, 1, 2**20, 2**31, 10**5)))
+        elif g.node:
+            g.node.append(g.node[int(rng.integers(len(g.node)))])
+    return _onnx_edit(data, edit, rng)
+
+
 FORMATS = {f.name: f for f in (
     FuzzFormat("checkpoint", checkpoint_seeds, lambda p, d: load_model(p),
                _h5_mutators(_absurd_dataset, _dataset_edit, _attr_edit)),
     FuzzFormat("rcnn", rcnn_seeds, lambda p, d: load_model(p),
                {"header": _rcnn_header_edit, "payload": _rcnn_payload_edit,
                 "absurd_shape": _rcnn_absurd_shape}),
+    FuzzFormat("onnx", onnx_seeds, lambda p, d: load_model(p),
+               {"dims": _onnx_dims, "values": _onnx_values, "graph": _onnx_graph}),
     FuzzFormat("caffe-prototxt", caffe_seeds, lambda p, d: load_model(p),
                {"text": _text_mutation}),
     FuzzFormat("caffemodel", caffemodel_seeds,
