@@ -90,6 +90,28 @@ def files(tmp_path_factory):
     with h5py.File(f["external"], "r+") as h:
         h["state/elsewhere"] = h5py.ExternalLink(str(f["model"]), "/state")
 
+    from onnx import TensorProto, helper
+
+    from robustcnn.models.onnx import onnx_model
+
+    f["onnx_truncated"] = d / "truncated.onnx"
+    f["onnx_truncated"].write_bytes(onnx_model(net).SerializeToString()[:5000])
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    sparse = helper.make_sparse_tensor(  # dense dims of 2**28 floats, no entries: 100 bytes
+        helper.make_tensor("w", TensorProto.FLOAT, [0], []),
+        helper.make_tensor("i", TensorProto.INT64, [0], []), [2**14, 2**14])
+    f["onnx_sparse"] = d / "sparse.onnx"
+    f["onnx_sparse"].write_bytes(helper.make_model(
+        helper.make_graph([helper.make_node("Gemm", ["x", "w"], ["y"])], "g", [x], [y],
+                          sparse_initializer=[sparse]),
+        opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    f["caffe_wide"] = d / "wide.prototxt"
+    f["caffe_wide"].write_text(
+        'name: "wide"\ninput: "data"\ninput_shape { dim: 1 dim: 1 dim: 28 dim: 28 }\n'
+        'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" '
+        'inner_product_param { num_output: 1000000 } }\n')
+
     f["foreign"] = d / "foreign.sqlite"
     with sqlite3.connect(f["foreign"]) as conn:
         conn.execute("CREATE TABLE notes (text TEXT)")
@@ -192,6 +214,10 @@ CASES = [
     ("h5-tampered-spec", "info {tampered}", "{tampered}: checksum mismatch"),
     ("h5-external-link", "info {external}", "links to another file"),
     ("max-model-bytes-small", "info {model} --max-model-bytes 1K", "more than the limit of 1,024"),
+    ("onnx-truncated", "info {onnx_truncated}", "{onnx_truncated}: "),
+    ("onnx-sparse-2e28", "eval {onnx_sparse}", "{onnx_sparse}: the initializer data takes "
+                                               "1,073,741,824 bytes, more than the limit"),
+    ("caffe-num-output-1e6", "info {caffe_wide}", "{caffe_wide}: ip1 (InnerProduct): declares "),
     ("weights-for-checkpoint", "info {model} --weights {text}",
      "weights are given separately only for a Caffe prototxt"),
     ("weights-missing", "info {model} --weights {tmp}/none.caffemodel", "no such weights file"),

@@ -134,3 +134,42 @@ def test_a_file_the_hdf5_library_loops_on_is_refused(monkeypatch):
     with pytest.raises(ValueError, match=str(LOOPS)):
         robustcnn.load(LOOPS)
     assert time.monotonic() - t0 < 60
+
+
+def test_what_h5py_raises_reading_a_damaged_dataset_is_one_line_naming_the_file(tmp_path,
+                                                                                 monkeypatch):
+    """About 5% of mutated checkpoints, Caffe HDF5 and Keras files made h5py raise RuntimeError
+    (a damaged chunk, "Can't decompress data") while a dataset was read: each reader turns it
+    into one ValueError naming the file."""
+    import robustcnn
+    from robustcnn.engine import Linear, Net, ReLU
+    from robustcnn.engine.checkpoint import save_checkpoint
+    from robustcnn.models.keras import save_keras
+
+    net = Net([Linear("ip1", 8), ReLU("relu1"), Linear("ip2", 3)], (1, 4, 4))
+    checkpoint, keras = tmp_path / "c.h5", tmp_path / "k.h5"
+    save_checkpoint(checkpoint, net)
+    save_keras(net, keras)
+    prototxt, weights = tmp_path / "n.prototxt", tmp_path / "n.caffemodel.h5"
+    prototxt.write_text('name: "n"\ninput: "data"\ninput_shape { dim: 1 dim: 16 }\n'
+                        'layer { name: "ip1" type: "InnerProduct" bottom: "data" top: "ip1" '
+                        'inner_product_param { num_output: 3 } }\n')
+    with h5py.File(weights, "w") as f:
+        f["data/ip1/0"] = np.ones((3, 16), "f4")
+        f["data/ip1/1"] = np.zeros(3, "f4")
+    loads = [(checkpoint, lambda: robustcnn.load(checkpoint)),
+             (keras, lambda: robustcnn.load(keras)),
+             (weights, lambda: robustcnn.load(prototxt, weights=weights))]
+    for _, load in loads:
+        load()  # intact, they load
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError("Can't synchronously read data (inflate() failed)")
+
+    monkeypatch.setattr(h5py.Dataset, "read_direct", damaged)
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", damaged)
+    for path, load in loads:
+        with pytest.raises(ValueError) as caught:
+            load()
+        message = str(caught.value)
+        assert str(path) in message and "RuntimeError" in message and "\n" not in message
