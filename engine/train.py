@@ -137,10 +137,16 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
                              if (saved_run or {}).get(k) != run.get(k))
             raise ValueError(f"{checkpoint}: was written by a run with other settings "
                              f"(differs in {changed}); remove it or choose another path")
-        net.load_state_dict(ckpt["state"], source=os.fspath(checkpoint))
+        history, start_epoch = ckpt["meta"].get("history"), ckpt["meta"].get("epoch")
+        if not isinstance(history, list) or isinstance(start_epoch, bool) \
+                or not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:
+            raise ValueError(f"{checkpoint}: its epoch ({start_epoch!r}) or history is not one "
+                             f"of a run of {epochs} epochs")
+        try:
+            net.load_state_dict(ckpt["state"], source=os.fspath(checkpoint))
+        except TypeError as e:  # arrays of the wrong kind
+            raise ValueError(f"{checkpoint}: {e}") from None
         optimizer.velocity = {k: np.array(v) for k, v in ckpt["velocity"].items()}
-        history = ckpt["meta"]["history"]
-        start_epoch = ckpt["meta"]["epoch"]
         if log and start_epoch:
             log(f"resuming {checkpoint} after epoch {start_epoch}")
     for epoch in range(start_epoch, epochs):
