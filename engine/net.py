@@ -388,6 +388,32 @@ class Net:
             out[lo:lo + batch_size] = self._run(xb, ctx)[self._logits_id].reshape(len(xb), -1)
         return out
 
+    def layer_inputs(self, x, names, *, batch_size=256):
+        """The first input of each named layer for ``x`` (eval mode) → {name: (N, *in_shape)}:
+        what calibration of a quantized net measures."""
+        wanted = {}
+        for name in names:
+            for step, (layer, in_ids, _) in enumerate(self._plan):
+                if layer.name == name:
+                    wanted[name] = (step, in_ids[0])
+                    break
+            else:
+                raise ValueError(f"{self.name}: no layer named {name!r}")
+        parts = {name: [] for name in wanted}
+        ctx = Context(train=False)
+        for lo in range(0, len(x), batch_size):
+            blobs = {self.input_name: self._check_input(np.asarray(x[lo:lo + batch_size]))}
+            for step, (layer, in_ids, out_ids) in enumerate(self._plan):
+                for name, (at_step, blob_id) in wanted.items():
+                    if at_step == step:
+                        parts[name].append(blobs[blob_id])
+                ys = layer.forward([blobs[i] for i in in_ids], ctx)
+                for o, y in zip(out_ids, ys):
+                    blobs[o] = y
+        return {name: np.concatenate(p) if p else np.zeros((0,) + self._shapes[wanted[name][1]],
+                                                           self.dtype)
+                for name, p in parts.items()}
+
     def predict(self, x, *, batch_size=256):
         """Predicted classes for ``x`` (argmax of the logits) → int64 (N,)."""
         return self.logits(x, batch_size=batch_size).argmax(axis=1)
