@@ -1,4 +1,5 @@
-"""Forward kernels of the quantized weight formats: int8 × 8-bit activations with int32 sums.
+"""Forward kernels of the quantized weight formats: int8 × 8-bit activations with int32 sums, and
+the ternary format's add/subtract kernel.
 
 A quantized layer's float path decodes its weight block by block for BLAS (the formats'
 ``weight_rows``), which serves every input and every backward pass. The kernels here are the
@@ -11,6 +12,10 @@ forward pass the format was made for, taken when the input allows it:
 
   Both paths give the same outputs on such inputs (to float rounding); on any other input
   (float activations, a finite-difference probe) the float path runs.
+- ternary weights (``formats/ternary.py``), on any input: each output is a sum and a
+  difference of inputs, scaled once (no multiply per weight; Zhu et al. 2017):
+
+      y[n, o] = wp · Σ_{k : code[o, k] = +} x[n, k] − wn · Σ_{k : code[o, k] = −} x[n, k] + b[o]
 
 The int8 products run in tiles of three activation rows by four weight rows whose inner loop is
 one LLVM vector block per 16 values of k (``tile_dots_intrinsic``): LLVM's vectoriser widens
@@ -308,6 +313,93 @@ def padded_width(K):
 
 
 # ---------------------------------------------------------------------------------------------
+# Ternary weights: adds and subtracts
+
+
+@njit(**JIT)
+def _ternary_row_sums(codes, base, K, src, pos, neg):
+    # pos ← Σ_{k : code[base + k] = 1} src[k],  neg ← Σ_{k : code[base + k] = 2} src[k]
+    # (src: (K, L) rows; codes: 2-bit, four to a byte, LSB first)
+    pos[:] = 0.0
+    neg[:] = 0.0
+    L = pos.shape[0]
+    for k in range(K):
+        j = base + k
+        c = (np.int64(codes[j >> 2]) >> ((j & 3) << 1)) & 3
+        if c == 1:
+            row = src[k]
+            for p in range(L):
+                pos[p] += row[p]
+        elif c == 2:
+            row = src[k]
+            for p in range(L):
+                neg[p] += row[p]
+
+
+@njit(**JIT_PARALLEL)
+def ternary_linear_forward(xT, codes, wp, wn, bias, chunks, yT):
+    # xT: (K, N) the batch transposed; codes: (⌈O·K / 4⌉,) 2-bit codes; bias: (O,)
+    # yT: (O, N), every cell written: yT[o] = wp · Σ_{k ∈ +(o)} xT[k] − wn · Σ_{k ∈ −(o)} xT[k] + b[o]
+    K, N = xT.shape
+    O = yT.shape[0]
+    for t in prange(chunks):
+        pos = np.empty(N, dtype=xT.dtype)
+        neg = np.empty(N, dtype=xT.dtype)
+        lo, hi = chunk_bounds(t, chunks, O)
+        for o in range(lo, hi):
+            _ternary_row_sums(codes, o * K, K, xT, pos, neg)
+            out = yT[o]
+            for n in range(N):
+                out[n] = wp * pos[n] - wn * neg[n] + bias[o]
+
+
+@njit(**JIT)
+def float_im2col(padded, kh, kw, sh, sw, dh, dw, oh, ow, cols):
+    # padded: (Cg, H + 2·ph, W + 2·pw) one example's group, zero-padded
+    # cols: (Cg·kh·kw, oh·ow) ← cols[(c·kh + i)·kw + j, y·ow + x] = padded[c, y·sh + i·dh, x·sw + j·dw]
+    Cg = padded.shape[0]
+    for c in range(Cg):
+        for i in range(kh):
+            for j in range(kw):
+                dst = cols[(c * kh + i) * kw + j]
+                for oy in range(oh):
+                    src = padded[c, oy * sh + i * dh]
+                    for ox in range(ow):
+                        dst[oy * ow + ox] = src[ox * sw + j * dw]
+
+
+@njit(**JIT_PARALLEL)
+def ternary_conv2d_forward(x, codes, wp, wn, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                           chunks, y):
+    # x: (N, C, H, W); codes: 2-bit codes of the (O, C/G·kh·kw) weight; bias: (O,)
+    # y: (N, O, oh, ow), every cell written
+    # y[n, o, :] = wp · Σ_{k ∈ +(o)} cols_n,g[k] − wn · Σ_{k ∈ −(o)} cols_n,g[k] + b[o]
+    # (cols: the im2col of example n's group g = o // (O/G)); tasks (example, group) over chunks
+    N, C, H, W = x.shape
+    O, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    Og, Cg = O // groups, C // groups
+    K = Cg * kh * kw
+    P = oh * ow
+    y3 = y.reshape((N, O, P))
+    for t in prange(chunks):
+        cols = np.empty((K, P), dtype=x.dtype)
+        padded = np.zeros((Cg, H + 2 * ph, W + 2 * pw), dtype=x.dtype)
+        pos = np.empty(P, dtype=x.dtype)
+        neg = np.empty(P, dtype=x.dtype)
+        lo, hi = chunk_bounds(t, chunks, N * groups)
+        for task in range(lo, hi):
+            n = task // groups
+            g = task % groups
+            padded[:, ph:ph + H, pw:pw + W] = x[n, g * Cg:(g + 1) * Cg]
+            float_im2col(padded, kh, kw, sh, sw, dh, dw, oh, ow, cols)
+            for o in range(g * Og, (g + 1) * Og):
+                _ternary_row_sums(codes, o * K, K, cols, pos, neg)
+                out = y3[n, o]
+                for p in range(P):
+                    out[p] = wp * pos[p] - wn * neg[p] + bias[o]
+
+
+# ---------------------------------------------------------------------------------------------
 # What linear.py and conv.py call
 
 
@@ -331,6 +423,12 @@ def linear_forward(x, fmt, bias):
         chunks = chunk_count((fmt.rows + 3) // 4)
         int8_linear_forward(xq, codes, scales, bias, chunks, y)
         return y
+    if fmt.kind == "ternary":
+        bias = np.zeros(fmt.rows, dtype=x.dtype) if bias is None else bias
+        yT = np.empty((fmt.rows, x.shape[0]), dtype=x.dtype)
+        ternary_linear_forward(np.ascontiguousarray(x.T), fmt.codes, x.dtype.type(fmt.scales[0]),
+                               x.dtype.type(fmt.scales[1]), bias, chunk_count(fmt.rows, 16), yT)
+        return np.ascontiguousarray(yT.T)
     return None
 
 
@@ -348,5 +446,13 @@ def conv2d_forward(x, fmt, bias, geom):
         chunks = max(1, min(numba.get_num_threads(), x.shape[0] * geom.groups))
         int8_conv2d_forward(xq, codes, scales, bias, *geom.kernel, *geom.kernel_args(),
                             geom.groups, chunks, y)
+        return y
+    if fmt.kind == "ternary" and x.shape[0]:
+        bias = np.zeros(geom.out_channels, dtype=x.dtype) if bias is None else bias
+        y = np.empty((x.shape[0],) + geom.out_shape, dtype=x.dtype)
+        chunks = max(1, min(numba.get_num_threads(), x.shape[0] * geom.groups))
+        ternary_conv2d_forward(x, fmt.codes, x.dtype.type(fmt.scales[0]),
+                               x.dtype.type(fmt.scales[1]), bias, *geom.kernel,
+                               *geom.kernel_args(), geom.groups, chunks, y)
         return y
     return None
