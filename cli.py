@@ -394,6 +394,7 @@ def _compress_by_method(args):
 
 
 def _compress(args):
+    from .attacks.adversarial_training import adversarial_objective
     from .compress.modelfile import save_model
     from .compress.pipeline import CompressionSettings, PRESETS, compress
     from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
@@ -422,12 +423,15 @@ def _compress(args):
                                    ("finetune_lr", args.finetune_lr))
                  if v is not None}
     settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman, seed=args.seed)
+    objective = adversarial_objective(settings.adversarial, settings.seed,
+                                      where="compression settings: adversarial")
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
     x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
     print(f"compressing {args.model} ({name}) on {dataset}")
     t0 = time.perf_counter()
-    report = compress(net, x, y, settings, val=(xt, yt), progress=args.progress)
+    report = compress(net, x, y, settings, objective=objective, val=(xt, yt),
+                      progress=args.progress)
     seconds = time.perf_counter() - t0
     accuracy = report["stages"][-1]["accuracy"]
     size = save_model(args.out, net, meta={

@@ -182,8 +182,8 @@ def _load_keras(path, weights, dtype, input_shape):
 
 
 def _load_onnx(path, weights, dtype, input_shape):
-    onnx = _onnx_module()
-    return onnx.load_onnx(path, dtype=dtype or np.float32), {}
+    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32)
+    return net, {"onnx": dict(net.onnx_info), "metadata": dict(net.metadata)}
 
 
 def _load_caffe(path, weights, dtype, input_shape):

@@ -28,6 +28,27 @@ def weighted_layers(net):
     return [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
 
 
+def _layer(net, name):
+    try:
+        return net.layer(name)
+    except KeyError as e:
+        raise ValueError(f"int8: {e.args[0]}") from None
+
+
+def layer_inputs(net, x, names, *, batch_size=256):
+    """The first input of each named layer for ``x`` (eval mode) → {name: (N, *in_shape)}:
+    what calibration measures."""
+    names = list(names)
+    for name in names:
+        _layer(net, name)
+    parts = {name: [] for name in names}
+    for lo in range(0, len(x), batch_size):
+        for step in net.run_layers(np.asarray(x[lo:lo + batch_size]), train=False):
+            if step.layer.name in parts:
+                parts[step.layer.name].append(step.inputs[0])
+    return {name: np.concatenate(p) for name, p in parts.items() if p}
+
+
 def calibration_steps(inputs, *, percentile=100.0):
     """{layer: (step, signed)} from each layer's calibration inputs: unsigned 8-bit codes if none
     is negative, else signed ±127; the step maps the ``percentile`` of the magnitudes to the top
@@ -78,11 +99,11 @@ def quantize_int8(net, x_calibration, *, layers=None, percentile=100.0, batch_si
     """
     names = weighted_layers(net) if layers is None else list(layers)
     for name in names:
-        if not hasattr(net.layer(name), "weight_format"):
+        if not hasattr(_layer(net, name), "weight_format"):
             raise ValueError(f"int8: {net.layer(name).at} has no weight to quantize")
     if len(x_calibration) == 0:
         raise ValueError("int8: no calibration images")
-    steps = calibration_steps(net.layer_inputs(x_calibration, names, batch_size=batch_size),
+    steps = calibration_steps(layer_inputs(net, x_calibration, names, batch_size=batch_size),
                               percentile=percentile)
     out = with_quantizers(net, steps)
     for name in names:

@@ -6,7 +6,7 @@ model size" (arXiv:1602.07360); Han, Mao & Dally 2016, "Deep Compression" (ICLR)
 (BSD licence and provenance beside them): ``SqueezeNet_deploy.prototxt`` and
 ``compressed_SqueezeNet.net``, pruned weights with trained quantization and no Huffman stage.
 
-    net = squeezenet_v1_0_deep_compression()              # dense weights, eval mode
+    net = squeezenet_v1_0_deep_compression()              # sparse codebooks, eval mode
     x = caffe_input(image_rgb_256x256)                    # (1, 3, 227, 227), BGR minus the mean
     probs = softmax_forward(net.logits(x))                # 1000 ImageNet classes
     top5 = top_k(probs[0], 5)                             # [(index, name, probability), ...]

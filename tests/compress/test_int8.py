@@ -10,7 +10,8 @@ from quant_nets import bars, trained_tiny_lenet
 
 from robustcnn.attacks.bpda import bpda, masked_layers
 from robustcnn.attacks.sanity import check_gradients
-from robustcnn.compress.int8 import calibration_steps, quantize_int8, with_quantizers
+from robustcnn.compress.int8 import (calibration_steps, layer_inputs, quantize_int8,
+                                     with_quantizers)
 from robustcnn.compress.modelfile import load_model, save_model
 from robustcnn.engine import Linear, Net, ReLU
 from robustcnn.engine import quantized
@@ -33,7 +34,7 @@ def test_structure_and_calibration(trained, int8_net):
     names = [layer.name for layer in int8_net.layers]
     assert names == ["conv1_quant", "conv1", "pool1", "ip1_quant", "ip1", "relu1", "ip2_quant",
                      "ip2"]
-    inputs = net.layer_inputs(x[:256], ["conv1", "ip1", "ip2"])
+    inputs = layer_inputs(net, x[:256], ["conv1", "ip1", "ip2"])
     for name, signed in (("conv1", False), ("ip1", True), ("ip2", False)):
         q = int8_net[f"{name}_quant"]
         assert q.bits == 8 and q.signed == signed and not q.straight_through
@@ -56,7 +57,7 @@ def test_predictions_and_integer_kernels(trained, int8_net):
     assert (int8_net.predict(x) == net.predict(x)).mean() >= 0.97
     assert abs(int8_net.accuracy(x, y) - net.accuracy(x, y)) <= 0.02
     # Every int8 layer's input holds 8-bit codes: the integer kernels run, and agree.
-    codes = int8_net.layer_inputs(x[:64], ["conv1", "ip1", "ip2"])
+    codes = layer_inputs(int8_net, x[:64], ["conv1", "ip1", "ip2"])
     for name, c in codes.items():
         layer = int8_net[name]
         assert np.array_equal(c, np.round(c)) and c.min() >= -127 and c.max() <= 255
@@ -104,6 +105,8 @@ def test_unknown_or_weightless_layers(trained):
     net, x, _ = trained
     with pytest.raises(ValueError, match="pool1 .* has no weight"):
         quantize_int8(net, x[:8], layers=["pool1"])
+    with pytest.raises(ValueError, match="int8: .*no layer named 'conv9'"):
+        quantize_int8(net, x[:8], layers=["conv9"])
     with pytest.raises(ValueError, match="no calibration images"):
         quantize_int8(net, x[:0])
 
