@@ -31,6 +31,7 @@ from ..atomic import atomic_path
 from ..engine import conv2d_forward
 from . import attacks, coldstart, dense, pairs
 from .common import FULL, QUICK, format_table
+from .formats import quantized
 from .formats.suite import SUITE as FORMATS
 from .machine import print_header
 
@@ -40,6 +41,8 @@ SUITES = (
     pairs.suite("kernels, nets and attacks against torch", (dense.cases, attacks.cases)),
     coldstart.SUITE,
     FORMATS,
+    pairs.suite("quantized formats (int8, ternary) against our float32 and torch",
+                (quantized.cases,), formats=True),
 )
 
 

@@ -183,12 +183,12 @@ def records(results):
             for r in results if not r.failure]
 
 
-def suite(name, families):
+def suite(name, families, *, formats=False):
     """The bench section of the pair cases that ``families`` build, in order: each family is a
-    function () → [Case]; ``--cases`` keeps those whose name contains its text, ``--formats``
-    none."""
+    function () → [Case]; ``--cases`` keeps those whose name contains its text; ``--formats``
+    keeps the suite only if it times weight formats (``formats``)."""
     def plan(args):
-        if args.formats:
+        if args.formats and not formats:
             return None
         cases = [case for family in families for case in family()]
         return [c for c in cases if args.cases in c.name] if args.cases else cases
