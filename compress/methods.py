@@ -86,13 +86,13 @@ def method_options(name, given):
     out = dict(method.defaults)
     for key, value in (given or {}).items():
         if key not in out:
-            raise ValueError(f"--method {name}: unknown option {key!r}; options: "
+            raise ValueError(f"method {name}: unknown option {key!r}; options: "
                              f"{', '.join(sorted(out)) or 'none'}")
         default = out[key]
         try:
             out[key] = _typed(value, default)
         except (TypeError, ValueError):
-            raise ValueError(f"--method {name}: option {key} must be a {type(default).__name__}, "
+            raise ValueError(f"method {name}: option {key} must be a {type(default).__name__}, "
                              f"got {value!r}") from None
     return out
 
