@@ -87,7 +87,7 @@ def int8_fc_cases(seed=0):
             return error < TORCH_DYNAMIC_TOLERANCE, f"{error:.0e} (< {TORCH_DYNAMIC_TOLERANCE})"
 
         target = 1.5 if n == 64 else None
-        cases.append(Case(f"int8 FC {FC}² batch {n} fwd", ours, ours_float, flops, target=target,
+        cases.append(Case(f"int8 FC {FC}² batch {n} fwd vs our float32", ours, ours_float, flops, target=target,
                           ours_name="robustcnn-int8", peer_name=OURS_DENSE))
         cases.append(Case(f"int8 FC {FC}² batch {n} fwd vs torch dynamic", ours, peer, flops,
                           target=1.0 if n == 64 else None, ours_name="robustcnn-int8",
@@ -121,7 +121,7 @@ def int8_conv_cases(seed=0):
         def ours_float(x=x):
             return (conv2d_forward_format(x, dense, b, geom),)
 
-        cases.append(Case(f"int8 AlexNet conv2 batch {n} fwd", ours, ours_float,
+        cases.append(Case(f"int8 AlexNet conv2 batch {n} fwd vs our float32", ours, ours_float,
                           geom.flops(n), target=1.5 if n == 64 else None,
                           ours_name="robustcnn-int8", peer_name=OURS_DENSE))
     return cases
@@ -139,11 +139,11 @@ def ternary_cases(seed=0):
     for n in BATCHES:
         x = rng.standard_normal((n, FC)).astype(np.float32)
         xc = rng.standard_normal((n,) + CONV2["input_shape"]).astype(np.float32)
-        cases.append(Case(f"ternary FC {FC}² batch {n} fwd",
+        cases.append(Case(f"ternary FC {FC}² batch {n} fwd vs our float32",
                           lambda x=x: (linear_forward_format(x, fc, b),),
                           lambda x=x: (linear_forward_format(x, fc_dense, b),),
                           2 * n * FC * FC, ours_name="robustcnn-ternary", peer_name=OURS_DENSE))
-        cases.append(Case(f"ternary AlexNet conv2 batch {n} fwd",
+        cases.append(Case(f"ternary AlexNet conv2 batch {n} fwd vs our float32",
                           lambda x=xc: (conv2d_forward_format(x, conv, cb, geom),),
                           lambda x=xc: (conv2d_forward_format(x, conv_dense, cb, geom),),
                           geom.flops(n), ours_name="robustcnn-ternary",
