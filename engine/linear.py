@@ -1,9 +1,16 @@
-"""Fully connected (inner product) layer, forward and backward, dense weights.
+"""Fully connected (inner product) layer, forward and backward, on a weight in any of the
+engine's formats (``engine/formats``).
 
     y[n, o] = b[o] + Σ_i W[o, i] · x[n, i]          (Caffe's InnerProduct layout: W is (O, I))
 
-Each kernel splits one matrix product into column blocks, one per thread, each a
-single-threaded BLAS call (see blas.py for why BLAS runs inside Numba's threads).
+A dense weight: each kernel splits one matrix product into column blocks, one per thread, each a
+single-threaded BLAS call (see blas.py for why BLAS runs inside Numba's threads). A codebook
+decodes blocks of rows for the same products; sparse formats (CSR, sparse codebook, Huffman)
+multiply each decoded row of stored weights (``row_entries``) or, at a small batch, walk each
+row's stored entries once per example (``row_dot``, EIE). The weight gradient is the
+format's own: CSR's stored values', a codebook's per-centroid sums (Deep Compression eq. 3). The
+Net's Linear calls ``linear_forward_format`` / ``linear_backward_format``; ``linear_forward`` /
+``linear_backward`` are the checked functional API on a dense weight array.
 """
 
 import numpy as np
@@ -15,6 +22,7 @@ from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
 from .formats.base import has_row_direct, row_dot, row_dot_backward, row_entries, weight_rows
+from . import quantized
 
 # Narrower blocks than this make per-call overhead dominate the product.
 _MIN_BLOCK = 64
@@ -186,6 +194,9 @@ def linear_forward_format(x, fmt, bias, *, direct=None):
     _same_dtype(x, fmt)
     if fmt.kind == "dense":
         return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
+    y = quantized.linear_forward(x, fmt, bias)  # the format's integer kernel, where it applies
+    if y is not None:
+        return y
     N, O = x.shape[0], fmt.rows
     if bias is None:
         bias = np.zeros(O, dtype=x.dtype)

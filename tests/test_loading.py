@@ -133,3 +133,16 @@ def test_every_command_takes_a_prototxt_and_its_weights(tmp_path, capsys):
     assert main(["info", str(tmp_path / "copy.net")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "copy.net" in err[0] and "--weights" in err[0]
+
+
+def test_onnx_by_content(net, x, tmp_path, capsys):
+    pytest.importorskip("onnx")
+    from robustcnn.models.onnx import save_onnx
+
+    save_onnx(net, tmp_path / "model.bin")  # any name: the content tells
+    assert detect_format(tmp_path / "model.bin") == "onnx"
+    loaded, meta = load(tmp_path / "model.bin")
+    _same_logits(net, loaded, x)
+    assert meta["loaded_from"]["format"] == "onnx" and "opset" in meta["onnx"]
+    assert main(["info", str(tmp_path / "model.bin")]) == 0
+    assert '"format": "onnx"' in capsys.readouterr().out
