@@ -8,7 +8,8 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
     [train]                      the recipe of trained models: epochs (12), batch_size (64),
                                  lr (0.02), momentum (0.9), weight_decay (5e-4), schedule
                                  ("cosine"), adversarial (optional: {attack, eps, fraction,
-                                 steps}: adversarial training)
+                                 steps}: adversarial training; or {objective = "trades",
+                                 eps, beta, steps}: TRADES)
     [[models]]  kind = "dense"       name, arch (a name of models.lenet.MODELS or models.zoo.ZOO),
                                      kwargs (table, optional), train (table overriding [train])
     [[models]]  kind = "compact"     as dense, plus params (optional: build the architecture at
@@ -57,7 +58,8 @@ SANITY = "sanity"  # the attack name of a model's sanity-check cell: checks, not
 TRANSFER = "transfer"  # a transfer attack's label: transfer:fgsm<-lenet5 (attack_label)
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
-ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
+ADVERSARIAL_KEYS = {"objective", "attack", "eps", "fraction", "steps"}
+TRADES_KEYS = {"objective", "eps", "beta", "steps"}
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
@@ -328,10 +330,23 @@ def _unknown(table, allowed, source, where):
 
 
 def _adversarial(table, source, where):
-    """An adversarial-training table → its canonical dict (attack name resolved)."""
+    """An adversarial-training table → its canonical dict (attack name resolved). With
+    ``objective = "trades"`` (Zhang et al.'s TRADES): eps, beta (6), steps (10), no attack."""
     from ..attacks.registry import attack_spec
 
     table = _table(table, source, where)
+    objective = table.get("objective", "mixed")
+    if objective not in ("mixed", "trades"):
+        raise _err(source, f"{where}.objective", f"expected mixed or trades, got {objective!r}")
+    if objective == "trades":
+        _unknown(table, TRADES_KEYS, source, where)
+        if "eps" not in table:
+            raise _err(source, f"{where}.eps", "missing (the radius of the inner maximisation)")
+        out = {"objective": "trades", "eps": _number(table["eps"], source, f"{where}.eps"),
+               "beta": _number(table.get("beta", 6.0), source, f"{where}.beta")}
+        if "steps" in table:
+            out["steps"] = _int(table["steps"], source, f"{where}.steps", 1)
+        return out
     _unknown(table, ADVERSARIAL_KEYS, source, where)
     try:
         record = attack_spec(_str(table.get("attack", "fgsm"), source, f"{where}.attack"), where)
