@@ -17,8 +17,10 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
     [[models]]  kind = "compressed"  name, base (an earlier model), preset (a name of
                                      compress.pipeline.PRESETS, optional), settings (a table of
                                      CompressionSettings fields overriding the preset, e.g.
-                                     adversarial = {...}: adversarial-aware compression),
-                                     target_ratio (optional: scale the kept shares to reach it)
+                                     adversarial = {...}: adversarial-aware compression;
+                                     pruning = "hydra" and pruning_options = {...}: another
+                                     pruning method, compress.pruning_methods), target_ratio
+                                     (optional: scale the kept shares to reach it)
     [[models]]  kind = "finetuned"   name, base (an earlier model), train: more training of the
                                      base in its own weight formats (e.g. adversarially)
     [[models]]  kind = "distilled"   as compact, plus teacher (an earlier model), temperature
@@ -253,7 +255,10 @@ class Study:
 
         fields = dict(PRESETS[m.preset]) if m.preset else {"kept": {}, "bits": {}}
         fields.update(m.settings)
-        return asdict(CompressionSettings(**fields))
+        out = asdict(CompressionSettings(**fields))
+        if out["pruning"] == "magnitude" and not out["pruning_options"]:
+            del out["pruning"], out["pruning_options"]  # keys of models from before stay
+        return out
 
     def cell_key(self, cell):
         """The unique key of a cell's row: the model's identity, the attack (with a transfer
@@ -413,6 +418,17 @@ def _compression_settings(m, source, where):
     if "adversarial" in settings:
         settings["adversarial"] = _adversarial(settings["adversarial"], source,
                                                f"{where}.settings.adversarial")
+    if "pruning" in settings or "pruning_options" in settings:
+        from ..compress.pruning_methods import pruning_method
+
+        try:
+            spec = pruning_method(settings.get("pruning", "magnitude"),
+                                  f"{where}.settings.pruning")
+            spec.parse_options(settings.get("pruning_options"),
+                               f"{where}.settings.pruning_options")
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        settings["pruning"] = spec.name
     return settings
 
 
