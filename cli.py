@@ -5,6 +5,7 @@
     robustcnn attack  runs/lenet5.h5 --attack fgsm,bim,pgd,deepfool --eps 0.05,0.1,0.2
     robustcnn info    runs/lenet5.h5
     robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
+    robustcnn compress runs/lenet5.h5 -o runs/lenet5-int8.rcnn --method int8   (or ttq, inq, …)
     robustcnn sensitivity runs/lenet5.h5 --plot runs/sensitivity.png   (to choose sparsities)
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
     robustcnn study  study.toml --db runs/study.sqlite   (a grid of models × attacks × eps)
@@ -98,6 +99,8 @@ def _demo(args):
 
 
 def _parser():
+    from .compress.methods import METHODS
+
     parser = _Parser(
         prog="robustcnn", description="Train, evaluate and attack CNNs with the robustcnn engine.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -142,17 +145,30 @@ def _parser():
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
     _model_args(p)
 
-    p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model")
+    p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model, or "
+                                        "compress it by another method (--method)")
     _model_args(p)
     p.add_argument("-o", "--out", required=True, help="compressed model file to write (.rcnn)")
+    p.add_argument("--method", default="deep-compression",
+                   choices=["deep-compression"] + sorted(METHODS),
+                   help="deep-compression (default: prune, quantize, Huffman-code); "
+                        + "; ".join(f"{m.name}: {m.paper}" for m in METHODS.values()))
+    p.add_argument("--options", default=None, metavar="KEY=VALUE,…",
+                   help="the method's own options: "
+                        + "; ".join(f"{m.name}: " + ", ".join(f"{k} (default {v})" for k, v in
+                                                              m.defaults.items())
+                                    for m in METHODS.values()))
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs of a method that trains (--method)")
     p.add_argument("--preset", default=None,
                    help="lenet5 or lenet-300-100 (the defaults, tuned on Fashion-MNIST), or "
                         "lenet5-paper / lenet-300-100-paper (Deep Compression's published "
                         "settings); default: the model's own name")
     p.add_argument("--prune", default=None, metavar="LAYER=SPARSITY,…",
                    help="fraction of weights to remove per layer (overrides the preset)")
-    p.add_argument("--bits", default=None, metavar="LAYER=BITS,…",
-                   help="code bits per layer (overrides the preset)")
+    p.add_argument("--bits", default=None, metavar="LAYER=BITS,… or BITS",
+                   help="code bits per layer (overrides the preset); with --method, the "
+                        "method's bits option")
     p.add_argument("--gap-bits", default=None, metavar="LAYER=BITS,…",
                    help="relative-index bits per layer (overrides the preset)")
     p.add_argument("--rounds", type=int, default=None, help="pruning rounds")
@@ -349,6 +365,49 @@ def _model_bytes(args):
     return os.path.getsize(args.weights or args.model)
 
 
+def _method_options(args):
+    """--options KEY=VALUE,… plus --bits, --epochs and --lr where the method has them."""
+    from .compress.methods import METHODS
+
+    given = _pairs(args.options, str, "--options") if args.options else {}
+    defaults = METHODS[args.method].defaults
+    for key, value in (("bits", args.bits), ("epochs", args.epochs), ("lr", args.lr)):
+        if value is not None:
+            if key not in defaults:
+                raise ValueError(f"--method {args.method} takes no --{key}")
+            given[key] = value
+    return given
+
+
+def _compress_by_method(args):
+    from .compress.methods import run_method
+    from .compress.modelfile import save_model
+    from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
+    from .models.datasets import load_dataset
+
+    options = _method_options(args)
+    net, meta = _load(args)
+    name = meta.get("model") or net.name
+    dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
+    x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
+    xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
+    print(f"compressing {args.model} ({name}) on {dataset} by {args.method}")
+    t0 = time.perf_counter()
+    net, report = run_method(args.method, net, x, y, options, val=(xt, yt),
+                             progress=args.progress)
+    seconds = time.perf_counter() - t0
+    accuracy = report["stages"][-1]["accuracy"]
+    size = save_model(args.out, net, meta={
+        "model": name, "dataset": dataset, "method": args.method, "test_accuracy": accuracy,
+        "dense_test_accuracy": report["stages"][0]["accuracy"], "compress_seconds": seconds,
+        "stages": report["stages"], "settings": report["settings"], "source": args.model})
+    print(format_layer_table(layer_table(net), file_bytes=size,
+                             dense_bytes=dense_parameter_bytes(net)))
+    print(f"compressed in {seconds:.1f} s; written to {args.out}")
+    print(f"test accuracy: dense {100 * report['stages'][0]['accuracy']:.2f}%, "
+          f"{args.method} {100 * accuracy:.2f}%")
+
+
 def _compress(args):
     from .attacks.adversarial_training import adversarial_objective
     from .compress.modelfile import save_model
@@ -356,6 +415,10 @@ def _compress(args):
     from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
     from .models.datasets import load_dataset
 
+    if args.method != "deep-compression":
+        return _compress_by_method(args)
+    if args.options or args.epochs is not None:
+        raise ValueError("--options and --epochs go with --method")
     if args.preset and args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; presets: {sorted(PRESETS)}")
     tables = {option: _pairs(text, kind, option, check, expect) for option, text, kind, check,

@@ -661,6 +661,54 @@ class QuantizedReLU(Layer):
         return [dx]
 
 
+class QuantizeActivation(Layer):
+    """The activation quantizer of quantized nets: y = clip(round(x / step), lo, hi), the integer
+    codes of a uniform ``bits``-bit quantizer — unsigned 0..2**bits − 1 (uint8 for 8 bits),
+    signed symmetric ±(2**(bits − 1) − 1) (int8: ±127), or binary sign(x) = ±1 (signed, one
+    bit; Hubara et al.'s binarized activations).
+
+    The next layer sees codes, not levels: its weight absorbs the step (an int8 or binary
+    weight format then computes on them with integer kernels, see ``engine/quantized.py``).
+    Like ``QuantizedReLU`` its true gradient is zero almost everywhere; ``straight_through``
+    makes the backward pass use the clipped identity's, dx = dy / step inside the codes' range
+    (the straight-through estimator of quantization-aware training; ``attacks.bpda`` sets it
+    while attacking).
+    """
+
+    type = "QuantizeActivation"
+
+    def __init__(self, name, bits=8, step=1.0, signed=False, straight_through=False, **kw):
+        super().__init__(name, **kw)
+        self.lo, self.hi = activation.quantizer_levels(bits, bool(signed), step, self.at)
+        self.bits, self.signed, self.step = int(bits), bool(signed), float(step)
+        self.straight_through = bool(straight_through)
+
+    def _config(self):
+        return dict(bits=self.bits, step=self.step, signed=self.signed,
+                    straight_through=self.straight_through)
+
+    @property
+    def binary(self):
+        return self.signed and self.bits == 1
+
+    def forward(self, xs, ctx):
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        activation.quantize_forward_flat(xs[0].reshape(-1), self.step, float(self.lo),
+                                         float(self.hi), self.binary, y.reshape(-1))
+        if ctx.keep:
+            self._saved = xs[0]
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        activation.quantize_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), self.step,
+                                          float(self.lo), float(self.hi),
+                                          bool(self.straight_through), dx.reshape(-1))
+        return [dx]
+
+
 class LRN(Layer):
     type = "LRN"
 
@@ -1144,8 +1192,8 @@ class HardSwish(Layer):
 # Every layer class by its spec name, to rebuild a Net from JSON without evaluating anything.
 LAYER_CLASSES = {cls.__name__: cls for cls in (
     Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
-    LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU, EltwiseProd, EltwiseMax,
-    Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish)}
+    QuantizeActivation, LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU,
+    EltwiseProd, EltwiseMax, Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish)}
 
 
 def layer_from_config(cfg):

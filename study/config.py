@@ -18,6 +18,10 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      CompressionSettings fields overriding the preset, e.g.
                                      adversarial = {...}: adversarial-aware compression),
                                      target_ratio (optional: scale the kept shares to reach it)
+    [[models]]  kind = "quantized"   name, base (an earlier model), method (a name of
+                                     compress.methods.METHODS: int8, ttq, …), options (a table of
+                                     the method's own options, e.g. epochs; its seed is the
+                                     study's)
     [[models]]  kind = "finetuned"   name, base (an earlier model), train: more training of the
                                      base in its own weight formats (e.g. adversarially)
     [[models]]  kind = "distilled"   as compact, plus teacher (an earlier model), temperature
@@ -46,11 +50,11 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 
 # The study's vocabulary: every other module of study/ takes these names from here.
-KINDS = ("dense", "compact", "compressed", "finetuned", "distilled", "lowrank")
+KINDS = ("dense", "compact", "compressed", "quantized", "finetuned", "distilled", "lowrank")
 TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
 # The headline's two sides: models made small by compression, and models designed (or
 # distilled, or factorised) small.
-COMPRESSED_KINDS = ("compressed", "finetuned")
+COMPRESSED_KINDS = ("compressed", "quantized", "finetuned")
 COMPACT_KINDS = ("compact", "distilled", "lowrank")
 # How a model's lineage was trained adversarially (``Study.adversarial``) → what it is called.
 ADVERSARIAL_LINEAGE = {"": "none", "compressed": "adversarial-aware compression",
@@ -67,6 +71,7 @@ _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_e
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "compact": {"name", "kind", "arch", "kwargs", "params", "train"},
                "compressed": {"name", "kind", "base", "preset", "settings", "target_ratio"},
+               "quantized": {"name", "kind", "base", "method", "options"},
                "finetuned": {"name", "kind", "base", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
                              "temperature", "alpha"},
@@ -111,7 +116,8 @@ class ModelSpec:
     """One model of the grid. ``train`` is the full recipe (defaults merged) of the kinds that
     train; ``base`` names the model a compressed, finetuned or lowrank one starts from and
     ``teacher`` the one a distilled model learns from; ``options`` holds the kind's own fields
-    (target_ratio, params, temperature, alpha, ratio, ranks)."""
+    (target_ratio, params, temperature, alpha, ratio, ranks; a quantized model's method and
+    method_options)."""
 
     name: str
     kind: str
@@ -459,6 +465,25 @@ def _check_layer_names(fields, models, dataset, source, where):
                                     f"{', '.join(sorted(known))})")
 
 
+def _quantization(m, source, where):
+    """A quantized model's {"method", "method_options"}: the method's options checked by
+    ``compress.methods.method_options`` (the seed is the study's)."""
+    from ..compress.methods import METHODS, method_options
+
+    method = _str(m.get("method"), source, f"{where}.method")
+    if method not in METHODS:
+        raise _err(source, f"{where}.method",
+                   f"unknown method {method!r} (methods: {', '.join(sorted(METHODS))})")
+    given = dict(_table(m.get("options", {}), source, f"{where}.options"))
+    if "seed" in given:
+        raise _err(source, f"{where}.options.seed", "set by the study, not the model")
+    try:
+        method_options(method, given)
+    except ValueError as e:
+        raise _err(source, f"{where}.options", str(e)) from None
+    return {"method": method, "method_options": given}
+
+
 def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
     from ..compress.pipeline import PRESETS
 
@@ -494,10 +519,12 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
         fields.update(arch=arch, kwargs=kwargs)
         if "params" in m:
             options["params"] = _int(m["params"], source, f"{where}.params", 1)
-    if kind != "compressed":
+    if kind not in ("compressed", "quantized"):
         fields["train"] = _train_recipe(m.get("train", {}), train, source, f"{where}.train")
-    if kind in ("compressed", "finetuned", "lowrank"):
+    if kind in ("compressed", "quantized", "finetuned", "lowrank"):
         fields["base"] = parent("base")
+    if kind == "quantized":
+        options.update(_quantization(m, source, where))
     if kind == "compressed":
         preset = m.get("preset")
         if preset is not None:
