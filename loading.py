@@ -16,6 +16,11 @@ The file's format is read from its content, never from its name:
 ``meta`` is the metadata the file stores (dataset, accuracy, settings …; {} where the format
 keeps none) plus ``meta["loaded_from"] = {"format", "path", "weights"}``. Every problem is a
 ValueError (FileNotFoundError for a missing file) naming the file and what is wrong.
+
+What the images are — ``net.bounds`` and ``net.preprocessing`` (``engine.preprocess``) — comes
+from the file where it says (a checkpoint's or ``.rcnn``'s spec, ONNX metadata, a Caffe data
+layer), or from the caller (``bounds=``, ``preprocessing=``: the command line's ``--bounds``,
+``--mean`` …), which replaces what the file says.
 """
 
 import os
@@ -28,13 +33,17 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SNIFF_BYTES = 64 << 10  # enough of a text file to tell a prototxt
 
 
-def load(path, *, weights=None, dtype=None, input_shape=None):
+def load(path, *, weights=None, dtype=None, input_shape=None, preprocessing=None,
+         bounds=None):
     """The net stored in ``path`` (any format of ``FORMATS``) → (net, meta).
 
     ``weights``: for a Caffe prototxt, its weights file (binary caffemodel, Caffe HDF5 or a
     Deep Compression ``.net``); refused for formats that carry their own weights.
     ``dtype``: float32 (default) or float64. ``input_shape``: the per-example input shape
-    (C, H, W) for a Caffe net fed by a data layer without a declared shape.
+    (C, H, W): for a Caffe net fed by a data layer without a declared shape, an ONNX model
+    whose dims are symbolic, or another image size for a fully convolutional net of any format
+    (``Net.at_input_shape``; a layer that fixes the size is a ValueError naming it).
+    ``preprocessing`` (a dict) and ``bounds`` ((low, high)) replace what the file says.
     """
     path = _existing(path, "model")
     kind = detect_format(path)
@@ -43,12 +52,23 @@ def load(path, *, weights=None, dtype=None, input_shape=None):
         if kind != "caffe":
             raise ValueError(f"{weights}: weights are given separately only for a Caffe "
                              f"prototxt; {path} is a {kind} file, which holds its own")
-    if input_shape is not None and kind != "caffe":
-        raise ValueError(f"{path}: input_shape is taken only for a Caffe prototxt; a {kind} "
-                         f"file declares its own")
     net, meta = _LOADERS[kind](path, weights, dtype, input_shape)
+    if input_shape is not None and tuple(input_shape) != net.input_shape:
+        try:
+            net = net.at_input_shape(input_shape)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     meta = dict(meta or {})
     meta["loaded_from"] = {"format": kind, "path": path, "weights": weights}
+    try:
+        if preprocessing is not None:
+            net.preprocessing = preprocessing
+            meta["loaded_from"]["preprocessing"] = net.preprocessing
+        if bounds is not None:
+            net.bounds = bounds
+            meta["loaded_from"]["bounds"] = net.spec()["bounds"]
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return net, meta
 
 
@@ -182,7 +202,7 @@ def _load_keras(path, weights, dtype, input_shape):
 
 
 def _load_onnx(path, weights, dtype, input_shape):
-    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32)
+    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, input_shape=input_shape)
     return net, {"onnx": dict(net.onnx_info), "metadata": dict(net.metadata)}
 
 
