@@ -21,11 +21,18 @@ What the images are — ``net.bounds`` and ``net.preprocessing`` (``engine.prepr
 from the file where it says (a checkpoint's or ``.rcnn``'s spec, ONNX metadata, a Caffe data
 layer), or from the caller (``bounds=``, ``preprocessing=``: the command line's ``--bounds``,
 ``--mean`` …), which replaces what the file says.
+
+Reading is bounded by ``max_bytes`` (``robustcnn.limits``, default 512 MiB): a model or weights
+file larger than that is not read, and each reader checks what the file declares (arrays, the
+architecture's parameters, each blob of one example) against it before allocating; nets whose
+weights come from the file are built without drawing initial weights.
 """
 
 import os
 
 import numpy as np
+
+from . import limits
 
 FORMATS = ("rcnn", "checkpoint", "keras", "onnx", "caffe")
 
@@ -34,7 +41,7 @@ _SNIFF_BYTES = 64 << 10  # enough of a text file to tell a prototxt
 
 
 def load(path, *, weights=None, dtype=None, input_shape=None, preprocessing=None,
-         bounds=None):
+         bounds=None, max_bytes=None):
     """The net stored in ``path`` (any format of ``FORMATS``) → (net, meta).
 
     ``weights``: for a Caffe prototxt, its weights file (binary caffemodel, Caffe HDF5 or a
@@ -44,15 +51,25 @@ def load(path, *, weights=None, dtype=None, input_shape=None, preprocessing=None
     whose dims are symbolic, or another image size for a fully convolutional net of any format
     (``Net.at_input_shape``; a layer that fixes the size is a ValueError naming it).
     ``preprocessing`` (a dict) and ``bounds`` ((low, high)) replace what the file says.
+    ``max_bytes``: the most the files may make it allocate (default ``limits.MAX_BYTES``,
+    512 MiB).
     """
+    max_bytes = limits.resolve(max_bytes)
     path = _existing(path, "model")
+    limits.check_bytes(path, "the model file", os.path.getsize(path), max_bytes)
     kind = detect_format(path)
     if weights is not None:
         weights = _existing(weights, "weights")
         if kind != "caffe":
             raise ValueError(f"{weights}: weights are given separately only for a Caffe "
                              f"prototxt; {path} is a {kind} file, which holds its own")
-    net, meta = _LOADERS[kind](path, weights, dtype, input_shape)
+        limits.check_bytes(weights, "the weights file", os.path.getsize(weights), max_bytes)
+    try:
+        net, meta = _LOADERS[kind](path, weights, dtype, input_shape, max_bytes)
+    except ValueError as e:  # every message names the file it is about
+        if path in str(e) or (weights is not None and weights in str(e)):
+            raise
+        raise ValueError(f"{path}: {e}") from None
     if input_shape is not None and tuple(input_shape) != net.input_shape:
         try:
             net = net.at_input_shape(input_shape)
@@ -78,7 +95,7 @@ def detect_format(path):
     path = _existing(path, "model")
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
-    from .compress.modelfile import MAGIC
+    from .compress.modelfile import MAGIC, SUFFIX
 
     if head.startswith(MAGIC):
         return "rcnn"
@@ -89,6 +106,10 @@ def detect_format(path):
         return "onnx"
     if _looks_like_prototxt(head):
         return "caffe"
+    if path.endswith(SUFFIX) or (len(head) >= len(MAGIC) and
+                                 sum(a != b for a, b in zip(head, MAGIC)) <= 2):
+        raise ValueError(f"{path}: not a robustcnn model file: it starts with "
+                         f"{head[:len(MAGIC)]!r}, not the .rcnn magic {MAGIC!r} (damaged?)")
     if _looks_like_caffemodel(head):
         raise ValueError(f"{path}: looks like Caffe weights (a binary caffemodel or a Deep "
                          f"Compression file): pass the net's .prototxt as the model and this "
@@ -122,17 +143,9 @@ def _is_hdf5(path, head):
 
 def _hdf5_kind(path):
     """checkpoint or keras, from the root attributes of an HDF5 file."""
-    import h5py
-
     from .engine.checkpoint import FORMAT
 
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = set(f.attrs)
-            fmt = f.attrs.get("format") if "format" in attrs else None
-            groups = set(f.keys())
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable HDF5 file ({e})") from None
+    attrs, fmt, groups = limits.read_hdf5(path, _root_facts)
     if isinstance(fmt, bytes):
         fmt = fmt.decode("utf-8", "replace")
     if fmt == FORMAT:
@@ -145,6 +158,13 @@ def _hdf5_kind(path):
                          f"(--weights)")
     raise ValueError(f"{path}: an HDF5 file that is neither a robustcnn checkpoint (format "
                      f"attribute {fmt!r}) nor a Keras model (no model_config attribute)")
+
+
+def _root_facts(f):
+    """(root attribute names, the format attribute or None, root member names) of an open
+    HDF5 file."""
+    attrs = set(f.attrs)
+    return attrs, f.attrs.get("format") if "format" in attrs else None, set(f.keys())
 
 
 def _looks_like_prototxt(head):
@@ -180,68 +200,71 @@ def _onnx_module():
 
 
 # ---------------------------------------------------------------------------------------------
-# One reader per format: (path, weights, dtype, input_shape) → (net, meta)
+# One reader per format: (path, weights, dtype, input_shape, max_bytes) → (net, meta)
 
 
-def _load_rcnn(path, weights, dtype, input_shape):
+def _load_rcnn(path, weights, dtype, input_shape, max_bytes):
     from .compress.modelfile import load_model
 
-    return load_model(path, dtype=dtype)
+    return load_model(path, dtype=dtype, max_bytes=max_bytes)
 
 
-def _load_checkpoint(path, weights, dtype, input_shape):
+def _load_checkpoint(path, weights, dtype, input_shape, max_bytes):
     from .engine.checkpoint import load_net
 
-    return load_net(path, dtype=dtype)
+    return load_net(path, dtype=dtype, max_bytes=max_bytes)
 
 
-def _load_keras(path, weights, dtype, input_shape):
+def _load_keras(path, weights, dtype, input_shape, max_bytes):
     from .models.keras import load_keras
 
-    return load_keras(path, dtype=dtype or np.float32), {}
+    return load_keras(path, dtype=dtype or np.float32, max_bytes=max_bytes), {}
 
 
-def _load_onnx(path, weights, dtype, input_shape):
-    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, input_shape=input_shape)
+def _load_onnx(path, weights, dtype, input_shape, max_bytes):
+    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, input_shape=input_shape,
+                                   max_bytes=max_bytes)
     return net, {"onnx": dict(net.onnx_info), "metadata": dict(net.metadata)}
 
 
-def _load_caffe(path, weights, dtype, input_shape):
+def _load_caffe(path, weights, dtype, input_shape, max_bytes):
     try:
-        return _read_caffe(path, weights, dtype or np.float32, input_shape)
+        return _read_caffe(path, weights, dtype or np.float32, input_shape, max_bytes)
     except ImportError as e:  # a binary caffemodel without protobuf: the message says what to do
         raise ValueError(str(e)) from None
 
 
-def _read_caffe(path, weights, dtype, input_shape):
+def _read_caffe(path, weights, dtype, input_shape, max_bytes):
     from .models.caffe import load_caffe
 
-    net = load_caffe(path, input_shape=input_shape, dtype=dtype)
+    options = dict(input_shape=input_shape, dtype=dtype, max_bytes=max_bytes)
     if weights is None:
-        return net, {"weights": "random (the prototxt's fillers): no weights file given"}
+        return load_caffe(path, **options), \
+            {"weights": "random (the prototxt's fillers): no weights file given"}
     with open(weights, "rb") as f:
         is_hdf5 = f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
     if is_hdf5:
-        return load_caffe(path, weights, input_shape=input_shape, dtype=dtype), {}
+        return load_caffe(path, weights, **options), {}
     # A Deep Compression file has no magic, but its layer counts must account for every byte
     # given the prototxt's shapes: tried first, it cannot mistake a caffemodel for itself.
+    net = load_caffe(path, init=False, **options)  # every weight comes from the file
     try:
-        return _with_deep_compression(net, weights, dtype), {}
+        return _with_deep_compression(net, weights, dtype, max_bytes), {}
     except ValueError as dc_error:
         try:
-            return load_caffe(path, weights, input_shape=input_shape, dtype=dtype), {}
+            return load_caffe(path, weights, **options), {}
         except ValueError as caffemodel_error:
             raise ValueError(f"{weights}: neither a binary caffemodel ({caffemodel_error}) nor "
                              f"a Deep Compression file for this prototxt ({dc_error})") from None
 
 
-def _with_deep_compression(net, path, dtype):
+def _with_deep_compression(net, path, dtype, max_bytes=None):
     """``net`` (built from its prototxt) with the sparse-codebook weights of a Deep Compression
-    file, computed on as stored."""
+    file, computed on as stored (the packaged file verified against its known SHA-256)."""
     from .models.squeezenet_dc import read_deep_compression, sparse_codebook_weight, \
         weight_shapes
 
-    layers = read_deep_compression(path, weight_shapes(net))
+    layers = read_deep_compression(path, weight_shapes(net), max_bytes=max_bytes)
     for name, layer in layers.items():
         target = net.layer(name)
         target.set_weight_format(sparse_codebook_weight(layer, dtype=dtype))

@@ -30,6 +30,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..limits import RAISE_HINT
 from ._args import FLOAT_DTYPES, labels_array, nonfinite
 from .layers import Context, Layer, Preprocess, Softmax, layer_from_config
 from .loss import softmax_cross_entropy_rows
@@ -80,13 +81,16 @@ class Net:
     dtype : float32 (default) or float64 (for gradient checks).
     seed : seeds the parameter initialisation and the dropout masks.
     preprocessing, bounds : what the net's images are (see ``engine.preprocess``).
-    initialise : draw the initial parameters (False leaves them zero, for a caller that loads
-        them next).
+    init : draw the initial weights (Caffe's fillers); False leaves zeros for a caller that loads
+        every parameter next (``load_state_dict``), so nothing is drawn only to be replaced.
+    max_bytes : refuse (ValueError) a net whose parameters and buffers (counted layer by layer
+        before each is allocated) or any blob of one example take more bytes than this; None:
+        no limit. The file readers pass ``robustcnn.limits``' limit.
     """
 
     def __init__(self, layers, input_shape, *, input_name="data", output=None, outputs=None,
                  dtype=np.float32, seed=0, name="net", preprocessing=None, bounds=None,
-                 initialise=True):
+                 init=True, max_bytes=None):
         self.name = name
         self.dtype = np.dtype(dtype)
         if self.dtype not in FLOAT_DTYPES:
@@ -97,18 +101,17 @@ class Net:
         self.training = False
         self._rng = np.random.default_rng(seed)
         self._seed = seed
-        self._build(output, outputs)
+        self._build(output, outputs, max_bytes)
         self.preprocessing = preprocessing
         self.bounds = bounds
-        if initialise:
-            init_rng = np.random.default_rng(seed)
-            for layer in self.layers:
-                layer.init_params(init_rng)
+        init_rng = np.random.default_rng(seed)
+        for layer in self.layers if init else ():
+            layer.init_params(init_rng)
 
     # -----------------------------------------------------------------------------------------
     # Building
 
-    def _build(self, output, outputs=None):
+    def _build(self, output, outputs=None, max_bytes=None):
         seen = set()
         for layer in self.layers:
             if not isinstance(layer, Layer):
@@ -116,6 +119,11 @@ class Net:
             if layer.name in seen:
                 raise ValueError(f"{self.name}: two layers are named {layer.name!r}")
             seen.add(layer.name)
+        param_bytes, itemsize = 0, self.dtype.itemsize
+        if max_bytes is not None and int(np.prod(self.input_shape, dtype=object)) * itemsize \
+                > max_bytes:
+            raise ValueError(f"{self.name}: an input of {self.input_shape} per example takes "
+                             f"more than the limit of {max_bytes:,} bytes ({RAISE_HINT})")
         current = {self.input_name: self.input_name}  # blob name → id of its latest version
         shapes = {self.input_name: self.input_shape}
         names = {self.input_name: self.input_name}  # blob id → blob name
@@ -128,7 +136,17 @@ class Net:
                     raise ValueError(f"{layer.at}: input blob {b!r} is not made by any earlier "
                                      f"layer (known blobs: {sorted(current)})")
             in_ids = [current[b] for b in bottoms]
+            if max_bytes is not None:
+                param_bytes += layer.param_values([shapes[i] for i in in_ids]) * itemsize
+                if param_bytes > max_bytes:
+                    raise ValueError(f"{layer.at}: the net's parameters reach {param_bytes:,} "
+                                     f"bytes here, more than the limit of {max_bytes:,} "
+                                     f"({RAISE_HINT})")
             out_shapes = layer.setup([shapes[i] for i in in_ids], self.dtype)
+            for shape in out_shapes if max_bytes is not None else ():
+                if int(np.prod(shape, dtype=object)) * itemsize > max_bytes:
+                    raise ValueError(f"{layer.at}: an output of {tuple(shape)} per example takes "
+                                     f"more than the limit of {max_bytes:,} bytes ({RAISE_HINT})")
             tops = layer.top or [layer.name]
             if len(tops) != len(out_shapes):
                 raise ValueError(f"{layer.at}: names {len(tops)} outputs but makes {len(out_shapes)}")
@@ -246,7 +264,7 @@ class Net:
         spec["input_shape"] = list(shape)
         try:
             other = Net.from_spec(spec, dtype=self.dtype, seed=self._seed, source=self.name,
-                                  initialise=False)
+                                  init=False)
             for mine, theirs in zip(self.layers, other.layers):
                 theirs.share_state(mine)
         except ValueError as e:
@@ -324,7 +342,7 @@ class Net:
                                  if k in ("resize", "crop")}
         spec["bounds"] = bounds
         other = Net.from_spec(spec, dtype=self.dtype, seed=self._seed, source=self.name,
-                              initialise=False)
+                              init=False)
         other.load_state_dict(self.state_dict())
         other.training = self.training
         return other
@@ -428,12 +446,13 @@ class Net:
         return spec
 
     @classmethod
-    def from_spec(cls, spec, *, dtype=None, seed=0, source="spec", initialise=True):
-        """Build a Net from ``spec()`` output (a dict or its JSON text). Evaluates nothing."""
+    def from_spec(cls, spec, *, dtype=None, seed=0, source="spec", init=True, max_bytes=None):
+        """Build a Net from ``spec()`` output (a dict or its JSON text). Evaluates nothing.
+        ``init`` and ``max_bytes`` as the constructor's."""
         if isinstance(spec, (str, bytes)):
             try:
                 spec = json.loads(spec)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, RecursionError) as e:
                 raise ValueError(f"{source}: the architecture is not valid JSON ({e})") from None
         if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
             raise ValueError(f"{source}: not a robustcnn architecture spec")
@@ -446,14 +465,16 @@ class Net:
                        output=spec["output"], outputs=spec.get("outputs"),
                        dtype=dtype or spec.get("dtype", "float32"), seed=seed,
                        name=spec.get("name", "net"), preprocessing=spec.get("preprocessing"),
-                       bounds=spec.get("bounds"), initialise=initialise)
-        except (KeyError, TypeError) as e:
+                       bounds=spec.get("bounds"), init=init, max_bytes=max_bytes)
+        except ValueError as e:
+            raise e if str(e).startswith(source) else ValueError(f"{source}: {e}") from None
+        except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
             raise ValueError(f"{source}: malformed architecture spec ({e!r})") from None
 
     def copy(self, *, dtype=None):
         """A new Net with the same architecture and a copy of the weights (cast to ``dtype``)."""
         other = Net.from_spec(self.spec(), dtype=dtype or self.dtype, seed=self._seed,
-                              initialise=False)
+                              init=False)
         other.load_state_dict(self.state_dict())
         other.training = self.training
         return other

@@ -36,7 +36,8 @@ def build_architecture(name, *, input_shape, num_classes, seed=0, **kwargs):
     take, or images it cannot take."""
     builders = _builders()
     if name not in builders:
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(sorted(builders))}")
+        raise ValueError(f"unknown model {name!r} (the architectures: "
+                         f"{', '.join(sorted(builders))})")
     build = builders[name]
     takes = inspect.signature(build).parameters
     bad = sorted(set(kwargs) - set(takes))

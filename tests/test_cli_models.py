@@ -126,7 +126,7 @@ def test_compress_merges_the_preset_and_refuses_bad_values_before_the_data(
     out = tmp_path / "m.rcnn"
     for bad, message in ((["--prune", "ip1=93"], "did you mean 0.93?"),
                          (["--prune", "conv9=0.5"], "no layer 'conv9' with a weight"),
-                         (["--bits", "ip1=12"], "bits must be 1 to 8")):
+                         (["--bits", "ip1=12"], "--bits: ip1's value must be in 1..8")):
         assert main(["compress", str(path), "-o", str(out), "--preset", "lenet-300-100"]
                     + bad + nowhere) == 2
         assert message in capsys.readouterr().err  # not "no dataset files in …"
@@ -169,7 +169,7 @@ def test_train_reaches_the_zoo_and_model_files(user_model, tiny_mnist, tmp_path,
     again, meta = load(tuned)
     assert again.bounds == (0.0, 255.0) and meta["from"] == str(path)
     assert main(["train", "--model", "nope", "-o", str(out)] + common) == 2
-    assert "unknown architecture 'nope'" in capsys.readouterr().err
+    assert "unknown model 'nope'" in capsys.readouterr().err
 
 
 def test_a_finished_run_extends_to_more_epochs(tiny_mnist, tmp_path, capsys):
