@@ -964,6 +964,9 @@ def main(argv=None):
     try:
         _check_args(args)
         return _run(args)
+    except BrokenPipeError:  # the reader of our output left (`robustcnn info --json M | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 1
     except Exception as e:
         message = _input_error(e, args)
         if message is None:
