@@ -3,6 +3,7 @@ the worst case over several attacks, and ``evaluate``, the whole evaluation the 
 attack`` command runs (rows per attack and eps, worst case per eps, sanity checks)."""
 
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -10,7 +11,7 @@ from . import registry
 from .bpda import bpda as straight_through, step_layers
 from .norms import L0_TOL, perturbation_norms
 from .registry import NORMS, attack_spec, attack_specs, canonical_name, resolve_attack
-from .sanity import sanity_checks
+from .sanity import format_checks, sanity_checks, sanity_work
 
 # The threat model of each attack (``registry.AttackSpec.bounded`` and ``norm``): bounded attacks
 # take eps as a radius in their norm and get one row per eps. Unbounded (minimal-perturbation)
@@ -181,8 +182,10 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         need an attack or eps the evaluation did not run.
     batch_size, seed : passed to every attack.
     log : called with a line of progress after each attack and eps (e.g. ``print``), or None.
-    progress : passed to every attack, the sanity checks' included (None, or called with the
-        number of examples just finished after each batch); the result does not depend on it.
+    progress : None; a callable, passed to every attack, the sanity checks' included (called
+        with the number of examples just finished after each batch); or True: a progress bar
+        with its ETA for each attack and eps, and one for the sanity checks (their total from
+        ``sanity.sanity_work``). The result does not depend on it.
 
     Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
     (names of the net's step-function layers and whether they were masked), ``rows`` (one per
@@ -190,7 +193,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     fields of ``attack_row``), ``worst_case`` (per norm of the attacks and eps: the fraction of
     examples correct clean and under every attack: bounded attacks of that norm at that eps,
     unbounded ones where they needed ‖x' − x‖ ≤ eps in that norm), ``sanity`` (a list of
-    {name, passed, detail}) and ``sanity_passed``.
+    {name, passed, detail}), ``sanity_passed`` (every check passed; vacuously true when none
+    ran) and ``sanity_run`` (whether they ran).
     """
     names = []
     for a in attacks:
@@ -214,6 +218,9 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     if bounded and not eps_list:
         raise ValueError(f"evaluate: the bounded attacks {bounded} need at least one eps")
     y = np.asarray(y)
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"evaluate: progress must be None, a bool or a callable, got "
+                         f"{progress!r}")
     say = log or (lambda line: None)
     layers = {layer.name: "straight-through" if bpda or layer.straight_through else "masked"
               for layer in step_layers(net)}
@@ -225,8 +232,10 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             norm = specs[attack].norm
             for eps in (eps_list if specs[attack].bounded else [None]):
                 t0 = time.perf_counter()
-                x_adv = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
-                           progress=progress)
+                shown = "" if eps is None else f" eps {eps:g}"
+                with _following(progress, f"{attack}{shown}", len(x)) as done:
+                    x_adv = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
+                               progress=done)
                 seconds = time.perf_counter() - t0
                 adv_ok = net.predict(x_adv, batch_size=batch_size) == y
                 row = {"attack": attack, "norm": norm}
@@ -236,20 +245,37 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
                 correct[(attack, eps)] = adv_ok
                 if eps is None:
                     sizes[attack] = perturbation_norms(x, x_adv)
-                shown = "" if eps is None else f" eps {eps:g}"
                 say(f"{attack}{shown}: adversarial accuracy "
                     f"{100 * row['adversarial_accuracy']:.2f}% ({seconds:.1f} s)")
         worst = _worst_case_rows(names, eps_list, clean_ok, correct, sizes)
         checks = []
         if sanity:
             say("sanity checks")
-            checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok, clip=clip,
-                                   subset=sanity_examples, batch_size=batch_size, seed=seed,
-                                   bpda=bpda, progress=progress)
+            total = sanity_work(net, x, y, correct, eps_list, clip=clip, subset=sanity_examples,
+                                batch_size=batch_size) if progress is True else None
+            with _following(progress, "sanity checks", total) as done:
+                checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok,
+                                       clip=clip, subset=sanity_examples,
+                                       batch_size=batch_size, seed=seed, bpda=bpda,
+                                       progress=done)
     return {"examples": int(len(x)), "clean_accuracy": _mean(clean_ok), "bpda": bool(bpda),
             "step_layers": layers, "attacks": names, "eps": eps_list, "rows": rows,
-            "worst_case": worst, "sanity": [c.to_dict() for c in checks],
+            "worst_case": worst, "sanity_run": bool(sanity),
+            "sanity": [c.to_dict() for c in checks],
             "sanity_passed": all(c.passed for c in checks)}
+
+
+@contextmanager
+def _following(progress, desc, total):
+    """What an attack's ``progress`` is: the caller's callable (or None), or with
+    ``progress=True`` the ``update`` of a bar with ``total`` (its ETA), closed after."""
+    if progress is True:
+        from ..progress import progress_bar
+
+        with progress_bar(desc=desc, total=total, unit="ex", leave=False) as bar:
+            yield bar.update
+    else:
+        yield progress or None
 
 
 def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
@@ -276,8 +302,9 @@ def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
     return rows
 
 
-def format_evaluation(result):
-    """The tables of ``evaluate``'s result as text: per attack and eps, then the worst case."""
+def format_evaluation(result, *, sanity=True):
+    """The tables of ``evaluate``'s result as text: per attack and eps, the worst case, and
+    (``sanity``) the sanity checks, a failed one on a line starting with WARNING."""
     header = (f"{'attack':<11} {'eps':>6}  {'clean acc':>9}  {'adv acc':>8}  {'success':>8}  "
               f"{'mean Linf':>9}  {'mean L2':>8}  {'med L2':>8}  {'mean L0':>8}  {'seconds':>7}")
     lines = [header]
@@ -293,6 +320,14 @@ def format_evaluation(result):
         for w in result["worst_case"]:
             lines.append(f"{w['norm']:<5} {w['eps']:6.3f}  {100 * w['robust_accuracy']:9.2f}%  "
                          f"{', '.join(w['attacks'])}")
+    if sanity:
+        lines += ["", "sanity checks (Carlini et al. 2019, On Evaluating Adversarial "
+                      "Robustness):"]
+        if result.get("sanity"):
+            lines.append(format_checks(result["sanity"]))
+        else:
+            lines.append("  not run" + (" (--no-sanity)" if result.get("sanity_run") is False
+                                        else ""))
     return "\n".join(lines)
 
 

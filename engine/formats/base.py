@@ -315,8 +315,10 @@ class WeightFormat:
 
     def summary(self):
         parts = ", ".join(f"{k} {v:,} B" for k, v in self.stored_nbytes().items())
+        r = self.ratio()  # a sparse format of a dense weight is larger: say so
+        than = f"{r:.1f}x smaller" if r >= 1 else f"{1 / r:.1f}x larger"
         return (f"{self.kind} {self.shape}: {self.stored_bytes():,} bytes ({parts}); "
-                f"{self.ratio():.1f}x smaller than dense float32")
+                f"{than} than dense float32")
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.shape} {self.dtype.name}, {self.stored_bytes():,} bytes>"
