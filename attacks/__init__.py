@@ -19,6 +19,8 @@ predictions (no label leaking); ``eps == 0`` returns a copy of x.
     random_noise        the same-norm noise baseline                               noise.py
     adversarial_patch   Brown et al. 2017 (returns a patch; apply_patch pastes it) patch.py
     transfer            craft on one net, evaluate on another                     transfer.py
+    apgd / apgd_t       Croce & Hein 2020, Auto-PGD (CE, DLR; APGD-T top targets) apgd.py
+    fab / fab_t         Croce & Hein 2020, fast adaptive boundary (min-norm)       fab.py
 
 ``ATTACKS`` maps a name to a function of the common signature (the norm bound in for fgm, pgd
 and the noise). The shared norm hooks (normalize, project, random_start) are in ``norms``.
@@ -30,11 +32,13 @@ of ``sanity`` (Carlini et al. 2019); ``bpda`` attacks through step-function laye
 
 from functools import partial, update_wrapper
 
+from .apgd import apgd, apgd_t
 from .bim import bim, illc
 from .bpda import bpda
 from .carlini_wagner import carlini_wagner_l2
 from .deepfool import deepfool
 from .evaluate import evaluate, format_evaluation, format_table, robustness_table, worst_case
+from .fab import fab, fab_t
 from .fgm import fgm
 from .fgsm import fgsm
 from .jsma import jsma
@@ -46,8 +50,8 @@ from .sanity import format_checks, sanity_checks
 from .transfer import transfer, transfer_accuracy
 
 
-def _with_norm(fn, norm, name):
-    bound = update_wrapper(partial(fn, norm=norm), fn)
+def _with_norm(fn, norm, name, **fixed):
+    bound = update_wrapper(partial(fn, norm=norm, **fixed), fn)
     bound.__name__ = name
     return bound
 
@@ -65,6 +69,17 @@ ATTACKS = {
     "lbfgs": lbfgs,
     "noise-linf": _with_norm(random_noise, "linf", "noise_linf"),
     "noise-l2": _with_norm(random_noise, "l2", "noise_l2"),
+    # APGD and FAB (Croce & Hein 2020): one entry per loss or variant and norm.
+    "apgd-ce-linf": _with_norm(apgd, "linf", "apgd_ce_linf", loss="ce"),
+    "apgd-ce-l2": _with_norm(apgd, "l2", "apgd_ce_l2", loss="ce"),
+    "apgd-dlr-linf": _with_norm(apgd, "linf", "apgd_dlr_linf", loss="dlr"),
+    "apgd-dlr-l2": _with_norm(apgd, "l2", "apgd_dlr_l2", loss="dlr"),
+    "apgd-t-linf": _with_norm(apgd_t, "linf", "apgd_t_linf"),
+    "apgd-t-l2": _with_norm(apgd_t, "l2", "apgd_t_l2"),
+    "fab-linf": _with_norm(fab, "linf", "fab_linf"),
+    "fab-l2": _with_norm(fab, "l2", "fab_l2"),
+    "fab-t-linf": _with_norm(fab_t, "linf", "fab_t_linf"),
+    "fab-t-l2": _with_norm(fab_t, "l2", "fab_t_l2"),
 }
 
 __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2", "jsma", "lbfgs",
@@ -72,3 +87,4 @@ __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2",
            "random_locations", "transfer", "transfer_accuracy", "robustness_table",
            "format_table", "worst_case", "evaluate", "format_evaluation", "sanity_checks",
            "format_checks", "bpda", "ATTACKS"]
+__all__ += ["apgd", "apgd_t", "fab", "fab_t"]

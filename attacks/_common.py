@@ -168,6 +168,32 @@ def _reporting(slices, callback):
         callback(s.stop - s.start)
 
 
+class WorkMeter:
+    """Progress of an attack whose work comes in shares (restarts, targets, stages), reported
+    to ``callback`` as whole examples: the counts sum to ``total`` once every share is done,
+    and arrive as each batch of each share finishes, so a bar over ``total`` examples shows
+    a steady ETA. ``callback`` None: ``batch_progress``'s, or nothing."""
+
+    def __init__(self, callback, total):
+        self.callback = callback if callback is not None else getattr(_progress, "callback", None)
+        self.total = int(total)
+        self.done = 0.0  # fraction of the whole work
+        self.reported = 0
+
+    def add(self, fraction):
+        """``fraction`` of the whole work just finished."""
+        self.done = min(1.0, self.done + float(fraction))
+        self._report(int(self.done * self.total + 1e-9))
+
+    def finish(self):
+        self._report(self.total)
+
+    def _report(self, upto):
+        if self.callback is not None and upto > self.reported:
+            self.callback(upto - self.reported)
+        self.reported = max(self.reported, upto)
+
+
 # ---------------------------------------------------------------------------------------------
 # Engine passes the attacks build on (through Net's public methods only)
 

@@ -18,6 +18,12 @@ BOUNDED = {"fgsm": "linf", "fgm-l2": "l2", "bim": "linf", "illc": "linf", "pgd-l
 UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
 # Short names the command line accepts.
 ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
+# APGD (bounded) and FAB (minimal-norm: unbounded, sized in its own norm), Croce & Hein 2020.
+BOUNDED.update({"apgd-ce-linf": "linf", "apgd-ce-l2": "l2", "apgd-dlr-linf": "linf",
+                "apgd-dlr-l2": "l2", "apgd-t-linf": "linf", "apgd-t-l2": "l2"})
+UNBOUNDED.update({"fab-linf": "linf", "fab-l2": "l2", "fab-t-linf": "linf", "fab-t-l2": "l2"})
+ALIASES.update({"apgd-ce": "apgd-ce-linf", "apgd": "apgd-ce-linf", "apgd-dlr": "apgd-dlr-linf",
+                "apgd-t": "apgd-t-linf", "fab": "fab-linf", "fab-t": "fab-t-linf"})
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 
