@@ -11,19 +11,112 @@ Let c = ⟨w, t⟩ − b; every coordinate moves towards the hyperplane, σᵢ =
 most its room to the box's face, ρᵢ (hi − tᵢ or tᵢ − lo). The optimum has the form
 |dᵢ| = min(λ · vᵢ, ρᵢ) with vᵢ = 1 for L∞ and vᵢ = |wᵢ| for L2 (KKT), so
 g(λ) = Σᵢ |wᵢ| · min(λ vᵢ, ρᵢ) must reach |c|: g is piecewise linear and increasing, its
-breakpoints rᵢ = ρᵢ / vᵢ are sorted once and λ is read off the segment where g crosses |c|.
-O(D log D) per row, vectorised over the rows.
+breakpoints rᵢ = ρᵢ / vᵢ are searched (by quickselect, expected O(D) per row) for the segment
+where g crosses |c|, and λ is read off it.
 
 Where the box does not reach the hyperplane (g(∞) < |c|), the result is the box's corner in
 the direction of the hyperplane (dᵢ = σᵢ ρᵢ): the box point with ⟨w, ·⟩ nearest to b.
 Coordinates with wᵢ = 0 never move; nor do those with |wᵢ| ≤ 1e-12 · maxⱼ |wⱼ|, which count as
 zero (in L∞ any coordinate with wᵢ ≠ 0 moves by the whole λ, so rounding noise in a gradient
-that is zero in exact arithmetic would move it). Computed in float64.
+that is zero in exact arithmetic would move it). Computed in float64; the per-row search is
+one Numba kernel (``hyperplane_box_steps``), parallel over the rows.
 """
+
+import numpy as np
+from numba import njit, prange
+
+from ..engine._jit import JIT_PARALLEL
 
 NEGLIGIBLE = 1e-12  # |wᵢ| at most this share of the row's largest counts as zero
 
-import numpy as np
+
+@njit(**JIT_PARALLEL)
+def hyperplane_box_steps(t, w, b, lo, hi, l2, negligible, d):
+    # t, w: (M, D) float64 points and normals; b: (M,); [lo, hi] the box (±inf: none); l2: the
+    # norm is L2 (else L∞); |wᵢ| ≤ negligible · maxⱼ |wⱼ| counts as zero; d: (M, D) out.
+    # Per row: c = ⟨w, t⟩ − b; coordinate i moves by σᵢ |dᵢ|, σᵢ = −sign(c wᵢ),
+    # |dᵢ| = min(λ vᵢ, ρᵢ) with vᵢ = |wᵢ| (L2) or 1 (L∞) and ρᵢ its room to the box, where
+    # g(λ) = Σᵢ |wᵢ| min(λ vᵢ, ρᵢ) = |c|; the corner (|dᵢ| = ρᵢ) where g(∞) < |c|. λ by
+    # quickselect over the breakpoints rᵢ = ρᵢ / vᵢ (expected O(D)): a pivot p splits them;
+    # g(p) ≥ |c| puts λ ≤ p, so every rᵢ ≥ p is unsaturated (adds |wᵢ| vᵢ to the slope S),
+    # else every rᵢ ≤ p is saturated (adds |wᵢ| ρᵢ to A); then λ = (|c| − A) / S.
+    M, D = t.shape
+    for m in prange(M):
+        gain = np.zeros(D)
+        room = np.zeros(D)
+        v = np.zeros(D)
+        r = np.empty(D)
+        idx = np.empty(D, dtype=np.int64)
+        largest = 0.0
+        for i in range(D):
+            largest = max(largest, abs(w[m, i]))
+        c = -b[m]
+        for i in range(D):
+            if abs(w[m, i]) > negligible * largest:
+                c += w[m, i] * t[m, i]
+        need = abs(c)
+        n = 0
+        total = 0.0
+        for i in range(D):
+            a = abs(w[m, i])
+            if a <= negligible * largest or c == 0.0:
+                continue
+            up = (c < 0.0) == (w[m, i] > 0.0)  # σᵢ = +1
+            room[i] = max(hi - t[m, i], 0.0) if up else max(t[m, i] - lo, 0.0)
+            gain[i] = a
+            v[i] = a if l2 else 1.0
+            r[i] = room[i] / v[i]
+            idx[n] = i
+            n += 1
+            total += a * room[i]
+        lam = -1.0  # the corner
+        if total >= need:
+            saturated = 0.0
+            slope = 0.0
+            top = 0.0
+            first = 0
+            last = n
+            while last > first:
+                pivot = r[idx[(first + last) // 2]]
+                lt = first
+                i = first
+                gt = last
+                while i < gt:  # three-way partition of idx[first:last] around the pivot
+                    j = idx[i]
+                    if r[j] < pivot:
+                        idx[i] = idx[lt]
+                        idx[lt] = j
+                        lt += 1
+                        i += 1
+                    elif r[j] > pivot:
+                        gt -= 1
+                        idx[i] = idx[gt]
+                        idx[gt] = j
+                    else:
+                        i += 1
+                below = 0.0  # Σ |w| ρ over r ≤ pivot
+                for k in range(first, gt):
+                    below += gain[idx[k]] * room[idx[k]]
+                above = 0.0  # Σ |w| v over r > pivot
+                for k in range(gt, last):
+                    above += gain[idx[k]] * v[idx[k]]
+                rising = slope + above  # (an infinite pivot times no slope adds nothing)
+                if saturated + below + (pivot * rising if rising > 0.0 else 0.0) >= need:
+                    for k in range(lt, gt):
+                        above += gain[idx[k]] * v[idx[k]]
+                    slope += above
+                    last = lt
+                else:
+                    saturated += below
+                    top = pivot
+                    first = gt
+            lam = max((need - saturated) / slope if slope > 0.0 else top, 0.0)
+        for i in range(D):
+            if v[i] == 0.0:
+                d[m, i] = 0.0
+            else:
+                size = room[i] if lam < 0.0 else min(lam * v[i], room[i])
+                d[m, i] = size if (c < 0.0) == (w[m, i] > 0.0) else -size
 
 
 def project_hyperplane_box(points, w, b, norm, bounds):
@@ -33,47 +126,15 @@ def project_hyperplane_box(points, w, b, norm, bounds):
     points, w : (M, D); b : (M,); norm : "linf" or "l2"; bounds : (lo, hi), or None for no box
     (then d is the plain projection: −c · sign(w) / ‖w‖₁ for L∞, −c · w / ‖w‖₂² for L2).
     """
-    t = np.asarray(points, dtype=np.float64)
-    w = np.asarray(w, dtype=np.float64)
-    b = np.asarray(b, dtype=np.float64)
+    t = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ascontiguousarray(w, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
     if t.ndim != 2 or w.shape != t.shape or b.shape != (t.shape[0],):
         raise ValueError(f"project_hyperplane_box: points and w must be (M, D) and b (M,), got "
                          f"{t.shape}, {w.shape}, {b.shape}")
     if norm not in ("linf", "l2"):
         raise ValueError(f"project_hyperplane_box: norm must be 'linf' or 'l2', got {norm!r}")
-    w = np.where(np.abs(w) <= NEGLIGIBLE * np.abs(w).max(axis=1, initial=0.0)[:, None], 0.0, w)
-    c = (w * t).sum(axis=1) - b
-    need = np.abs(c)                                   # what ⟨w, d⟩ must contribute
-    direction = -np.sign(c)[:, None] * np.sign(w)      # σᵢ (0 where wᵢ = 0 or c = 0)
-    aw = np.abs(w)
-    v = np.ones_like(w) if norm == "linf" else aw.copy()
-    v[aw == 0] = 0.0
-    if bounds is None:
-        slope = (aw * v).sum(axis=1)                    # g(λ) = λ · Σ |wᵢ| vᵢ
-        lam = np.where(slope > 0, need / np.where(slope > 0, slope, 1.0), 0.0)
-        return direction * lam[:, None] * v
-    lo, hi = bounds
-    room = np.where(direction > 0, hi - t, t - lo)
-    room = np.maximum(np.where(direction != 0, room, 0.0), 0.0)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = np.where(v > 0, room / np.where(v > 0, v, 1.0), np.inf)   # breakpoints
-    order = np.argsort(r, axis=1, kind="stable")
-    rs = np.take_along_axis(r, order, axis=1)
-    gain = np.take_along_axis(aw * room, order, axis=1)      # |wᵢ| ρᵢ, saturated
-    slope = np.take_along_axis(aw * v, order, axis=1)        # |wᵢ| vᵢ, before saturation
-    saturated = np.cumsum(gain, axis=1)                               # A_j = Σ_{i≤j}
-    # B_j = Σ_{i>j} |wᵢ| vᵢ as a reversed cumulative sum: exactly 0 past the last wᵢ ≠ 0.
-    rest = np.concatenate([np.cumsum(slope[:, ::-1], axis=1)[:, ::-1][:, 1:],
-                           np.zeros((len(t), 1))], axis=1)
-    g_at = saturated + np.where(rest > 0, np.where(np.isfinite(rs), rs, 0.0) * rest, 0.0)
-    reach = g_at >= need[:, None]
-    reachable = reach.any(axis=1)
-    j = np.where(reachable, reach.argmax(axis=1), 0)
-    rows = np.arange(len(t))
-    before = np.where(j > 0, saturated[rows, np.maximum(j - 1, 0)], 0.0)
-    slope_j = np.where(j > 0, rest[rows, np.maximum(j - 1, 0)], slope.sum(axis=1))
-    lam = np.where(slope_j > 0, (need - before) / np.where(slope_j > 0, slope_j, 1.0), 0.0)
-    lam = np.maximum(lam, 0.0)
-    size = np.minimum(lam[:, None] * v, room)
-    size = np.where(reachable[:, None], size, room)    # out of reach: the corner
-    return direction * size
+    lo, hi = (-np.inf, np.inf) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    d = np.empty_like(t)
+    hyperplane_box_steps(t, w, b, lo, hi, norm == "l2", NEGLIGIBLE, d)
+    return d
