@@ -37,6 +37,9 @@ $(VENV)/.runtime: pyproject.toml | $(PY)
 
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 	$(PY) -m pip install -q -e '.[test,bench]'
+	# torchattacks (the attacks' oracle) without its torchvision requirement: PyPI's torchvision
+	# does not import beside the pinned torch, and torchattacks' attacks do not need it.
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $@
 
 data: $(FASHION_MNIST)

@@ -18,6 +18,9 @@ BOUNDED = {"fgsm": "linf", "fgm-l2": "l2", "bim": "linf", "illc": "linf", "pgd-l
 UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
 # Short names the command line accepts.
 ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
+# Gradient-free attacks (issue 13), until the registry's records list them.
+BOUNDED.update({"square-linf": "linf", "square-l2": "l2"})
+ALIASES.update({"square": "square-linf"})
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 

@@ -133,7 +133,8 @@ def test_output_shape_dtype_and_default_labels(name):
 
 def test_registry_names():
     assert set(ATTACKS) == {"fgsm", "fgm-l2", "bim", "illc", "pgd-linf", "pgd-l2", "deepfool",
-                            "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2"}
+                            "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2", "square-linf",
+                            "square-l2"}
 
 
 def test_patch_transfer_and_worst_case_arguments():
