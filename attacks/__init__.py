@@ -17,6 +17,7 @@ predictions (no label leaking); ``eps == 0`` returns a copy of x.
     jsma                Papernot et al. 2016, saliency map                         jsma.py
     lbfgs               Szegedy et al. 2014, box-constrained L-BFGS               lbfgs.py
     random_noise        the same-norm noise baseline                               noise.py
+    square              Andriushchenko et al. 2020, score-based random search      square.py
     adversarial_patch   Brown et al. 2017 (returns a patch; apply_patch pastes it) patch.py
     transfer            craft on one net, evaluate on another                     transfer.py
     apgd / apgd_t       Croce & Hein 2020, Auto-PGD (CE, DLR; APGD-T top targets) apgd.py
@@ -47,6 +48,7 @@ from .noise import random_noise
 from .patch import adversarial_patch, apply_patch, patch_success_rate, random_locations
 from .pgd import pgd
 from .sanity import format_checks, sanity_checks
+from .square import square
 from .transfer import transfer, transfer_accuracy
 
 
@@ -81,10 +83,15 @@ ATTACKS = {
     "fab-t-linf": _with_norm(fab_t, "linf", "fab_t_linf"),
     "fab-t-l2": _with_norm(fab_t, "l2", "fab_t_l2"),
 }
+# Gradient-free attacks (issue 13), until the registry's records list them.
+ATTACKS.update({
+    "square-linf": _with_norm(square, "linf", "square_linf"),
+    "square-l2": _with_norm(square, "l2", "square_l2"),
+})
 
 __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2", "jsma", "lbfgs",
            "random_noise", "adversarial_patch", "apply_patch", "patch_success_rate",
            "random_locations", "transfer", "transfer_accuracy", "robustness_table",
            "format_table", "worst_case", "evaluate", "format_evaluation", "sanity_checks",
-           "format_checks", "bpda", "ATTACKS"]
+           "format_checks", "bpda", "square", "ATTACKS"]
 __all__ += ["apgd", "apgd_t", "fab", "fab_t"]

@@ -24,6 +24,9 @@ BOUNDED.update({"apgd-ce-linf": "linf", "apgd-ce-l2": "l2", "apgd-dlr-linf": "li
 UNBOUNDED.update({"fab-linf": "linf", "fab-l2": "l2", "fab-t-linf": "linf", "fab-t-l2": "l2"})
 ALIASES.update({"apgd-ce": "apgd-ce-linf", "apgd": "apgd-ce-linf", "apgd-dlr": "apgd-dlr-linf",
                 "apgd-t": "apgd-t-linf", "fab": "fab-linf", "fab-t": "fab-t-linf"})
+# Gradient-free attacks (issue 13), until the registry's records list them.
+BOUNDED.update({"square-linf": "linf", "square-l2": "l2"})
+ALIASES.update({"square": "square-linf"})
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 

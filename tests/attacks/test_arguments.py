@@ -133,10 +133,10 @@ def test_output_shape_dtype_and_default_labels(name):
 
 def test_registry_names():
     assert set(ATTACKS) == {"fgsm", "fgm-l2", "bim", "illc", "pgd-linf", "pgd-l2", "deepfool",
-                            "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2",
-                            "apgd-ce-linf", "apgd-ce-l2", "apgd-dlr-linf", "apgd-dlr-l2",
-                            "apgd-t-linf", "apgd-t-l2", "fab-linf", "fab-l2", "fab-t-linf",
-                            "fab-t-l2"}
+                            "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2", "square-linf",
+                            "square-l2", "apgd-ce-linf", "apgd-ce-l2", "apgd-dlr-linf",
+                            "apgd-dlr-l2", "apgd-t-linf", "apgd-t-l2", "fab-linf", "fab-l2",
+                            "fab-t-linf", "fab-t-l2"}
 
 
 def test_patch_transfer_and_worst_case_arguments():
