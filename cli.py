@@ -97,8 +97,11 @@ def _parser():
     p.add_argument("--attack", default="fgsm",
                    help="comma-separated attacks (default fgsm): bounded ones run at every eps: "
                         "fgsm, fgm-l2, bim, illc, pgd (= pgd-linf), pgd-l2, noise (= noise-linf), "
-                        "noise-l2; unbounded ones run once, without eps, and report the sizes of "
-                        "their perturbations: deepfool, cw (= cw-l2), jsma, lbfgs")
+                        "noise-l2, apgd-ce (= apgd-ce-linf), apgd-ce-l2, apgd-dlr[-l2], "
+                        "apgd-t[-l2], square[-l2], autoattack (= autoattack-linf), "
+                        "autoattack-l2; unbounded ones run once, without eps, and report the "
+                        "sizes of their perturbations: deepfool, cw (= cw-l2), jsma, lbfgs, "
+                        "fab[-l2], fab-t[-l2]")
     p.add_argument("--eps", default=",".join(map(str, DEMO_EPS)),
                    help="comma-separated radii in pixel units of [0, 1], in each attack's norm")
     p.add_argument("--limit", type=int, default=None, help="attack only the first N test images")
@@ -114,6 +117,11 @@ def _parser():
     p.add_argument("--sanity-examples", type=int, default=256,
                    help="examples the sanity checks attack themselves where they need an attack "
                         "or eps that was not asked for (default 256)")
+    p.add_argument("--version", choices=("standard", "plus", "rand"), default="standard",
+                   help="AutoAttack's version: standard (APGD-CE, APGD-T, FAB-T, Square), plus "
+                        "(restarts, APGD-DLR, FAB), rand (EOT, for random nets)")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
     _data_args(p)
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
@@ -238,7 +246,8 @@ def _train(args, out):
 
 
 def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=None,
-            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None):
+            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None,
+            version="standard", progress=False):
     """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
     tables and the sanity checks, write the files asked for → evaluate's result dict."""
     from .attacks.evaluate import canonical_attack, csv_rows, CSV_COLUMNS, evaluate, \
@@ -261,7 +270,10 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
     t0 = time.perf_counter()
     result = evaluate(net, xt, yt, names, eps, bpda=bpda, seed=seed,
                       sanity_examples=sanity_examples,
-                      log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
+                      log=lambda line: print(f"  {line}", file=sys.stderr, flush=True),
+                      options={a: {"version": version} for a in ("autoattack-linf",
+                                                                 "autoattack-l2")},
+                      progress=progress)
     seconds = time.perf_counter() - t0
     result["model"], result["seconds"] = model, seconds
     print(f"{', '.join(result['attacks'])} on {len(xt)} test images ({seconds:.1f} s), true "
@@ -445,7 +457,8 @@ def _run(args):
         else:
             _attack(net, xt, yt, args.attack, _eps_list(args.eps), args.limit, args.json,
                     csv_path=args.csv, plot_path=args.plot, bpda=args.bpda, seed=args.seed,
-                    sanity_examples=args.sanity_examples, model=args.model)
+                    sanity_examples=args.sanity_examples, model=args.model,
+                    version=args.version, progress=args.progress)
     elif args.command == "study":
         from .study.config import load_config
         from .study.runner import run_study

@@ -22,6 +22,7 @@ predictions (no label leaking); ``eps == 0`` returns a copy of x.
     transfer            craft on one net, evaluate on another                     transfer.py
     apgd / apgd_t       Croce & Hein 2020, Auto-PGD (CE, DLR; APGD-T top targets) apgd.py
     fab / fab_t         Croce & Hein 2020, fast adaptive boundary (min-norm)       fab.py
+    autoattack          Croce & Hein 2020, the ensemble (standard, plus, rand)     autoattack.py
 
 ``ATTACKS`` maps a name to a function of the common signature (the norm bound in for fgm, pgd
 and the noise). The shared norm hooks (normalize, project, random_start) are in ``norms``.
@@ -34,6 +35,7 @@ of ``sanity`` (Carlini et al. 2019); ``bpda`` attacks through step-function laye
 from functools import partial, update_wrapper
 
 from .apgd import apgd, apgd_t
+from .autoattack import autoattack
 from .bim import bim, illc
 from .bpda import bpda
 from .carlini_wagner import carlini_wagner_l2
@@ -82,6 +84,8 @@ ATTACKS = {
     "fab-l2": _with_norm(fab, "l2", "fab_l2"),
     "fab-t-linf": _with_norm(fab_t, "linf", "fab_t_linf"),
     "fab-t-l2": _with_norm(fab_t, "l2", "fab_t_l2"),
+    "autoattack-linf": _with_norm(autoattack, "linf", "autoattack_linf"),
+    "autoattack-l2": _with_norm(autoattack, "l2", "autoattack_l2"),
 }
 # Gradient-free attacks (issue 13), until the registry's records list them.
 ATTACKS.update({
@@ -94,4 +98,4 @@ __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2",
            "random_locations", "transfer", "transfer_accuracy", "robustness_table",
            "format_table", "worst_case", "evaluate", "format_evaluation", "sanity_checks",
            "format_checks", "bpda", "square", "ATTACKS"]
-__all__ += ["apgd", "apgd_t", "fab", "fab_t"]
+__all__ += ["apgd", "apgd_t", "fab", "fab_t", "autoattack"]

@@ -13,6 +13,8 @@ fail silently (wrong clipping, too few steps, a bug, gradient masking):
     large_eps               at an eps covering the whole data range, accuracy is ~0
     unbounded_succeed       minimal-perturbation attacks (DeepFool, C&W, …) fool ~every example
     noise_weaker            random noise of the same norm is no stronger than the attack
+    random_forward, logits  the forward pass is deterministic and the logits are not
+                            probabilities (``masking``, AutoAttack's checks of the model)
 
 Each check is a ``Check(name, passed, detail)``; ``detail`` gives the figures. Where a check
 needs an attack or eps the evaluation did not run, it runs it itself on the first ``subset``
@@ -274,6 +276,9 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
     checks.append(check_large_eps(runs, large_eps, near_zero=near_zero))
     checks.append(check_unbounded(runs, unbounded, min_success=min_success))
     checks.append(check_noise(runs, eps, gradient or [SINGLE_STEP[n] for n in norms], tol=tol))
+    from .masking import check_logits, check_random_forward  # late: masking imports Check
+
+    checks += [check_random_forward(net, x[:subset]), check_logits(net, x[:subset])]
     return checks
 
 

@@ -136,7 +136,7 @@ def test_registry_names():
                             "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2", "square-linf",
                             "square-l2", "apgd-ce-linf", "apgd-ce-l2", "apgd-dlr-linf",
                             "apgd-dlr-l2", "apgd-t-linf", "apgd-t-l2", "fab-linf", "fab-l2",
-                            "fab-t-linf", "fab-t-l2"}
+                            "fab-t-linf", "fab-t-l2", "autoattack-linf", "autoattack-l2"}
 
 
 def test_patch_transfer_and_worst_case_arguments():

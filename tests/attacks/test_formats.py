@@ -33,6 +33,8 @@ KWARGS = {
     "apgd-t-linf": dict(eps=0.1, n_iter=5), "apgd-t-l2": dict(eps=0.5, n_iter=5),
     "fab-linf": dict(eps=None, n_iter=5), "fab-l2": dict(eps=None, n_iter=5),
     "fab-t-linf": dict(eps=0.1, n_iter=5), "fab-t-l2": dict(eps=0.5, n_iter=5, restarts=2),
+    "autoattack-linf": dict(eps=0.1, n_iter=5, n_queries=20),
+    "autoattack-l2": dict(eps=0.5, n_iter=5, n_queries=20, version="plus"),
 }
 
 
