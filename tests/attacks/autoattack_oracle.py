@@ -10,7 +10,9 @@ MODEL is an HDF5 checkpoint or a compressed .rcnn file (densified for torch). Pr
 norm and attack, the robust accuracy of both and their run times.
 
 The settings are matched to the authors' AutoAttack (100 iterations of APGD, APGD-T and FAB-T,
-9 target classes, 5,000 Square queries with p_init 0.8); torchattacks' own ``AutoAttack`` class
+9 target classes, 5,000 Square queries with p_init 0.8; Square's schedule of square sizes
+rescaled to the budget, as robustcnn's and torchattacks' default do, where the authors'
+AutoAttack keeps the 10,000-query schedule); torchattacks' own ``AutoAttack`` class
 builds its members with their defaults, 10 iterations each, so the ensemble is built here from
 the members with the authors' settings (``MultiAttack``), and the shipped class is reported
 beside it for information ("torchattacks AutoAttack as shipped").
@@ -29,42 +31,7 @@ import sys
 import time
 
 import numpy as np
-
-
-def torch_copy(net):
-    """``net`` (a chain of Conv2d / MaxPool2d / Linear / ReLU layers) as a torch Sequential in
-    eval mode, with its weights densified to float32."""
-    import torch
-    from torch import nn
-
-    from robustcnn.engine.layers import Conv2d, Linear, MaxPool2d, ReLU
-
-    modules, shape = [], net.input_shape
-    flat = False
-    for layer in net.layers:
-        if isinstance(layer, Conv2d):
-            m = nn.Conv2d(shape[0], layer.out_channels, layer.kernel, layer.stride,
-                          layer.padding, layer.dilation, layer.groups,
-                          bias="bias" in layer.params)
-        elif isinstance(layer, Linear):
-            if not flat:
-                modules.append(nn.Flatten())
-                flat = True
-            m = nn.Linear(int(np.prod(shape)), layer.out_features, bias="bias" in layer.params)
-        elif isinstance(layer, MaxPool2d):
-            m = nn.MaxPool2d(layer.kernel, layer.stride, layer.padding, ceil_mode=layer.ceil_mode)
-        elif isinstance(layer, ReLU):
-            m = nn.ReLU()
-        else:
-            raise ValueError(f"torch_copy: {layer.at} has no torch counterpart here")
-        if isinstance(layer, (Conv2d, Linear)):
-            with torch.no_grad():
-                m.weight.copy_(torch.from_numpy(np.asarray(layer.dense_weight(), np.float32)))
-                if "bias" in layer.params:
-                    m.bias.copy_(torch.from_numpy(np.asarray(layer.params["bias"], np.float32)))
-        modules.append(m)
-        shape = layer.out_shapes[0]
-    return nn.Sequential(*modules).eval()
+from torch_nets import torch_sequential
 
 
 def torchattacks_attacks(model, norm, eps, n_classes):
@@ -87,7 +54,7 @@ def torchattacks_attacks(model, norm, eps, n_classes):
         "fab-t": FAB(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True,
                      n_classes=n_classes, seed=0),
         "square": Square(model, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, p_init=0.8,
-                         loss="margin", resc_schedule=False, seed=0),
+                         loss="margin", resc_schedule=True, seed=0),
     }
     members["autoattack"] = MultiAttack([members[k] for k in ("apgd-ce", "apgd-t", "fab-t",
                                                               "square")])
@@ -128,7 +95,7 @@ def compare(net, x, y, norm, eps, attacks, *, log=None):
     clean-wrong point counts as broken on both sides)."""
     import torch
 
-    model = torch_copy(net)
+    model = torch_sequential(net)
     tx, ty = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(y)
 
     def torch_predict(a):

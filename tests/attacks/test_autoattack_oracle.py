@@ -18,10 +18,11 @@ from helpers import single_thread
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchattacks")
 
-from autoattack_oracle import compare, torch_copy  # noqa: E402
+from autoattack_oracle import compare  # noqa: E402
 from torchattacks.attacks.apgd import APGD  # noqa: E402
 from torchattacks.attacks.apgdt import APGDT  # noqa: E402
 from torchattacks.attacks.fab import projection_l2, projection_linf  # noqa: E402
+from torch_nets import torch_sequential  # noqa: E402
 
 from robustcnn.attacks.apgd import apgd, apgd_t  # noqa: E402
 from robustcnn.attacks.dlr import dlr, dlr_targeted  # noqa: E402
@@ -103,7 +104,7 @@ def test_apgd_from_torchattacks_start_breaks_the_same_points(mlp, norm, eps, mon
     differs between the two engines, so a trajectory may fork at a near-zero gradient: allow
     one point in 32."""
     net, x, y = mlp
-    model = torch_copy(net)
+    model = torch_sequential(net)
     correct = net.predict(x) == y
     torch.manual_seed(0)
     xc = torch.from_numpy(x[correct])
@@ -139,7 +140,7 @@ def test_robust_accuracy_matches_torchattacks_on_64_images(mlp):
     from robustcnn.attacks.fab import fab_t
 
     net, x, y = mlp
-    model = torch_copy(net)
+    model = torch_sequential(net)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     eps = 0.05
 
