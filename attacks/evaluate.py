@@ -19,8 +19,9 @@ UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
 # Short names the command line accepts.
 ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
 # Gradient-free attacks (issue 13), until the registry's records list them.
-BOUNDED.update({"square-linf": "linf", "square-l2": "l2"})
-ALIASES.update({"square": "square-linf"})
+BOUNDED.update({"square-linf": "linf", "square-l2": "l2", "spsa": "linf"})
+UNBOUNDED.update({"hsj-l2": "l2", "hsj-linf": "linf"})
+ALIASES.update({"square": "square-linf", "hsj": "hsj-l2", "hopskipjump": "hsj-l2"})
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 

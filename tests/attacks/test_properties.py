@@ -7,7 +7,7 @@ from attack_nets import make_convnet, make_linear_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustcnn.attacks import ATTACKS, bim, fgm, illc, pgd, random_noise, square
+from robustcnn.attacks import ATTACKS, bim, fgm, illc, pgd, random_noise, spsa, square
 
 # (attack, norm, extra arguments); few steps keep the examples fast.
 BOUNDED = [
@@ -22,6 +22,7 @@ BOUNDED = [
     (random_noise, "l2", {"norm": "l2"}),
     (square, "linf", {"norm": "linf", "n_queries": 15}),
     (square, "l2", {"norm": "l2", "n_queries": 15}),
+    (spsa, "linf", {"steps": 3, "samples": 4, "learning_rate": 0.1}),
 ]
 IDS = [f"{a.__name__}-{n}-{i}" for i, (a, n, _) in enumerate(BOUNDED)]
 
