@@ -18,6 +18,8 @@ predictions (no label leaking); ``eps == 0`` returns a copy of x.
     lbfgs               Szegedy et al. 2014, box-constrained L-BFGS               lbfgs.py
     random_noise        the same-norm noise baseline                               noise.py
     square              Andriushchenko et al. 2020, score-based random search      square.py
+    spsa                Uesato et al. 2018, gradient estimates from logits (L∞)    spsa.py
+    hop_skip_jump       Chen et al. 2020, decision-based (labels only), L2 / L∞    hop_skip_jump.py
     adversarial_patch   Brown et al. 2017 (returns a patch; apply_patch pastes it) patch.py
     transfer            craft on one net, evaluate on another                     transfer.py
     apgd / apgd_t       Croce & Hein 2020, Auto-PGD (CE, DLR; APGD-T top targets) apgd.py
@@ -29,7 +31,9 @@ and the noise). The shared norm hooks (normalize, project, random_start) are in 
 
 ``evaluate`` runs several attacks over a list of eps with the worst case and the sanity checks
 of ``sanity`` (Carlini et al. 2019); ``bpda`` attacks through step-function layers
-(Athalye et al. 2018).
+(Athalye et al. 2018); ``eot(net, samples)`` is a view of a net with random layers that
+averages its passes (expectation over transformation, Athalye et al. 2018), which any attack
+takes in place of the net.
 """
 
 from functools import partial, update_wrapper
@@ -40,16 +44,19 @@ from .bim import bim, illc
 from .bpda import bpda
 from .carlini_wagner import carlini_wagner_l2
 from .deepfool import deepfool
+from .eot import eot
 from .evaluate import evaluate, format_evaluation, format_table, robustness_table, worst_case
 from .fab import fab, fab_t
 from .fgm import fgm
 from .fgsm import fgsm
+from .hop_skip_jump import hop_skip_jump
 from .jsma import jsma
 from .lbfgs import lbfgs
 from .noise import random_noise
 from .patch import adversarial_patch, apply_patch, patch_success_rate, random_locations
 from .pgd import pgd
 from .sanity import format_checks, sanity_checks
+from .spsa import spsa
 from .square import square
 from .transfer import transfer, transfer_accuracy
 
@@ -91,11 +98,14 @@ ATTACKS = {
 ATTACKS.update({
     "square-linf": _with_norm(square, "linf", "square_linf"),
     "square-l2": _with_norm(square, "l2", "square_l2"),
+    "spsa": spsa,
+    "hsj-l2": _with_norm(hop_skip_jump, "l2", "hsj_l2"),
+    "hsj-linf": _with_norm(hop_skip_jump, "linf", "hsj_linf"),
 })
 
 __all__ = ["fgm", "fgsm", "bim", "illc", "pgd", "deepfool", "carlini_wagner_l2", "jsma", "lbfgs",
            "random_noise", "adversarial_patch", "apply_patch", "patch_success_rate",
            "random_locations", "transfer", "transfer_accuracy", "robustness_table",
            "format_table", "worst_case", "evaluate", "format_evaluation", "sanity_checks",
-           "format_checks", "bpda", "square", "ATTACKS"]
+           "format_checks", "bpda", "square", "spsa", "hop_skip_jump", "eot", "ATTACKS"]
 __all__ += ["apgd", "apgd_t", "fab", "fab_t", "autoattack"]

@@ -159,28 +159,21 @@ def apgd_start(x, eps, norm, key, bounds):
     return clip_to((x + eps * u).astype(x.dtype), bounds)
 
 
-def _objective(net, loss_of, success_of, eot, max_rows):
+def _objective(net, loss_of, success_of, max_rows):
     """APGD's objective over a net: the loss ``loss_of(logits, rows)`` → (loss, dloss/dlogits)
-    and its input gradient from one forward + backward (``eot`` of them, averaged: expectation
-    over transformation for nets whose passes are random), and ``success_of(logits, rows)``
-    on the logits of the last pass."""
+    and its input gradient from one forward + backward, and ``success_of(logits, rows)``.
+    (Nets with random layers: attack ``eot.eot(net, k)``, whose passes average k draws.)"""
 
     def objective(x_adv, rows):
-        loss_sum, grad_sum = 0.0, None
-        for _ in range(eot):
-            losses = np.empty(len(rows))
+        losses = np.empty(len(rows))
 
-            def dlogits_of(z, s):
-                value, dz = loss_of(z, rows[s])
-                losses[s] = value
-                return dz
+        def dlogits_of(z, s):
+            value, dz = loss_of(z, rows[s])
+            losses[s] = value
+            return dz
 
-            logits, grad = logits_and_grad(net, x_adv, dlogits_of, max_rows=max_rows)
-            loss_sum = loss_sum + losses
-            grad_sum = grad if grad_sum is None else grad_sum + grad
-        if eot > 1:
-            grad_sum = grad_sum / np.asarray(eot, dtype=grad_sum.dtype)
-        return loss_sum / eot, grad_sum, success_of(logits, rows)
+        logits, grad = logits_and_grad(net, x_adv, dlogits_of, max_rows=max_rows)
+        return losses, grad, success_of(logits, rows)
 
     return objective
 
@@ -192,19 +185,18 @@ def _cross_entropy(labels, sign):
     return loss_of
 
 
-def _check_common(name, eps, norm, n_iter, restarts, rho, eot, batch_size, clip):
+def _check_common(name, eps, norm, n_iter, restarts, rho, batch_size, clip):
     eps = check_eps(eps, name)
     norm = check_norm(norm, name)
     n_iter = check_int(n_iter, "n_iter", name)
     restarts = check_int(restarts, "restarts", name)
     rho = check_float(rho, "rho", name, low=0, high=1, low_open=True)
-    eot = check_int(eot, "eot", name)
     batch_size = check_int(batch_size, "batch_size", name)
     check_clip_pair(clip, name)
-    return eps, norm, n_iter, restarts, rho, eot, batch_size
+    return eps, norm, n_iter, restarts, rho, batch_size
 
 
-def _runs(net, x, y, runs, *, eps, norm, n_iter, rho, eot, bounds, batch_size, progress,
+def _runs(net, x, y, runs, *, eps, norm, n_iter, rho, bounds, batch_size, progress,
           fooled_at_x):
     """Run APGD once per entry of ``runs`` — (loss_of, success_of, rng key) — each on the
     examples no earlier run has fooled. → (x_adv, info dict); see ``apgd``."""
@@ -220,7 +212,7 @@ def _runs(net, x, y, runs, *, eps, norm, n_iter, rho, eot, bounds, batch_size, p
         if not todo.size:
             break
         start = apgd_start(x, eps, norm, key, bounds)
-        objective = _objective(net, loss_of, success_of, eot, batch_size)
+        objective = _objective(net, loss_of, success_of, batch_size)
         for s in batch_slices(len(todo), batch_size, report=False):
             idx = todo[s]
 
@@ -245,7 +237,7 @@ def _runs(net, x, y, runs, *, eps, norm, n_iter, rho, eot, bounds, batch_size, p
 
 
 def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, restarts=1,
-         rho=RHO, eot=1, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None,
+         rho=RHO, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None,
          return_info=False):
     """APGD with the cross-entropy (APGD-CE) or the DLR loss (APGD-DLR), L∞ or L2.
 
@@ -254,7 +246,9 @@ def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, res
 
     Parameters
     ----------
-    net : robustcnn ``Net`` (eval mode, any weight formats). Attacks the logits.
+    net : robustcnn ``Net`` (eval mode, any weight formats), or a net-like view such as
+        ``eot.eot(net, k)`` for nets with random layers (expectation over transformation).
+        Attacks the logits.
     x : (N, …) inputs inside ``clip``.
     y : (N,) labels to move away from; None (default) uses the net's predictions. With
         ``targeted=True``, the target classes.
@@ -267,8 +261,6 @@ def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, res
     restarts : runs from fresh random starts (``apgd_start`` with the key [seed, restart]),
         each on the examples no earlier run fooled.
     rho : condition 1's threshold (0.75).
-    eot : gradients averaged per iteration (expectation over transformation, Athalye et al.
-        2018), for nets whose forward pass is random; 1 for a deterministic net.
     clip : (low, high) valid range, or None.
     targeted : reach ``y`` instead of leaving it.
     batch_size : examples per forward/backward pass.
@@ -291,8 +283,8 @@ def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, res
     the paper says (the code compares it with 0); NumPy's random numbers, not torch's.
     """
     name = "apgd"
-    eps, norm, n_iter, restarts, rho, eot, batch_size = _check_common(
-        name, eps, norm, n_iter, restarts, rho, eot, batch_size, clip)
+    eps, norm, n_iter, restarts, rho, batch_size = _check_common(
+        name, eps, norm, n_iter, restarts, rho, batch_size, clip)
     if loss not in LOSSES:
         raise ValueError(f"{name}: loss must be one of {list(LOSSES)}, got {loss!r}")
     if loss == "dlr" and net.num_classes < 3:
@@ -319,7 +311,7 @@ def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, res
         return (z.argmax(axis=1) == y[rows]) if targeted else (z.argmax(axis=1) != y[rows])
 
     runs = [(loss_of, success_of, [seed, r]) for r in range(restarts)]
-    x_adv, info = _runs(net, x, y, runs, eps=eps, norm=norm, n_iter=n_iter, rho=rho, eot=eot,
+    x_adv, info = _runs(net, x, y, runs, eps=eps, norm=norm, n_iter=n_iter, rho=rho,
                         bounds=bounds, batch_size=batch_size, progress=progress, fooled_at_x=at_x)
     return (x_adv, info) if return_info else x_adv
 
@@ -334,8 +326,8 @@ def target_classes(logits, y, n_targets):
 
 
 def apgd_t(net, x, y=None, eps=8 / 255, *, norm="linf", n_targets=9, n_iter=100, restarts=1,
-           rho=RHO, eot=1, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0,
-           progress=None, return_info=False):
+           rho=RHO, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None,
+           return_info=False):
     """APGD-T: APGD on the targeted DLR loss towards each of the top ``n_targets`` other
     classes in turn, each run only on the examples still correctly classified.
 
@@ -343,8 +335,7 @@ def apgd_t(net, x, y=None, eps=8 / 255, *, norm="linf", n_targets=9, n_iter=100,
 
     Parameters
     ----------
-    net, x, eps, norm, n_iter, rho, eot, clip, batch_size, progress, return_info : as for
-        ``apgd``.
+    net, x, eps, norm, n_iter, rho, clip, batch_size, progress, return_info : as for ``apgd``.
     y : (N,) labels; None uses the net's predictions.
     n_targets : the classes with the 2nd, 3rd, … highest clean logits are the targets
         (9, the paper's; capped at the number of classes − 1). Needs 3 classes.
@@ -358,8 +349,8 @@ def apgd_t(net, x, y=None, eps=8 / 255, *, norm="linf", n_targets=9, n_iter=100,
     listed for ``apgd``.
     """
     name = "apgd_t"
-    eps, norm, n_iter, restarts, rho, eot, batch_size = _check_common(
-        name, eps, norm, n_iter, restarts, rho, eot, batch_size, clip)
+    eps, norm, n_iter, restarts, rho, batch_size = _check_common(
+        name, eps, norm, n_iter, restarts, rho, batch_size, clip)
     n_targets = check_int(n_targets, "n_targets", name)
     check_untargeted(targeted, name, "it succeeds when the label changes, towards targets "
                                      "it chooses itself")
@@ -384,7 +375,7 @@ def apgd_t(net, x, y=None, eps=8 / 255, *, norm="linf", n_targets=9, n_iter=100,
         def loss_of(z, rows, t=targets[:, j]):
             return dlr_targeted(z, y[rows], t[rows])
         runs += [(loss_of, success_of, [seed, j * restarts + r]) for r in range(restarts)]
-    x_adv, info = _runs(net, x, y, runs, eps=eps, norm=norm, n_iter=n_iter, rho=rho, eot=eot,
+    x_adv, info = _runs(net, x, y, runs, eps=eps, norm=norm, n_iter=n_iter, rho=rho,
                         bounds=bounds, batch_size=batch_size, progress=progress, fooled_at_x=at_x)
     info["targets"] = targets
     return (x_adv, info) if return_info else x_adv

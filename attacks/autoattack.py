@@ -6,8 +6,8 @@ parameter-free attacks", ICML 2020, §5. The versions of the authors' code:
 
     standard   APGD-CE, APGD-T (9 targets), FAB-T (9 targets), Square (5,000 queries)
     plus       APGD-CE and APGD-DLR (5 restarts each), FAB (5 restarts), Square, APGD-T, FAB-T
-    rand       APGD-CE and APGD-DLR with expectation over transformation (20 samples), for
-               nets whose forward pass is random
+    rand       APGD-CE and APGD-DLR with expectation over transformation (20 samples, through
+               ``eot.eot``), for nets with random layers
 
 A point counts as broken by the first attack that returns, for it, a misclassified input within
 eps (checked here, whatever the attack reports); the later attacks never see it. APGD and FAB
@@ -22,6 +22,7 @@ import numpy as np
 from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_inputs,
                       check_int, check_untargeted)
 from .apgd import apgd, apgd_t
+from .eot import eot as expectation, random_layers
 from .fab import fab, fab_t
 from .masking import check_square_vs_whitebox, check_zero_gradient, net_flags
 from .norms import check_norm, perturbation_norms
@@ -32,18 +33,17 @@ VERSIONS = {
                  "square": {}},
     "plus": {"apgd-ce": {"restarts": 5}, "apgd-dlr": {"restarts": 5}, "fab": {"restarts": 5},
              "square": {}, "apgd-t": {"n_targets": 9}, "fab-t": {"n_targets": 9}},
-    "rand": {"apgd-ce": {"eot": 20}, "apgd-dlr": {"eot": 20}},
+    "rand": {"apgd-ce": {}, "apgd-dlr": {}},
 }
 WHITE_BOX = ("apgd-ce", "apgd-dlr", "apgd-t", "fab", "fab-t")
 # A perturbation counts if ‖δ‖ ≤ eps · (1 + slack): float32 rounding of x + δ.
 _NORM_SLACK = 1e-5
 
 
-def _stage(name, version_kwargs, *, n_iter, n_queries, eot):
+def _stage(name, version_kwargs, *, n_iter, n_queries):
     """(function, keyword arguments) of one attack of the ensemble."""
     kw = dict(version_kwargs)
     if name in ("apgd-ce", "apgd-dlr"):
-        kw["eot"] = eot if "eot" in kw else 1
         return apgd, dict(kw, loss=name[5:], n_iter=n_iter)
     if name == "apgd-t":
         return apgd_t, dict(kw, n_iter=n_iter)
@@ -74,9 +74,10 @@ def autoattack(net, x, y=None, eps=8 / 255, *, norm="linf", version="standard", 
     attacks : the attacks to run, in order, instead of the version's (names among apgd-ce,
         apgd-dlr, apgd-t, fab, fab-t, square), with the version's settings where it has them.
     n_iter : iterations of APGD and FAB (100). n_queries : Square's budget (5,000).
-    eot : samples per gradient in the rand version (20). When the net's forward pass is
-        deterministic (the ``random_forward`` flag passes) one sample is the expectation, and
-        1 is used.
+    eot : random passes averaged in the rand version (20): its attacks, and the check that a
+        point is broken, see ``eot.eot(net, eot)``, the net averaged over that many draws of its
+        random layers (Dropout). A net without random layers is deterministic: one pass is the
+        expectation, and the net is attacked as it is (``info["eot"]`` = 1).
     clip : (low, high) valid range, or None.
     targeted : must be False (the ensemble's targeted members choose their own targets).
     batch_size, seed : passed to every attack (each gets the same seed, as in the authors' code).
@@ -115,15 +116,17 @@ def autoattack(net, x, y=None, eps=8 / 255, *, norm="linf", version="standard", 
     check_untargeted(targeted, name, "its targeted attacks choose their own targets")
     check_clip_pair(clip, name)
     x, y = check_inputs(net, x, y, name)
-    bounds = check_clip(clip, x, name)
+    check_clip(clip, x, name)
     n = len(x)
-    clean = net.predict(x, batch_size=batch_size) == y
+    flags = net_flags(net, x) if n else []
+    model, samples = net, 1
+    if version == "rand" and random_layers(net) and eot > 1:
+        model, samples = expectation(net, eot, seed=seed), eot
+    clean = model.predict(x, batch_size=batch_size) == y
     robust = clean.copy()
     broken_by = np.full(n, None, dtype=object)
     broken_by[~clean] = "clean"
     out = x.copy()
-    flags = net_flags(net, x) if n else []
-    deterministic = all(f.passed for f in flags if f.name == "random_forward")
     records, skipped = [], []
     zero = attacked = None
     meter = WorkMeter(progress, n)
@@ -132,8 +135,7 @@ def autoattack(net, x, y=None, eps=8 / 255, *, norm="linf", version="standard", 
             skipped.append(f"{stage}: the DLR loss needs 3 classes")
             meter.add(1.0 / len(stages))
             continue
-        fn, kw = _stage(stage, settings.get(stage, {}), n_iter=n_iter, n_queries=n_queries,
-                        eot=1 if deterministic else eot)
+        fn, kw = _stage(stage, settings.get(stage, {}), n_iter=n_iter, n_queries=n_queries)
         idx = np.flatnonzero(robust)
         record = {"attack": stage, "attacked": int(len(idx)), "broken": 0}
         t0 = time.perf_counter()
@@ -141,10 +143,11 @@ def autoattack(net, x, y=None, eps=8 / 255, *, norm="linf", version="standard", 
             def report(k, m=len(idx)):
                 meter.add(k / m / len(stages))
 
-            adv, info = fn(net, x[idx], y[idx], eps, norm=norm, clip=clip, batch_size=batch_size,
-                           seed=seed, progress=report, return_info=True, **kw)
+            adv, info = fn(model, x[idx], y[idx], eps, norm=norm, clip=clip,
+                           batch_size=batch_size, seed=seed, progress=report, return_info=True,
+                           **kw)
             size = perturbation_norms(x[idx], adv)[norm]
-            ok = (net.predict(adv, batch_size=batch_size) != y[idx]) & \
+            ok = (model.predict(adv, batch_size=batch_size) != y[idx]) & \
                 (size <= eps * (1 + _NORM_SLACK))
             robust[idx[ok]] = False
             out[idx[ok]] = adv[ok]
@@ -175,7 +178,7 @@ def autoattack(net, x, y=None, eps=8 / 255, *, norm="linf", version="standard", 
     info = {"version": version, "norm": norm, "eps": eps, "attacks": stages,
             "clean_accuracy": float(clean.mean()) if n else float("nan"), "stages": records,
             "robust_accuracy": float(robust.mean()) if n else float("nan"),
-            "eot": (eot if not deterministic else 1) if version == "rand" else None,
+            "eot": samples if version == "rand" else None,
             "skipped": skipped, "flags": [f.to_dict() for f in flags],
             "flags_passed": all(f.passed for f in flags), "robust": robust,
             "broken_by": broken_by}

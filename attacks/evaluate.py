@@ -30,8 +30,9 @@ ALIASES.update({"apgd-ce": "apgd-ce-linf", "apgd": "apgd-ce-linf", "apgd-dlr": "
                 "apgd-t": "apgd-t-linf", "fab": "fab-linf", "fab-t": "fab-t-linf",
                 "autoattack": "autoattack-linf", "aa": "autoattack-linf"})
 # Gradient-free attacks (issue 13), until the registry's records list them.
-BOUNDED.update({"square-linf": "linf", "square-l2": "l2"})
-ALIASES.update({"square": "square-linf"})
+BOUNDED.update({"square-linf": "linf", "square-l2": "l2", "spsa": "linf"})
+UNBOUNDED.update({"hsj-l2": "l2", "hsj-linf": "linf"})
+ALIASES.update({"square": "square-linf", "hsj": "hsj-l2", "hopskipjump": "hsj-l2"})
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 

@@ -243,7 +243,7 @@ def test_zero_gradients_at_the_start_are_reported():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(loss="mse"), "loss must be one of"), (dict(n_iter=0), "n_iter"),
     (dict(restarts=0), "restarts"), (dict(rho=0), "rho"), (dict(rho=1.5), "rho"),
-    (dict(eot=0), "eot"), (dict(norm="l1"), "norm")])
+    (dict(norm="l1"), "norm")])
 def test_bad_arguments(kwargs, match):
     net, x = linear_problem()
     with pytest.raises(ValueError, match=f"^apgd: .*{match}"):

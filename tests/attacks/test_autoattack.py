@@ -184,3 +184,25 @@ def test_evaluate_reports_stages_queries_and_flags(nets):
     assert "apgd-ce" in text and "→ square" in text
     import json
     json.dumps(result)  # JSON-ready
+
+
+def test_rand_version_attacks_a_dropout_net_through_eot(nets):
+    """A net with Dropout: the rand version attacks the 20-pass average (``eot``) and counts a
+    point broken when that average misclassifies it."""
+    from robustcnn.engine import Net
+
+    trained = nets[0]
+    layers = bars_convnet().layers
+    noisy = Net(layers[:-1] + [Dropout("drop", 0.3), layers[-1]], input_shape=(1, 8, 8))
+    for name, params in trained.params.items():
+        for key, value in params.items():
+            noisy.params[name][key][...] = value
+    x, y = bars(20, seed=30)
+    adv, info = autoattack(noisy, x, y, 0.25, version="rand", eot=4, n_iter=10,
+                           return_info=True)
+    assert info["eot"] == 4
+    assert info["stages"][0]["broken"] > 0
+    _, plain = autoattack(noisy, x, y, 0.25, version="rand", eot=1, n_iter=10,
+                          return_info=True)
+    assert plain["eot"] == 1
+    assert perturbation_norms(x, adv)["linf"].max() <= 0.25 * (1 + 1e-5)

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from robustcnn.attacks import (ATTACKS, apgd, apgd_t, autoattack, bim, fgm, illc, pgd,
-                               random_noise, square)
+                               random_noise, spsa, square)
 
 # (attack, norm, extra arguments); few steps keep the examples fast.
 BOUNDED = [
@@ -23,6 +23,7 @@ BOUNDED = [
     (random_noise, "l2", {"norm": "l2"}),
     (square, "linf", {"norm": "linf", "n_queries": 15}),
     (square, "l2", {"norm": "l2", "n_queries": 15}),
+    (spsa, "linf", {"steps": 3, "samples": 4, "learning_rate": 0.1}),
     (apgd, "linf", {"n_iter": 4, "restarts": 2}),
     (apgd, "l2", {"norm": "l2", "loss": "dlr", "n_iter": 4}),
     (apgd_t, "linf", {"n_iter": 3, "n_targets": 2}),
