@@ -20,9 +20,8 @@ hooks (``norms.normalize``, ``norms.project``) are the only places the variants 
 import numpy as np
 
 from ..engine import softmax_cross_entropy
-from ._common import (WorkMeter, batch_slices, check_clip, check_clip_pair, check_eps,
-                      check_float, check_inputs, check_int, check_untargeted, clip_to,
-                      logits_and_grad)
+from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_float,
+                      check_inputs, check_int, check_untargeted, clip_to, logits_and_grad)
 from .dlr import dlr, dlr_targeted
 from .norms import check_norm, normalize, project
 
@@ -213,8 +212,8 @@ def _runs(net, x, y, runs, *, eps, norm, n_iter, rho, bounds, batch_size, progre
             break
         start = apgd_start(x, eps, norm, key, bounds)
         objective = _objective(net, loss_of, success_of, batch_size)
-        for s in batch_slices(len(todo), batch_size, report=False):
-            idx = todo[s]
+        for lo in range(0, len(todo), batch_size):
+            idx = todo[lo:lo + batch_size]
 
             def on_batch(x_adv, rows, idx=idx):
                 return objective(x_adv, idx[rows])

@@ -18,9 +18,9 @@ x⁽ᵏ⁺¹⁾ ← x₀ + β (x⁽ᵏ⁺¹⁾ − x₀). η = 1.05, α_max = 0.
 
 import numpy as np
 
-from ._common import (WorkMeter, batch_slices, check_clip, check_clip_pair, check_eps,
-                      check_float, check_inputs, check_int, check_untargeted, clip_to,
-                      logit_grads, logits_and_grad)
+from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_float,
+                      check_inputs, check_int, check_untargeted, clip_to, logit_grads,
+                      logits_and_grad)
 from .apgd import apgd_start, target_classes
 from .hyperplane import project_hyperplane_box
 from .norms import check_norm
@@ -146,8 +146,8 @@ def _fab_runs(net, x, y, runs, *, eps, norm, n_iter, alpha_max, eta, beta, bound
             unit = apgd_start(np.zeros_like(x, dtype=np.float64), 1.0, norm, [seed, i], None)
             start = clip_to((x + unit * np.where(np.isfinite(radius), radius, 0.0).reshape(
                 (-1,) + (1,) * (x.ndim - 1))).astype(x.dtype), bounds)
-        for s in batch_slices(len(todo), batch_size, report=False):
-            idx = todo[s]
+        for lo in range(0, len(todo), batch_size):
+            idx = todo[lo:lo + batch_size]
 
             def success(z, rows, idx=idx):
                 return success_of(z, idx[rows])
