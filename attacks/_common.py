@@ -6,8 +6,6 @@ starts with the attack's name: ``pgd: steps must be >= 1, got 0``.
 
 import math
 import numbers
-import threading
-from contextlib import contextmanager
 
 import numpy as np
 
@@ -90,15 +88,11 @@ def check_untargeted(targeted, name, why):
         raise ValueError(f"{name}: targeted=True is not supported ({why})")
 
 
-def resolve_attack(attack, name):
-    """An attack function: ``attack`` itself if callable, else its name in ``ATTACKS``."""
-    if callable(attack):
-        return attack
-    from . import ATTACKS  # late: the registry imports the attack modules, which import this
-
-    if attack not in ATTACKS:
-        raise ValueError(f"{name}: unknown attack {attack!r}; known: {sorted(ATTACKS)}")
-    return ATTACKS[attack]
+def check_progress(progress, name):
+    """``progress``: None or a callable (called with the number of examples just finished)."""
+    if progress is not None and not callable(progress):
+        raise ValueError(f"{name}: progress must be a callable or None, got {progress!r}")
+    return progress
 
 
 def check_inputs(net, x, y, name, *, predict=True):
@@ -136,46 +130,30 @@ def clip_to(a, bounds):
     return a
 
 
-_progress = threading.local()  # the callback of ``batch_progress``, per thread
-
-
-@contextmanager
-def batch_progress(callback):
-    """Within the block, the attacks call ``callback(examples)`` after each batch of their
-    outer loop (``batch_slices(..., report=True)``): how a progress bar follows one attack.
-    Per thread; the attacks' results do not depend on it."""
-    previous = getattr(_progress, "callback", None)
-    _progress.callback = callback
-    try:
-        yield
-    finally:
-        _progress.callback = previous
-
-
-def batch_slices(n, batch_size, *, report=True):
-    """slice objects covering range(n) in blocks of ``batch_size``; with ``report``, each
-    finished block is reported to ``batch_progress``'s callback (the attacks' outer loops)."""
+def batch_slices(n, batch_size, progress=None):
+    """slice objects covering range(n) in blocks of ``batch_size``. With ``progress`` (an
+    attack's outer loop), ``progress(examples)`` is called after each block is done: how a
+    progress bar follows an attack. The results do not depend on it."""
     slices = [slice(lo, min(lo + batch_size, n)) for lo in range(0, n, batch_size)]
-    callback = getattr(_progress, "callback", None) if report else None
-    if callback is None:
+    if progress is None:
         return slices
-    return _reporting(slices, callback)
+    return _reporting(slices, progress)
 
 
-def _reporting(slices, callback):
+def _reporting(slices, progress):
     for s in slices:
         yield s
-        callback(s.stop - s.start)
+        progress(s.stop - s.start)
 
 
 class WorkMeter:
     """Progress of an attack whose work comes in shares (restarts, targets, stages), reported
     to ``callback`` as whole examples: the counts sum to ``total`` once every share is done,
     and arrive as each batch of each share finishes, so a bar over ``total`` examples shows
-    a steady ETA. ``callback`` None: ``batch_progress``'s, or nothing."""
+    a steady ETA. ``callback`` None: nothing is reported."""
 
     def __init__(self, callback, total):
-        self.callback = callback if callback is not None else getattr(_progress, "callback", None)
+        self.callback = callback
         self.total = int(total)
         self.done = 0.0  # fraction of the whole work
         self.reported = 0
@@ -224,7 +202,7 @@ def logit_grads(net, x, coeffs, *, max_rows=256):
     grads = np.empty((n, m) + x.shape[1:], dtype=net.dtype)
     logits = np.empty((n, k), dtype=net.dtype)
     per_chunk = max(1, max_rows // max(m, 1))
-    for s in batch_slices(n, per_chunk, report=False):
+    for s in batch_slices(n, per_chunk):
         rows = np.repeat(x[s], m, axis=0)
         _, z = net.forward_for_backward(rows, train=False)
         dz = coeffs[s].reshape(-1, k).astype(net.dtype).reshape(z.shape)
@@ -263,7 +241,7 @@ def logits_and_grad(net, x, dlogits_of, *, max_rows=256):
     n, k = len(x), net.num_classes
     logits = np.empty((n, k), dtype=net.dtype)
     grads = np.empty_like(x)
-    for s in batch_slices(n, max_rows, report=False):
+    for s in batch_slices(n, max_rows):
         _, z = net.forward_for_backward(x[s], train=False)
         flat = z.reshape(-1, k)
         dz = np.ascontiguousarray(dlogits_of(flat, s), dtype=net.dtype).reshape(z.shape)

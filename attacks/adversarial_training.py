@@ -22,11 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._common import check_eps, check_float, check_int, resolve_attack
-from .evaluate import BOUNDED, canonical_attack
-
-# Attacks that take a number of steps and a step size.
-_ITERATIVE = ("bim", "illc", "pgd-linf", "pgd-l2")
+from ._common import check_eps, check_float, check_int
+from .registry import attack_names, attack_spec
 
 
 @dataclass
@@ -35,15 +32,17 @@ class AdversarialObjective:
 
     Parameters
     ----------
-    attack : a bounded attack of ``attacks.evaluate.BOUNDED`` or an alias ("fgsm", "pgd",
-        "pgd-l2", "bim", …). FGSM is Goodfellow et al.'s and Kurakin et al.'s choice, PGD Madry
-        et al.'s.
+    attack : the name or alias of a bounded attack of the registry ("fgsm", "pgd", "pgd-l2",
+        "bim", …; ``registry.attack_names(bounded=True)``). FGSM is Goodfellow et al.'s and
+        Kurakin et al.'s choice, PGD Madry et al.'s.
     eps : the attack's radius in data units (0 trains on the clean batch).
     fraction : share of each batch replaced by its adversarial version, in [0, 1]; 0.5 is
         Kurakin et al.'s mix, 1.0 Madry et al.'s all-adversarial training.
     steps : iterations of an iterative attack (None: the attack's own default, 40 for PGD;
-        7 to 10 is usual for training). Only for bim, illc and pgd.
-    alpha : step size of an iterative attack in data units (None: the attack's default rule).
+        7 to 10 is usual for training). Only for attacks that take steps
+        (``AttackSpec.steps``: bim, illc and pgd).
+    alpha : step size of an iterative attack in data units (None: the attack's default rule);
+        only for attacks that take one (``AttackSpec.step_size``).
     seed : with the bytes of the batch, seeds the attack's randomness (PGD's random start), so
         training is deterministic and a resumed run crafts the same examples.
 
@@ -71,22 +70,24 @@ class AdversarialObjective:
 
     def __post_init__(self):
         name = "AdversarialObjective"
-        key = canonical_attack(self.attack, at=name)
-        if key not in BOUNDED:
+        spec = attack_spec(self.attack, at=name)
+        if not spec.bounded:
             raise ValueError(f"{name}: attack {self.attack!r} is not a bounded attack; use one "
-                             f"of {sorted(BOUNDED)}")
-        self.attack = key
+                             f"of {sorted(attack_names(bounded=True))}")
+        key = self.attack = spec.name
         self.eps = check_eps(self.eps, name)
         self.fraction = check_float(self.fraction, "fraction", name, low=0.0, high=1.0)
         if self.steps is not None:
             self.steps = check_int(self.steps, "steps", name)
         if self.alpha is not None:
             self.alpha = check_float(self.alpha, "alpha", name, low=0.0, low_open=True)
-        if (self.steps is not None or self.alpha is not None) and key not in _ITERATIVE:
+        asked = [k for k, v in (("steps", self.steps), ("step_size", self.alpha)) if v is not None]
+        if not all(getattr(spec, k) for k in asked):
+            takes = attack_names(**dict.fromkeys(asked, True))
             raise ValueError(f"{name}: steps and alpha apply to the iterative attacks "
-                             f"{list(_ITERATIVE)}, not to {key!r}")
+                             f"{list(takes)}, not to {key!r}")
         self.seed = check_int(self.seed, "seed", name, minimum=0)
-        self._attack = resolve_attack(key, name)
+        self._attack = spec.attack
 
     def adversarial_batch(self, net, xb, yb):
         """The mixed batch → x̃ (a new array in the net's dtype): the first
@@ -124,3 +125,29 @@ class AdversarialObjective:
         return {"objective": "adversarial", "attack": self.attack, "eps": self.eps,
                 "fraction": self.fraction, "steps": self.steps, "alpha": self.alpha,
                 "labels": "true", "seed": self.seed}
+
+
+# What a record of adversarial training holds (``CompressionSettings.adversarial``, a study's
+# ``train.adversarial``): the objective's settings but the seed, which is the run's.
+SETTINGS = ("attack", "eps", "fraction", "steps", "alpha")
+
+
+def adversarial_objective(settings, seed, *, where="adversarial"):
+    """The ``AdversarialObjective`` a record of settings describes → the objective, or None
+    (plain cross-entropy) when ``settings`` is None.
+
+    ``settings``: a dict of some of ``SETTINGS`` (attack, eps, fraction, steps, alpha);
+    ``seed``: the run's seed. ``where`` names the record in error messages, e.g.
+    "compression settings: adversarial" for ``compress.pipeline.CompressionSettings``.
+    """
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where} must be a dict of AdversarialObjective settings or None, "
+                         f"got {settings!r}")
+    for key in settings:
+        if key not in SETTINGS:
+            why = " (the seed is the settings' seed)" if key == "seed" else ""
+            raise ValueError(f"{where} has unknown key {key!r}{why}; known: "
+                             f"{', '.join(SETTINGS)}")
+    return AdversarialObjective(**settings, seed=seed)

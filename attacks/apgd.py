@@ -21,7 +21,8 @@ import numpy as np
 
 from ..engine import softmax_cross_entropy
 from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, check_untargeted, clip_to, logits_and_grad)
+                      check_inputs, check_int, check_progress, check_untargeted, clip_to,
+                      logits_and_grad)
 from .dlr import dlr, dlr_targeted
 from .norms import check_norm, normalize, project
 
@@ -265,7 +266,7 @@ def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, res
     batch_size : examples per forward/backward pass.
     seed : seeds the random starts; the result is a deterministic function of the seed.
     progress : called with the number of examples just finished (a share of every run), or
-        None (then ``batch_progress``'s callback, if any).
+        None.
     return_info : also return a dict: ``fooled`` (N,) bool (the attack found an adversarial
         example), ``attacked`` (N,) bool (not already fooled at x), ``zero_grad_start`` (N,)
         bool (the input gradient at the first run's start is exactly zero: gradient masking
@@ -284,6 +285,7 @@ def apgd(net, x, y=None, eps=8 / 255, *, norm="linf", loss="ce", n_iter=100, res
     name = "apgd"
     eps, norm, n_iter, restarts, rho, batch_size = _check_common(
         name, eps, norm, n_iter, restarts, rho, batch_size, clip)
+    check_progress(progress, name)
     if loss not in LOSSES:
         raise ValueError(f"{name}: loss must be one of {list(LOSSES)}, got {loss!r}")
     if loss == "dlr" and net.num_classes < 3:
@@ -350,6 +352,7 @@ def apgd_t(net, x, y=None, eps=8 / 255, *, norm="linf", n_targets=9, n_iter=100,
     name = "apgd_t"
     eps, norm, n_iter, restarts, rho, batch_size = _check_common(
         name, eps, norm, n_iter, restarts, rho, batch_size, clip)
+    check_progress(progress, name)
     n_targets = check_int(n_targets, "n_targets", name)
     check_untargeted(targeted, name, "it succeeds when the label changes, towards targets "
                                      "it chooses itself")

@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_inputs,
-                      check_int, check_untargeted)
+                      check_int, check_progress, check_untargeted)
 from .apgd import apgd, apgd_t
 from .eot import eot as expectation, random_layers
 from .fab import fab, fab_t
@@ -113,6 +113,7 @@ def autoattack(net, x, y=None, eps=8 / 255, *, norm="linf", version="standard", 
     n_queries = check_int(n_queries, "n_queries", name)
     eot = check_int(eot, "eot", name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_untargeted(targeted, name, "its targeted attacks choose their own targets")
     check_clip_pair(clip, name)
     x, y = check_inputs(net, x, y, name)

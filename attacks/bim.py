@@ -19,7 +19,8 @@ import math
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, check_untargeted, clip_to, cross_entropy, fooled)
+                      check_inputs, check_int, check_progress, check_untargeted, clip_to,
+                      cross_entropy, fooled)
 from .fgm import fgm_step
 from .norms import project
 
@@ -55,7 +56,7 @@ def kurakin_defaults(eps, bounds):
     return alpha, steps
 
 
-def _check_iterative(name, eps, alpha, steps, batch_size, clip):
+def _check_iterative(name, eps, alpha, steps, batch_size, clip, progress):
     eps = check_eps(eps, name)
     bounds = check_clip_pair(clip, name)
     default_alpha, default_steps = kurakin_defaults(eps, bounds)
@@ -63,11 +64,12 @@ def _check_iterative(name, eps, alpha, steps, batch_size, clip):
                                                             low_open=True)
     steps = default_steps if steps is None else check_int(steps, "steps", name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     return eps, alpha, steps, batch_size
 
 
 def bim(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0), targeted=False,
-        batch_size=256, seed=0):
+        batch_size=256, seed=0, progress=None):
     """The basic iterative method: repeated FGSM steps, clipped to the L∞ eps-ball every step.
 
     Kurakin, Goodfellow & Bengio 2017, "Adversarial examples in the physical world".
@@ -87,6 +89,8 @@ def bim(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0),
     targeted : step towards ``y`` (down its loss).
     batch_size : examples per forward/backward pass.
     seed : unused (deterministic); accepted so every attack takes it.
+    progress : None, or called with the number of examples just finished after each batch
+        of the outer loop (a progress bar); the result does not depend on it.
 
     Returns the last iterate, the net's dtype: ‖x' − x‖∞ ≤ eps, x' inside ``clip``.
 
@@ -95,13 +99,14 @@ def bim(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0),
     iterate is returned, even if an earlier one was misclassified and the last is not.
     """
     name = "bim"
-    eps, alpha, steps, batch_size = _check_iterative(name, eps, alpha, steps, batch_size, clip)
+    eps, alpha, steps, batch_size = _check_iterative(name, eps, alpha, steps, batch_size, clip,
+                                                     progress)
     x, y = check_inputs(net, x, y, name)
     bounds = check_clip(clip, x, name)
     if eps == 0:
         return x.copy()
     out = np.empty_like(x)
-    for s in batch_slices(len(x), batch_size):
+    for s in batch_slices(len(x), batch_size, progress):
         out[s], _, _, _ = projected_iterations(net, x[s], y[s], x[s].copy(), eps=eps, alpha=alpha,
                                                steps=steps, norm="linf", targeted=targeted,
                                                bounds=bounds)
@@ -109,14 +114,14 @@ def bim(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0),
 
 
 def illc(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0),
-         targeted=False, batch_size=256, seed=0):
+         targeted=False, batch_size=256, seed=0, progress=None):
     """The iterative least-likely class method: BIM targeted at each input's least-likely class.
 
     Kurakin, Goodfellow & Bengio 2017, "Adversarial examples in the physical world", eq. (3).
 
     Parameters
     ----------
-    net, x, eps, alpha, steps, clip, batch_size, seed : as for ``bim``.
+    net, x, eps, alpha, steps, clip, batch_size, seed, progress : as for ``bim``.
     y : (N,) labels, checked but not used: the target is y_LL = argmin of the clean logits,
         whatever the labels are. Accepted so every attack takes the same arguments.
     targeted : must be False; ILLC chooses its own targets.
@@ -128,7 +133,8 @@ def illc(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0)
     label changes. Ties for the least-likely class go to the lowest class index.
     """
     name = "illc"
-    eps, alpha, steps, batch_size = _check_iterative(name, eps, alpha, steps, batch_size, clip)
+    eps, alpha, steps, batch_size = _check_iterative(name, eps, alpha, steps, batch_size, clip,
+                                                     progress)
     check_untargeted(targeted, name, "it targets the least-likely class")
     x, y = check_inputs(net, x, y, name)
     check_clip(clip, x, name)
@@ -136,4 +142,4 @@ def illc(net, x, y=None, eps=8 / 255, *, alpha=None, steps=None, clip=(0.0, 1.0)
         return x.copy()
     least_likely = net.logits(x, batch_size=batch_size).argmin(axis=1).astype(np.int64)
     return bim(net, x, least_likely, eps, alpha=alpha, steps=steps, clip=clip, targeted=True,
-               batch_size=batch_size)
+               batch_size=batch_size, progress=progress)

@@ -17,7 +17,8 @@ objective w.r.t. x' is 2 (x' − x) plus the margin's, from ``Net.backward(of="l
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, clip_to, logits_and_grad, margin)
+                      check_inputs, check_int, check_progress, clip_to, logits_and_grad,
+                      margin)
 from .norms import project
 
 # Adam's constants (Kingma & Ba 2015), as in Carlini's reference code (TensorFlow's defaults).
@@ -26,7 +27,7 @@ _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 def carlini_wagner_l2(net, x, y=None, eps=None, *, confidence=0.0, initial_const=1e-3,
                       binary_search_steps=9, max_iter=1000, learning_rate=1e-2, abort_early=True,
-                      clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0):
+                      clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None):
     """The smallest-L2 adversarial example C&W's optimisation finds, per example.
 
     Carlini & Wagner 2017, "Towards Evaluating the Robustness of Neural Networks" (IEEE S&P).
@@ -55,6 +56,8 @@ def carlini_wagner_l2(net, x, y=None, eps=None, *, confidence=0.0, initial_const
     targeted : reach ``y`` (with margin κ) instead of leaving it.
     batch_size : examples optimised together (rows per forward/backward pass).
     seed : unused (deterministic); accepted so every attack takes it.
+    progress : None, or called with the number of examples just finished after each batch
+        of the outer loop (a progress bar); the result does not depend on it.
 
     Returns the net's dtype. An example for which no c succeeded is returned unchanged (x).
 
@@ -70,13 +73,14 @@ def carlini_wagner_l2(net, x, y=None, eps=None, *, confidence=0.0, initial_const
     max_iter = check_int(max_iter, "max_iter", name)
     learning_rate = check_float(learning_rate, "learning_rate", name, low=0, low_open=True)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_clip_pair(clip, name)
     x, y = check_inputs(net, x, y, name)
     bounds = check_clip(clip, x, name)
     if eps == 0:
         return x.copy()
     out = x.copy()
-    for s in batch_slices(len(x), batch_size):
+    for s in batch_slices(len(x), batch_size, progress):
         out[s] = _cw_batch(net, x[s], y[s], targeted, confidence, initial_const,
                            binary_search_steps, max_iter, learning_rate, abort_early, bounds,
                            batch_size)

@@ -15,12 +15,13 @@ logits (the reference code's ``num_classes = 10``).
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, check_untargeted, clip_to, logit_grads)
+                      check_inputs, check_int, check_progress, check_untargeted, clip_to,
+                      logit_grads)
 from .norms import project
 
 
 def deepfool(net, x, y=None, eps=None, *, candidates=10, overshoot=0.02, max_iter=50,
-             clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0):
+             clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None):
     """The smallest L2 perturbation DeepFool finds that changes the label, per example.
 
     Moosavi-Dezfooli et al. 2016, "DeepFool: a simple and accurate method to fool deep neural
@@ -45,6 +46,8 @@ def deepfool(net, x, y=None, eps=None, *, candidates=10, overshoot=0.02, max_ite
     batch_size : rows per forward/backward pass: each iteration runs (candidates − 1) backward
         passes per example, as one batch of repeated examples (``logit_grads``).
     seed : unused (deterministic); accepted so every attack takes it.
+    progress : None, or called with the number of examples just finished after each batch
+        of the outer loop (a progress bar); the result does not depend on it.
 
     Returns the perturbed inputs in the net's dtype. Examples stop being updated as soon as
     their label changes (per-example early stopping).
@@ -60,6 +63,7 @@ def deepfool(net, x, y=None, eps=None, *, candidates=10, overshoot=0.02, max_ite
     overshoot = check_float(overshoot, "overshoot", name, low=0)
     max_iter = check_int(max_iter, "max_iter", name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_untargeted(targeted, name, "DeepFool moves to the nearest boundary of any class")
     check_clip_pair(clip, name)
     if net.num_classes < 2:
@@ -70,7 +74,7 @@ def deepfool(net, x, y=None, eps=None, *, candidates=10, overshoot=0.02, max_ite
         return x.copy()
     out = x.copy()
     m = min(candidates, net.num_classes) - 1
-    for s in batch_slices(len(x), batch_size):
+    for s in batch_slices(len(x), batch_size, progress):
         out[s] = _deepfool_batch(net, x[s], y[s], m, overshoot, max_iter, bounds, batch_size)
     if eps is not None:
         out = clip_to(x + project(out - x, eps, "l2"), bounds)

@@ -4,35 +4,24 @@ attack`` command runs (rows per attack and eps, worst case per eps, sanity check
 
 import inspect
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
-from ._common import batch_progress, resolve_attack
+from . import registry
+from .bpda import bpda as straight_through, step_layers
 from .norms import L0_TOL, perturbation_norms
+from .registry import NORMS, attack_spec, attack_specs, canonical_name, resolve_attack
+from .sanity import sanity_checks
 
-# The threat model of every attack of ``ATTACKS``. Bounded attacks take eps as a radius in their
-# norm and get one row per eps. Unbounded (minimal-perturbation) attacks run once, with
-# eps=None: their row reports how large the perturbations they needed are, and an example they
-# fool counts against a radius eps of norm p only where ‖x' − x‖_p ≤ eps (``evaluate``).
-BOUNDED = {"fgsm": "linf", "fgm-l2": "l2", "bim": "linf", "illc": "linf", "pgd-linf": "linf",
-           "pgd-l2": "l2", "noise-linf": "linf", "noise-l2": "l2"}
-UNBOUNDED = {"deepfool": "l2", "cw-l2": "l2", "lbfgs": "l2", "jsma": "l0"}
-# Short names the command line accepts.
-ALIASES = {"pgd": "pgd-linf", "cw": "cw-l2", "carlini-wagner": "cw-l2", "noise": "noise-linf"}
-# APGD and AutoAttack (bounded), FAB (minimal-norm: unbounded, sized in its own norm), Croce &
-# Hein 2020.
-BOUNDED.update({"apgd-ce-linf": "linf", "apgd-ce-l2": "l2", "apgd-dlr-linf": "linf",
-                "apgd-dlr-l2": "l2", "apgd-t-linf": "linf", "apgd-t-l2": "l2",
-                "autoattack-linf": "linf", "autoattack-l2": "l2"})
-UNBOUNDED.update({"fab-linf": "linf", "fab-l2": "l2", "fab-t-linf": "linf", "fab-t-l2": "l2"})
-ALIASES.update({"apgd-ce": "apgd-ce-linf", "apgd": "apgd-ce-linf", "apgd-dlr": "apgd-dlr-linf",
-                "apgd-t": "apgd-t-linf", "fab": "fab-linf", "fab-t": "fab-t-linf",
-                "autoattack": "autoattack-linf", "aa": "autoattack-linf"})
-# Gradient-free attacks (issue 13), until the registry's records list them.
-BOUNDED.update({"square-linf": "linf", "square-l2": "l2", "spsa": "linf"})
-UNBOUNDED.update({"hsj-l2": "l2", "hsj-linf": "linf"})
-ALIASES.update({"square": "square-linf", "hsj": "hsj-l2", "hopskipjump": "hsj-l2"})
+# The threat model of each attack (``registry.AttackSpec.bounded`` and ``norm``): bounded attacks
+# take eps as a radius in their norm and get one row per eps. Unbounded (minimal-perturbation)
+# attacks run once, with eps=None: their row reports how large the perturbations they needed
+# are, and an example they fool counts against a radius eps of norm p only where
+# ‖x' − x‖_p ≤ eps (``evaluate``). These three tables are derived from the registry and kept
+# for callers that read them; the package itself asks the registry.
+BOUNDED = {s.name: s.norm for s in attack_specs(bounded=True)}
+UNBOUNDED = {s.name: s.norm for s in attack_specs(bounded=False)}
+ALIASES = dict(registry.ALIASES)
 # Relative slack on ‖x' − x‖_p ≤ eps for unbounded attacks: float32 rounding of x'.
 _NORM_SLACK = 1e-6
 
@@ -166,29 +155,26 @@ def worst_case_of(correct):
 
 
 def canonical_attack(name, at="evaluate"):
-    """The ``ATTACKS`` name of ``name`` (which may be an alias of ``ALIASES``, any case)."""
-    key = ALIASES.get(str(name).strip().lower(), str(name).strip().lower())
-    if key not in BOUNDED and key not in UNBOUNDED:
-        known = sorted(BOUNDED) + sorted(UNBOUNDED)
-        raise ValueError(f"{at}: unknown attack {name!r}; known: {', '.join(known)} (aliases: "
-                         f"{', '.join(f'{a}={b}' for a, b in ALIASES.items())})")
-    return key
+    """The ``ATTACKS`` name of ``name`` (which may be an alias, any case):
+    ``registry.canonical_name``."""
+    return canonical_name(name, at)
 
 
 def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanity=True,
              sanity_examples=256, batch_size=256, seed=0, log=None, options=None,
-             progress=False):
+             progress=None):
     """Accuracy under each attack at each eps, the worst case per eps and the sanity checks.
 
     Parameters
     ----------
     net : the ``Net`` to evaluate (dense or compressed weights).
     x, y : inputs inside ``clip`` and their true labels (what the attacks move away from).
-    attacks : names of ``ATTACKS`` (or ``ALIASES``), run with their own defaults: see each
-        attack's docstring (BIM: Kurakin's α = 1/255 and steps; PGD: 40 steps of 2.5 · eps / 40
-        from a random start, one restart; DeepFool: 10 candidate classes, overshoot 0.02).
-    eps_list : radii in data units, for the bounded attacks (``BOUNDED``); the unbounded ones
-        (``UNBOUNDED``) run once with eps=None.
+    attacks : names or aliases of the registry (``attacks.registry``, any case), run with their
+        own defaults: see each attack's docstring (BIM: Kurakin's α = 1/255 and steps; PGD: 40
+        steps of 2.5 · eps / 40 from a random start, one restart; DeepFool: 10 candidate
+        classes, overshoot 0.02).
+    eps_list : radii in data units, for the bounded attacks (``AttackSpec.bounded``); the
+        unbounded ones run once with eps=None.
     clip : the valid range, passed to every attack.
     bpda : attack through ``attacks.bpda.bpda(net)``: step-function layers (QuantizedReLU)
         back-propagate the straight-through estimate. The forward pass does not change.
@@ -199,8 +185,10 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     log : called with a line of progress after each attack and eps (e.g. ``print``), or None.
     options : {attack name or alias: keyword arguments} for particular attacks, e.g.
         ``{"autoattack": {"version": "plus"}}``.
-    progress : show a progress bar (tqdm, with its ETA, on stderr) of the examples attacked,
-        per attack and eps.
+    progress : None; a callable, passed to every attack, the sanity checks' included (called
+        with the number of examples just finished after each batch); or True: a progress bar
+        (``progress.progress_bar``, with its ETA) per attack and eps. The result does not
+        depend on it.
 
     Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
     (names of the net's step-function layers and whether they were masked), ``rows`` (one per
@@ -213,12 +201,9 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     {name, passed, detail}, the gradient-masking flags the attacks raised included),
     ``flags`` (those flags alone) and ``sanity_passed``.
     """
-    from .bpda import bpda as straight_through, step_layers
-    from .sanity import sanity_checks
-
     names = []
     for a in attacks:
-        key = canonical_attack(a)
+        key = canonical_name(a, "evaluate")
         if key not in names:
             names.append(key)
     if not names:
@@ -238,8 +223,9 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         if not isinstance(kwargs, dict):
             raise ValueError(f"evaluate: options[{a!r}] must be a dict of keyword arguments, "
                              f"got {kwargs!r}")
-        extra[canonical_attack(a)] = dict(kwargs)
-    bounded = [a for a in names if a in BOUNDED]
+        extra[canonical_name(a, "evaluate")] = dict(kwargs)
+    specs = {a: attack_spec(a) for a in names}
+    bounded = [a for a in names if specs[a].bounded]
     if bounded and not eps_list:
         raise ValueError(f"evaluate: the bounded attacks {bounded} need at least one eps")
     y = np.asarray(y)
@@ -251,14 +237,15 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         rows, correct, sizes, flags = [], {}, {}, {}
         for attack in names:
             fn = resolve_attack(attack, "evaluate")
-            norm = BOUNDED.get(attack) or UNBOUNDED[attack]
+            norm = specs[attack].norm
             details = "return_info" in inspect.signature(fn).parameters
-            for eps in (eps_list if attack in BOUNDED else [None]):
+            for eps in (eps_list if specs[attack].bounded else [None]):
                 shown = "" if eps is None else f" eps {eps:g}"
                 t0 = time.perf_counter()
-                with _bar(progress, f"{attack}{shown}", len(x)):
+                with _bar(progress, f"{attack}{shown}", len(x)) as report:
                     out = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
-                             **extra.get(attack, {}), **({"return_info": True} if details else {}))
+                             progress=report, **extra.get(attack, {}),
+                             **({"return_info": True} if details else {}))
                 seconds = time.perf_counter() - t0
                 x_adv, info = out if details else (out, None)
                 adv_ok = net.predict(x_adv, batch_size=batch_size) == y
@@ -281,7 +268,7 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             say("sanity checks")
             checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok, clip=clip,
                                    subset=sanity_examples, batch_size=batch_size, seed=seed,
-                                   bpda=bpda)
+                                   bpda=bpda, progress=progress if callable(progress) else None)
     flags = list(flags.values())
     # The attacks' flags join the checks, except where a check of that name already ran.
     ran = {c.name for c in checks}
@@ -293,21 +280,27 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             "sanity_passed": all(c["passed"] for c in sanity_rows)}
 
 
-@contextmanager
-def _bar(show, label, total):
-    """Within the block, a tqdm bar (with its ETA) follows the examples the attacks report to
-    ``batch_progress``; nothing changes if not ``show``."""
-    if not show:
-        yield
-        return
-    from tqdm.auto import tqdm
+class _bar:
+    """``with _bar(progress, label, total) as report``: ``report`` is what the attack's
+    ``progress`` gets: None, the caller's callable as it is, or (``progress`` True) the update
+    of a bar over ``total`` examples, closed at the end of the block."""
 
-    bar = tqdm(total=total, desc=label, unit="ex", leave=False)
-    try:
-        with batch_progress(bar.update):
-            yield
-    finally:
-        bar.close()
+    def __init__(self, progress, label, total):
+        self.bar = None
+        if progress is True:
+            from ..progress import progress_bar
+
+            self.bar = progress_bar(total=total, desc=label, unit="ex", leave=False)
+            self.report = self.bar.update
+        else:
+            self.report = progress if callable(progress) else None
+
+    def __enter__(self):
+        return self.report
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
 
 
 def attack_details(info):
@@ -329,17 +322,19 @@ def attack_details(info):
 
 def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
     """Per (norm, eps): robust accuracy over every attack that applies (see ``evaluate``)."""
-    norms = [n for n in ("linf", "l2") if any(BOUNDED.get(a) == n for a in names)]
+    specs = [attack_spec(a) for a in names]
+    norms = [n for n in NORMS if any(s.bounded and s.norm == n for s in specs)]
     if not norms:  # only unbounded attacks: their own norms
-        norms = list(dict.fromkeys(UNBOUNDED[a] for a in names))
+        norms = list(dict.fromkeys(s.norm for s in specs))
     rows = []
     for norm in norms:
         for eps in eps_list:
             results = {"clean": clean_ok}
-            for a in names:
-                if BOUNDED.get(a) == norm:
+            for s in specs:
+                a = s.name
+                if s.bounded and s.norm == norm:
                     results[a] = correct[(a, eps)]
-                elif a in UNBOUNDED:
+                elif not s.bounded:
                     within = sizes[a][norm] <= eps * (1 + _NORM_SLACK)
                     results[a] = correct[(a, None)] | ~within
             wc = worst_case_of(results)

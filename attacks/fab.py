@@ -19,7 +19,8 @@ x⁽ᵏ⁺¹⁾ ← x₀ + β (x⁽ᵏ⁺¹⁾ − x₀). η = 1.05, α_max = 0.
 import numpy as np
 
 from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, check_untargeted, clip_to, logit_grads,
+                      check_inputs, check_int, check_progress, check_untargeted, clip_to,
+                      logit_grads,
                       logits_and_grad)
 from .apgd import apgd_start, target_classes
 from .hyperplane import project_hyperplane_box
@@ -211,6 +212,7 @@ def fab(net, x, y=None, eps=None, *, norm="linf", n_iter=100, restarts=1, alpha_
     name = "fab"
     eps, norm, n_iter, restarts, alpha_max, eta, beta, batch_size = _check(
         name, eps, norm, n_iter, restarts, alpha_max, eta, beta, batch_size, clip)
+    check_progress(progress, name)
     if net.num_classes < 2:
         raise ValueError(f"{name}: needs a net with at least 2 classes")
     x, y = check_inputs(net, x, y, name)
@@ -262,6 +264,7 @@ def fab_t(net, x, y=None, eps=None, *, norm="linf", n_targets=9, n_iter=100, res
     name = "fab_t"
     eps, norm, n_iter, restarts, alpha_max, eta, beta, batch_size = _check(
         name, eps, norm, n_iter, restarts, alpha_max, eta, beta, batch_size, clip)
+    check_progress(progress, name)
     n_targets = check_int(n_targets, "n_targets", name)
     check_untargeted(targeted, name, "it succeeds when the label changes, towards targets it "
                                      "chooses itself")

@@ -14,7 +14,7 @@ single step the iterative attacks (BIM, ILLC, PGD) compose.
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_int,
-                      check_inputs, clip_to, loss_grad_logits)
+                      check_inputs, check_progress, clip_to, loss_grad_logits)
 from .norms import check_norm, normalize
 
 
@@ -31,7 +31,7 @@ def fgm_step(net, x, y, step, norm, targeted, bounds):
 
 
 def fgm(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targeted=False,
-        batch_size=256, seed=0):
+        batch_size=256, seed=0, progress=None):
     """Adversarial examples by one normalised gradient step of size ``eps``.
 
     Goodfellow et al. 2015, "Explaining and Harnessing Adversarial Examples" (ICLR).
@@ -50,6 +50,8 @@ def fgm(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targeted=False
     targeted : step towards ``y`` (down its loss) instead of away from it.
     batch_size : examples per forward/backward pass.
     seed : unused (the attack is deterministic); accepted so every attack takes it.
+    progress : None, or called with the number of examples just finished after each batch
+        of the outer loop (a progress bar); the result does not depend on it.
 
     Returns the adversarial inputs, same shape as ``x`` and the net's dtype; ‖x' − x‖ ≤ eps in
     the chosen norm and x' inside ``clip``.
@@ -58,20 +60,21 @@ def fgm(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targeted=False
     perturbation. Where the gradient is exactly zero the input is left unchanged (sign(0) = 0;
     a zero L2 gradient gives no step); clipping shortens the step, so ‖x' − x‖ may be < eps.
     """
-    return fast_gradient("fgm", net, x, y, eps, norm, clip, targeted, batch_size)
+    return fast_gradient("fgm", net, x, y, eps, norm, clip, targeted, batch_size, progress)
 
 
-def fast_gradient(name, net, x, y, eps, norm, clip, targeted, batch_size):
+def fast_gradient(name, net, x, y, eps, norm, clip, targeted, batch_size, progress=None):
     """``fgm``'s body, with the attack's name for the error messages (fgm, fgsm)."""
     eps = check_eps(eps, name)
     norm = check_norm(norm, name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_clip_pair(clip, name)
     x, y = check_inputs(net, x, y, name)
     bounds = check_clip(clip, x, name)
     if eps == 0:
         return x.copy()
     out = np.empty_like(x)
-    for s in batch_slices(len(x), batch_size):
+    for s in batch_slices(len(x), batch_size, progress):
         out[s], _, _ = fgm_step(net, x[s], y[s], eps, norm, targeted, bounds)
     return out

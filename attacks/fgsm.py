@@ -12,7 +12,8 @@ weights the net has.
 from .fgm import fast_gradient
 
 
-def fgsm(net, x, y=None, eps=0.1, *, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0):
+def fgsm(net, x, y=None, eps=0.1, *, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0,
+         progress=None):
     """Adversarial examples by one signed-gradient step of size ``eps`` (L∞ radius).
 
     Goodfellow et al. 2015, "Explaining and Harnessing Adversarial Examples" (ICLR).
@@ -29,9 +30,11 @@ def fgsm(net, x, y=None, eps=0.1, *, clip=(0.0, 1.0), targeted=False, batch_size
     targeted : step towards ``y`` instead of away from it.
     batch_size : examples per gradient evaluation.
     seed : unused (deterministic); accepted so every attack takes it.
+    progress : None, or called with the number of examples just finished after each batch
+        of the outer loop (a progress bar); the result does not depend on it.
 
     Returns the adversarial inputs, same shape and dtype as the net. Not guaranteed: that the
     label changes (FGSM is a single linearised step), or any optimality of the perturbation.
     Where the gradient is exactly zero the pixel is left unchanged (sign(0) = 0).
     """
-    return fast_gradient("fgsm", net, x, y, eps, "linf", clip, targeted, batch_size)
+    return fast_gradient("fgsm", net, x, y, eps, "linf", clip, targeted, batch_size, progress)

@@ -27,9 +27,8 @@ import math
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int)
+                      check_inputs, check_int, check_progress)
 from .norms import check_norm
-from .square import check_progress
 
 # Relative slack on ‖x' − x‖ ≤ eps: float32 rounding of the returned point.
 _NORM_SLACK = 1e-6
@@ -73,7 +72,7 @@ def hop_skip_jump(net, x, y=None, eps=None, *, norm="l2", n_queries=5000, steps=
     seed : the draws of batch b come from ``np.random.default_rng([seed, b])``: the result is
         a deterministic function of the seed and the batch size.
     progress : None or a callable ``progress(k)``, called as k examples finish; the calls add
-        up to N. With None, the outer batches go to ``_common.batch_progress``'s callback.
+        up to N.
     return_info : also return {``queries`` (N,) int64 (the clean pass is not counted; an
         example already misclassified costs 0), ``success`` (N,) bool (adversarial, and within
         eps when eps is given), ``distance`` (N,) float64, the final perturbation's norm
@@ -120,7 +119,7 @@ def hop_skip_jump(net, x, y=None, eps=None, *, norm="l2", n_queries=5000, steps=
     success = np.zeros(n, dtype=bool)
     search = _Search(net, norm, n_queries, steps, init_samples, max_samples, gamma, init_tries,
                      bounds, targeted, max_rows, x.shape[1:])
-    for b, s in enumerate(batch_slices(n, batch_size, report=progress is None)):
+    for b, s in enumerate(batch_slices(n, batch_size)):
         rng = np.random.default_rng([seed, b])
         adv, queries[s], found = search.run(x[s].reshape(s.stop - s.start, -1), y[s], rng, eps,
                                             progress)
@@ -271,7 +270,7 @@ class _Search:
         lo, hi = self.bounds
         out = np.empty_like(adv)
         per_chunk = max(1, self.max_rows // samples)
-        for s in batch_slices(len(adv), per_chunk, report=False):
+        for s in batch_slices(len(adv), per_chunk):
             k = s.stop - s.start
             shape = (k, samples, adv.shape[1])
             u = rng.standard_normal(shape) if self.norm == "l2" else rng.uniform(-1, 1, shape)

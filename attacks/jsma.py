@@ -18,7 +18,7 @@ from numba import njit
 
 from ..engine._jit import JIT
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, logit_grads, runner_up)
+                      check_inputs, check_int, check_progress, logit_grads, runner_up)
 
 
 @njit(**JIT)
@@ -56,7 +56,7 @@ def best_pairs(alpha, beta, domain, pairs):
 
 
 def jsma(net, x, y=None, eps=None, *, gamma=0.145, clip=(0.0, 1.0), targeted=False,
-         batch_size=256, seed=0):
+         batch_size=256, seed=0, progress=None):
     """Adversarial examples that change few features (L0), by the saliency map.
 
     Papernot et al. 2016, "The Limitations of Deep Learning in Adversarial Settings"
@@ -78,6 +78,8 @@ def jsma(net, x, y=None, eps=None, *, gamma=0.145, clip=(0.0, 1.0), targeted=Fal
     targeted : reach ``y`` instead of the runner-up class.
     batch_size : rows per forward/backward pass (2 rows per example).
     seed : unused (deterministic); accepted so every attack takes it.
+    progress : None, or called with the number of examples just finished after each batch
+        of the outer loop (a progress bar); the result does not depend on it.
 
     Cost per iteration: one forward pass and two forward + backward passes per example, and the
     O(|Γ|²) pair search (≈ 300 000 pairs for 28×28 inputs). Examples stop at success.
@@ -89,6 +91,7 @@ def jsma(net, x, y=None, eps=None, *, gamma=0.145, clip=(0.0, 1.0), targeted=Fal
     eps = check_eps(eps, name, allow_none=True)
     gamma = check_float(gamma, "gamma", name, low=0, high=1, low_open=True)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     bounds = check_clip_pair(clip, name)
     if eps is None and bounds is None:
         raise ValueError(f"{name}: with clip=None the step eps must be given (θ = +1 means "
@@ -104,7 +107,7 @@ def jsma(net, x, y=None, eps=None, *, gamma=0.145, clip=(0.0, 1.0), targeted=Fal
     target = y if targeted else runner_up(net.logits(x, batch_size=batch_size), y)
     out = x.copy()
     per_batch = max(1, batch_size // 2)
-    for s in batch_slices(len(x), per_batch):
+    for s in batch_slices(len(x), per_batch, progress):
         out[s] = _jsma_batch(net, x[s], target[s], eps, gamma, bounds, batch_size)
     return out
 

@@ -19,12 +19,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from ._common import (check_clip, check_clip_pair, check_eps, check_float, check_inputs,
-                      check_int, clip_to, loss_grad_logits, runner_up)
+                      check_int, check_progress, clip_to, loss_grad_logits, runner_up)
 from .norms import project
 
 
 def lbfgs(net, x, y=None, eps=None, *, initial_const=0.1, search_steps=8, max_iter=100,
-          clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0):
+          clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None):
     """The smallest-L2 perturbation reaching a target that the c-search over L-BFGS-B finds.
 
     Szegedy et al. 2014, "Intriguing properties of neural networks" (ICLR).
@@ -48,6 +48,8 @@ def lbfgs(net, x, y=None, eps=None, *, initial_const=0.1, search_steps=8, max_it
     batch_size : examples per pass when computing the clean predictions (the optimisation
         itself runs one example at a time).
     seed : unused (deterministic); accepted so every attack takes it.
+    progress : None, or called with 1 after each example (the outer loop: one example at a
+        time); the result does not depend on it.
 
     Cost: per example, up to search_steps × (max_iter + line-search) single-example forward +
     backward passes, from Python; meant for small N.
@@ -62,6 +64,7 @@ def lbfgs(net, x, y=None, eps=None, *, initial_const=0.1, search_steps=8, max_it
     search_steps = check_int(search_steps, "search_steps", name)
     max_iter = check_int(max_iter, "max_iter", name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_clip_pair(clip, name)
     if net.num_classes < 2:
         raise ValueError(f"{name}: needs a net with at least 2 classes")
@@ -76,6 +79,8 @@ def lbfgs(net, x, y=None, eps=None, *, initial_const=0.1, search_steps=8, max_it
     for i in range(len(x)):
         out[i] = _lbfgs_one(net, x[i], int(target[i]), initial_const, search_steps, max_iter,
                             bounds)
+        if progress is not None:
+            progress(1)
     if eps is not None:
         out = clip_to(x + project(out - x, eps, "l2"), bounds)
     return out

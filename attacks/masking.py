@@ -23,7 +23,7 @@ no flag may still mask its gradients in ways these do not test.
 import numpy as np
 
 from .bpda import masked_layers
-from .sanity import Check
+from .checks import Check
 
 PASSES = 5
 RANDOM_TOL = 1e-4

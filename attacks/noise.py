@@ -14,12 +14,12 @@ it spends the whole budget on every pixel as FGSM does.
 import numpy as np
 
 from ._common import (check_clip, check_clip_pair, check_eps, check_inputs, check_int,
-                      check_untargeted, clip_to)
+                      check_progress, check_untargeted, clip_to)
 from .norms import check_norm, normalize
 
 
 def random_noise(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targeted=False,
-                 batch_size=256, seed=0):
+                 batch_size=256, seed=0, progress=None):
     """x plus random noise of norm eps (see the module docstring), clipped to the range.
 
     Parameters
@@ -35,6 +35,7 @@ def random_noise(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targe
     batch_size : checked, unused (no pass through the net).
     seed : the noise is drawn from ``np.random.default_rng(seed)`` over all of x at once
         (standard normals of x's shape), so it does not depend on the batch size.
+    progress : None, or called once with N when the noise is drawn (a progress bar).
 
     Returns the net's dtype; ‖x' − x‖ ≤ eps (= eps before clipping).
     Not guaranteed: anything about the label — that is the point of a baseline.
@@ -43,6 +44,7 @@ def random_noise(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targe
     eps = check_eps(eps, name)
     norm = check_norm(norm, name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_untargeted(targeted, name, "noise does not aim at any class")
     check_clip_pair(clip, name)
     x, _ = check_inputs(net, x, y, name, predict=False)
@@ -51,4 +53,7 @@ def random_noise(net, x, y=None, eps=0.1, *, norm="linf", clip=(0.0, 1.0), targe
         return x.copy()
     rng = np.random.default_rng(seed)
     noise = eps * normalize(rng.standard_normal(size=x.shape), norm)
-    return clip_to(x + noise.astype(x.dtype), bounds)
+    out = clip_to(x + noise.astype(x.dtype), bounds)
+    if progress is not None:
+        progress(len(x))
+    return out

@@ -13,7 +13,7 @@ from a random start, repeated ``restarts`` times.
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, clip_to)
+                      check_inputs, check_int, check_progress, clip_to)
 from .bim import projected_iterations
 from .norms import check_norm, random_start
 
@@ -28,7 +28,8 @@ def restart_start(x, eps, norm, seed, restart, bounds):
 
 
 def pgd(net, x, y=None, eps=8 / 255, *, norm="linf", alpha=None, steps=40, restarts=1,
-        random_init=True, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0):
+        random_init=True, clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0,
+        progress=None):
     """Projected gradient descent in the eps-ball, from random starts.
 
     Madry et al. 2018, "Towards Deep Learning Models Resistant to Adversarial Attacks" (ICLR).
@@ -54,6 +55,9 @@ def pgd(net, x, y=None, eps=8 / 255, *, norm="linf", alpha=None, steps=40, resta
     targeted : step towards ``y`` (down its loss).
     batch_size : examples per forward/backward pass.
     seed : seeds the random starts; the result is a deterministic function of the seed.
+    progress : None, or called with the number of examples just finished after each batch
+        of each restart (a progress bar: up to N · restarts in all); the result does not
+        depend on it.
 
     Returns, per example, the last iterate of the first restart that fooled the net (its label
     changed, or reached the target), or else of the restart with the highest loss (the lowest
@@ -74,6 +78,7 @@ def pgd(net, x, y=None, eps=8 / 255, *, norm="linf", alpha=None, steps=40, resta
         raise ValueError(f"{name}: restarts > 1 need random_init=True (the restarts would all be "
                          f"the same), got restarts={restarts}")
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     check_clip_pair(clip, name)
     x, y = check_inputs(net, x, y, name)
     bounds = check_clip(clip, x, name)
@@ -85,7 +90,7 @@ def pgd(net, x, y=None, eps=8 / 255, *, norm="linf", alpha=None, steps=40, resta
     for r in range(restarts):
         start = restart_start(x, eps, norm, seed, r, bounds) if random_init else x.copy()
         todo = np.flatnonzero(~done)
-        for s in batch_slices(len(todo), batch_size):
+        for s in batch_slices(len(todo), batch_size, progress):
             idx = todo[s]
             x_adv, loss, success, _ = projected_iterations(
                 net, x[idx], y[idx], start[idx], eps=eps, alpha=alpha, steps=steps, norm=norm,

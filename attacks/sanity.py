@@ -25,30 +25,14 @@ Not guaranteed: passing every check does not show the evaluation is right — th
 common failures, not all of them (Carlini et al. §5: "a checklist, not a proof").
 """
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
-from ._common import check_clip_pair, check_float, check_int, resolve_attack
+from ._common import check_clip_pair, check_float, check_int, check_progress
 from .bpda import masked_layers
-from .evaluate import BOUNDED, UNBOUNDED
-
-# The gradient attacks whose results the checks read, strongest kind last.
-SINGLE_STEP = {"linf": "fgsm", "l2": "fgm-l2"}
-ITERATIVE = {"linf": ("bim", "pgd-linf"), "l2": ("pgd-l2",)}
-NOISE = {"linf": "noise-linf", "l2": "noise-l2"}
-
-
-@dataclass(frozen=True)
-class Check:
-    """One sanity check: its name, whether it passed, and the figures behind the verdict."""
-
-    name: str
-    passed: bool
-    detail: str
-
-    def to_dict(self):
-        return asdict(self)
+from .checks import Check
+from .masking import check_logits, check_random_forward
+from .registry import (MINIMAL_NORM, NOISE, attack_names, attack_spec, iterative_attacks,
+                       noise_attack, resolve_attack, single_step_attack)
 
 
 class _Runs:
@@ -58,9 +42,9 @@ class _Runs:
     ``subset`` examples (noise, which costs one forward pass, on all N when compared with a
     result on all N)."""
 
-    def __init__(self, net, x, y, correct, clean_ok, subset, clip, batch_size, seed):
+    def __init__(self, net, x, y, correct, clean_ok, subset, clip, batch_size, seed, progress):
         self.net, self.x, self.y, self.clip = net, x, y, clip
-        self.batch_size, self.seed = batch_size, seed
+        self.batch_size, self.seed, self.progress = batch_size, seed, progress
         self.full = dict(correct)
         self.full[("clean", None)] = clean_ok
         self.n_sub = min(len(x), subset)
@@ -70,7 +54,7 @@ class _Runs:
         fn = resolve_attack(attack, "sanity_checks")
         x, y = self.x[:n], self.y[:n]
         x_adv = fn(self.net, x, y, eps, clip=self.clip, batch_size=self.batch_size,
-                   seed=self.seed)
+                   seed=self.seed, progress=self.progress)
         return self.net.predict(x_adv, batch_size=self.batch_size) == y
 
     def has(self, attack, eps):
@@ -79,7 +63,8 @@ class _Runs:
     def correct(self, keys):
         """{key: (n,) bool} for (attack, eps) keys, over one common set of examples: all N if
         every key has a full result (noise is computed on all N), else the subset."""
-        cheap = {k for k in keys if k[0].startswith("noise") and not self.has(*k)}
+        cheap = {k for k in keys if k[0] != "clean" and attack_spec(k[0]).kind == NOISE
+                 and not self.has(*k)}
         if all(self.has(*k) or k in cheap for k in keys):
             for k in cheap:
                 self.full[k] = self._run(k[0], k[1], len(self.x))
@@ -137,12 +122,14 @@ def check_gradients(net, x, y, *, batch_size=256, max_zero=0.01, bpda=False):
 
 
 def check_iterative_vs_single(runs, eps_list, norms, *, tol=0.01):
-    """At every eps, each iterative attack's accuracy ≤ the single-step attack's + slack."""
+    """At every eps, each iterative attack's accuracy ≤ the single-step attack's + slack
+    (``registry.single_step_attack`` and ``iterative_attacks`` of each norm: those the
+    evaluation ran, else the strongest)."""
     parts, passed = [], True
     for norm in norms:
-        single = SINGLE_STEP[norm]
-        iterative = [a for a in ITERATIVE[norm] if any(runs.has(a, e) for e in eps_list)] or \
-            [ITERATIVE[norm][-1]]
+        single = single_step_attack(norm)
+        known = iterative_attacks(norm)
+        iterative = [a for a in known if any(runs.has(a, e) for e in eps_list)] or known[-1:]
         for eps in eps_list:
             keys = [(single, eps)] + [(a, eps) for a in iterative]
             ok = runs.correct(keys)
@@ -177,13 +164,14 @@ def check_monotone(runs, eps_list, attacks, *, tol=0.01):
 
 
 def check_large_eps(runs, large_eps, *, near_zero=0.02):
-    """PGD (L∞) at ``large_eps`` (the whole data range: any input is reachable) leaves at most
-    ``near_zero`` accuracy."""
-    key = ("pgd-linf", large_eps)
+    """PGD (L∞: the strongest of ``registry.iterative_attacks("linf")``) at ``large_eps`` (the
+    whole data range: any input is reachable) leaves at most ``near_zero`` accuracy."""
+    attack = iterative_attacks("linf")[-1]
+    key = (attack, large_eps)
     ok = runs.correct([key])[key]
     acc = float(ok.mean()) if len(ok) else 0.0
     passed = acc <= near_zero
-    detail = (f"pgd-linf at eps {large_eps:g}: accuracy {_pct(acc)} on {len(ok)} examples "
+    detail = (f"{attack} at eps {large_eps:g}: accuracy {_pct(acc)} on {len(ok)} examples "
               f"(want <= {_pct(near_zero)})")
     if not passed:
         detail += " — the attack cannot reach inputs it is allowed to: masking or a bug"
@@ -192,9 +180,10 @@ def check_large_eps(runs, large_eps, *, near_zero=0.02):
 
 def check_unbounded(runs, attacks, *, min_success=0.99):
     """Every unbounded attack fools at least ``min_success`` of the correctly classified
-    examples (DeepFool on the subset if the evaluation ran none)."""
+    examples (the first minimal-norm attack of the registry, DeepFool, the cheapest, on the
+    subset if the evaluation ran none)."""
     parts, passed = [], True
-    for attack in attacks or ["deepfool"]:
+    for attack in attacks or attack_names(kind=MINIMAL_NORM)[:1]:
         ok = runs.correct([("clean", None), (attack, None)])
         clean, adv = ok[("clean", None)], ok[(attack, None)]
         success = float((clean & ~adv).sum() / max(clean.sum(), 1))
@@ -210,7 +199,7 @@ def check_noise(runs, eps_list, attacks, *, tol=0.01):
     (``noise.random_noise``)."""
     parts, passed = [], True
     for attack in attacks:
-        noise = NOISE[BOUNDED[attack]]
+        noise = noise_attack(attack_spec(attack).norm)
         for eps in eps_list:
             keys = [(attack, eps), (noise, eps)]
             ok = runs.correct(keys)
@@ -226,14 +215,15 @@ def check_noise(runs, eps_list, attacks, *, tol=0.01):
 
 def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0), subset=256,
                   large_eps=None, tol=0.01, near_zero=0.02, min_success=0.99, max_zero=0.01,
-                  batch_size=256, seed=0, bpda=False):
+                  batch_size=256, seed=0, bpda=False, progress=None):
     """Every check of this module on one evaluation → [Check].
 
     Parameters
     ----------
     net, x, y : the evaluated net, inputs and true labels.
-    correct : {(attack, eps): (N,) bool}, correct after each attack the evaluation ran (names
-        of ``evaluate.BOUNDED`` with their eps, of ``evaluate.UNBOUNDED`` with eps None).
+    correct : {(attack, eps): (N,) bool}, correct after each attack the evaluation ran
+        (canonical names of the registry: bounded attacks with their eps, unbounded ones with
+        eps None).
     eps_list : the evaluation's eps.
     clean_ok : (N,) bool, correct before any attack (computed if None).
     clip : the valid range; its span is the default ``large_eps``.
@@ -245,10 +235,13 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
     batch_size, seed : passed to the attacks the checks run.
     bpda : whether the caller runs them under ``attacks.bpda`` (reported; it must hold the
         context itself).
+    progress : passed to the attacks the checks run (None, or called with the number of
+        examples just finished after each batch); the verdicts do not depend on it.
     """
     name = "sanity_checks"
     subset = check_int(subset, "subset", name)
     batch_size = check_int(batch_size, "batch_size", name)
+    check_progress(progress, name)
     tol = check_float(tol, "tol", name, low=0, high=1)
     for what, value in (("near_zero", near_zero), ("min_success", min_success),
                         ("max_zero", max_zero)):
@@ -262,22 +255,21 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
     y = np.asarray(y)
     if clean_ok is None:
         clean_ok = net.predict(x, batch_size=batch_size) == y
-    runs = _Runs(net, x, y, correct, clean_ok, subset, clip, batch_size, seed)
-    attacks = list(dict.fromkeys(a for a, _ in correct))
-    gradient = [a for a in attacks if a in BOUNDED and not a.startswith("noise")]
-    unbounded = [a for a in attacks if a in UNBOUNDED]
-    norms = list(dict.fromkeys(BOUNDED[a] for a in gradient)) or ["linf"]
+    runs = _Runs(net, x, y, correct, clean_ok, subset, clip, batch_size, seed, progress)
+    registered = set(attack_names())  # other keys of ``correct`` are not classified
+    specs = [attack_spec(a) for a in dict.fromkeys(a for a, _ in correct) if a in registered]
+    gradient = [s.name for s in specs if s.bounded and s.kind != NOISE]
+    unbounded = [s.name for s in specs if not s.bounded]
+    norms = list(dict.fromkeys(s.norm for s in specs if s.name in gradient)) or ["linf"]
     eps = [e for e in dict.fromkeys(eps_list) if e > 0]
     checks = [check_gradients(net, x, y, batch_size=batch_size, max_zero=max_zero, bpda=bpda),
               check_iterative_vs_single(runs, eps, norms, tol=tol)]
-    bounded = gradient or [SINGLE_STEP[n] for n in norms] + \
-        [a for n in norms for a in ITERATIVE[n][-1:]]
+    single = [single_step_attack(n) for n in norms]
+    bounded = gradient or single + [a for n in norms for a in iterative_attacks(n)[-1:]]
     checks.append(check_monotone(runs, eps, bounded, tol=tol))
     checks.append(check_large_eps(runs, large_eps, near_zero=near_zero))
     checks.append(check_unbounded(runs, unbounded, min_success=min_success))
-    checks.append(check_noise(runs, eps, gradient or [SINGLE_STEP[n] for n in norms], tol=tol))
-    from .masking import check_logits, check_random_forward  # late: masking imports Check
-
+    checks.append(check_noise(runs, eps, gradient or single, tol=tol))
     checks += [check_random_forward(net, x[:subset]), check_logits(net, x[:subset])]
     return checks
 

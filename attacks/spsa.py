@@ -17,8 +17,7 @@ it by δ. All probes of a step go through the net together, ``max_rows`` rows pe
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, clip_to, fooled, margin)
-from .square import check_progress
+                      check_inputs, check_int, check_progress, clip_to, fooled, margin)
 
 
 def spsa_gradient(net, x, y, *, delta, samples, rng, targeted=False, max_rows=4096):
@@ -34,7 +33,7 @@ def spsa_gradient(net, x, y, *, delta, samples, rng, targeted=False, max_rows=40
     v = rng.integers(0, 2, size=(a, samples, d), dtype=np.int8) * 2 - 1
     grad = np.zeros((a, d))
     per_chunk = max(1, max_rows // (2 * samples))
-    for s in batch_slices(a, per_chunk, report=False):
+    for s in batch_slices(a, per_chunk):
         k = s.stop - s.start
         probes = np.concatenate([flat[s, None] + delta * v[s], flat[s, None] - delta * v[s]],
                                 axis=1).astype(x.dtype)  # (k, 2n, d)
@@ -74,7 +73,7 @@ def spsa(net, x, y=None, eps=0.1, *, steps=100, samples=64, delta=0.01, learning
     seed : the directions of batch b come from ``np.random.default_rng([seed, b])``: the result
         is a deterministic function of the seed and the batch size.
     progress : None or a callable ``progress(k)``, called as k examples finish; the calls add
-        up to N. With None, the outer batches go to ``_common.batch_progress``'s callback.
+        up to N.
     return_info : also return {``queries`` (N,) int64: 2 · samples per step plus one check of
         each iterate (the clean pass is not counted; an example already misclassified costs
         0), ``success`` (N,) bool}.
@@ -109,7 +108,7 @@ def spsa(net, x, y=None, eps=0.1, *, steps=100, samples=64, delta=0.01, learning
         if return_info:
             success = fooled(net.logits(x, batch_size=batch_size), y, targeted)
         return (out, {"queries": queries, "success": success}) if return_info else out
-    for b, s in enumerate(batch_slices(len(x), batch_size, report=progress is None)):
+    for b, s in enumerate(batch_slices(len(x), batch_size)):
         rng = np.random.default_rng([seed, b])
         out[s], queries[s], success[s] = _spsa_batch(
             net, x[s], y[s], eps, steps, samples, delta, learning_rate, bounds, targeted, rng,

@@ -40,7 +40,8 @@ import math
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, cross_entropy, fooled, margin)
+                      check_inputs, check_int, check_progress, cross_entropy,
+                      fooled, margin)
 from .norms import check_norm, l2_norms
 
 # The iterations of a 10,000-query run after which p halves (the paper's schedule, §3).
@@ -67,12 +68,6 @@ def square_side(i, n_queries, p_init, height, width, norm):
     return max(1, min(side, height, width))
 
 
-def check_progress(progress, name):
-    if progress is not None and not callable(progress):
-        raise ValueError(f"{name}: progress must be a callable or None, got {progress!r}")
-    return progress
-
-
 def image_shape(input_shape):
     """The (C, H, W) the attack's squares live in: an image as it is, (H, W) as one channel,
     a flat (D,) input as a 1 × D image (whose squares are single values)."""
@@ -84,7 +79,7 @@ def image_shape(input_shape):
     return (1, 1, int(np.prod(shape)))
 
 
-def square(net, x, y=None, eps=None, *, norm="linf", n_queries=5000, p_init=0.8, loss="margin",
+def square(net, x, y=None, eps=8 / 255, *, norm="linf", n_queries=5000, p_init=0.8, loss="margin",
            clip=(0.0, 1.0), targeted=False, batch_size=256, seed=0, progress=None,
            return_info=False):
     """Adversarial examples in the eps-ball by the Square attack's random search.
@@ -100,7 +95,8 @@ def square(net, x, y=None, eps=None, *, norm="linf", n_queries=5000, p_init=0.8,
         (``image_shape``).
     y : (N,) labels to move away from; None (default) uses the net's predictions. With
         ``targeted=True``, the target classes (required).
-    eps : radius of the ball in data units (required). ``eps == 0`` returns a copy of x.
+    eps : radius of the ball in data units (default 8/255, AutoAttack's L∞ radius for
+        CIFAR-10). ``eps == 0`` returns a copy of x.
     norm : "linf" or "l2".
     n_queries : the query budget per example, the initial query included (default 5000, the
         paper's ImageNet budget is 10,000); the schedule of square sizes is rescaled to it.
@@ -115,8 +111,7 @@ def square(net, x, y=None, eps=None, *, norm="linf", n_queries=5000, p_init=0.8,
     seed : the random draws come from ``np.random.default_rng([seed, b])`` for batch b, so the
         result is a deterministic function of the seed and the batch size.
     progress : None or a callable ``progress(k)``, called as k examples finish (fooled, or
-        out of queries); the calls add up to N. With None, the outer batches are reported to
-        ``_common.batch_progress``'s callback.
+        out of queries); the calls add up to N.
     return_info : also return a dict: ``queries`` (N,) int64, the queries each example used
         (Square's counter: the initial query and one per update; an example the net already
         gets wrong costs 0, the clean pass that finds it is not counted, as in the paper), and
@@ -158,7 +153,7 @@ def square(net, x, y=None, eps=None, *, norm="linf", n_queries=5000, p_init=0.8,
     out = images.copy()
     success = np.zeros(len(x), dtype=bool)
     search = _Search(net, eps, norm, n_queries, p_init, loss, bounds, targeted)
-    for b, s in enumerate(batch_slices(len(x), batch_size, report=progress is None)):
+    for b, s in enumerate(batch_slices(len(x), batch_size)):
         rng = np.random.default_rng([seed, b])
         out[s], queries[s], success[s] = search.run(images[s], y[s], rng, progress)
     out = out.reshape(x.shape)

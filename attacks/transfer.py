@@ -8,7 +8,8 @@ does an example crafted on the dense net also fool the pruned/quantized one, and
 
 import numpy as np
 
-from ._common import check_inputs, resolve_attack
+from ._common import check_inputs
+from .registry import resolve_attack
 
 
 def transfer(source_net, target_net, x, y=None, attack="fgsm", eps=0.1, **kwargs):
@@ -22,9 +23,9 @@ def transfer(source_net, target_net, x, y=None, attack="fgsm", eps=0.1, **kwargs
     x : (N, …) inputs.
     y : (N,) labels handed to the attack; None lets the attack use the *source* net's
         predictions. Evaluate with the true labels (``transfer_accuracy``).
-    attack : a name of ``ATTACKS`` ("fgsm", "pgd-linf", …) or an attack function.
+    attack : a name or alias of the registry ("fgsm", "pgd", …) or an attack function.
     eps : the attack's eps.
-    **kwargs : passed to the attack (e.g. ``steps``, ``clip``, ``seed``).
+    **kwargs : passed to the attack (e.g. ``steps``, ``clip``, ``seed``, ``progress``).
 
     Returns the adversarial examples crafted on the source net (the source net's dtype).
     Not guaranteed: that they fool the target (that is what is being measured).

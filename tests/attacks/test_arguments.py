@@ -174,19 +174,17 @@ def test_patch_transfer_and_worst_case_arguments():
         worst_case(NET, X, Y, [("fgsn", {})])
 
 
-def test_batch_progress_reports_each_outer_batch_once():
-    """The attacks report the examples of each outer batch to ``batch_progress`` (how the
-    study's per-cell bars follow an attack), and the result does not depend on it."""
+def test_progress_reports_each_outer_batch_once():
+    """The attacks report the examples of each outer batch to ``progress`` (how the study's
+    per-cell bars follow an attack), and the result does not depend on it."""
     from attack_nets import bars, bars_convnet
 
     from robustcnn.attacks import fgsm, pgd
-    from robustcnn.attacks._common import batch_progress
 
     net = bars_convnet()
     x, y = bars(10)
     for attack, kwargs in ((fgsm, {}), (pgd, {"steps": 3})):
         seen = []
-        with batch_progress(seen.append):
-            reported = attack(net, x, y, 0.1, batch_size=4, **kwargs)
+        reported = attack(net, x, y, 0.1, batch_size=4, progress=seen.append, **kwargs)
         assert seen == [4, 4, 2]
         np.testing.assert_array_equal(reported, attack(net, x, y, 0.1, batch_size=4, **kwargs))

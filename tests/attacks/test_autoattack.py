@@ -165,12 +165,10 @@ def test_evaluate_reports_stages_queries_and_flags(nets):
     _, quantized = nets
     x, y = bars(30, seed=29)
     seen = []
-    from robustcnn.attacks._common import batch_progress
-    with batch_progress(seen.append):  # an outer listener (the study's bars) still hears
-        result = evaluate(quantized, x, y, ["autoattack", "square"], [0.2], sanity=True,
-                          sanity_examples=10,
-                          options={"autoattack": {"n_iter": 5, "n_queries": 100, "version":
-                                                  "standard"}, "square": {"n_queries": 100}})
+    result = evaluate(quantized, x, y, ["autoattack", "square"], [0.2], sanity=True,
+                      sanity_examples=10, progress=seen.append,
+                      options={"autoattack": {"n_iter": 5, "n_queries": 100, "version":
+                                              "standard"}, "square": {"n_queries": 100}})
     assert sum(seen) >= 2 * len(x)
     aa, sq = result["rows"]
     assert aa["version"] == "standard" and len(aa["stages"]) == 4

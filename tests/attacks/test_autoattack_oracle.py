@@ -168,9 +168,9 @@ def oracle_nets():
     e.g. a trained LeNet-5 and its .rcnn), else LeNet-5 trained for one epoch on 6,000 images."""
     paths = [p for p in os.environ.get("ROBUSTCNN_ORACLE_MODELS", "").split(",") if p]
     if paths:
-        from robustcnn.cli import load_model_file
+        import robustcnn
 
-        return [(os.path.basename(p), load_model_file(p)[0]) for p in paths]
+        return [(os.path.basename(p), robustcnn.load(p)[0]) for p in paths]
     from robustcnn.engine.train import fit
     from robustcnn.models.lenet import lenet5
 
