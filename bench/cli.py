@@ -38,6 +38,7 @@ from .machine import print_header
 # the pair suite times the case families listed in it (each a function () → [pairs.Case]).
 SUITES = (
     pairs.suite("kernels, nets and attacks against torch", (dense.cases, attacks.cases)),
+    attacks.ENSEMBLE_SUITE,
     coldstart.SUITE,
     FORMATS,
 )

@@ -33,34 +33,7 @@ import time
 import numpy as np
 from torch_nets import torch_sequential
 
-
-def torchattacks_attacks(model, norm, eps, n_classes):
-    """{name: torchattacks attack} with the authors' AutoAttack settings; the classes are
-    imported from their modules (torchattacks imports no torchvision, but this keeps it so)."""
-    from torchattacks.attacks.apgd import APGD
-    from torchattacks.attacks.apgdt import APGDT
-    from torchattacks.attacks.autoattack import AutoAttack
-    from torchattacks.attacks.fab import FAB
-    from torchattacks.attacks.square import Square
-    from torchattacks.wrappers.multiattack import MultiAttack
-
-    tnorm = {"linf": "Linf", "l2": "L2"}[norm]
-    members = {
-        "apgd-ce": APGD(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="ce", seed=0),
-        "apgd-dlr": APGD(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, loss="dlr",
-                         seed=0),
-        "apgd-t": APGDT(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, n_classes=n_classes,
-                        seed=0),
-        "fab-t": FAB(model, norm=tnorm, eps=eps, steps=100, n_restarts=1, multi_targeted=True,
-                     n_classes=n_classes, seed=0),
-        "square": Square(model, norm=tnorm, eps=eps, n_queries=5000, n_restarts=1, p_init=0.8,
-                         loss="margin", resc_schedule=True, seed=0),
-    }
-    members["autoattack"] = MultiAttack([members[k] for k in ("apgd-ce", "apgd-t", "fab-t",
-                                                              "square")])
-    members["autoattack-shipped"] = AutoAttack(model, norm=tnorm, eps=eps, version="standard",
-                                               n_classes=n_classes, seed=0)
-    return members
+from robustcnn.bench.attacks import torchattacks_attacks  # the bench's, one home
 
 
 def ours(name, norm, eps):
@@ -128,6 +101,28 @@ def format_row(r):
             f"{100 * r['theirs']:6.2f}%  {r['theirs_s']:7.1f} s")
 
 
+def markdown_table(tables, *, command, examples, threads):
+    """The comparison as a markdown section: one table per model, a row per norm and attack
+    (robust accuracy of both, their difference in percentage points, the run times)."""
+    lines = [f"Robust accuracy on the first {examples} Fashion-MNIST test images (true labels; a "
+             f"clean-wrong image counts as broken), robustcnn against torchattacks 3.5.1 on the "
+             f"same weights, {threads} thread(s) each. Produced by:", "",
+             f"    {command}", ""]
+    for model, clean, rows in tables:
+        lines += [f"**{model}** (clean accuracy {100 * clean:.2f}%)", "",
+                  "| attack | norm | eps | robustcnn | torchattacks | difference (pp) | "
+                  "robustcnn s | torchattacks s |",
+                  "|---|---|---|---:|---:|---:|---:|---:|"]
+        for r in rows:
+            ours_ = f"{100 * r['ours']:.1f}%" if "ours" in r else "-"
+            diff = f"{100 * (r['ours'] - r['theirs']):+.1f}" if "ours" in r else "-"
+            ours_s = f"{r['ours_s']:.1f}" if "ours_s" in r else "-"
+            lines.append(f"| {r['attack']} | {r['norm']} | {r['eps']:g} | {ours_} | "
+                         f"{100 * r['theirs']:.1f}% | {diff} | {ours_s} | {r['theirs_s']:.1f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("models", nargs="+")
@@ -137,11 +132,12 @@ def main(argv=None):
     p.add_argument("--attacks", default="apgd-ce,apgd-t,fab-t,square,autoattack,"
                                         "autoattack-shipped")
     p.add_argument("--threads", type=int, default=1, help="torch and Numba threads (1)")
+    p.add_argument("--markdown", help="also write the tables as markdown here")
     args = p.parse_args(argv)
     import numba
     import torch
 
-    from robustcnn.cli import load_model_file
+    from robustcnn import load
     from robustcnn.models.datasets import load_dataset
 
     torch.set_num_threads(args.threads)
@@ -151,12 +147,27 @@ def main(argv=None):
     attacks = [a for a in args.attacks.split(",") if a]
     print(f"{args.examples} Fashion-MNIST test images; {args.threads} thread(s); robust accuracy "
           f"and time, robustcnn then torchattacks")
+    tables = []
     for path in args.models:
-        net, _ = load_model_file(path)
-        print(f"\n{os.path.basename(path)}: clean {100 * net.accuracy(x, y):.2f}%")
+        net, _ = load(path)
+        clean = net.accuracy(x, y)
+        print(f"\n{os.path.basename(path)}: clean {100 * clean:.2f}%")
         print(f"{'attack':<19} {'norm':<4} {'eps':<5} {'robustcnn':>17}   {'torchattacks':>17}")
+        rows = []
         for norm, eps in (("linf", args.eps_linf), ("l2", args.eps_l2)):
-            compare(net, x, y, norm, eps, attacks, log=lambda line: print(line, flush=True))
+            rows += compare(net, x, y, norm, eps, attacks,
+                            log=lambda line: print(line, flush=True))
+        tables.append((os.path.basename(path), clean, rows))
+        if args.markdown:  # after each model, so a long run leaves what it has done
+            from robustcnn.atomic import atomic_path
+
+            command = "python tests/attacks/autoattack_oracle.py " + " ".join(
+                [os.path.basename(m) for m in args.models] +
+                [f"--examples {args.examples}", f"--threads {args.threads}",
+                 f"--attacks {args.attacks}"])
+            with atomic_path(args.markdown) as tmp, open(tmp, "w") as f:
+                f.write(markdown_table(tables, command=command, examples=args.examples,
+                                       threads=args.threads))
     return 0
 
 
