@@ -148,26 +148,30 @@ def main(argv=None):
     print(f"{args.examples} Fashion-MNIST test images; {args.threads} thread(s); robust accuracy "
           f"and time, robustcnn then torchattacks")
     tables = []
+    command = "python tests/attacks/autoattack_oracle.py " + " ".join(
+        [os.path.basename(m) for m in args.models] +
+        [f"--examples {args.examples}", f"--threads {args.threads}", f"--attacks {args.attacks}"])
+
+    def write():  # after every row, so a long run leaves what it has done
+        if args.markdown:
+            from robustcnn.atomic import atomic_path
+
+            with atomic_path(args.markdown) as tmp, open(tmp, "w") as f:
+                f.write(markdown_table(tables, command=command, examples=args.examples,
+                                       threads=args.threads))
+
     for path in args.models:
         net, _ = load(path)
         clean = net.accuracy(x, y)
         print(f"\n{os.path.basename(path)}: clean {100 * clean:.2f}%")
         print(f"{'attack':<19} {'norm':<4} {'eps':<5} {'robustcnn':>17}   {'torchattacks':>17}")
         rows = []
-        for norm, eps in (("linf", args.eps_linf), ("l2", args.eps_l2)):
-            rows += compare(net, x, y, norm, eps, attacks,
-                            log=lambda line: print(line, flush=True))
         tables.append((os.path.basename(path), clean, rows))
-        if args.markdown:  # after each model, so a long run leaves what it has done
-            from robustcnn.atomic import atomic_path
-
-            command = "python tests/attacks/autoattack_oracle.py " + " ".join(
-                [os.path.basename(m) for m in args.models] +
-                [f"--examples {args.examples}", f"--threads {args.threads}",
-                 f"--attacks {args.attacks}"])
-            with atomic_path(args.markdown) as tmp, open(tmp, "w") as f:
-                f.write(markdown_table(tables, command=command, examples=args.examples,
-                                       threads=args.threads))
+        for norm, eps in (("linf", args.eps_linf), ("l2", args.eps_l2)):
+            for name in attacks:
+                rows += compare(net, x, y, norm, eps, [name],
+                                log=lambda line: print(line, flush=True))
+                write()
     return 0
 
 
