@@ -188,6 +188,19 @@ def _parser():
                    help="centroid fine-tuning learning rate")
     p.add_argument("--huffman", action=argparse.BooleanOptionalAction, default=True,
                    help="Huffman-code the codes and relative indices")
+    # The names of compress.pruning_methods.PRUNING_METHODS, written out so that --help
+    # imports nothing (a test checks that they agree).
+    p.add_argument("--pruning", default="magnitude",
+                   help="the pruning method, followed by quantization and Huffman coding as "
+                        "the settings say: magnitude (Deep Compression's, the default), obd "
+                        "(Optimal Brain Damage), dns (Dynamic Network Surgery), hydra, admm")
+    p.add_argument("--pruning-options", default=None, metavar="KEY=VALUE,…",
+                   help="the pruning method's own options, as KEY=VALUE pairs or a JSON object "
+                        "(e.g. dns: c_rate=3,epochs=4; hydra: score_epochs=2)")
+    p.add_argument("--adversarial", default=None, metavar="KEY=VALUE,…",
+                   help="adversarial-aware compression: every retraining and fine-tuning "
+                        "step on adversarial examples, e.g. attack=pgd,eps=0.1,fraction=1,"
+                        "steps=7 or objective=trades,eps=0.1,beta=6,steps=10")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
@@ -366,6 +379,27 @@ def _pairs(text, kind, option, check=None, expect=""):
     return out
 
 
+# The keys of an --adversarial record and how each is read (the objective's settings:
+# attacks.adversarial_training.OBJECTIVES).
+_ADVERSARIAL_TYPES = {"objective": str, "attack": str, "eps": float, "fraction": float,
+                      "steps": int, "alpha": float, "beta": float}
+
+
+def _adversarial_pairs(text):
+    """'attack=pgd,eps=0.1,steps=7' → {"attack": "pgd", "eps": 0.1, "steps": 7}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = (t.strip() for t in item.partition("="))
+        if not sep or key not in _ADVERSARIAL_TYPES:
+            raise ValueError(f"--adversarial takes KEY=VALUE pairs with keys "
+                             f"{', '.join(_ADVERSARIAL_TYPES)}; got {item!r}")
+        try:
+            out[key] = _ADVERSARIAL_TYPES[key](value)
+        except ValueError:
+            raise ValueError(f"--adversarial: {key} must be a number, got {value!r}") from None
+    return out
+
+
 def _load(args):
     """(net, meta) of the command's model (and --weights), any format ``robustcnn.load`` reads."""
     from .loading import load
@@ -429,6 +463,9 @@ def _compress(args):
     from .models.datasets import load_dataset
 
     if args.method != "deep-compression":
+        if args.pruning != "magnitude" or args.pruning_options or args.adversarial:
+            raise ValueError("--pruning, --pruning-options and --adversarial go with --method "
+                             "deep-compression (they choose its pruning stage and objective)")
         return _compress_by_method(args)
     if args.options or args.epochs is not None:
         raise ValueError("--options and --epochs go with --method")
@@ -461,9 +498,17 @@ def _compress(args):
                                    ("finetune_epochs", args.finetune_epochs), ("lr", args.lr),
                                    ("finetune_lr", args.finetune_lr))
                  if v is not None}
+    from .compress.pruning_methods import options_from_text, pruning_method
+
+    spec = pruning_method(args.pruning, "--pruning")
+    options = options_from_text(spec, args.pruning_options)
+    spec.parse_options(options, "--pruning-options")  # bad options fail before any work
+    overrides.update(pruning=spec.name, pruning_options=options)
+    if args.adversarial:
+        overrides["adversarial"] = _adversarial_pairs(args.adversarial)
     settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman, seed=args.seed)
     objective = adversarial_objective(settings.adversarial, settings.seed,
-                                      where="compression settings: adversarial")
+                                      where="--adversarial")
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
     x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
@@ -476,7 +521,8 @@ def _compress(args):
     size = save_model(args.out, net, meta={
         "model": name, "dataset": dataset, "test_accuracy": accuracy,
         "dense_test_accuracy": report["stages"][0]["accuracy"], "compress_seconds": seconds,
-        "stages": report["stages"], "settings": report["settings"], "source": args.model})
+        "stages": report["stages"], "settings": report["settings"], "source": args.model,
+        "pruning_report": {k: v for k, v in report.items() if k not in ("settings", "stages")}})
     print(format_layer_table(layer_table(net), file_bytes=size,
                              dense_bytes=dense_parameter_bytes(net)))
     print(f"compressed in {seconds:.1f} s; written to {args.out}")
@@ -535,6 +581,15 @@ def _info(args):
     print()
     print(format_layer_table(layer_table(net), file_bytes=_model_bytes(args),
                              dense_bytes=dense_parameter_bytes(net)))
+    pruning = (meta.get("settings") or {}).get("pruning")
+    if pruning:
+        from .compress.pruning_methods import PRUNING_METHODS
+
+        paper = (PRUNING_METHODS[pruning].paper if pruning in PRUNING_METHODS
+                 else "unknown to this robustcnn")
+        options = meta["settings"].get("pruning_options") or {}
+        print(f"pruning method: {pruning} ({paper})"
+              + (f"; options {json.dumps(options)}" if options else ""))
     shown = {k: v for k, v in meta.items() if k not in ("history", "stages", "settings")}
     print(json.dumps(shown, indent=2, default=str))
 

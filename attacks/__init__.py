@@ -59,6 +59,10 @@ signature):
 
     adversarial_patch   Brown et al. 2017 (returns a patch; apply_patch pastes it) patch.py
     transfer            craft on one net, evaluate on another                     transfer.py
+    trades_perturbation TRADES' inner maximisation of the KL (Zhang et al. 2019)   trades.py
+
+Training objectives for ``engine.train.fit``: ``adversarial_training.AdversarialObjective``
+(mixed clean and adversarial batches) and ``trades.TradesObjective`` (TRADES).
 
 The shared norm hooks (normalize, project, random_start) are in ``norms``.
 

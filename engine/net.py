@@ -448,11 +448,14 @@ class Net:
         ctx = Context(train=train, keep=True, rng=self._rng)
         return self._run(x, ctx)
 
-    def backward(self, dout, *, param_grads=True, input_grad=True, of="output"):
+    def backward(self, dout, *, param_grads=True, input_grad=True, of="output", on_layer=None):
         """Back-propagate ``dout`` (the gradient w.r.t. the output, or w.r.t. the logits with
         ``of="logits"``) through the last ``forward_for_backward`` pass.
 
         Fills ``net.grads`` when ``param_grads``; returns dL/dx when ``input_grad`` (else None).
+        ``on_layer(layer, dys)``, if given, sees each layer's output gradients (a list of
+        (N, …) arrays, not to be modified) before the layer back-propagates them: per-example
+        quantities such as the squared gradients of a Hessian diagonal start there.
         """
         start = self._output_id if of == "output" else self._logits_id
         grads = {start: dout}
@@ -470,6 +473,8 @@ class Net:
             dys = [np.zeros((dout.shape[0],) + self._shapes[o], dtype=dout.dtype) if d is None
                    else np.ascontiguousarray(d) for d, o in zip(dys, out_ids)]
             need_input = input_grad or any(i != self.input_name for i in in_ids)
+            if on_layer is not None:
+                on_layer(layer, dys)
             ctx = Context(param_grads=param_grads, input_grad=need_input)
             dxs = layer.backward(dys, ctx)
             layer.release()

@@ -20,9 +20,9 @@ def training_objective(recipe, seed, teacher=None, options=None):
         return DistillationObjective(teacher, temperature=options["temperature"],
                                      alpha=options["alpha"])
     if recipe.get("adversarial"):
-        from ..attacks.adversarial_training import AdversarialObjective
+        from ..attacks.adversarial_training import adversarial_objective
 
-        return AdversarialObjective(**recipe["adversarial"], seed=seed)
+        return adversarial_objective(recipe["adversarial"], seed)
     return None
 
 

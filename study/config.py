@@ -8,7 +8,8 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
     [train]                      the recipe of trained models: epochs (12), batch_size (64),
                                  lr (0.02), momentum (0.9), weight_decay (5e-4), schedule
                                  ("cosine"), adversarial (optional: {attack, eps, fraction,
-                                 steps}: adversarial training)
+                                 steps}: adversarial training; or {objective = "trades",
+                                 eps, beta, steps}: TRADES)
     [[models]]  kind = "dense"       name, arch (a name of models.lenet.MODELS or models.zoo.ZOO),
                                      kwargs (table, optional), train (table overriding [train])
     [[models]]  kind = "compact"     as dense, plus params (optional: build the architecture at
@@ -16,8 +17,10 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
     [[models]]  kind = "compressed"  name, base (an earlier model), preset (a name of
                                      compress.pipeline.PRESETS, optional), settings (a table of
                                      CompressionSettings fields overriding the preset, e.g.
-                                     adversarial = {...}: adversarial-aware compression),
-                                     target_ratio (optional: scale the kept shares to reach it)
+                                     adversarial = {...}: adversarial-aware compression;
+                                     pruning = "hydra" and pruning_options = {...}: another
+                                     pruning method, compress.pruning_methods), target_ratio
+                                     (optional: scale the kept shares to reach it)
     [[models]]  kind = "quantized"   name, base (an earlier model), method (a name of
                                      compress.methods.METHODS: int8, ttq, …), options (a table of
                                      the method's own options, e.g. epochs; its seed is the
@@ -64,7 +67,8 @@ SANITY = "sanity"  # the attack name of a model's sanity-check cell: checks, not
 TRANSFER = "transfer"  # a transfer attack's label: transfer:fgsm<-lenet5 (attack_label)
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
-ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
+ADVERSARIAL_KEYS = {"objective", "attack", "eps", "fraction", "steps"}
+TRADES_KEYS = {"objective", "eps", "beta", "steps"}
 MAX_CONFIG_BYTES = 1 << 20  # a study file is a few KiB
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
@@ -261,7 +265,10 @@ class Study:
 
         fields = dict(PRESETS[m.preset]) if m.preset else {"kept": {}, "bits": {}}
         fields.update(m.settings)
-        return asdict(CompressionSettings(**fields))
+        out = asdict(CompressionSettings(**fields))
+        if out["pruning"] == "magnitude" and not out["pruning_options"]:
+            del out["pruning"], out["pruning_options"]  # keys of models from before stay
+        return out
 
     def cell_key(self, cell):
         """The unique key of a cell's row: the model's identity, the attack (with a transfer
@@ -348,10 +355,23 @@ def _unknown(table, allowed, source, where):
 
 
 def _adversarial(table, source, where):
-    """An adversarial-training table → its canonical dict (attack name resolved)."""
+    """An adversarial-training table → its canonical dict (attack name resolved). With
+    ``objective = "trades"`` (Zhang et al.'s TRADES): eps, beta (6), steps (10), no attack."""
     from ..attacks.registry import attack_spec
 
     table = _table(table, source, where)
+    objective = table.get("objective", "mixed")
+    if objective not in ("mixed", "trades"):
+        raise _err(source, f"{where}.objective", f"expected mixed or trades, got {objective!r}")
+    if objective == "trades":
+        _unknown(table, TRADES_KEYS, source, where)
+        if "eps" not in table:
+            raise _err(source, f"{where}.eps", "missing (the radius of the inner maximisation)")
+        out = {"objective": "trades", "eps": _number(table["eps"], source, f"{where}.eps"),
+               "beta": _number(table.get("beta", 6.0), source, f"{where}.beta")}
+        if "steps" in table:
+            out["steps"] = _int(table["steps"], source, f"{where}.steps", 1)
+        return out
     _unknown(table, ADVERSARIAL_KEYS, source, where)
     try:
         record = attack_spec(_str(table.get("attack", "fgsm"), source, f"{where}.attack"), where)
@@ -418,6 +438,17 @@ def _compression_settings(m, source, where):
     if "adversarial" in settings:
         settings["adversarial"] = _adversarial(settings["adversarial"], source,
                                                f"{where}.settings.adversarial")
+    if "pruning" in settings or "pruning_options" in settings:
+        from ..compress.pruning_methods import pruning_method
+
+        try:
+            spec = pruning_method(settings.get("pruning", "magnitude"),
+                                  f"{where}.settings.pruning")
+            spec.parse_options(settings.get("pruning_options"),
+                               f"{where}.settings.pruning_options")
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        settings["pruning"] = spec.name
     return settings
 
 

@@ -99,7 +99,7 @@ def check_store(path, *, option=None):
         raise ValueError(f"{where}: not a robustcnn study database (no {', '.join(lacking)} "
                          f"table of a study store{'' if version else ', no schema_version'})")
     if str(version[0]) != str(SCHEMA_VERSION):
-        raise ValueError(f"{where}: results schema version {version[0]!r}, this robustcnn "
+        raise ValueError(f"{where}: results schema version {version[0]}, this robustcnn "
                          f"reads version {SCHEMA_VERSION}")
 
 

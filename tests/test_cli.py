@@ -125,6 +125,19 @@ def test_compress_info_eval_on_a_compressed_file(tiny_mnist, tmp_path, capsys):
     assert main(["compress", str(model), "-o", str(out), "--prune", "ip1"] + common) != 0
     assert main(["compress", str(model), "-o", str(out), "--preset", "nope"] + common) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+    # Another pruning method, its options and the info line naming it.
+    assert main(["compress", str(model), "-o", str(out), "--pruning", "dns", "--pruning-options",
+                 "c_rate=1,epochs=1", "--retrain-epochs", "0", "--finetune-epochs", "1",
+                 "--no-progress"] + common) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert 'pruning method: dns (Guo, Yao & Chen 2016); options {"c_rate": 1' in \
+        capsys.readouterr().out
+    assert main(["compress", str(model), "-o", str(out), "--pruning", "dns", "--pruning-options",
+                 "c=1"] + common) == 2
+    assert "--pruning-options: unknown option 'c' of method dns" in capsys.readouterr().err
+    assert main(["compress", str(model), "-o", str(out), "--pruning", "lottery"] + common) == 2
+    assert "--pruning: unknown pruning method 'lottery'" in capsys.readouterr().err
 
 
 def test_sensitivity(tiny_mnist, tmp_path, capsys):

@@ -30,6 +30,8 @@ SKIPPED_TYPES = ("Accuracy", "Silence")
 # What a file may declare is bounded by ``max_bytes`` (``robustcnn.limits``), checked layer by
 # layer before anything is allocated for it: the weights of the layers so far, and each blob of
 # one example (a 224×224 ImageNet net's largest has 3.2 M values; VGG-16 has 138 M weights).
+# An input of one example has at most MAX_BLOB_VALUES values, whatever the byte limit.
+MAX_BLOB_VALUES = 2**28
 
 
 def _sub(layer, field):
@@ -377,9 +379,12 @@ def _per_example(shape, at, max_values):
     if len(shape) < 2:
         raise ValueError(f"{at}: input shape {shape} needs a batch axis and at least one more")
     per = tuple(int(s) for s in shape[1:])
-    if any(s < 1 for s in per) or math.prod(per) > max_values:
+    if any(s < 1 for s in per) or math.prod(per) > MAX_BLOB_VALUES:
         raise ValueError(f"{at}: input shape {shape} must have sizes >= 1 and at most "
-                         f"{max_values:,} values per example ({limits.RAISE_HINT})")
+                         f"{MAX_BLOB_VALUES:,} values per example")
+    if math.prod(per) > max_values:
+        raise ValueError(f"{at}: input shape {shape} has {math.prod(per):,} values per example, "
+                         f"more than the limit of {max_values:,} ({limits.RAISE_HINT})")
     return per
 
 
@@ -514,6 +519,13 @@ def _find_input(msg, layers, source, input_shape, max_values):
         preprocessing
 
 
+def _bias_values(layer):
+    """The bias values of a Conv2d or Linear (0 for other layers and without a bias)."""
+    if getattr(layer, "bias", None) is not True:
+        return 0
+    return int(getattr(layer, "out_channels", None) or getattr(layer, "out_features", 0))
+
+
 def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32, name=None,
                seed=0, parser="auto", init=None, max_bytes=None):
     """A Caffe net as an engine ``Net``, with the weights of ``caffemodel`` if given.
@@ -583,9 +595,10 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
                 values = engine_layer.param_values(in_shapes)
                 total_bytes += values * itemsize
                 if values * itemsize > max_bytes:
-                    raise ValueError(f"{at}: declares {values:,} weights and biases, more than "
-                                     f"the limit of {max_bytes:,} bytes holds "
-                                     f"({limits.RAISE_HINT})")
+                    weights = values - _bias_values(engine_layer)
+                    raise ValueError(f"{at}: declares {weights:,} weights ({values:,} values "
+                                     f"with its biases), more than the limit of {max_bytes:,} "
+                                     f"bytes holds ({limits.RAISE_HINT})")
                 if total_bytes > max_bytes:
                     raise ValueError(f"{at}: the net's weights reach {total_bytes:,} bytes at "
                                      f"this layer, more than the limit of {max_bytes:,} "
