@@ -4,6 +4,7 @@ attack`` command runs (rows per attack and eps, worst case per eps, sanity check
 
 import inspect
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -11,7 +12,7 @@ from . import registry
 from .bpda import bpda as straight_through, step_layers
 from .norms import L0_TOL, perturbation_norms
 from .registry import NORMS, attack_spec, attack_specs, canonical_name, resolve_attack
-from .sanity import sanity_checks
+from .sanity import format_checks, sanity_checks, sanity_work
 
 # The threat model of each attack (``registry.AttackSpec.bounded`` and ``norm``): bounded attacks
 # take eps as a radius in their norm and get one row per eps. Unbounded (minimal-perturbation)
@@ -187,8 +188,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         ``{"autoattack": {"version": "plus"}}``.
     progress : None; a callable, passed to every attack, the sanity checks' included (called
         with the number of examples just finished after each batch); or True: a progress bar
-        (``progress.progress_bar``, with its ETA) per attack and eps. The result does not
-        depend on it.
+        with its ETA for each attack and eps, and one for the sanity checks (their total from
+        ``sanity.sanity_work``). The result does not depend on it.
 
     Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
     (names of the net's step-function layers and whether they were masked), ``rows`` (one per
@@ -199,7 +200,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     examples correct clean and under every attack: bounded attacks of that norm at that eps,
     unbounded ones where they needed ‖x' − x‖ ≤ eps in that norm), ``sanity`` (a list of
     {name, passed, detail}, the gradient-masking flags the attacks raised included),
-    ``flags`` (those flags alone) and ``sanity_passed``.
+    ``flags`` (those flags alone), ``sanity_passed`` (every check passed; vacuously true when
+    none ran) and ``sanity_run`` (whether they ran).
     """
     names = []
     for a in attacks:
@@ -229,6 +231,9 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     if bounded and not eps_list:
         raise ValueError(f"evaluate: the bounded attacks {bounded} need at least one eps")
     y = np.asarray(y)
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"evaluate: progress must be None, a bool or a callable, got "
+                         f"{progress!r}")
     say = log or (lambda line: None)
     layers = {layer.name: "straight-through" if bpda or layer.straight_through else "masked"
               for layer in step_layers(net)}
@@ -242,7 +247,7 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             for eps in (eps_list if specs[attack].bounded else [None]):
                 shown = "" if eps is None else f" eps {eps:g}"
                 t0 = time.perf_counter()
-                with _bar(progress, f"{attack}{shown}", len(x)) as report:
+                with _following(progress, f"{attack}{shown}", len(x)) as report:
                     out = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
                              progress=report, **extra.get(attack, {}),
                              **({"return_info": True} if details else {}))
@@ -266,9 +271,13 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         checks = []
         if sanity:
             say("sanity checks")
-            checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok, clip=clip,
-                                   subset=sanity_examples, batch_size=batch_size, seed=seed,
-                                   bpda=bpda, progress=progress if callable(progress) else None)
+            total = sanity_work(net, x, y, correct, eps_list, clip=clip, subset=sanity_examples,
+                                batch_size=batch_size) if progress is True else None
+            with _following(progress, "sanity checks", total) as done:
+                checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok,
+                                       clip=clip, subset=sanity_examples,
+                                       batch_size=batch_size, seed=seed, bpda=bpda,
+                                       progress=done)
     flags = list(flags.values())
     # The attacks' flags join the checks, except where a check of that name already ran.
     ran = {c.name for c in checks}
@@ -276,31 +285,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         ([f for f in flags if f["name"] not in ran] if sanity else [])
     return {"examples": int(len(x)), "clean_accuracy": _mean(clean_ok), "bpda": bool(bpda),
             "step_layers": layers, "attacks": names, "eps": eps_list, "rows": rows,
-            "worst_case": worst, "sanity": sanity_rows, "flags": flags,
+            "worst_case": worst, "sanity_run": bool(sanity), "sanity": sanity_rows, "flags": flags,
             "sanity_passed": all(c["passed"] for c in sanity_rows)}
-
-
-class _bar:
-    """``with _bar(progress, label, total) as report``: ``report`` is what the attack's
-    ``progress`` gets: None, the caller's callable as it is, or (``progress`` True) the update
-    of a bar over ``total`` examples, closed at the end of the block."""
-
-    def __init__(self, progress, label, total):
-        self.bar = None
-        if progress is True:
-            from ..progress import progress_bar
-
-            self.bar = progress_bar(total=total, desc=label, unit="ex", leave=False)
-            self.report = self.bar.update
-        else:
-            self.report = progress if callable(progress) else None
-
-    def __enter__(self):
-        return self.report
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.close()
 
 
 def attack_details(info):
@@ -318,6 +304,19 @@ def attack_details(info):
     if "zero_grad_start" in info and "flags" not in info:
         out["zero_gradient_start"] = int(np.sum(info["zero_grad_start"]))
     return out
+
+
+@contextmanager
+def _following(progress, desc, total):
+    """What an attack's ``progress`` is: the caller's callable (or None), or with
+    ``progress=True`` the ``update`` of a bar with ``total`` (its ETA), closed after."""
+    if progress is True:
+        from ..progress import progress_bar
+
+        with progress_bar(desc=desc, total=total, unit="ex", leave=False) as bar:
+            yield bar.update
+    else:
+        yield progress or None
 
 
 def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
@@ -344,8 +343,9 @@ def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
     return rows
 
 
-def format_evaluation(result):
-    """The tables of ``evaluate``'s result as text: per attack and eps, then the worst case."""
+def format_evaluation(result, *, sanity=True):
+    """The tables of ``evaluate``'s result as text: per attack and eps, the worst case, and
+    (``sanity``) the sanity checks, a failed one on a line starting with WARNING."""
     w = max([11] + [len(r["attack"]) for r in result["rows"]])
     header = (f"{'attack':<{w}} {'eps':>6}  {'clean acc':>9}  {'adv acc':>8}  {'success':>8}  "
               f"{'mean Linf':>9}  {'mean L2':>8}  {'med L2':>8}  {'mean L0':>8}  {'seconds':>7}")
@@ -369,9 +369,17 @@ def format_evaluation(result):
     if result["worst_case"]:
         lines += ["", "worst case (per example, over the clean input and every attack):",
                   f"{'norm':<5} {'eps':>6}  {'robust acc':>10}  attacks"]
-        for w in result["worst_case"]:
-            lines.append(f"{w['norm']:<5} {w['eps']:6.3f}  {100 * w['robust_accuracy']:9.2f}%  "
-                         f"{', '.join(w['attacks'])}")
+        for case in result["worst_case"]:
+            lines.append(f"{case['norm']:<5} {case['eps']:6.3f}  "
+                         f"{100 * case['robust_accuracy']:9.2f}%  {', '.join(case['attacks'])}")
+    if sanity:
+        lines += ["", "sanity checks (Carlini et al. 2019, On Evaluating Adversarial "
+                      "Robustness):"]
+        if result.get("sanity"):
+            lines.append(format_checks(result["sanity"]))
+        else:
+            lines.append("  not run" + (" (--no-sanity)" if result.get("sanity_run") is False
+                                        else ""))
     return "\n".join(lines)
 
 

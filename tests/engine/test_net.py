@@ -554,3 +554,22 @@ def test_seed_blob_shape_producer_and_logits_blob():
     plain = lenet5()
     assert plain.logits_blob() == plain.output == "ip2"
     assert plain.producer(plain.logits_blob()) is plain["ip2"]
+
+
+def test_parameter_counts_are_every_weight_and_formats_say_larger():
+    """Issue 15 point 6: the params column and num_dense_params count every weight of a
+    compressed layer (not its centroids); a CSR copy of an unpruned layer is larger."""
+    from robustcnn.models.lenet import lenet5
+
+    net = lenet5()
+    dense = net.num_dense_params()
+    assert dense == net.num_params() == 431_080
+    fmt = net.convert("ip1", "csr")  # unpruned: CSR stores an index per weight
+    assert "larger than dense float32" in fmt.summary() and "smaller" not in fmt.summary()
+    net.convert("ip1", "codebook", bits=4)
+    assert net.num_dense_params() == dense  # the architecture did not change
+    assert net.num_params() < dense  # what trains: 16 centroids instead of ip1's weights
+    table = net.summary()
+    total = table.splitlines()[-1].split()
+    assert total[:2] == ["total", f"{dense:,}"] and total[2] == f"{net.num_params():,}"
+    assert f"Net('lenet5', " in repr(net) and f"{dense:,} parameters, " in repr(net)
