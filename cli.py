@@ -167,9 +167,13 @@ def _parser():
     p.add_argument("--attack", default="fgsm",
                    help="comma-separated attacks (default fgsm): bounded ones run at every eps: "
                         "fgsm, fgm-l2, bim, illc, pgd (= pgd-linf), pgd-l2, noise (= noise-linf), "
-                        "noise-l2; unbounded ones run once, without eps, and report the sizes of "
-                        "their perturbations: deepfool, cw (= carlini-wagner = cw-l2), jsma, "
-                        "lbfgs")
+                        "noise-l2, apgd-ce-linf (= apgd-ce = apgd), apgd-ce-l2, apgd-dlr-linf "
+                        "(= apgd-dlr), apgd-dlr-l2, apgd-t-linf (= apgd-t), apgd-t-l2, "
+                        "square-linf (= square), square-l2, spsa, autoattack-linf (= autoattack "
+                        "= aa; --version), autoattack-l2; unbounded ones run once, without eps, "
+                        "and report the sizes of their perturbations: deepfool, cw (= "
+                        "carlini-wagner = cw-l2), jsma, lbfgs, fab-linf (= fab), fab-l2, "
+                        "fab-t-linf (= fab-t), fab-t-l2, hsj-l2 (= hsj = hopskipjump), hsj-linf")
     p.add_argument("--eps", default=",".join(map(str, DEMO_EPS)),
                    help="comma-separated radii in each attack's norm, in the units of the "
                         "images (--bounds; [0, 1] unless the model says) (default: "
@@ -186,9 +190,13 @@ def _parser():
     p.add_argument("--sanity-examples", type=int, default=256,
                    help="examples the sanity checks attack themselves where they need an attack "
                         "or eps that was not asked for (default 256)")
+    p.add_argument("--version", choices=("standard", "plus", "rand"), default="standard",
+                   help="AutoAttack's version: standard (APGD-CE, APGD-T, FAB-T, Square), plus "
+                        "(restarts, APGD-DLR, FAB), rand (EOT, for random nets)")
     p.add_argument("--no-sanity", dest="sanity", action="store_false",
                    help="skip the sanity checks (Carlini et al. 2019): faster, unchecked")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
     _data_args(p)
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
@@ -468,12 +476,12 @@ def _attack_command(args):
     _attack(model, x, yt, names, eps, None, args.json, csv_path=args.csv,
             plot_path=args.plot, bpda=args.bpda, seed=args.seed,
             sanity_examples=args.sanity_examples, model=args.model, clip=clip,
-            sanity=args.sanity, progress=args.progress)
+            sanity=args.sanity, version=args.version, progress=args.progress)
 
 
 def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=None,
             plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None, clip=(0.0, 1.0),
-            sanity=True, progress=False):
+            sanity=True, version="standard", progress=False):
     """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
     tables and the sanity checks, write the files asked for → evaluate's result dict."""
     from .attacks.evaluate import csv_rows, CSV_COLUMNS, evaluate, format_evaluation, \
@@ -493,6 +501,8 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
     t0 = time.perf_counter()
     result = evaluate(net, xt, yt, names, eps, clip=clip, bpda=bpda, seed=seed,
                       sanity=sanity, sanity_examples=sanity_examples, progress=progress,
+                      options={a: {"version": version} for a in ("autoattack-linf",
+                                                                 "autoattack-l2")},
                       log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     seconds = time.perf_counter() - t0
     result["model"], result["seconds"] = model, seconds

@@ -246,6 +246,15 @@ def check_inputs(net, x, y, name, *, predict=True):
     return x, y.astype(np.int64)
 
 
+def flat_bounds(bounds, per_example):
+    """``bounds`` (from ``check_clip``, shaped to broadcast against (N,) + per_example) for
+    inputs flattened to (N, D): each end a number, or a (D,) array. None stays None."""
+    if bounds is None:
+        return None
+    return Bounds(*(np.broadcast_to(np.asarray(e, np.float64), tuple(per_example)).ravel()
+                    if np.ndim(e) else e for e in bounds))
+
+
 def clip_to(a, bounds):
     """``a`` clipped to ``bounds`` in place (no-op for None); returns ``a``."""
     if bounds is not None:
@@ -267,6 +276,32 @@ def _reporting(slices, progress):
     for s in slices:
         yield s
         progress(s.stop - s.start)
+
+
+class WorkMeter:
+    """Progress of an attack whose work comes in shares (restarts, targets, stages), reported
+    to ``callback`` as whole examples: the counts sum to ``total`` once every share is done,
+    and arrive as each batch of each share finishes, so a bar over ``total`` examples shows
+    a steady ETA. ``callback`` None: nothing is reported."""
+
+    def __init__(self, callback, total):
+        self.callback = callback
+        self.total = int(total)
+        self.done = 0.0  # fraction of the whole work
+        self.reported = 0
+
+    def add(self, fraction):
+        """``fraction`` of the whole work just finished."""
+        self.done = min(1.0, self.done + float(fraction))
+        self._report(int(self.done * self.total + 1e-9))
+
+    def finish(self):
+        self._report(self.total)
+
+    def _report(self, upto):
+        if self.callback is not None and upto > self.reported:
+            self.callback(upto - self.reported)
+        self.reported = max(self.reported, upto)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,8 @@ fail silently (wrong clipping, too few steps, a bug, gradient masking):
     large_eps               at an eps covering the whole data range, accuracy is ~0
     unbounded_succeed       minimal-perturbation attacks (DeepFool, C&W, …) fool ~every example
     noise_weaker            random noise of the same norm is no stronger than the attack
+    random_forward, logits  the forward pass is deterministic and the logits are not
+                            probabilities (``masking``, AutoAttack's checks of the model)
 
 Each check is a ``Check(name, passed, detail)``; ``detail`` gives the figures. Where a check
 needs an attack or eps the evaluation did not run, it runs it itself on the first ``subset``
@@ -23,26 +25,14 @@ Not guaranteed: passing every check does not show the evaluation is right — th
 common failures, not all of them (Carlini et al. §5: "a checklist, not a proof").
 """
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 from ._common import check_clip_pair, check_float, check_int, check_progress
 from .bpda import masked_layers
+from .checks import Check
+from .masking import check_logits, check_random_forward
 from .registry import (MINIMAL_NORM, NOISE, attack_names, attack_spec, iterative_attacks,
                        noise_attack, resolve_attack, single_step_attack)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One sanity check: its name, whether it passed, and the figures behind the verdict."""
-
-    name: str
-    passed: bool
-    detail: str
-
-    def to_dict(self):
-        return asdict(self)
 
 
 class _Runs:
@@ -271,7 +261,8 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
                                         batch_size, seed, progress, _Runs)
     gradients = check_gradients(net, x, runs.y, batch_size=batch_size, max_zero=max_zero,
                                 bpda=bpda, progress=progress)
-    return [gradients] + _checks(runs, correct, eps, large_eps, *tols)
+    return ([gradients] + _checks(runs, correct, eps, large_eps, *tols)
+            + [check_random_forward(net, x[:subset]), check_logits(net, x[:subset])])
 
 
 def sanity_work(net, x, y, correct, eps_list, *, clip=(0.0, 1.0), subset=256, large_eps=None,

@@ -162,6 +162,28 @@ def test_sensitivity(tiny_mnist, tmp_path, capsys):
     assert main(["sensitivity", str(model), "--sparsities", "a,b"] + common) == 2
 
 
+def test_attack_autoattack_version_progress_and_json(tiny_mnist, tmp_path, capsys):
+    model = tmp_path / "m.h5"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    out = tmp_path / "aa.json"
+    with single_thread():
+        assert main(["attack", str(model), "--attack", "autoattack", "--version", "rand",
+                     "--eps", "0.3", "--limit", "20", "--sanity-examples", "8", "--json",
+                     str(out)] + common) == 0
+    captured = capsys.readouterr()
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    assert row["attack"] == "autoattack-linf" and row["version"] == "rand"
+    assert [s["attack"] for s in row["stages"]] == ["apgd-ce", "apgd-dlr"]
+    assert row["stages"][-1]["robust_accuracy"] == pytest.approx(row["adversarial_accuracy"])
+    assert {"zero_gradient", "random_forward", "logits"} <= {c["name"] for c in result["sanity"]}
+    assert "robust accuracy after each attack" in captured.out
+    assert "autoattack-linf eps 0.3:" in captured.err and "ex/s" in captured.err  # the bar
+
+
 @pytest.mark.parametrize("method", ["int8", "ttq"])
 def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
     model, out = tmp_path / "m.h5", tmp_path / f"m-{method}.rcnn"
