@@ -111,6 +111,24 @@ class Net:
             if blob_id not in (self._output_id, self._logits_id):
                 self._free_after[step].append(blob_id)
 
+    def steps(self):
+        """The layers in run order with the blobs each reads and writes →
+        [(layer, input blob ids, output blob ids)]: what another interpreter of the net walks
+        (bound propagation, ``robustcnn.certify``). A blob id is a blob's name, or
+        ``name@layer`` for the new version an in-place layer writes; the input blob's id is
+        ``input_name`` and the logits' is ``logits_blob``; ``blob_shape`` gives each id's
+        per-example shape."""
+        return [(layer, list(in_ids), list(out_ids)) for layer, in_ids, out_ids in self._plan]
+
+    @property
+    def logits_blob(self):
+        """Id of the logits blob: the output, or the input of a final Softmax."""
+        return self._logits_id
+
+    def blob_shape(self, blob_id):
+        """Per-example shape of a blob id of ``steps``."""
+        return self._shapes[blob_id]
+
     @property
     def output_shape(self):
         return self._shapes[self._output_id]

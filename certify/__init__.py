@@ -1,0 +1,7 @@
+"""Certified robustness: bounds no attack can beat, computed on the weights as stored.
+
+    ibp          interval bound propagation (Gowal et al. 2018), forward and backward, for every
+                 layer type with an interval rule and every weight format
+    crown_ibp    CROWN-IBP's linear bounds of the margins (Zhang et al. 2020), and their
+                 reverse-mode derivatives
+"""
