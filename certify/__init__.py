@@ -4,4 +4,5 @@
                  layer type with an interval rule and every weight format
     crown_ibp    CROWN-IBP's linear bounds of the margins (Zhang et al. 2020), and their
                  reverse-mode derivatives
+    objective    IBP / CROWN-IBP training as an objective for ``fit`` and for compression
 """

@@ -124,17 +124,23 @@ def _train(net, x, y, epochs, lr, settings, val, progress, log, objective=None):
                val=val, progress=progress, log=log, objective=objective)
 
 
-def compress(net, x, y, settings, *, val=None, progress=True, log=print):
+def compress(net, x, y, settings, *, val=None, progress=True, log=print, objective=None):
     """Compress a trained ``net`` in place on training data (x, y) → a report dict.
 
     The report holds the accuracy on ``val`` (x, y) before and after each stage, the stage wall
     times and the settings. With ``settings.adversarial``, the retraining and fine-tuning are
-    adversarial training (``adversarial_objective``); x must then lie in [0, 1].
+    adversarial training (``adversarial_objective``); x must then lie in [0, 1]. ``objective``
+    (a training objective of ``fit``, e.g. ``certify.objective.IBPObjective``) is used for
+    them instead; it cannot be combined with ``settings.adversarial``.
     """
     for name in set(settings.kept) | set(settings.bits):
         net.layer(name)  # unknown layer names fail before any work
-    objective = adversarial_objective(settings)  # bad settings fail before any work too
+    if objective is not None and settings.adversarial is not None:
+        raise ValueError("compress: give an objective or settings.adversarial, not both")
+    objective = objective or adversarial_objective(settings)  # bad settings fail here too
     report = {"settings": asdict(settings), "stages": []}
+    if objective is not None and hasattr(objective, "config"):
+        report["objective"] = objective.config()
     log = log or (lambda *a: None)
 
     def record(stage, seconds):
