@@ -5,4 +5,7 @@
     crown_ibp    CROWN-IBP's linear bounds of the margins (Zhang et al. 2020), and their
                  reverse-mode derivatives
     objective    IBP / CROWN-IBP training as an objective for ``fit`` and for compression
+    smoothing    randomized smoothing (Cohen et al. 2019): CERTIFY, PREDICT, Gaussian-noise
+                 training
+    evaluate     certified accuracy at a list of radii (what ``robustcnn certify`` runs)
 """
