@@ -9,6 +9,7 @@
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
     robustcnn study  study.toml --db runs/study.sqlite   (a grid of models × attacks × eps)
     robustcnn report runs/study.sqlite -o runs/study-report   (CSV and Markdown)
+    robustcnn certify runs/lenet5.rcnn --method crown-ibp --eps 0.01,0.1   (certified accuracy)
 
 Model files are HDF5 checkpoints (train's output) or compressed ``.rcnn`` files; every command
 that reads a model takes either.
@@ -117,6 +118,37 @@ def _parser():
     p.add_argument("--sanity-examples", type=int, default=256,
                    help="examples the sanity checks attack themselves where they need an attack "
                         "or eps that was not asked for (default 256)")
+    _data_args(p)
+
+    p = sub.add_parser("certify", help="certified accuracy within radii: IBP or CROWN-IBP (L∞) "
+                                       "or randomized smoothing (L2), on the weights as stored")
+    p.add_argument("model")
+    p.add_argument("--method", choices=("ibp", "crown-ibp", "smoothing"), default="ibp",
+                   help="ibp (Gowal et al. 2018), crown-ibp (Zhang et al. 2020) or smoothing "
+                        "(Cohen et al. 2019)")
+    p.add_argument("--eps", default=None,
+                   help="comma-separated radii in pixel units of [0, 1]: L∞ for ibp and "
+                        "crown-ibp (default 0.01,0.02,0.05,0.1), L2 for smoothing (default "
+                        "0,0.25,0.5,0.75,1)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="smoothing: the Gaussian noise's standard deviation (required)")
+    p.add_argument("--n0", type=int, default=100, help="smoothing: votes that pick the class")
+    p.add_argument("--n", type=int, default=10_000,
+                   help="smoothing: votes that bound its probability (default 10,000)")
+    p.add_argument("--alpha", type=float, default=0.001,
+                   help="smoothing: 1 − confidence of each certificate (default 0.001)")
+    p.add_argument("--limit", type=int, default=None, help="certify only the first N test images")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per bound pass (default 64), or noisy copies per forward "
+                        "pass for smoothing (default 1000)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="arithmetic of the bounds (default float64: rounding cannot matter)")
+    p.add_argument("--seed", type=int, default=0, help="smoothing: seed of the noise")
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.add_argument("--csv", default=None, help="write the rows as CSV here")
+    p.add_argument("--plot", default=None,
+                   help="certified accuracy vs radius (PNG) here; needs matplotlib")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
@@ -421,6 +453,59 @@ def _info(path):
     print(json.dumps(shown, indent=2, default=str))
 
 
+def _certify(args):
+    from .atomic import atomic_path
+    from .certify.evaluate import (CSV_COLUMNS, certify_model, csv_rows, format_certification,
+                                   plot_certification)
+    from .models.datasets import load_dataset
+
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError("--plot needs matplotlib: pip install 'robustcnn[plot]'")
+    for option, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
+    net, meta = load_model_file(args.model)
+    if net.dtype.name != args.dtype:
+        net = net.copy(dtype=args.dtype)
+    dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
+    xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
+    xt, yt = xt[:args.limit], yt[:args.limit]
+    default = "0,0.25,0.5,0.75,1" if args.method == "smoothing" else "0.01,0.02,0.05,0.1"
+    eps = _eps_list(args.eps or default)
+    bar = None
+    if args.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(xt) if args.method == "smoothing" else len(eps), leave=False,
+                   unit="image" if args.method == "smoothing" else "eps", file=sys.stderr)
+    try:
+        result = certify_model(net, xt, yt, args.method, eps, sigma=args.sigma, n0=args.n0,
+                               n=args.n, alpha=args.alpha, batch_size=args.batch_size,
+                               seed=args.seed, progress=bar.update if bar else None)
+    finally:
+        if bar:
+            bar.close()
+    result["model"] = args.model
+    print(f"{args.method} on {len(xt)} test images of {dataset} ({args.dtype}), clean accuracy "
+          f"{100 * result['clean_accuracy']:.2f}%; certified accuracy:")
+    print(format_certification(result))
+    if args.json:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.csv:
+        import csv
+
+        with atomic_path(args.csv) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(csv_rows(result))
+    if args.plot:
+        plot_certification(result, args.plot, title=os.path.basename(args.model))
+
+
 def main(argv=None):
     args = _parser().parse_args(argv)
     try:
@@ -468,4 +553,6 @@ def _run(args):
             print(f"written: {path}")
     elif args.command == "demo":
         _demo(args)
+    elif args.command == "certify":
+        _certify(args)
     return 0
