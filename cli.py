@@ -118,6 +118,10 @@ def _parser():
     p.add_argument("--sanity-examples", type=int, default=256,
                    help="examples the sanity checks attack themselves where they need an attack "
                         "or eps that was not asked for (default 256)")
+    p.add_argument("--defence", choices=("squeeze",), default=None,
+                   help="also report how a detector does on the adversarial examples: squeeze = "
+                        "feature squeezing (Xu et al. 2018: bit depth 1, median 2x2 and 3x3, "
+                        "threshold at 5%% false positives on the first 10,000 training images)")
     _data_args(p)
 
     p = sub.add_parser("certify", help="certified accuracy within radii: IBP or CROWN-IBP (L∞) "
@@ -273,9 +277,11 @@ def _train(args, out):
 
 
 def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=None,
-            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None):
+            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None, defence=None):
     """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
-    tables and the sanity checks, write the files asked for → evaluate's result dict."""
+    tables and the sanity checks, write the files asked for → evaluate's result dict.
+    ``defence``: None, or a recorder of ``evaluate``'s examples with ``result()`` and
+    ``format()`` (``defences.squeeze.DetectionRecorder``), reported beside the rows."""
     from .attacks.evaluate import csv_rows, CSV_COLUMNS, evaluate, format_evaluation, \
         plot_evaluation
     from .attacks.registry import canonical_name
@@ -296,7 +302,7 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
             raise ValueError("--plot needs matplotlib: pip install 'robustcnn[plot]'")
     t0 = time.perf_counter()
     result = evaluate(net, xt, yt, names, eps, bpda=bpda, seed=seed,
-                      sanity_examples=sanity_examples,
+                      sanity_examples=sanity_examples, on_examples=defence,
                       log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     seconds = time.perf_counter() - t0
     result["model"], result["seconds"] = model, seconds
@@ -306,6 +312,10 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
     print()
     print("sanity checks (Carlini et al. 2019, On Evaluating Adversarial Robustness):")
     print(format_checks(result["sanity"]))
+    if defence is not None:
+        result["defence"] = defence.result()
+        print()
+        print(defence.format())
     if bpda and not result["step_layers"]:
         print("note: --bpda changes nothing here: the net has no step-function layers "
               "(QuantizedReLU)", file=sys.stderr)
@@ -453,6 +463,18 @@ def _info(path):
     print(json.dumps(shown, indent=2, default=str))
 
 
+def _defence(args, net, x_attacked):
+    """``robustcnn attack --defence squeeze``: the feature-squeezing detector, its threshold at
+    5% false positives on the first 10,000 training images, recording the attacks' examples."""
+    from .defences.squeeze import DetectionRecorder, SqueezeDetector
+    from .models.datasets import load_dataset
+
+    x, _ = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    detector = SqueezeDetector(net)
+    detector.fit(x[:10_000], fpr=0.05)
+    return DetectionRecorder(detector, x_attacked)
+
+
 def _certify(args):
     from .atomic import atomic_path
     from .certify.evaluate import (CSV_COLUMNS, certify_model, csv_rows, format_certification,
@@ -534,7 +556,8 @@ def _run(args):
         else:
             _attack(net, xt, yt, args.attack, _eps_list(args.eps), args.limit, args.json,
                     csv_path=args.csv, plot_path=args.plot, bpda=args.bpda, seed=args.seed,
-                    sanity_examples=args.sanity_examples, model=args.model)
+                    sanity_examples=args.sanity_examples, model=args.model,
+                    defence=_defence(args, net, xt[:args.limit]) if args.defence else None)
     elif args.command == "study":
         from .study.config import load_config
         from .study.runner import run_study

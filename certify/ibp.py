@@ -11,7 +11,7 @@ blob takes for an input in the box. The rules, by layer:
     BatchNorm (eval), Scale   the same per channel: μ' = a μ + b,  r' = |a| r
     EltwiseSum                Σ_i c_i⁺ l_i + c_i⁻ u_i  (and the same with l and u swapped)
     ReLU, ReLU6, QuantizedReLU, PReLU with slopes ≥ 0, MaxPool2d, AvgPool2d, GlobalAvgPool2d,
-    Dropout (eval: identity), Flatten, Reshape, Permute, Pad2d, Concat, EltwiseMax
+    MedianFilter, Dropout (eval: identity), Flatten, Reshape, Permute, Pad2d, Concat, EltwiseMax
                               non-decreasing in every input: [f(l), f(u)]
 
 |W| r runs the layer's own kernel on ``WeightFormat.magnitude()``, the weight with its stored
@@ -37,8 +37,8 @@ import numpy as np
 from ..engine import conv, linear, norm
 from ..engine.layers import (AvgPool2d, BatchNorm, Concat, Context, Conv2d, Dropout,
                              EltwiseMax, EltwiseSum, Flatten, GlobalAvgPool2d, Linear,
-                             MaxPool2d, Pad2d, Permute, PReLU, QuantizedReLU, ReLU, ReLU6,
-                             Reshape, Scale)
+                             MaxPool2d, MedianFilter, Pad2d, Permute, PReLU, QuantizedReLU, ReLU,
+                             ReLU6, Reshape, Scale)
 
 
 def input_box(x, eps, clip=(0.0, 1.0)):
@@ -206,7 +206,7 @@ class _Monotone:
 
 
 _MONOTONE = (ReLU, ReLU6, QuantizedReLU, PReLU, MaxPool2d, AvgPool2d, GlobalAvgPool2d, Dropout,
-             Flatten, Reshape, Permute, Pad2d, Concat, EltwiseMax)
+             Flatten, Reshape, Permute, Pad2d, Concat, EltwiseMax, MedianFilter)
 # The rule of each layer class (exact classes first, then by inheritance).
 INTERVAL_RULES = {Conv2d: _Weighted(), Linear: _Weighted(), BatchNorm: _ChannelAffine(),
                   Scale: _ChannelAffine(), EltwiseSum: _EltwiseSum(),

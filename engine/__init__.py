@@ -21,6 +21,7 @@ Functional API (checked arguments; NCHW; float32, or float64 for gradient checks
     concat_*, eltwise_sum_*, eltwise_prod_*, eltwise_max_*, flatten_*, reshape_*, pad2d_*,
     permute_*, softmax_forward / softmax_backward
     softmax_cross_entropy(logits, labels)                                        → (loss (N,), dlogits)
+    median_filter_forward(x, k)                  (k×k median per channel, SciPy's conventions)
 
 Functions that check their arguments take a keyword ``name`` used in their error messages;
 the plumbing helpers (``concat_backward``, ``eltwise_sum_backward``, ``flatten_*``) check nothing.
@@ -31,7 +32,9 @@ from .conv import conv2d_backward, conv2d_forward, conv2d_geometry, conv_output_
 from .dropout import dropout_backward, dropout_forward
 from .layers import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                      EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, Layer, Linear, LRNWithin,
-                     MaxPool2d, Pad2d, Permute, PReLU, ReLU, ReLU6, Reshape, Scale, Softmax)
+                     MaxPool2d, MedianFilter, Pad2d, Permute, PReLU, ReLU, ReLU6, Reshape, Scale,
+                     Softmax)
+from .median import median_filter_forward
 from .linear import linear_backward, linear_forward
 from .loss import softmax_backward, softmax_cross_entropy, softmax_forward
 from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwise_max_forward,
@@ -62,6 +65,7 @@ __all__ = [
     "lrn_within_forward", "lrn_within_backward",
     "eltwise_prod_forward", "eltwise_prod_backward", "eltwise_max_forward",
     "eltwise_max_backward", "reshape_forward", "reshape_backward", "pad2d_forward",
+    "median_filter_forward", "MedianFilter",
     "pad2d_backward", "permute_forward", "permute_backward",
     "Net", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU",
     "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax", "Concat", "EltwiseSum",

@@ -149,7 +149,7 @@ def test_sensitivity(tiny_mnist, tmp_path, capsys):
     assert main(["sensitivity", str(model), "--sparsities", "a,b"] + common) == 2
 
 
-def test_certify(tiny_mnist, tmp_path, capsys):
+def test_certify_and_the_squeezing_defence(tiny_mnist, tmp_path, capsys):
     model = tmp_path / "m.h5"
     common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
     assert main(["train", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "16",
@@ -183,3 +183,14 @@ def test_certify(tiny_mnist, tmp_path, capsys):
     assert main(["certify", str(model), "--method", "smoothing"] + common) == 2
     assert "needs --sigma" in capsys.readouterr().err
 
+    table = tmp_path / "squeeze.json"
+    with single_thread():
+        assert main(["attack", str(model), "--attack", "fgsm", "--eps", "0.3", "--limit", "32",
+                     "--sanity-examples", "16", "--defence", "squeeze", "--json", str(table)]
+                    + common) == 0
+    out = capsys.readouterr().out
+    assert "feature squeezing" in out and "clean test images flagged" in out
+    defence = json.loads(table.read_text())["defence"]
+    assert defence["squeezers"] == ["bit-depth-1", "median-2x2", "median-3x3"]
+    assert [(r["attack"], r["eps"]) for r in defence["rows"]] == [("fgsm", 0.3)]
+    assert 0 <= defence["false_positive_rate"] <= 1
