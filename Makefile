@@ -7,19 +7,31 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: demo test test-all bench data clean-cache
+.PHONY: demo test test-all test-boundscheck bench data clean-cache
+
+# Tests run in two processes (pytest-xdist; one per core of the machines we run on): most tests
+# are many small NumPy/Numba calls, bound by one core each. TEST_WORKERS=0 runs them in one.
+TEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+# The weight-format tests again with Numba's bounds checks on, in a kernel cache of their own.
+BOUNDSCHECK := NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=.numba-boundscheck
 
 demo: $(VENV)/.runtime data
 	$(PY) -m robustcnn demo
 
 test: $(VENV)/.test data
-	$(PY) -m pytest
-	@echo "weight formats again, with Numba's bounds checks on (its own kernel cache):"
-	NUMBA_BOUNDSCHECK=1 NUMBA_CACHE_DIR=.numba-boundscheck $(PY) -m pytest -q tests/engine/formats
+	$(PY) -m pytest $(XDIST)
+	@echo "weight formats again, bounds-checked: each parameter value of every test once (all: make test-boundscheck)"
+	ROBUSTCNN_TEST_SAMPLE=cover $(BOUNDSCHECK) $(PY) -m pytest -q $(XDIST) tests/engine/formats
 
-# The whole suite, slow tests included.
+# Every weight-format test with bounds checks (CI runs it after make test).
+test-boundscheck: $(VENV)/.test
+	$(BOUNDSCHECK) $(PY) -m pytest -q $(XDIST) tests/engine/formats
+
+# The whole suite, slow tests included, and every bounds-checked format test.
 test-all: $(VENV)/.test data
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest $(XDIST) -m "slow or not slow"
+	$(MAKE) test-boundscheck
 
 bench: $(VENV)/.test
 	$(PY) bench.py

@@ -11,8 +11,9 @@
     robustcnn report runs/study.sqlite -o runs/study-report   (CSV and Markdown)
     robustcnn certify runs/lenet5.rcnn --method crown-ibp --eps 0.01,0.1   (certified accuracy)
 
-Model files are HDF5 checkpoints (train's output) or compressed ``.rcnn`` files; every command
-that reads a model takes either.
+Every command that reads a model takes any file ``robustcnn.load`` reads, told apart by content:
+HDF5 checkpoints (train's output), compressed ``.rcnn`` files, Keras ``.h5``, ONNX, and Caffe
+``.prototxt`` nets with ``--weights`` (``.caffemodel``, Caffe HDF5 or a Deep Compression ``.net``).
 """
 
 import argparse
@@ -35,6 +36,15 @@ def _data_args(p):
     p.add_argument("--data-dir", default=None,
                    help="directory with the dataset's files (default: $ROBUSTCNN_DATA, then "
                         "/usr/share/datasets/<dataset>)")
+
+
+def _model_args(p):
+    p.add_argument("model", help="a model file of any format robustcnn reads (.rcnn, HDF5 "
+                                 "checkpoint, Keras .h5, ONNX, Caffe .prototxt), told apart by "
+                                 "its content")
+    p.add_argument("--weights", default=None,
+                   help="for a Caffe .prototxt: its weights (.caffemodel, Caffe HDF5 or a Deep "
+                        "Compression .net file)")
 
 
 def _train_args(p, defaults):
@@ -89,12 +99,12 @@ def _parser():
     p.add_argument("-o", "--out", default=None, help="model file to write (default runs/<model>.h5)")
 
     p = sub.add_parser("eval", help="clean test accuracy of a model file")
-    p.add_argument("model")
+    _model_args(p)
     _data_args(p)
 
     p = sub.add_parser("attack", help="accuracy under attack per attack and eps, the worst case, "
                                       "sanity checks")
-    p.add_argument("model")
+    _model_args(p)
     # The names of attacks.registry, written out so that --help loads no attack (a test checks
     # that every name and alias is here, in its group).
     p.add_argument("--attack", default="fgsm",
@@ -126,7 +136,7 @@ def _parser():
 
     p = sub.add_parser("certify", help="certified accuracy within radii: IBP or CROWN-IBP (L∞) "
                                        "or randomized smoothing (L2), on the weights as stored")
-    p.add_argument("model")
+    _model_args(p)
     p.add_argument("--method", choices=("ibp", "crown-ibp", "smoothing"), default="ibp",
                    help="ibp (Gowal et al. 2018), crown-ibp (Zhang et al. 2020) or smoothing "
                         "(Cohen et al. 2019)")
@@ -156,10 +166,10 @@ def _parser():
     _data_args(p)
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
-    p.add_argument("model")
+    _model_args(p)
 
     p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model")
-    p.add_argument("model")
+    _model_args(p)
     p.add_argument("-o", "--out", required=True, help="compressed model file to write (.rcnn)")
     p.add_argument("--preset", default=None,
                    help="lenet5 or lenet-300-100 (the defaults, tuned on Fashion-MNIST), or "
@@ -185,7 +195,7 @@ def _parser():
 
     p = sub.add_parser("sensitivity",
                        help="accuracy with each layer pruned on its own, per sparsity")
-    p.add_argument("model")
+    _model_args(p)
     p.add_argument("--layers", default=None, help="comma-separated layer names (default: all "
                                                   "with a weight)")
     p.add_argument("--sparsities", default="0.5,0.7,0.8,0.9,0.95,0.98",
@@ -354,21 +364,26 @@ def _pairs(text, kind, option):
     return out
 
 
-def load_model_file(path):
-    """(net, meta) from a compressed .rcnn file or an HDF5 checkpoint."""
-    from .compress.modelfile import is_model_file, load_model
-    from .engine.checkpoint import load_net
+def _load(args):
+    """(net, meta) of the command's model (and --weights), any format ``robustcnn.load`` reads."""
+    from .loading import load
 
-    return load_model(path) if is_model_file(path) else load_net(path)
+    return load(args.model, weights=args.weights)
+
+
+def _model_bytes(args):
+    """Bytes on disk of the model's weights: the weights file if separate, else the model file."""
+    return os.path.getsize(args.weights or args.model)
 
 
 def _compress(args):
+    from .attacks.adversarial_training import adversarial_objective
     from .compress.modelfile import save_model
     from .compress.pipeline import CompressionSettings, PRESETS, compress
     from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
     from .models.datasets import load_dataset
 
-    net, meta = load_model_file(args.model)
+    net, meta = _load(args)
     name = args.preset or meta.get("model") or net.name
     if args.preset and args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; presets: {sorted(PRESETS)}")
@@ -387,12 +402,15 @@ def _compress(args):
                                    ("finetune_lr", args.finetune_lr))
                  if v is not None}
     settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman, seed=args.seed)
+    objective = adversarial_objective(settings.adversarial, settings.seed,
+                                      where="compression settings: adversarial")
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
     x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
     xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
     print(f"compressing {args.model} ({name}) on {dataset}")
     t0 = time.perf_counter()
-    report = compress(net, x, y, settings, val=(xt, yt), progress=args.progress)
+    report = compress(net, x, y, settings, objective=objective, val=(xt, yt),
+                      progress=args.progress)
     seconds = time.perf_counter() - t0
     accuracy = report["stages"][-1]["accuracy"]
     size = save_model(args.out, net, meta={
@@ -419,7 +437,7 @@ def _sensitivity(args):
                                        sensitivity_csv, suggest_kept)
     from .models.datasets import load_dataset
 
-    net, meta = load_model_file(args.model)
+    net, meta = _load(args)
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
     if args.holdout < 0:
         raise ValueError(f"--holdout must be >= 0, got {args.holdout}")
@@ -449,15 +467,13 @@ def _sensitivity(args):
         print(f"plot written to {plot_sensitivity(result, args.plot)}")
 
 
-def _info(path):
-    import os as _os
-
+def _info(args):
     from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
 
-    net, meta = load_model_file(path)
+    net, meta = _load(args)
     print(net.summary())
     print()
-    print(format_layer_table(layer_table(net), file_bytes=_os.path.getsize(path),
+    print(format_layer_table(layer_table(net), file_bytes=_model_bytes(args),
                              dense_bytes=dense_parameter_bytes(net)))
     shown = {k: v for k, v in meta.items() if k not in ("history", "stages", "settings")}
     print(json.dumps(shown, indent=2, default=str))
@@ -489,7 +505,7 @@ def _certify(args):
     for option, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise ValueError(f"{option} must be >= 1, got {value}")
-    net, meta = load_model_file(args.model)
+    net, meta = _load(args)
     if net.dtype.name != args.dtype:
         net = net.copy(dtype=args.dtype)
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
@@ -497,19 +513,14 @@ def _certify(args):
     xt, yt = xt[:args.limit], yt[:args.limit]
     default = "0,0.25,0.5,0.75,1" if args.method == "smoothing" else "0.01,0.02,0.05,0.1"
     eps = _eps_list(args.eps or default)
-    bar = None
-    if args.progress:
-        from tqdm import tqdm
+    from .progress import progress_bar
 
-        bar = tqdm(total=len(xt) if args.method == "smoothing" else len(eps), leave=False,
-                   unit="image" if args.method == "smoothing" else "eps", file=sys.stderr)
-    try:
+    with progress_bar(enabled=args.progress, leave=False,
+                      total=len(xt) if args.method == "smoothing" else len(eps),
+                      unit="image" if args.method == "smoothing" else "eps") as bar:
         result = certify_model(net, xt, yt, args.method, eps, sigma=args.sigma, n0=args.n0,
                                n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-                               seed=args.seed, progress=bar.update if bar else None)
-    finally:
-        if bar:
-            bar.close()
+                               seed=args.seed, progress=bar.update)
     result["model"] = args.model
     print(f"{args.method} on {len(xt)} test images of {dataset} ({args.dtype}), clean accuracy "
           f"{100 * result['clean_accuracy']:.2f}%; certified accuracy:")
@@ -541,13 +552,13 @@ def _run(args):
     if args.command == "train":
         _train(args, args.out or os.path.join("runs", f"{args.model}.h5"))
     elif args.command == "info":
-        _info(args.model)
+        _info(args)
     elif args.command == "compress":
         _compress(args)
     elif args.command == "sensitivity":
         _sensitivity(args)
     elif args.command in ("eval", "attack"):
-        net, meta = load_model_file(args.model)
+        net, meta = _load(args)
         from .models.datasets import load_dataset
 
         xt, yt = load_dataset(args.dataset, "test", data_dir=args.data_dir)

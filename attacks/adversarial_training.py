@@ -125,3 +125,29 @@ class AdversarialObjective:
         return {"objective": "adversarial", "attack": self.attack, "eps": self.eps,
                 "fraction": self.fraction, "steps": self.steps, "alpha": self.alpha,
                 "labels": "true", "seed": self.seed}
+
+
+# What a record of adversarial training holds (``CompressionSettings.adversarial``, a study's
+# ``train.adversarial``): the objective's settings but the seed, which is the run's.
+SETTINGS = ("attack", "eps", "fraction", "steps", "alpha")
+
+
+def adversarial_objective(settings, seed, *, where="adversarial"):
+    """The ``AdversarialObjective`` a record of settings describes → the objective, or None
+    (plain cross-entropy) when ``settings`` is None.
+
+    ``settings``: a dict of some of ``SETTINGS`` (attack, eps, fraction, steps, alpha);
+    ``seed``: the run's seed. ``where`` names the record in error messages, e.g.
+    "compression settings: adversarial" for ``compress.pipeline.CompressionSettings``.
+    """
+    if settings is None:
+        return None
+    if not isinstance(settings, dict):
+        raise ValueError(f"{where} must be a dict of AdversarialObjective settings or None, "
+                         f"got {settings!r}")
+    for key in settings:
+        if key not in SETTINGS:
+            why = " (the seed is the settings' seed)" if key == "seed" else ""
+            raise ValueError(f"{where} has unknown key {key!r}{why}; known: "
+                             f"{', '.join(SETTINGS)}")
+    return AdversarialObjective(**settings, seed=seed)

@@ -374,7 +374,7 @@ class LinearBoundTape:
     def _run(self, spec):
         net, tape = self.tape.net, self.tape
         m = self.n * self.s
-        lams = {net.logits_blob: spec.reshape((m,) + net.blob_shape(net.logits_blob))}
+        lams = {net.logits_id: spec.reshape((m,) + net.blob_shape(net.logits_id))}
         const = np.zeros(m, dtype=net.dtype)
         for layer, in_ids, out_ids, _, _ in reversed(tape.steps):
             outs = [lams.pop(o, None) for o in out_ids]

@@ -232,7 +232,7 @@ def interval_rule(layer):
 @dataclass
 class IntervalTape:
     """The boxes of one ``interval_forward`` pass: ``boxes`` {blob id: (l, u)} for every blob
-    up to the logits (ids of ``Net.steps``), and what ``backward`` needs."""
+    up to the logits (ids of ``Net.plan``), and what ``backward`` needs."""
 
     net: object
     boxes: dict
@@ -241,7 +241,7 @@ class IntervalTape:
     @property
     def logits(self):
         """(lower, upper) of the logits, each (N, K)."""
-        lo, hi = self.boxes[self.net.logits_blob]
+        lo, hi = self.boxes[self.net.logits_id]
         return lo.reshape(len(lo), -1), hi.reshape(len(hi), -1)
 
     def backward(self, seeds):
@@ -296,8 +296,8 @@ def interval_forward(net, lower, upper):
     if (lower > upper).any():
         raise ValueError(f"{net.name}: a lower bound exceeds its upper bound")
     tape = IntervalTape(net, {net.input_name: (lower, upper)})
-    for layer, in_ids, out_ids in net.steps():
-        if net.logits_blob in tape.boxes:
+    for layer, in_ids, out_ids in net.plan():
+        if net.logits_id in tape.boxes:
             break
         rule = interval_rule(layer)
         outs, saved = rule.forward(layer, [tape.boxes[i] for i in in_ids])

@@ -1,3 +1,30 @@
-"""Compression: magnitude pruning and sensitivity analysis (``prune``, ``sensitivity``), trained
+"""Compression: magnitude pruning (``prune``) and pruning sensitivity (``sensitivity``), trained
 quantization (``quantize``), the Deep Compression pipeline with Huffman coding (``pipeline``),
-the compressed model file (``modelfile``) and size accounting (``report``)."""
+a target compression ratio (``target``), the compressed model file (``modelfile``), size
+accounting (``report``), knowledge distillation (``distill``) and low-rank factorisation
+(``lowrank``).
+
+The public names of these modules are attributes of this package, loaded on first use (so
+``import robustcnn.compress`` stays cheap): ``compress.compress``, ``compress.save_model``,
+``compress.factorise`` … ``prune``, ``quantize``, ``sensitivity`` and ``distill`` are the
+modules; each has a function of its own name, e.g. ``compress.prune.prune(net, {"ip1": 0.9})``.
+The pipeline trains with the objective its caller passes and imports nothing from the attacks.
+"""
+
+from .._lazy import lazy_exports
+
+__all__, __getattr__, __dir__ = lazy_exports(__name__, {
+    "pipeline": ("compress", "CompressionSettings", "PRESETS", "PAPER_PRESETS", "preset"),
+    "prune": ("prune_layer", "magnitude_mask"),
+    "quantize": ("quantize_layer", "kmeans_1d", "init_centroids"),
+    "sensitivity": ("suggest_kept", "format_sensitivity", "sensitivity_csv", "plot_sensitivity",
+                    "prunable_layers", "accuracy_curve"),
+    "target": ("settings_for_ratio", "estimate_file_bytes"),
+    "modelfile": ("save_model", "load_model", "is_model_file", "read_model_file"),
+    "report": ("layer_table", "format_layer_table", "dense_parameter_bytes"),
+    "distill": ("DistillationObjective", "distillation_loss"),
+    "lowrank": ("factorise", "ranks_for_ratio"),
+}, submodules=("pipeline", "prune", "quantize", "sensitivity", "target", "modelfile", "report",
+               "distill", "lowrank"))
+
+del lazy_exports

@@ -88,7 +88,7 @@ def factorise(net, ranks):
         layers += [first, second]
         state.update(arrays)
     new = Net(layers, net.input_shape, input_name=net.input_name, output=net.output,
-              dtype=net.dtype, seed=net._seed, name=net.name)
+              dtype=net.dtype, seed=net.seed, name=net.name)
     new.load_state_dict(state, source=f"{net.name} factorised")
     new.training = net.training
     return new

@@ -19,6 +19,13 @@ biases). Floats are stored as float32; integers in the narrowest type that holds
 (lossless), widened again on load. Reading checks the magic, version, sizes, checksum and every
 array entry before building anything, then rebuilds the net from the JSON spec and validates
 each weight format: nothing in the file is executed or unpickled. Writes are atomic.
+
+    data = encode_model(net, meta)        # the file's bytes; decode_model(data) → (net, meta)
+    save_model(path, net, meta)           # the same bytes, written atomically; load_model(path)
+    read_model_bytes(data)                # verified spec, meta and arrays, nothing built
+                                          # (read_model_file(path) for a file)
+    encoded_size(spec, meta, arrays)      # the size from the array table alone (the size
+                                          # estimate of compress/target.py)
 """
 
 import hashlib
@@ -42,6 +49,17 @@ _DTYPES = {"<f4", "<f8", "|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8"}
 _MAX_HEADER = 64 << 20  # decompressed JSON; refuses zip bombs
 
 
+def integer_dtype(lo, hi):
+    """The dtype string of the narrowest integer type holding every value in [lo, hi] (unsigned
+    before signed of the same width): how integers are stored."""
+    for pair in (("|u1", "|i1"), ("<u2", "<i2"), ("<u4", "<i4"), ("<u8", "<i8")):
+        for name in pair:
+            info = np.iinfo(np.dtype(name))
+            if info.min <= lo and hi <= info.max:
+                return name
+    raise ValueError(f"integers in [{lo}, {hi}] are out of the 64-bit range")
+
+
 def _storage(a):
     """The array as it is stored: float32 floats, the narrowest integer type for integers."""
     a = np.ascontiguousarray(a)
@@ -50,30 +68,42 @@ def _storage(a):
     if a.dtype.kind not in "iu":
         raise TypeError(f"cannot store arrays of dtype {a.dtype}")
     lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-    for t in (("|u1", "|i1"), ("<u2", "<i2"), ("<u4", "<i4"), ("<u8", "<i8")):
-        for name in t:
-            info = np.iinfo(np.dtype(name))
-            if info.min <= lo and hi <= info.max:
-                return a.astype(name)
-    raise ValueError("integer values out of the 64-bit range")
+    return a.astype(integer_dtype(lo, hi))
 
 
-def save_model(path, net, meta=None):
-    """Write ``net`` (any weight formats) to ``path`` atomically → the file's size in bytes."""
-    state = net.state_dict()
+def _header(spec, meta, arrays):
+    """The header's bytes: the zlib-compressed JSON of the architecture, meta and array table."""
+    return zlib.compress(json.dumps({"spec": spec, "meta": meta or {}, "arrays": arrays},
+                                    separators=(",", ":")).encode(), 9)
+
+
+def encoded_size(spec, meta, arrays):
+    """The size in bytes of the file of the architecture ``spec``, ``meta`` and arrays described
+    by ``arrays`` (the header's table: [{"name", "dtype", "shape", "nbytes"}], in order), from
+    the table alone: what ``encode_model`` gives for a net with these arrays."""
+    return (_PREFIX.size + len(_header(spec, meta, arrays))
+            + sum(int(a["nbytes"]) for a in arrays) + _DIGEST)
+
+
+def encode_model(net, meta=None):
+    """The model file's bytes for ``net`` (any weight formats) and ``meta`` (JSON-ready)."""
     entries, chunks = [], []
-    for name, array in state.items():
+    for name, array in net.state_dict().items():
         stored = _storage(array)
         entries.append({"name": name, "dtype": stored.dtype.str, "shape": list(stored.shape),
                         "nbytes": int(stored.nbytes)})
         chunks.append(stored.tobytes())
-    header = zlib.compress(json.dumps({"spec": net.spec(), "meta": meta or {}, "arrays": entries},
-                                      separators=(",", ":")).encode(), 9)
+    header = _header(net.spec(), meta, entries)
     body = _PREFIX.pack(MAGIC, VERSION, len(header)) + header + b"".join(chunks)
+    return body + hashlib.sha256(body).digest()
+
+
+def save_model(path, net, meta=None):
+    """Write ``net`` (any weight formats) to ``path`` atomically → the file's size in bytes."""
+    data = encode_model(net, meta)
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(body)
-        f.write(hashlib.sha256(body).digest())
-    return len(body) + _DIGEST
+        f.write(data)
+    return len(data)
 
 
 def is_model_file(path):
@@ -85,28 +115,27 @@ def is_model_file(path):
         return False
 
 
-def read_model_file(path):
-    """Read and verify a model file → dict(spec, meta, state {name: array}, file_bytes).
+def read_model_bytes(data, *, source="<model bytes>"):
+    """Verify a model file's bytes → dict(spec, meta, state {name: array}, file_bytes,
+    header_bytes), building nothing.
 
-    Raises ValueError naming the file for anything that is not an intact version-1 file.
+    Raises ValueError naming ``source`` for anything that is not an intact version-1 file.
     """
-    path = os.fspath(path)
-    with open(path, "rb") as f:
-        data = f.read()
+    data = bytes(data)
     if len(data) < _PREFIX.size + _DIGEST:
-        raise ValueError(f"{path}: too short to be a robustcnn model file ({len(data)} bytes)")
+        raise ValueError(f"{source}: too short to be a robustcnn model file ({len(data)} bytes)")
     magic, version, header_len = _PREFIX.unpack_from(data)
     if magic != MAGIC:
-        raise ValueError(f"{path}: not a robustcnn model file (bad magic {magic!r})")
+        raise ValueError(f"{source}: not a robustcnn model file (bad magic {magic!r})")
     if version != VERSION:
-        raise ValueError(f"{path}: model file version {version} is not supported (this "
+        raise ValueError(f"{source}: model file version {version} is not supported (this "
                          f"robustcnn reads version {VERSION})")
     body, digest = data[:-_DIGEST], data[-_DIGEST:]
     if hashlib.sha256(body).digest() != digest:
-        raise ValueError(f"{path}: checksum mismatch: the file is truncated or was altered")
+        raise ValueError(f"{source}: checksum mismatch: the file is truncated or was altered")
     start = _PREFIX.size
     if start + header_len > len(body):
-        raise ValueError(f"{path}: the header runs past the end of the file")
+        raise ValueError(f"{source}: the header runs past the end of the file")
     try:
         inflate = zlib.decompressobj()
         text = inflate.decompress(data[start:start + header_len], _MAX_HEADER)
@@ -114,40 +143,59 @@ def read_model_file(path):
             raise ValueError("header too large")
         header = json.loads(text.decode("utf-8"))
     except (zlib.error, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: unreadable header ({e})") from None
+        raise ValueError(f"{source}: unreadable header ({e})") from None
     if not isinstance(header, dict) or not {"spec", "meta", "arrays"} <= set(header):
-        raise ValueError(f"{path}: the header lacks spec, meta or arrays")
+        raise ValueError(f"{source}: the header lacks spec, meta or arrays")
     payload = memoryview(body)[start + header_len:]
     state, offset = {}, 0
     for entry in header["arrays"]:
-        name, dtype, shape, nbytes = _check_entry(entry, path)
+        name, dtype, shape, nbytes = _check_entry(entry, source)
         if offset + nbytes > len(payload):
-            raise ValueError(f"{path}: array {name} runs past the end of the data")
-        state[name] = np.frombuffer(payload[offset:offset + nbytes], dtype=dtype).reshape(shape).copy()
+            raise ValueError(f"{source}: array {name} runs past the end of the data")
+        chunk = payload[offset:offset + nbytes]
+        state[name] = np.frombuffer(chunk, dtype=dtype).reshape(shape).copy()
         offset += nbytes
     if offset != len(payload):
-        raise ValueError(f"{path}: {len(payload) - offset} bytes of data belong to no array")
+        raise ValueError(f"{source}: {len(payload) - offset} bytes of data belong to no array")
     return {"spec": header["spec"], "meta": header["meta"], "state": state,
             "file_bytes": len(data), "header_bytes": header_len}
 
 
-def _check_entry(entry, path):
+def decode_model(data, *, source="<model bytes>", dtype=None):
+    """The Net of a model file's bytes, its layers in their stored formats → (net, meta).
+    ``source`` names the bytes in error messages (a path, a model's name)."""
+    model = read_model_bytes(data, source=source)
+    net = Net.from_spec(model["spec"], dtype=dtype, source=source)
+    net.load_state_dict(model["state"], source=source)
+    return net, model["meta"]
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_model_file(path):
+    """Read and verify a model file → dict(spec, meta, state {name: array}, file_bytes,
+    header_bytes) (``read_model_bytes`` of its bytes)."""
+    return read_model_bytes(_read(path), source=os.fspath(path))
+
+
+def _check_entry(entry, source):
     try:
         name, dtype, shape, nbytes = entry["name"], entry["dtype"], entry["shape"], entry["nbytes"]
     except (KeyError, TypeError):
-        raise ValueError(f"{path}: malformed array entry {entry!r}") from None
+        raise ValueError(f"{source}: malformed array entry {entry!r}") from None
     if not isinstance(name, str) or dtype not in _DTYPES:
-        raise ValueError(f"{path}: array {name!r} has an unsupported dtype {dtype!r}")
+        raise ValueError(f"{source}: array {name!r} has an unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
-        raise ValueError(f"{path}: array {name} has a bad shape {shape!r}")
+        raise ValueError(f"{source}: array {name} has a bad shape {shape!r}")
     if nbytes != int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize:
-        raise ValueError(f"{path}: array {name} declares {nbytes} bytes for shape {shape} of {dtype}")
+        raise ValueError(f"{source}: array {name} declares {nbytes} bytes for shape {shape} "
+                         f"of {dtype}")
     return name, np.dtype(dtype), tuple(shape), nbytes
 
 
 def load_model(path, *, dtype=None):
     """The Net stored in a model file, its layers in their stored formats → (net, meta)."""
-    model = read_model_file(path)
-    net = Net.from_spec(model["spec"], dtype=dtype, source=os.fspath(path))
-    net.load_state_dict(model["state"], source=os.fspath(path))
-    return net, model["meta"]
+    return decode_model(_read(path), source=os.fspath(path), dtype=dtype)

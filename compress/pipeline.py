@@ -1,9 +1,17 @@
 """Deep Compression end to end: prune → retrain → quantize → fine-tune centroids → Huffman-code.
 
 ``compress(net, x, y, settings)`` runs the stages on a trained net, measuring the accuracy after
-each, and leaves every compressed layer in its final format (Huffman-coded sparse codebooks by
-default); ``save_model`` then writes it. ``PRESETS`` holds Deep Compression's LeNet settings
-(Han et al. 2016, Tables 2 and 3): the share of weights each layer keeps and its code bits.
+each, and leaves every compressed layer in its final format (by default a pruned and quantized
+layer is a sparse codebook, Huffman-coded where that makes it smaller); ``save_model`` then
+writes it. ``PRESETS`` holds Deep Compression's LeNet settings (Han et al. 2016, Tables 2 and
+3): the share of weights each layer keeps and its code bits.
+
+The retraining and the centroid fine-tuning minimise the caller's training ``objective``
+(cross-entropy by default). Adversarial-aware compression — Wijayanto, Choong, Madhawa &
+Murata, "Towards Robust Compressed Convolutional Neural Networks" (IEEE BigComp 2019): adversarial
+retraining inside the prune → retrain and quantize → fine-tune loop, so the compressed net keeps
+the robustness the retraining gives it — passes an adversarial-training objective, built by the
+caller from ``settings.adversarial`` (this module does not import the attacks).
 """
 
 import time
@@ -28,10 +36,10 @@ class CompressionSettings:
     lr, finetune_lr learning rates (cosine-annealed within each stage)
     init           k-means initialisation: linear (the paper's choice), density or random
     huffman        Huffman-code the sparse codebooks (each layer where that makes it smaller)
-    adversarial    None, or settings of ``attacks.adversarial_training.AdversarialObjective``
-                   (attack, eps, fraction, steps, alpha): every retraining and the centroid
-                   fine-tuning then train on adversarial examples, with ``seed``
-                   (adversarial-aware compression, Wijayanto et al. 2019)
+    adversarial    None, or the settings of the adversarial training the retraining and the
+                   centroid fine-tuning use (attack, eps, fraction, steps, alpha; seeded with
+                   ``seed``): the record of the objective the caller passes to ``compress``,
+                   built by ``attacks.adversarial_training.adversarial_objective``
     """
 
     kept: dict
@@ -88,32 +96,6 @@ def preset(name, **overrides):
     return CompressionSettings(**{**PRESETS[name], **overrides})
 
 
-def adversarial_objective(settings):
-    """The retraining objective of ``settings.adversarial`` → an ``AdversarialObjective``
-    seeded with ``settings.seed``, or None (plain cross-entropy) when it is None.
-
-    Adversarial-aware compression: Wijayanto, Choong, Madhawa & Murata, "Towards Robust Compressed
-    Convolutional Neural Networks" (IEEE BigComp 2019) put adversarial retraining inside Deep
-    Compression's prune → retrain and quantize → fine-tune loop, so the compressed net keeps the
-    robustness the retraining gives it.
-    """
-    adversarial = settings.adversarial
-    if adversarial is None:
-        return None
-    from ..attacks.adversarial_training import AdversarialObjective  # late: attacks import engine
-
-    if not isinstance(adversarial, dict):
-        raise ValueError(f"compression settings: adversarial must be a dict of "
-                         f"AdversarialObjective settings or None, got {adversarial!r}")
-    allowed = ("attack", "eps", "fraction", "steps", "alpha")
-    for key in adversarial:
-        if key not in allowed:
-            why = " (the seed is the settings' seed)" if key == "seed" else ""
-            raise ValueError(f"compression settings: adversarial has unknown key {key!r}{why}; "
-                             f"known: {', '.join(allowed)}")
-    return AdversarialObjective(**adversarial, seed=settings.seed)
-
-
 def _train(net, x, y, epochs, lr, settings, val, progress, log, objective=None):
     if epochs < 1:
         return []
@@ -124,20 +106,22 @@ def _train(net, x, y, epochs, lr, settings, val, progress, log, objective=None):
                val=val, progress=progress, log=log, objective=objective)
 
 
-def compress(net, x, y, settings, *, val=None, progress=True, log=print, objective=None):
+def compress(net, x, y, settings, *, objective=None, val=None, progress=True, log=print):
     """Compress a trained ``net`` in place on training data (x, y) → a report dict.
 
     The report holds the accuracy on ``val`` (x, y) before and after each stage, the stage wall
-    times and the settings. With ``settings.adversarial``, the retraining and fine-tuning are
-    adversarial training (``adversarial_objective``); x must then lie in [0, 1]. ``objective``
-    (a training objective of ``fit``, e.g. ``certify.objective.IBPObjective``) is used for
-    them instead; it cannot be combined with ``settings.adversarial``.
+    times and the settings. ``objective`` is what the retraining after each pruning round and the
+    centroid fine-tuning minimise: an ``engine.train.fit`` objective, or None for cross-entropy.
+    Adversarial-aware compression passes the one ``settings.adversarial`` records,
+    ``attacks.adversarial_training.adversarial_objective(settings.adversarial, settings.seed)``
+    (x must then lie in [0, 1]); settings that record one without it are refused.
     """
     for name in set(settings.kept) | set(settings.bits):
         net.layer(name)  # unknown layer names fail before any work
-    if objective is not None and settings.adversarial is not None:
-        raise ValueError("compress: give an objective or settings.adversarial, not both")
-    objective = objective or adversarial_objective(settings)  # bad settings fail here too
+    if settings.adversarial is not None and objective is None:
+        raise ValueError(f"compression settings: adversarial is {settings.adversarial!r} but no "
+                         f"objective was given; pass objective=attacks.adversarial_training."
+                         f"adversarial_objective(settings.adversarial, settings.seed)")
     report = {"settings": asdict(settings), "stages": []}
     if objective is not None and hasattr(objective, "config"):
         report["objective"] = objective.config()

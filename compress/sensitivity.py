@@ -16,6 +16,7 @@ import io
 
 import numpy as np
 
+from ..progress import progress_bar
 from .prune import prune_layer
 
 SPARSITIES = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
@@ -49,11 +50,8 @@ def sensitivity(net, x, y, *, layers=None, sparsities=SPARSITIES, batch_size=256
             raise ValueError(f"sensitivity: {net.name} has no layer {name!r} with a weight to "
                              f"prune; those with one: {known}")
     baseline = net.accuracy(x, y, batch_size=batch_size)
-    trials = [(name, s) for name in layers for s in sparsities]
-    if progress:
-        from tqdm import tqdm
-
-        trials = tqdm(trials, desc="sensitivity", unit="trial")
+    trials = progress_bar([(name, s) for name in layers for s in sparsities], enabled=progress,
+                          desc="sensitivity", unit="trial")
     rows = []
     for name, s in trials:
         layer = net.layer(name)

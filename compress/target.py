@@ -14,8 +14,9 @@ the zeros between kept weights are then geometric, P(gap ≥ g) = (1 − k)^g fo
 so a kept weight is preceded by Σ_j≥1 (1 − k)^(j·2^gap_bits) fillers on average. Magnitude
 pruning of a trained net keeps clumpier masks (e.g. whole dead inputs of a fully connected
 layer), with up to ~50% more fillers than that (LeNet-5's ip1: 4,761 fillers where the random
-mask has 3,040). The file's header (the zlib-compressed architecture and array table) is
-computed as ``save_model`` computes it, without the caller's ``meta``.
+mask has 3,040). The file's header (the zlib-compressed architecture and array table) and
+fixed fields are sized by the model file itself (``modelfile.encoded_size``), without the
+caller's ``meta``.
 
 Huffman coding (``settings.huffman``) is ignored: it is what the trained weights' statistics
 allow (on a trained LeNet-5 it saves ~10%; on an untrained one, whose surviving weights crowd
@@ -23,28 +24,23 @@ the codebook's ends, ~27%). A Huffman-coded file is therefore usually smaller th
 ratio higher than asked for; without Huffman coding the estimate is within a few percent.
 """
 
-import json
 import math
-import zlib
 from dataclasses import replace
 
 import numpy as np
 
 from ..engine import Conv2d, Linear
+from .modelfile import encoded_size, integer_dtype
 from .pipeline import PRESETS, CompressionSettings, preset
 from .report import dense_parameter_bytes
 
-_FILE_FIXED = 8 + 2 + 4 + 32  # magic, version, header length, SHA-256 (modelfile.py)
 GENERIC_BITS = 5  # code bits of the generic setting (5-bit codes, Han et al.'s FC choice)
 KEPT_FLOOR = 1e-3  # the least share of a layer's weights settings_for_ratio keeps
 
 
 def _int_bytes(largest):
-    """Bytes of the narrowest unsigned integer type holding 0..largest (modelfile's _storage)."""
-    for size in (1, 2, 4, 8):
-        if largest < 1 << (8 * size):
-            return size
-    raise ValueError(f"integer {largest} out of the 64-bit range")
+    """Bytes per value of the integers 0..largest as the model file stores them."""
+    return np.dtype(integer_dtype(0, largest)).itemsize
 
 
 def expected_fillers(kept, size, gap_bits):
@@ -70,8 +66,8 @@ def _layer_arrays(layer, kept, bits, gap_bits):
         for name, width in (("codes", bits), ("gaps", gap_bits)):
             nbytes = math.ceil(entries * width / 8)
             arrays[name] = ("|u1", [nbytes], nbytes)
-        size = _int_bytes(entries)
-        arrays["count"] = (f"<u{size}" if size > 1 else "|u1", [1], size)
+        count = integer_dtype(0, entries)
+        arrays["count"] = (count, [1], np.dtype(count).itemsize)
         arrays["centroids"] = ("<f4", [1 << bits], 4 << bits)
     elif bits is not None:
         nbytes = math.ceil(n * bits / 8)
@@ -115,7 +111,6 @@ def estimate_file_bytes(net, settings, *, meta=None):
     is not modelled (see the module docstring): a Huffman-coded file comes out smaller."""
     _check_settings(net, settings)
     entries, quantized = [], {}
-    total = 0
     for layer in net.layers:
         if isinstance(layer, (Conv2d, Linear)):
             kept = settings.kept.get(layer.name, 1.0)
@@ -134,14 +129,11 @@ def estimate_file_bytes(net, settings, *, meta=None):
         for key, (dtype, shape, nbytes) in arrays.items():
             entries.append({"name": f"{layer.name}/{key}", "dtype": dtype, "shape": shape,
                             "nbytes": nbytes})
-            total += nbytes
     spec = net.spec()
     for cfg in spec["layers"]:
         if cfg["name"] in quantized:
             cfg["weight_format"] = quantized[cfg["name"]]
-    header = zlib.compress(json.dumps({"spec": spec, "meta": meta or {}, "arrays": entries},
-                                      separators=(",", ":")).encode(), 9)
-    return total + len(header) + _FILE_FIXED
+    return encoded_size(spec, meta, entries)
 
 
 def _base_settings(net, base):

@@ -20,6 +20,7 @@ Functional API (checked arguments; NCHW; float32, or float64 for gradient checks
     scale_forward(x, gamma, beta) → y / scale_backward(dy, x, gamma) → (dx, dgamma, dbeta)
     concat_*, eltwise_sum_*, eltwise_prod_*, eltwise_max_*, flatten_*, reshape_*, pad2d_*,
     permute_*, softmax_forward / softmax_backward
+    sigmoid_forward(x) / sigmoid_backward(dy, x), hard_sigmoid_* (+ alpha, beta), hard_swish_*
     softmax_cross_entropy(logits, labels)                                        → (loss (N,), dlogits)
     median_filter_forward(x, k)                  (k×k median per channel, SciPy's conventions)
 
@@ -31,10 +32,9 @@ from .activation import relu6_backward, relu6_forward, relu_backward, relu_forwa
 from .conv import conv2d_backward, conv2d_forward, conv2d_geometry, conv_output_size
 from .dropout import dropout_backward, dropout_forward
 from .layers import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
-                     EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, Layer, Linear, LRNWithin,
-                     MaxPool2d, MedianFilter, Pad2d, Permute, PReLU, ReLU, ReLU6, Reshape, Scale,
-                     Softmax)
-from .median import median_filter_forward
+                     EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, HardSigmoid, HardSwish,
+                     Layer, Linear, LRNWithin, MaxPool2d, MedianFilter, Pad2d, Permute, PReLU,
+                     ReLU, ReLU6, Reshape, Scale, Sigmoid, Softmax)
 from .linear import linear_backward, linear_forward
 from .loss import softmax_backward, softmax_cross_entropy, softmax_forward
 from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwise_max_forward,
@@ -42,7 +42,8 @@ from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwi
                     eltwise_sum_forward, flatten_backward, flatten_forward, pad2d_backward,
                     pad2d_forward, permute_backward, permute_forward, reshape_backward,
                     reshape_forward)
-from .net import Net
+from .median import median_filter_forward
+from .net import LayerStep, Net
 from .norm import (batch_norm_backward, batch_norm_forward, fold_batch_norm, lrn_backward,
                    lrn_forward, lrn_within_backward, lrn_within_forward, scale_backward,
                    scale_forward)
@@ -50,6 +51,8 @@ from .prelu import prelu_backward, prelu_forward
 from .pool import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
                    global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
                    pool_output_size)
+from .sigmoid import (hard_sigmoid_backward, hard_sigmoid_forward, hard_swish_backward,
+                      hard_swish_forward, sigmoid_backward, sigmoid_forward)
 
 __all__ = [
     "conv2d_forward", "conv2d_backward", "conv2d_geometry", "conv_output_size",
@@ -67,7 +70,10 @@ __all__ = [
     "eltwise_max_backward", "reshape_forward", "reshape_backward", "pad2d_forward",
     "median_filter_forward", "MedianFilter",
     "pad2d_backward", "permute_forward", "permute_backward",
-    "Net", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "ReLU",
-    "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax", "Concat", "EltwiseSum",
-    "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d", "Permute", "LRNWithin",
+    "sigmoid_forward", "sigmoid_backward", "hard_sigmoid_forward", "hard_sigmoid_backward",
+    "hard_swish_forward", "hard_swish_backward",
+    "Net", "LayerStep", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d",
+    "GlobalAvgPool2d", "ReLU", "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax",
+    "Concat", "EltwiseSum", "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d",
+    "Permute", "LRNWithin", "Sigmoid", "HardSigmoid", "HardSwish",
 ]

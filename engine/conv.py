@@ -1,17 +1,30 @@
-"""2-D convolution (cross-correlation, as in Caffe and torch), forward and backward, dense weights.
+"""2-D convolution (cross-correlation, as in Caffe and torch), forward and backward, on a weight
+in any of the engine's formats (``engine/formats``: dense, CSR, codebook, sparse codebook,
+Huffman-coded sparse codebook).
 
     y[n, o, y, x] = b[o] + Σ_{c, i, j} W[o, c, i, j] · x[n, g·Cg + c, y·sh − ph + i·dh, x·sw − pw + j·dw]
 
 where g = o // (O / groups) is the group of output channel o and Cg = C / groups.
 
-Two algorithms, chosen by the shape alone:
-- im2col + GEMM, the general case: every receptive field becomes a column of a
-  (C·kh·kw, N·OH·OW) matrix and each group is then one BLAS product with its (O/G, Cg·kh·kw) weights.
+Three algorithms, chosen by the shape and the weight's format:
+- im2col + GEMM, the general case: for a slab of output rows of one example, every receptive
+  field becomes a column of a (C·kh·kw, rows·OW) matrix, and each group is then one BLAS product
+  with its (O/G, Cg·kh·kw) weights. Dense-pattern formats (dense, codebook) take this path (a
+  codebook decodes a group's rows into a scratch block).
+- sparse formats (CSR, sparse codebook, Huffman): each row of stored weights, decoded once per
+  example (``row_entries``), multiplies the example's whole im2col.
 - direct depthwise (one input channel per group, e.g. MobileNet): a GEMM with one row of nine
-  weights is all overhead, so these loops walk the image directly.
+  weights is all overhead, so these loops walk the image directly; a depthwise weight in another
+  format is decoded to dense first (it is tiny).
 
-The Net calls ``conv2d_forward_dense`` / ``conv2d_backward_dense`` with a checked ``ConvGeometry``;
-``conv2d_forward`` / ``conv2d_backward`` are the checked functional API.
+The weight gradient is the format's own: dense dW, CSR's stored values', a codebook's
+per-centroid sums (Deep Compression eq. 3); for a sparse format it comes from a dot product per
+stored weight or, above ``SPARSE_DW_DENSITY`` stored, from one dense GEMM read at the stored
+positions.
+
+The Net's Conv2d calls ``conv2d_forward_format`` / ``conv2d_backward_format`` with a checked
+``ConvGeometry``; ``conv2d_forward`` / ``conv2d_backward`` are the checked functional API on a
+dense weight array.
 """
 
 from dataclasses import dataclass

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activation, conv, linear, loss, median, merge, norm, pool, prelu
+from . import activation, conv, linear, loss, median, merge, norm, pool, prelu, sigmoid
 from ._args import pair
 from .dropout import check_ratio, dropout_mask
 from .formats import FORMATS
@@ -1064,11 +1064,81 @@ class Permute(Layer):
         return [merge.permute_backward(dys[0], self.axes) if ctx.input_grad else None]
 
 
+class Sigmoid(Layer):
+    """The logistic sigmoid 1 / (1 + e^−x), elementwise."""
+
+    type = "Sigmoid"
+
+    def forward(self, xs, ctx):
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        sigmoid.sigmoid_forward_flat(xs[0].reshape(-1), y.reshape(-1))
+        if ctx.keep:
+            self._saved = y
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        sigmoid.sigmoid_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), dx.reshape(-1))
+        return [dx]
+
+
+class HardSigmoid(Layer):
+    """max(0, min(1, alpha · x + beta)), elementwise (ONNX's HardSigmoid; torch's
+    Hardsigmoid is alpha = 1/6, beta = 1/2)."""
+
+    type = "HardSigmoid"
+
+    def __init__(self, name, alpha=0.2, beta=0.5, **kw):
+        super().__init__(name, **kw)
+        self.alpha, self.beta = sigmoid.check_hard_sigmoid(alpha, beta, self.at)
+
+    def _config(self):
+        return dict(alpha=self.alpha, beta=self.beta)
+
+    def forward(self, xs, ctx):
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        sigmoid.hard_sigmoid_forward_flat(xs[0].reshape(-1), self.alpha, self.beta, y.reshape(-1))
+        if ctx.keep:
+            self._saved = xs[0]
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        sigmoid.hard_sigmoid_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
+                                           self.alpha, self.beta, dx.reshape(-1))
+        return [dx]
+
+
+class HardSwish(Layer):
+    """x · max(0, min(1, x/6 + 1/2)), elementwise (MobileNetV3's activation)."""
+
+    type = "HardSwish"
+
+    def forward(self, xs, ctx):
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        sigmoid.hard_swish_forward_flat(xs[0].reshape(-1), y.reshape(-1))
+        if ctx.keep:
+            self._saved = xs[0]
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        sigmoid.hard_swish_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
+                                         dx.reshape(-1))
+        return [dx]
+
+
 # Every layer class by its spec name, to rebuild a Net from JSON without evaluating anything.
 LAYER_CLASSES = {cls.__name__: cls for cls in (
     Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
     LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU, EltwiseProd, EltwiseMax,
-    Reshape, Pad2d, Permute, LRNWithin, MedianFilter)}
+    Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish, MedianFilter)}
 
 
 def layer_from_config(cfg):

@@ -1,9 +1,15 @@
-"""Fully connected (inner product) layer, forward and backward, dense weights.
+"""Fully connected (inner product) layer, forward and backward, on a weight in any of the
+engine's formats (``engine/formats``).
 
     y[n, o] = b[o] + Σ_i W[o, i] · x[n, i]          (Caffe's InnerProduct layout: W is (O, I))
 
-Each kernel splits one matrix product into column blocks, one per thread, each a
-single-threaded BLAS call (see blas.py for why BLAS runs inside Numba's threads).
+A dense weight: each kernel splits one matrix product into column blocks, one per thread, each a
+single-threaded BLAS call (see blas.py for why BLAS runs inside Numba's threads). A codebook
+decodes blocks of rows for the same products; sparse formats (CSR, sparse codebook, Huffman)
+multiply each decoded row of stored weights (``row_entries``). The weight gradient is the
+format's own: CSR's stored values', a codebook's per-centroid sums (Deep Compression eq. 3). The
+Net's Linear calls ``linear_forward_format`` / ``linear_backward_format``; ``linear_forward`` /
+``linear_backward`` are the checked functional API on a dense weight array.
 """
 
 import numpy as np

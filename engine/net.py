@@ -9,6 +9,12 @@ pass still sees each value it needs.
     logits = net.forward(x)                           # eval mode unless net.train() was called
     loss, dx = net.loss_and_input_grad(x, labels)     # what attacks call: no weight gradients
     loss, logits = net.loss_and_grad(x, labels)       # what training calls: fills net.grads
+    for step in net.run_layers(x):                    # layer by layer: step.layer, step.outputs
+        ...
+
+Blobs are known by name: ``net.blob_shape(name)``, ``net.producer(name)`` (the layer writing a
+blob), ``net.logits_blob()`` (the blob the loss reads). Nothing outside the engine reads the
+Net's private attributes; what a caller needs is one of these public methods.
 """
 
 import json
@@ -22,6 +28,32 @@ from .loss import softmax_cross_entropy_rows
 
 SPEC_FORMAT = "robustcnn-net"
 SPEC_VERSION = 1
+
+
+class LayerStep:
+    """One layer's turn in ``Net.run_layers``: the ``layer``, the names of the blobs it reads and
+    writes (``bottoms``, ``tops``: tuples) and their values (``inputs``, ``outputs``: lists of
+    arrays). Unpacks as ``layer, outputs``. The run goes on from ``outputs``, whose entries the
+    caller may replace."""
+
+    __slots__ = ("layer", "bottoms", "tops", "inputs", "outputs", "_ctx")
+
+    def __init__(self, layer, bottoms, tops, inputs, outputs, ctx):
+        self.layer, self.bottoms, self.tops = layer, bottoms, tops
+        self.inputs, self.outputs, self._ctx = inputs, outputs, ctx
+
+    def rerun(self):
+        """Run the layer again on its inputs (after a change to its parameters) → its new
+        outputs, which the run goes on from. In train mode this draws another dropout mask and
+        updates a batch norm's running averages a second time."""
+        self.outputs[:] = self.layer.forward(self.inputs, self._ctx)
+        return self.outputs
+
+    def __iter__(self):
+        return iter((self.layer, self.outputs))
+
+    def __repr__(self):
+        return f"LayerStep({self.layer.at}: {', '.join(self.bottoms)} → {', '.join(self.tops)})"
 
 
 class Net:
@@ -68,6 +100,7 @@ class Net:
             seen.add(layer.name)
         current = {self.input_name: self.input_name}  # blob name → id of its latest version
         shapes = {self.input_name: self.input_shape}
+        names = {self.input_name: self.input_name}  # blob id → blob name
         self._plan = []
         previous = self.input_name
         for layer in self.layers:
@@ -86,6 +119,7 @@ class Net:
                 blob_id = top if top not in current else f"{top}@{layer.name}"
                 current[top] = blob_id
                 shapes[blob_id] = shape
+                names[blob_id] = top
                 out_ids.append(blob_id)
             self._plan.append((layer, in_ids, out_ids))
             previous = tops[0]
@@ -94,11 +128,14 @@ class Net:
         self.output = output or previous
         if self.output not in current:
             raise ValueError(f"{self.name}: output blob {self.output!r} is not made by any layer")
+        self._current = current
+        self._names = names
+        self._producer = {o: step for step, (_, _, out_ids) in enumerate(self._plan)
+                          for o in out_ids}  # blob id → the plan step writing it
+        self._step_names = [(tuple(names[i] for i in in_ids), tuple(names[o] for o in out_ids))
+                            for _, in_ids, out_ids in self._plan]  # (bottoms, tops) per step
         self._output_id = current[self.output]
-        self._logits_id = self._output_id
-        for layer, in_ids, out_ids in self._plan:
-            if self._output_id in out_ids and isinstance(layer, Softmax):
-                self._logits_id = in_ids[0]
+        self._logits_id = self._logits_of(self._output_id)
         self.blob_shapes = {name: shapes[blob_id] for name, blob_id in current.items()}
         self._shapes = shapes
         # After which plan step each blob is read for the last time, to free it early.
@@ -111,27 +148,63 @@ class Net:
             if blob_id not in (self._output_id, self._logits_id):
                 self._free_after[step].append(blob_id)
 
-    def steps(self):
-        """The layers in run order with the blobs each reads and writes →
-        [(layer, input blob ids, output blob ids)]: what another interpreter of the net walks
-        (bound propagation, ``robustcnn.certify``). A blob id is a blob's name, or
-        ``name@layer`` for the new version an in-place layer writes; the input blob's id is
-        ``input_name`` and the logits' is ``logits_blob``; ``blob_shape`` gives each id's
-        per-example shape."""
+    def plan(self):
+        """The layers in run order with the ids of the blobs each reads and writes →
+        [(layer, input ids, output ids)]: the structure ``run_layers`` walks with values, for
+        interpreters that walk it with something else (bound propagation in ``robustcnn.certify``).
+        A blob id is the blob's name, or ``name@layer`` for the new version an in-place layer
+        writes; the input's id is ``input_name``, the logits' is ``logits_id``, and
+        ``blob_shape`` takes ids too."""
         return [(layer, list(in_ids), list(out_ids)) for layer, in_ids, out_ids in self._plan]
 
     @property
-    def logits_blob(self):
-        """Id of the logits blob: the output, or the input of a final Softmax."""
+    def logits_id(self):
+        """Id in ``plan`` of the blob the loss reads as logits (see ``logits_blob``)."""
         return self._logits_id
 
-    def blob_shape(self, blob_id):
-        """Per-example shape of a blob id of ``steps``."""
-        return self._shapes[blob_id]
+    def _logits_of(self, blob_id):
+        """The blob id the loss reads as logits for output ``blob_id``: the input of the Softmax
+        writing it, else the blob itself."""
+        step = self._producer.get(blob_id)
+        if step is not None and isinstance(self._plan[step][0], Softmax):
+            return self._plan[step][1][0]
+        return blob_id
+
+    def _blob_id(self, name):
+        if isinstance(name, str) and name not in self._current and name in self._shapes:
+            return name  # a version id of ``plan``
+        if not isinstance(name, str) or name not in self._current:
+            raise ValueError(f"{self.name}: no blob named {name!r}; blobs: "
+                             f"{sorted(self._current)}")
+        return self._current[name]
 
     @property
     def output_shape(self):
         return self._shapes[self._output_id]
+
+    @property
+    def seed(self):
+        """The seed the net was built with (its parameter initialisation; its dropout masks
+        until ``seed_dropout``)."""
+        return self._seed
+
+    def blob_shape(self, name):
+        """Per-example shape of blob ``name`` (of its last version, when layers write it in
+        place; or of a version id of ``plan``), e.g. ``(20, 24, 24)``; the input blob's is
+        ``input_shape``."""
+        return self._shapes[self._blob_id(name)]
+
+    def producer(self, name):
+        """The layer writing blob ``name`` (its last version, when layers write it in place), or
+        None for the net's input blob."""
+        step = self._producer.get(self._blob_id(name))
+        return None if step is None else self._plan[step][0]
+
+    def logits_blob(self, output=None):
+        """Name of the blob the loss and ``logits`` read for ``output`` (a blob name; default
+        ``net.output``): the output itself, or the input of the Softmax that makes it."""
+        blob_id = self._output_id if output is None else self._blob_id(output)
+        return self._names[self._logits_of(blob_id)]
 
     @property
     def num_classes(self):
@@ -285,15 +358,46 @@ class Net:
             raise ValueError(f"{self.name}: input has {bad} non-finite value(s) (NaN or inf)")
         return x
 
+    def _steps(self, ctx, blobs, *, yielding=True):
+        """Run the plan on ``blobs`` ({blob id: array}, holding the input), dropping blobs no
+        later layer reads. ``yielding``: a LayerStep per layer, the run going on from its outputs
+        (a caller may replace them); else nothing is yielded (``forward``'s lean path)."""
+        for index, (layer, in_ids, out_ids) in enumerate(self._plan):
+            inputs = [blobs[i] for i in in_ids]
+            outputs = made = layer.forward(inputs, ctx)
+            if yielding:
+                step = LayerStep(layer, *self._step_names[index], inputs, list(made), ctx)
+                yield step
+                outputs = self._step_outputs(step, made, out_ids, len(inputs[0]))
+            for o, y in zip(out_ids, outputs):
+                blobs[o] = y
+            for blob_id in self._free_after[index]:
+                blobs.pop(blob_id, None)
+
+    def _step_outputs(self, step, made, out_ids, n):
+        """A step's outputs after the caller's turn: those it replaced checked, and laid out
+        as the kernels read them."""
+        at = step.layer.at
+        if len(step.outputs) != len(out_ids):
+            raise ValueError(f"{self.name}: {at} makes {len(out_ids)} output(s); its step "
+                             f"holds {len(step.outputs)}")
+        outputs = []
+        for o, y, mine in zip(out_ids, step.outputs, made):
+            if y is not mine:
+                shape = (n,) + self._shapes[o]
+                if not isinstance(y, np.ndarray) or y.shape != shape:
+                    raise ValueError(f"{self.name}: {at}: output {self._names[o]!r} must be an "
+                                     f"array of shape {shape}, got "
+                                     f"{getattr(y, 'shape', type(y).__name__)}")
+                y = np.ascontiguousarray(y, dtype=self.dtype)
+            outputs.append(y)
+        return outputs
+
     def _run(self, x, ctx):
         """Run the plan; returns the blob dict holding at least the output and the logits."""
         blobs = {self.input_name: x}
-        for step, (layer, in_ids, out_ids) in enumerate(self._plan):
-            ys = layer.forward([blobs[i] for i in in_ids], ctx)
-            for o, y in zip(out_ids, ys):
-                blobs[o] = y
-            for blob_id in self._free_after[step]:
-                blobs.pop(blob_id, None)
+        for _ in self._steps(ctx, blobs, yielding=False):
+            pass
         out = blobs[self._output_id]
         if nonfinite(out):
             self._raise_nonfinite(x)
@@ -301,17 +405,30 @@ class Net:
 
     def _raise_nonfinite(self, x):
         """Name the first layer whose output is not finite (the input was checked finite)."""
-        ctx = Context()
-        blobs = {self.input_name: x}
-        for layer, in_ids, out_ids in self._plan:
-            ys = layer.forward([blobs[i] for i in in_ids], ctx)
-            for o, y in zip(out_ids, ys):
-                if nonfinite(y):
-                    raise FloatingPointError(
-                        f"{self.name}: {layer.at} produced non-finite values from finite inputs "
-                        f"(overflow? check the weights and the input scale)")
-                blobs[o] = y
+        for step in self._steps(Context(), {self.input_name: x}):
+            if any(nonfinite(y) for y in step.outputs):
+                raise FloatingPointError(
+                    f"{self.name}: {step.layer.at} produced non-finite values from finite "
+                    f"inputs (overflow? check the weights and the input scale)")
         raise FloatingPointError(f"{self.name}: the output is not finite")
+
+    def run_layers(self, x, *, train=None):
+        """Run the net on ``x`` (N, *input_shape) one layer at a time → an iterator of
+        ``LayerStep``, one per layer in the order they run.
+
+        A step holds the ``layer``, the names of the blobs it reads and writes (``bottoms``,
+        ``tops``) and their values (``inputs``, ``outputs``: lists of (N, *shape) arrays); it
+        unpacks as ``layer, outputs``. The next layer runs when the next step is asked for, on
+        ``step.outputs`` as they are then: between two steps a caller may change the layer's
+        parameters and either call ``step.rerun()`` or put outputs it computed itself into
+        ``step.outputs`` (same shapes) — what a data-dependent initialisation does. With nothing
+        changed, every step's outputs are what ``forward(x)`` computes for those blobs. The mode
+        follows ``train`` as in ``forward``; nothing is kept for ``backward``, and outputs are
+        not checked for NaN/inf.
+        """
+        x = self._check_input(x)  # here, not at the first step: bad input fails at the call
+        ctx = Context(train=self.training if train is None else train, rng=self._rng)
+        return self._steps(ctx, {self.input_name: x})
 
     def forward(self, x, *, train=None):
         """Output of the net for ``x`` (N, *input_shape) — logits, or probabilities if the net

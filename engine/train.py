@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from numba import njit, prange
 
+from ..progress import progress_bar
 from ._jit import JIT_PARALLEL
 from .checkpoint import read_checkpoint, save_checkpoint
 
@@ -145,7 +146,6 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
         start_epoch = ckpt["meta"]["epoch"]
         if log and start_epoch:
             log(f"resuming {checkpoint} after epoch {start_epoch}")
-    tqdm = _progress_bar(progress)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         order = np.random.default_rng([seed, epoch]).permutation(len(x))
@@ -153,8 +153,8 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
         net.seed_dropout([seed, epoch, 2])
         net.train()
         total_loss = total_correct = seen = 0
-        bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   unit="batch")
+        bar = progress_bar(range(steps_per_epoch), enabled=progress,
+                           desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=False)
         for b in bar:
             idx = order[b * batch_size:(b + 1) * batch_size]
             xb, yb = x[idx], y[idx]
@@ -208,11 +208,3 @@ def _epoch_line(r):
     if "val_accuracy" in r:
         line += f"  val acc {100 * r['val_accuracy']:.2f}%"
     return line
-
-
-def _progress_bar(enabled):
-    from tqdm import tqdm
-
-    if enabled:
-        return tqdm
-    return lambda it, **kw: tqdm(it, disable=True, **kw)

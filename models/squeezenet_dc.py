@@ -6,7 +6,7 @@ model size" (arXiv:1602.07360); Han, Mao & Dally 2016, "Deep Compression" (ICLR)
 (BSD licence and provenance beside them): ``SqueezeNet_deploy.prototxt`` and
 ``compressed_SqueezeNet.net``, pruned weights with trained quantization and no Huffman stage.
 
-    net = squeezenet_v1_0_deep_compression()              # dense weights, eval mode
+    net = squeezenet_v1_0_deep_compression()              # sparse codebooks, eval mode
     x = caffe_input(image_rgb_256x256)                    # (1, 3, 227, 227), BGR minus the mean
     probs = softmax_forward(net.logits(x))                # 1000 ImageNet classes
     top5 = top_k(probs[0], 5)                             # [(index, name, probability), ...]
@@ -36,7 +36,7 @@ import numpy as np
 
 from ..engine import Conv2d, Linear
 from ..engine.formats import SparseCodebookWeight
-from .caffe_minimal import net_from_prototxt
+from .caffe import load_caffe
 
 # Every gap in the file is a 4-bit field (decode.py reads two per byte).
 GAP_BITS = 4
@@ -199,7 +199,7 @@ def dense_state_dict(layers):
 
 
 def _architecture(dtype=np.float32):
-    return net_from_prototxt(PROTOTXT, dtype=dtype, name="squeezenet-v1.0-deep-compression")
+    return load_caffe(PROTOTXT, dtype=dtype, name="squeezenet-v1.0-deep-compression")
 
 
 def load_deep_compression_arrays(path=WEIGHTS):

@@ -466,22 +466,21 @@ def data_init(net, x, *, eps=1e-6):
     none, and for it this is what keeps the deep narrow net's signal at unit scale.
     """
     from ..engine import BatchNorm
-    from ..engine.layers import Context
 
     x = np.ascontiguousarray(x, dtype=net.dtype)
     if x.ndim != len(net.input_shape) + 1 or x.shape[1:] != net.input_shape or len(x) < 2:
         raise ValueError(f"{net.name}: data_init needs a batch of at least 2 inputs of shape "
                          f"{net.input_shape}, got {x.shape}")
-    blobs = {net.input_name: x}
-    ctx = Context()
-    for layer, in_ids, out_ids in net._plan:
-        xs = [blobs[i] for i in in_ids]
+    head = net.producer(net.logits_blob())
+    for step in net.run_layers(x, train=False):
+        layer = step.layer
         if isinstance(layer, BatchNorm):
-            layer.buffers["mean"][...] = xs[0].mean(axis=(0,) + tuple(range(2, xs[0].ndim)))
-        ys = layer.forward(xs, ctx)
-        if isinstance(layer, (Conv2d, Linear)) and net._logits_id not in out_ids \
+            xin = step.inputs[0]
+            layer.buffers["mean"][...] = xin.mean(axis=(0,) + tuple(range(2, xin.ndim)))
+            step.rerun()
+        elif isinstance(layer, (Conv2d, Linear)) and layer is not head \
                 and layer.weight_format.kind == "dense":
-            y = ys[0]
+            y = step.outputs[0]
             axes = (0,) + tuple(range(2, y.ndim))
             mean = y.mean(axis=axes) if layer.bias else np.zeros(y.shape[1], y.dtype)
             var = y.var(axis=axes)
@@ -492,9 +491,8 @@ def data_init(net, x, *, eps=1e-6):
             if layer.bias:
                 layer.params["bias"][...] = (layer.params["bias"] - mean) / std
             shape = (1, -1) + (1,) * (y.ndim - 2)
-            ys = [((y - mean.reshape(shape)) / std.reshape(shape)).astype(y.dtype)]
-        for o, y in zip(out_ids, ys):
-            blobs[o] = y
+            # what the rescaled layer outputs, without running it again
+            step.outputs[0] = ((y - mean.reshape(shape)) / std.reshape(shape)).astype(y.dtype)
     return net
 
 

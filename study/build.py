@@ -95,6 +95,7 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
         train(net, x, y, spec.train, seed, progress=progress, checkpoint=checkpoint,
               objective=objective)
     elif spec.kind == "compressed":
+        from ..attacks.adversarial_training import adversarial_objective
         from ..compress.pipeline import CompressionSettings, compress
 
         net = parents[spec.base].copy()
@@ -108,8 +109,10 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
                         "gap_bits": chosen.gap_bits}
             extra["kept"] = chosen.kept
         say(f"compressing {spec.base} → {name} (seed {seed})")
-        report = compress(net, x, y, CompressionSettings(**settings), val=None,
-                          progress=progress, log=None)
+        objective = adversarial_objective(settings.get("adversarial"), seed,
+                                          where=f"{study.source}: model {name}: adversarial")
+        report = compress(net, x, y, CompressionSettings(**settings), objective=objective,
+                          val=None, progress=progress, log=None)
         extra["stages"] = [{k: s[k] for k in ("stage", "seconds")} for s in report["stages"]]
     elif spec.kind == "finetuned":
         net = parents[spec.base].copy()

@@ -15,10 +15,10 @@ columns of ``store.COLUMNS`` except ``key``.
 """
 
 import time
-from contextlib import contextmanager
 
 import numpy as np
 
+from ..progress import progress_bar
 from .config import SANITY
 from .store import versions
 
@@ -32,17 +32,10 @@ def _accuracy_within(clean_ok, adv_ok, sizes, eps):
     return float((clean_ok & ~fooled).mean()) if len(clean_ok) else float("nan")
 
 
-@contextmanager
 def _cell_bar(progress, label, total):
-    """A progress bar of one cell (examples attacked, with its ETA) → its update callback."""
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, desc=label, unit="ex", leave=False, position=1,
-               disable=not progress)
-    try:
-        yield bar.update
-    finally:
-        bar.close()
+    """The bar of one cell's examples attacked (under the study's bar), with its ETA."""
+    return progress_bar(enabled=progress, desc=label, total=total, unit="ex", leave=False,
+                        position=1)
 
 
 def run_attack(study, cell, nets, xt, yt, *, progress=False):
@@ -56,9 +49,9 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
     crafter = nets[spec.source] if spec.source else net
     fn = resolve_attack(spec.name, "study")
     with _cell_bar(progress, f"{cell.model} {cell.attack}", len(xt)
-                   * spec.options.get("restarts", 1)) as update:
+                   * spec.options.get("restarts", 1)) as bar:
         x_adv = fn(crafter, xt, yt, cell.eps, clip=(0.0, 1.0), batch_size=study.batch_size,
-                   seed=cell.seed, progress=update, **spec.options)
+                   seed=cell.seed, progress=bar.update, **spec.options)
     clean_ok = net.predict(xt, batch_size=study.batch_size) == yt
     adv_ok = net.predict(x_adv, batch_size=study.batch_size) == yt
     row = attack_row(xt, x_adv, clean_ok, adv_ok, cell.eps)
@@ -86,10 +79,10 @@ def run_sanity(study, cell, net, xt, yt, *, progress=False):
     x, y = xt[:n], yt[:n]
     clean_ok = net.predict(x, batch_size=study.batch_size) == y
     # Several attacks at several eps: a count of examples attacked, without a total.
-    with _cell_bar(progress, f"{cell.model} sanity checks", None) as update:
+    with _cell_bar(progress, f"{cell.model} sanity checks", None) as bar:
         checks = sanity_checks(net, x, y, {}, study.bounded_eps() or [0.1], clean_ok=clean_ok,
                                subset=n, batch_size=study.batch_size, seed=cell.seed,
-                               progress=update)
+                               progress=bar.update)
     return float(clean_ok.mean()), [c.to_dict() for c in checks]
 
 

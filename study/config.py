@@ -42,12 +42,22 @@ import math
 import tomllib
 from dataclasses import asdict, dataclass, field
 
+# The study's vocabulary: every other module of study/ takes these names from here.
 KINDS = ("dense", "compact", "compressed", "finetuned", "distilled", "lowrank")
 TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
+# The headline's two sides: models made small by compression, and models designed (or
+# distilled, or factorised) small.
+COMPRESSED_KINDS = ("compressed", "finetuned")
+COMPACT_KINDS = ("compact", "distilled", "lowrank")
+# How a model's lineage was trained adversarially (``Study.adversarial``) → what it is called.
+ADVERSARIAL_LINEAGE = {"": "none", "compressed": "adversarial-aware compression",
+                       "finetuned": "compress, then adversarial training",
+                       "dense": "adversarial training, then compress"}
+SANITY = "sanity"  # the attack name of a model's sanity-check cell: checks, not an attack
+TRANSFER = "transfer"  # a transfer attack's label: transfer:fgsm<-lenet5 (attack_label)
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
 ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
-SANITY = "sanity"  # the attack name of a model's sanity-check cell
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
@@ -57,6 +67,39 @@ _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
                              "temperature", "alpha"},
                "lowrank": {"name", "kind", "base", "ratio", "ranks", "train"}}
+
+
+def attack_label(name, source=None):
+    """The results' name of an attack: its own name, or for examples crafted on the model
+    ``source`` and transferred, ``transfer:<name><-<source>``."""
+    return f"{TRANSFER}:{name}<-{source}" if source else name
+
+
+def parse_attack_label(label):
+    """(attack, source model or None) of an attack label: ``transfer:FGSM<-lenet5`` →
+    ("fgsm", "lenet5"); the attack lower-cased, as rows of any age spell it."""
+    text = str(label)
+    source = None
+    if text.startswith(f"{TRANSFER}:") and "<-" in text:
+        text, source = text[len(TRANSFER) + 1:].split("<-", 1)
+        source = source.strip()
+    return text.rsplit(":", 1)[-1].split("<-", 1)[0].strip().lower(), source
+
+
+def base_attack(label):
+    """The attack a (possibly transfer) label runs: ``transfer:fgsm<-lenet5`` → fgsm."""
+    return parse_attack_label(label)[0]
+
+
+def is_unbounded_attack(label):
+    """Whether the attack a label runs takes no eps (DeepFool, C&W, …): the one place the
+    study decides it from a name alone (report rows that stored eps as 0)."""
+    from ..attacks.registry import attack_spec  # imports the engine: only when asked
+
+    try:
+        return not attack_spec(base_attack(label)).bounded
+    except ValueError:  # a name this robustcnn does not know: a row from another version
+        return False
 
 
 @dataclass(frozen=True)
@@ -98,7 +141,7 @@ class AttackSpec:
     @property
     def label(self):
         """The attack column of the results: ``fgsm``, or ``transfer:fgsm<-lenet5``."""
-        return f"transfer:{self.name}<-{self.source}" if self.source else self.name
+        return attack_label(self.name, self.source)
 
 
 @dataclass(frozen=True)
@@ -110,6 +153,11 @@ class Cell:
     attack: str
     eps: float
     seed: int
+
+    def describe(self):
+        """One line for progress bars: ``dense fgsm eps 0.1 seed 0``."""
+        eps = "" if self.eps is None else f" eps {self.eps:g}"
+        return f"{self.model} {self.attack}{eps} seed {self.seed}"
 
 
 @dataclass
@@ -281,16 +329,16 @@ def _unknown(table, allowed, source, where):
 
 def _adversarial(table, source, where):
     """An adversarial-training table → its canonical dict (attack name resolved)."""
-    from ..attacks.evaluate import BOUNDED, canonical_attack
+    from ..attacks.registry import attack_spec
 
     table = _table(table, source, where)
     _unknown(table, ADVERSARIAL_KEYS, source, where)
     try:
-        attack = canonical_attack(_str(table.get("attack", "fgsm"), source, f"{where}.attack"),
-                                  where)
+        record = attack_spec(_str(table.get("attack", "fgsm"), source, f"{where}.attack"), where)
     except ValueError as e:
         raise _err(source, f"{where}.attack", str(e)) from None
-    if attack not in BOUNDED:
+    attack = record.name
+    if not record.bounded:
         raise _err(source, f"{where}.attack", f"{attack} has no eps; adversarial training "
                                               f"needs a bounded attack")
     if "eps" not in table:
@@ -424,16 +472,16 @@ def _parse_model(m, i, models, train, archs, source):
 
 
 def _parse_attack(a, i, attacks, models, source):
-    from ..attacks.evaluate import BOUNDED, UNBOUNDED, canonical_attack
+    from ..attacks.registry import attack_spec
 
     where = f"attacks[{i}]"
     a = _table(a, source, where)
     _unknown(a, {"name", "eps", "source", "options"}, source, where)
     try:
-        name = canonical_attack(_str(a.get("name"), source, f"{where}.name"), where)
+        record = attack_spec(_str(a.get("name"), source, f"{where}.name"), where)
     except ValueError as e:
         raise _err(source, f"{where}.name", str(e)) from None
-    bounded = name in BOUNDED
+    name, bounded = record.name, record.bounded
     src = None
     if "source" in a:
         src = _str(a["source"], source, f"{where}.source")
@@ -451,11 +499,11 @@ def _parse_attack(a, i, attacks, models, source):
     if len(set(values)) != len(values):
         raise _err(source, f"{where}.eps", f"repeated eps in {values}")
     options = dict(_table(a.get("options", {}), source, f"{where}.options"))
-    bad = sorted(set(options) & {"eps", "clip", "batch_size", "seed", "y", "x", "net"})
+    bad = sorted(set(options) & {"eps", "clip", "batch_size", "seed", "y", "x", "net",
+                                 "progress"})
     if bad:
         raise _err(source, f"{where}.options.{bad[0]}", "set by the study, not the attack")
-    spec = AttackSpec(name, BOUNDED.get(name) or UNBOUNDED[name], tuple(values), bounded, src,
-                      options)
+    spec = AttackSpec(name, record.norm, tuple(values), bounded, src, options)
     if spec.label in attacks:
         raise _err(source, f"{where}.name", f"attack {spec.label} listed twice")
     return spec

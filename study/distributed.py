@@ -8,10 +8,13 @@ it. Workers need only ``pip install robustcnn[distributed]``: the data travels w
 
 A build waits for its parents' builds (Dask passes their futures' results); a cell waits for
 the models it evaluates. Results are the same rows as in-process: every step is the same pure
-function (``runner.make_model``, ``cell.evaluate_cell``) with the same seeds.
+function (``models.make_model``, ``cell.evaluate_cell``) with the same seeds.
 """
 
+from ..progress import progress_bar
 from .cell import evaluate_cell
+from .data import load_data
+from .models import make_model, needed_models, net_from_bytes, store_model, stored_model
 
 
 def _client(scheduler):
@@ -30,15 +33,11 @@ def _client(scheduler):
 
 
 def _build_task(study, name, seed, data, *parents):
-    from .runner import make_model
-
     names = study.model(name).parents
     return make_model(study, name, seed, data, dict(zip(names, (b for b, _ in parents))))
 
 
 def _cell_task(study, cell, test, *models):
-    from .runner import net_from_bytes
-
     names = study.cell_models(cell)
     nets = {n: net_from_bytes(blob, n) for n, (blob, _) in zip(names, models)}
     infos = {n: info for n, (_, info) in zip(names, models)}
@@ -50,8 +49,6 @@ def run_distributed(study, store, todo, scheduler, *, progress=False, log=None):
     ``scheduler`` → rows written."""
     from distributed import as_completed
 
-    from .runner import _bar, _describe, _needed_models, load_data, store_model, stored_model
-
     say = log or (lambda line: None)
     client, owned = _client(scheduler)
     try:
@@ -59,7 +56,7 @@ def run_distributed(study, store, todo, scheduler, *, progress=False, log=None):
         data_f = client.scatter(data, broadcast=True)
         test_f = client.scatter(data[2:], broadcast=True)
         models, builds = {}, {}
-        for name, seed in _needed_models(study, [c for _, c in todo]):
+        for name, seed in needed_models(study, [c for _, c in todo]):
             found = stored_model(store, study, name, seed)
             if found is not None:
                 [models[(name, seed)]] = client.scatter([found])
@@ -77,9 +74,9 @@ def run_distributed(study, store, todo, scheduler, *, progress=False, log=None):
                                 pure=False)] = (key, cell)
         if builds:
             say(f"building {len(builds)} model(s) on the cluster")
-        bar = _bar(progress)(total=len(cells), desc="study", unit="cell", position=0)
         written = 0
-        try:
+        with progress_bar(enabled=progress, total=len(cells), desc="study", unit="cell",
+                          position=0) as bar:
             for future in as_completed(list(builds) + list(cells)):
                 if future in builds:
                     name, seed = builds[future]
@@ -91,10 +88,8 @@ def run_distributed(study, store, todo, scheduler, *, progress=False, log=None):
                 row = dict(future.result())
                 row["key"] = key
                 written += store.write_cell(row)
-                bar.set_postfix_str(_describe(cell))
+                bar.set_postfix_str(cell.describe())
                 bar.update()
-        finally:
-            bar.close()
         return written
     finally:
         if owned:

@@ -2,7 +2,7 @@
 
     dense            the (O, …) array
     csr              pruned weights: data, indices, indptr (scipy.sparse's names)
-    codebook         weight sharing: k-bit codes (k = 1..8) into float32 centroids
+    codebook         weight sharing: k-bit codes (k = 1..8) into centroids (the net's dtype)
     sparse_codebook  Deep Compression / EIE: codes of the non-zeros + fixed-width relative gaps
     huffman          the sparse codebook's codes and gaps Huffman-coded, one block per row
 

@@ -6,19 +6,24 @@ and back.
     net.preprocessing            # {"scale": 1.0, "mean_value": [104, 117, 123], …} or {}
     save_caffe(net, "out.prototxt", "out.caffemodel")     # see exporter.py
 
-Files are parsed with the ``protobuf`` package (the ``caffe`` extra: ``pip install
-robustcnn[caffe]``) against a schema the project declares itself, ``caffe_subset.proto``: the
-messages of Caffe's ``caffe.proto`` that it needs, with Caffe's field numbers. No Caffe, no
-``protoc``. Both network formats are read: the current ``layer { type: "Convolution" }`` and the
-deprecated ``layers { type: CONVOLUTION }`` (V1). The TEST phase is built.
+The schema is the project's own, ``caffe_subset.proto``: the messages of Caffe's ``caffe.proto``
+that it needs, with Caffe's field numbers and defaults. No Caffe, no ``protoc``. A prototxt is
+read with the ``protobuf`` package when it is installed (the ``caffe`` extra: ``pip install
+robustcnn[caffe]``) and with the project's own text-format parser (prototxt.py) otherwise:
+both give the same ``Message`` (message.py), and one translator (importer.py) builds the net
+from it. Binary files — ``.caffemodel`` weights, a ``mean_file`` — and writing Caffe files need
+protobuf (an ImportError says so); ``.caffemodel.h5`` weights need h5py only. Both network
+formats are read: the current ``layer { type: "Convolution" }`` and the deprecated
+``layers { type: CONVOLUTION }`` (V1). The TEST phase is built.
 
 **Input.** ``input:`` with ``input_dim:`` ×4 or ``input_shape { dim: … }`` in the header, an
 ``Input`` layer, or a data layer (Data, ImageData, MemoryData, HDF5Data, WindowData, DummyData;
 MemoryData and DummyData sizes and ImageData/WindowData crops give the shape, otherwise pass
 ``input_shape=(C, H, W)``; its ``transform_param`` — mean values, scale, crop, mirror — is kept
 as ``net.preprocessing``, not applied). One input; the batch size in the file is ignored.
-Layers outside the TEST phase (``include``/``exclude`` rules) are left out, so train/val files
-load too.
+Layers outside the TEST phase (``include``/``exclude`` rules, as Caffe's FilterNet applies them
+at level 0 with no stages; a layer with both kinds of rule is refused, as in Caffe) are left
+out, so train/val files load too.
 
 **Layers** (Caffe type → engine layer):
 
@@ -47,15 +52,13 @@ are matched as Caffe does). Anything else — another layer type or option, a la
 weights — is a ValueError naming the file, the layer and what was expected vs found.
 """
 
-try:
-    import google.protobuf  # noqa: F401
-except ImportError:  # pragma: no cover - depends on the environment
-    raise ImportError("robustcnn.models.caffe needs the protobuf package: "
-                      "pip install 'robustcnn[caffe]'") from None
-
 from .exporter import net_parameter, save_caffe
-from .files import read_caffemodel, read_mean_file, read_prototxt, read_weights
+from .files import read_caffemodel, read_mean_file, read_net, read_prototxt, read_weights
 from .importer import load_caffe
+from .message import Message
+from .prototxt import parse_net, parse_prototxt
+from .schema import has_protobuf
 
-__all__ = ["load_caffe", "save_caffe", "net_parameter", "read_prototxt", "read_caffemodel",
-           "read_weights", "read_mean_file"]
+__all__ = ["load_caffe", "save_caffe", "net_parameter", "read_net", "read_prototxt",
+           "read_caffemodel", "read_weights", "read_mean_file", "parse_prototxt", "parse_net",
+           "Message", "has_protobuf"]

@@ -23,7 +23,7 @@ from ...atomic import atomic_path
 from ...engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                        EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, Linear, LRNWithin,
                        MaxPool2d, PReLU, ReLU, Reshape, Scale, Softmax)
-from .schema import messages
+from .schema import messages, require_protobuf
 
 
 def _blob(array, shape=None):
@@ -175,7 +175,9 @@ WRITERS = [
 
 
 def net_parameter(net, *, weights=True):
-    """``net`` as a Caffe NetParameter (with the weights as blobs if ``weights``)."""
+    """``net`` as a Caffe NetParameter (with the weights as blobs if ``weights``); needs
+    protobuf."""
+    require_protobuf(f"{net.name}: writing a net as a Caffe NetParameter")
     msg = messages()["NetParameter"](name=net.name)
     data = msg.layer.add(name=net.input_name, type="Input")
     data.top.append(net.input_name)
@@ -217,7 +219,9 @@ def save_caffe(net, prototxt, caffemodel=None):
     """Write ``net`` as a Caffe deploy ``prototxt`` (text) and, if given, a binary
     ``caffemodel`` holding its weights. ``load_caffe(prototxt, caffemodel)`` reads them back.
 
-    Raises ValueError for a layer Caffe has no equivalent of (ReLU6, QuantizedReLU)."""
+    Raises ValueError for a layer Caffe has no equivalent of (ReLU6, QuantizedReLU), and
+    ImportError without protobuf."""
+    require_protobuf(f"{net.name}: writing Caffe files")
     from google.protobuf import text_format
 
     text = text_format.MessageToString(net_parameter(net, weights=False))

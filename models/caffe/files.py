@@ -1,9 +1,14 @@
 """Reading Caffe's files into the schema's messages and arrays, checked.
 
-    msg = read_prototxt("deploy.prototxt")        # NetParameter, from the text format
-    msg = read_caffemodel("net.caffemodel")       # NetParameter, from the binary format
+    net = read_net("deploy.prototxt")             # Message NetParameter: what load_caffe reads
+    msg = read_prototxt("deploy.prototxt")        # protobuf NetParameter, from the text format
+    msg = read_caffemodel("net.caffemodel")       # protobuf NetParameter, from the binary format
     blobs = read_weights("net.caffemodel")        # {layer name: [array, …]}; also .caffemodel.h5
     mean = read_mean_file("mean.binaryproto")     # a data layer's mean_file, (C, H, W)
+
+A prototxt is read with protobuf's text format when protobuf is installed and with the
+project's own parser (prototxt.py) otherwise; ``read_net`` gives the same ``Message`` either way.
+The binary formats (.caffemodel, .binaryproto) need protobuf; HDF5 weights need h5py only.
 
 Everything a file declares is checked against what it holds before it is used: a blob's shape
 against its values, an HDF5 dataset's size against the expected one before it is read. No size
@@ -15,14 +20,14 @@ import os
 
 import numpy as np
 
-from .schema import messages
+from .message import Message, from_protobuf
+from .prototxt import MAX_TEXT_DEPTH, parse_net
+from .schema import has_protobuf, messages, require_protobuf
 
 # protobuf cannot parse a binary message of 2 GiB or more.
 MAX_BINARY_BYTES = 2**31 - 1
 # A net description of more than this is not a prototxt.
 MAX_TEXT_BYTES = 64 * 2**20
-# Nesting deeper than this in a text file is refused (Caffe's nets nest 4 or 5 levels).
-MAX_TEXT_DEPTH = 64
 
 # The deprecated V1 layer type enum → the type names of the current format.
 V1_TYPES = {
@@ -86,15 +91,22 @@ def _text_depth(text):
     return deepest
 
 
-def read_prototxt(path_or_text):
-    """A Caffe net in protobuf text format → NetParameter.
+def _is_text(path_or_text):
+    """A str holding a newline or ``{`` is a prototxt's text; any other str is a path."""
+    return isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text)
 
-    ``path_or_text``: a path, or the text itself (a str containing a newline or ``{``), or
-    bytes. Fields the schema does not declare are errors naming the line and column.
-    """
-    from google.protobuf import text_format
 
-    if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
+def source_name(path_or_text, what):
+    """The name errors give a file: its path, or ``<what>`` for text or bytes passed in."""
+    if isinstance(path_or_text, (bytes, bytearray, memoryview)) or _is_text(path_or_text):
+        return f"<{what}>"
+    return str(os.fspath(path_or_text))
+
+
+def _prototxt_text(path_or_text):
+    """(text, source name) of a prototxt given as a path, its text or its bytes; refuses what
+    cannot be one (too large, not UTF-8, NUL bytes, nested too deep)."""
+    if _is_text(path_or_text):
         data, source = path_or_text.encode("utf-8"), "<prototxt>"
     else:
         data, source = _source_bytes(path_or_text, MAX_TEXT_BYTES, "prototxt")
@@ -107,12 +119,48 @@ def read_prototxt(path_or_text):
                          f".caffemodel?)")
     if _text_depth(text) > MAX_TEXT_DEPTH:
         raise ValueError(f"{source}: nested more than {MAX_TEXT_DEPTH} levels deep")
+    return text, source
+
+
+def read_prototxt(path_or_text):
+    """A Caffe net in protobuf text format → protobuf NetParameter (needs protobuf; ``read_net``
+    does not).
+
+    ``path_or_text``: a path, or the text itself (a str containing a newline or ``{``), or
+    bytes. Fields the schema does not declare are errors naming the line and column.
+    """
+    require_protobuf(f"{source_name(path_or_text, 'prototxt')}: reading a prototxt into a "
+                     f"protobuf message")
+    from google.protobuf import text_format
+
+    text, source = _prototxt_text(path_or_text)
     msg = messages()["NetParameter"]()
     try:
         text_format.Parse(text, msg)
     except text_format.ParseError as e:
         raise ValueError(f"{source}:{e}") from None
     return msg
+
+
+PARSERS = ("auto", "protobuf", "text")
+
+
+def read_net(path_or_text, *, parser="auto"):
+    """A Caffe net in protobuf text format → ``Message`` (NetParameter): what ``load_caffe``
+    translates.
+
+    ``path_or_text``: a path, the text itself (a str containing a newline or ``{``) or bytes.
+    ``parser``: "protobuf" (protobuf's text format), "text" (the project's parser, prototxt.py)
+    or "auto" (protobuf if installed, else the project's). Both give equal messages for a
+    valid file; a malformed one, or a field the schema does not declare, is a ValueError
+    naming the file and the line either way.
+    """
+    if parser not in PARSERS:
+        raise ValueError(f"parser must be one of {PARSERS}, got {parser!r}")
+    if parser == "protobuf" or (parser == "auto" and has_protobuf()):
+        return from_protobuf(read_prototxt(path_or_text))
+    text, source = _prototxt_text(path_or_text)
+    return parse_net(text, source=source)
 
 
 def read_caffemodel(path_or_bytes):
@@ -124,6 +172,7 @@ def read_caffemodel(path_or_bytes):
 
 def _parse_binary(path_or_bytes, message, what):
     """(message parsed from a binary file, source name); ValueError if it is not one."""
+    require_protobuf(f"{source_name(path_or_bytes, what)}: reading a binary .{what}")
     from google.protobuf.message import DecodeError
 
     data, source = _source_bytes(path_or_bytes, MAX_BINARY_BYTES, what)
@@ -136,7 +185,12 @@ def _parse_binary(path_or_bytes, message, what):
 
 
 def layer_type(layer):
-    """The type name of a V2 ``layer`` or V1 ``layers`` entry (``CONVOLUTION`` → Convolution)."""
+    """The type name of a V2 ``layer`` or V1 ``layers`` entry (``CONVOLUTION`` → Convolution),
+    a ``Message`` or a protobuf message."""
+    if isinstance(layer, Message):
+        if layer.message_type == "V1LayerParameter":
+            return V1_TYPES.get(layer.type, layer.type)
+        return layer.type
     if layer.DESCRIPTOR.name == "V1LayerParameter":
         enum = layer.DESCRIPTOR.fields_by_name["type"].enum_type
         name = enum.values_by_number[layer.type].name if layer.type in enum.values_by_number \
@@ -146,7 +200,8 @@ def layer_type(layer):
 
 
 def net_layers(msg, source):
-    """The layers of a NetParameter, V2 ``layer`` or V1 ``layers`` (not both)."""
+    """The layers of a NetParameter (a ``Message`` or a protobuf message), V2 ``layer`` or V1
+    ``layers`` (not both)."""
     if len(msg.layer) and len(msg.layers):
         raise ValueError(f"{source}: has both 'layer' (current) and 'layers' (V1) entries")
     return list(msg.layer) if len(msg.layer) else list(msg.layers)
@@ -255,14 +310,12 @@ def read_weights(path_or_bytes):
 
     ``legacy`` is True for a blob shaped by the old (num, channels, height, width) fields. HDF5
     blobs come as ``LazyH5Blob`` (``shape``, ``read()``) so that nothing is read before its size
-    is checked against the net."""
+    is checked against the net. A binary .caffemodel needs protobuf, HDF5 weights do not."""
     if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)) \
             and _is_hdf5(os.fspath(path_or_bytes)):
         return _weights_hdf5(os.fspath(path_or_bytes))
     msg = read_caffemodel(path_or_bytes)
-    source = "<caffemodel>" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) \
-        else os.fspath(path_or_bytes)
-    return _weights_protobuf(msg, source)
+    return _weights_protobuf(msg, source_name(path_or_bytes, "caffemodel"))
 
 
 def read_mean_file(path_or_bytes):

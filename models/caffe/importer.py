@@ -3,18 +3,24 @@
     net = load_caffe("deploy.prototxt", "weights.caffemodel")    # or weights.caffemodel.h5
     net.preprocessing          # the data layer's transform_param (mean, scale, crop), or {}
 
-See ``robustcnn.models.caffe`` for the layer types and their mapping.
+The one translator of Caffe layers: ``BUILDERS`` maps each Caffe layer type onto engine layers,
+with its parameters' defaults taken from the schema (``caffe_subset.proto``), the fillers, and
+the TEST-phase rules. It walks a ``Message`` (message.py), which protobuf or the project's own
+text-format parser made (``files.read_net``), so it reads a prototxt the same way with or
+without protobuf installed. See ``robustcnn.models.caffe`` for the layer types and their
+mapping.
 """
 
 import math
-import os
 
 import numpy as np
 
 from ...engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                        EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, Linear, LRNWithin,
                        MaxPool2d, Net, PReLU, ReLU, Reshape, Scale, Softmax)
-from .files import layer_type, net_layers, read_prototxt, read_weights
+from .files import layer_type, net_layers, read_net, read_weights, source_name
+from .message import Message
+from .schema import fields
 
 # Layers that feed data: their first top is the net's input, the others (labels) are dropped.
 DATA_TYPES = ("Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData")
@@ -30,39 +36,23 @@ MAX_TOTAL_PARAMS = 2**29
 
 def _sub(layer, field):
     """The parameter message ``field`` of a V1 or V2 layer (its defaults if absent or if the
-    layer's format has no such field)."""
-    if field in layer.DESCRIPTOR.fields_by_name:
+    layer's format has no such field: V1 layers have no flatten_param)."""
+    if layer.declares(field):
         return getattr(layer, field)
-    from .schema import messages
-
-    kind = {"batch_norm_param": "BatchNormParameter", "flatten_param": "FlattenParameter",
-            "input_param": "InputParameter", "prelu_param": "PReLUParameter",
-            "reshape_param": "ReshapeParameter", "scale_param": "ScaleParameter"}[field]
-    return messages()[kind]()
+    return Message(fields()["LayerParameter"][field].type)
 
 
-def _has(layer, field):
-    return field in layer.DESCRIPTOR.fields_by_name and layer.HasField(field)
-
-
-def _enum_name(msg, field):
-    return msg.DESCRIPTOR.fields_by_name[field].enum_type.values_by_number[getattr(msg, field)].name
+def _has(msg, field):
+    """Whether ``msg`` has field ``field`` set (False if its type has no such field)."""
+    return msg.declares(field) and msg.has(field)
 
 
 def _hw(p, name, default, at, minimum=0):
     """Caffe's spatial (h, w) fields: ``name`` (repeated: one value, or h and w) or
     ``<stem>_h`` + ``<stem>_w``."""
     stem = name.removesuffix("_size")
-    fields = p.DESCRIPTOR.fields_by_name
-    has_h = f"{stem}_h" in fields and p.HasField(f"{stem}_h")
-    has_w = f"{stem}_w" in fields and p.HasField(f"{stem}_w")
-    field = fields[name]
-    repeated = field.is_repeated if hasattr(field, "is_repeated") else \
-        field.label == field.LABEL_REPEATED  # protobuf < 5
-    if repeated:
-        values = list(getattr(p, name))
-    else:
-        values = [getattr(p, name)] if p.HasField(name) else []
+    has_h, has_w = _has(p, f"{stem}_h"), _has(p, f"{stem}_w")
+    values = p.values(name)
     if has_h or has_w:
         if values or not (has_h and has_w):
             raise ValueError(f"{at}: give either {name} or both {stem}_h and {stem}_w")
@@ -81,23 +71,18 @@ def _hw(p, name, default, at, minimum=0):
 
 def _filler(p, at):
     """A Caffe weight_filler → the engine's initialiser (used only without a caffemodel)."""
-    if not p.HasField("weight_filler"):
+    if not p.has("weight_filler"):
         return "xavier"  # the engine's default; Caffe's would be constant 0
     f = p.weight_filler
     kind = f.type
-    if kind in ("xavier", "msra") and _enum_name(f, "variance_norm") == "FAN_IN":
+    if kind in ("xavier", "msra") and f.variance_norm == "FAN_IN":
         return kind
-    # str of a float32 is its shortest repr: 0.01, not 0.009999999776482582
+    # Float fields read as the float their file spelled: 0.01, not 0.009999999776482582.
     if kind == "gaussian" and f.mean == 0:
-        return f"gaussian:{str(np.float32(f.std))}"
+        return f"gaussian:{f.std}"
     if kind == "constant":
-        return f"constant:{str(np.float32(f.value))}"
-    return "xavier"
-
-
-def _f32(value):
-    """A float32 field as the float its file spelled (0.0001, not 9.999999747378752e-05)."""
-    return float(str(np.float32(value)))
+        return f"constant:{f.value}"
+    return "xavier"  # the engine's initialisers use fan_in only: another variance_norm too
 
 
 def _axis(axis, rank, at, what="axis"):
@@ -118,7 +103,7 @@ def _not_supported(at, what):
 
 def _convolution(name, layer, at, io, shapes):
     p = layer.convolution_param
-    if not p.HasField("num_output") or p.num_output < 1:
+    if not p.has("num_output") or p.num_output < 1:
         raise ValueError(f"{at}: convolution_param.num_output must be given and >= 1")
     if len(shapes[0]) != 3 or _axis(p.axis, len(shapes[0]) + 1, at) != 1:
         raise _not_supported(at, f"a convolution over axis {p.axis} of a "
@@ -138,7 +123,7 @@ def _convolution(name, layer, at, io, shapes):
 
 def _inner_product(name, layer, at, io, shapes):
     p = layer.inner_product_param
-    if not p.HasField("num_output") or p.num_output < 1:
+    if not p.has("num_output") or p.num_output < 1:
         raise ValueError(f"{at}: inner_product_param.num_output must be given and >= 1")
     if _axis(p.axis, len(shapes[0]) + 1, at) != 1:
         raise _not_supported(at, f"inner_product_param.axis {p.axis} (an inner product over "
@@ -149,7 +134,7 @@ def _inner_product(name, layer, at, io, shapes):
 
 def _pooling(name, layer, at, io, shapes):
     p = layer.pooling_param
-    kind = _enum_name(p, "pool")
+    kind = p.pool
     if kind not in ("MAX", "AVE"):
         raise _not_supported(at, f"pool {kind}")
     if len(shapes[0]) != 3:
@@ -160,7 +145,7 @@ def _pooling(name, layer, at, io, shapes):
         if kind == "AVE":
             return [GlobalAvgPool2d(name, **io)]
         return [MaxPool2d(name, kernel=shapes[0][1:], stride=1, **io)]
-    ceil = _enum_name(p, "round_mode") == "CEIL"
+    ceil = p.round_mode == "CEIL"
     return [(MaxPool2d if kind == "MAX" else AvgPool2d)(
         name, kernel=_hw(p, "kernel_size", None, at, 1), stride=_hw(p, "stride", 1, at, 1),
         padding=_hw(p, "pad", 0, at), ceil_mode=ceil, **io)]
@@ -170,13 +155,12 @@ def _relu(name, layer, at, io, shapes):
     slope = layer.relu_param.negative_slope
     if slope < 0:
         raise _not_supported(at, f"a negative negative_slope ({slope})")
-    return [ReLU(name, negative_slope=_f32(slope), **io)]
+    return [ReLU(name, negative_slope=slope, **io)]
 
 
 def _prelu(name, layer, at, io, shapes):
     p = _sub(layer, "prelu_param")
-    init = _f32(p.filler.value) if p.HasField("filler") and p.filler.type == "constant" \
-        else 0.25
+    init = p.filler.value if p.has("filler") and p.filler.type == "constant" else 0.25
     if len(shapes[0]) not in (1, 3):
         raise ValueError(f"{at}: PReLU needs a (C,) or (C, H, W) input, got {shapes[0]}")
     return [PReLU(name, channel_shared=p.channel_shared, init=init, **io)]
@@ -184,18 +168,16 @@ def _prelu(name, layer, at, io, shapes):
 
 def _lrn(name, layer, at, io, shapes):
     p = layer.lrn_param
-    if _enum_name(p, "norm_region") == "WITHIN_CHANNEL":
+    if p.norm_region == "WITHIN_CHANNEL":
         if len(shapes[0]) != 3:
             raise ValueError(f"{at}: LRN within channels needs a (C, H, W) input, got "
                              f"{shapes[0]}")
-        return [LRNWithin(name, local_size=p.local_size, alpha=_f32(p.alpha), beta=_f32(p.beta),
-                          **io)]
-    return [LRN(name, local_size=p.local_size, alpha=_f32(p.alpha), beta=_f32(p.beta),
-                k=_f32(p.k), **io)]
+        return [LRNWithin(name, local_size=p.local_size, alpha=p.alpha, beta=p.beta, **io)]
+    return [LRN(name, local_size=p.local_size, alpha=p.alpha, beta=p.beta, k=p.k, **io)]
 
 
 def _dropout(name, layer, at, io, shapes):
-    return [Dropout(name, p=_f32(layer.dropout_param.dropout_ratio), **io)]
+    return [Dropout(name, p=layer.dropout_param.dropout_ratio, **io)]
 
 
 def _softmax(name, layer, at, io, shapes):
@@ -209,7 +191,7 @@ def _softmax(name, layer, at, io, shapes):
 
 def _concat(name, layer, at, io, shapes):
     p = layer.concat_param
-    axis = p.axis if p.HasField("axis") or not p.HasField("concat_dim") else p.concat_dim
+    axis = p.axis if p.has("axis") or not p.has("concat_dim") else p.concat_dim
     axis = _axis(axis, len(shapes[0]) + 1, at)
     if axis == 0:
         raise _not_supported(at, "concatenation along the batch axis")
@@ -218,8 +200,8 @@ def _concat(name, layer, at, io, shapes):
 
 def _eltwise(name, layer, at, io, shapes):
     p = layer.eltwise_param
-    op = _enum_name(p, "operation")
-    coeffs = [_f32(c) for c in p.coeff]
+    op = p.operation
+    coeffs = list(p.coeff)
     if coeffs and op != "SUM":
         raise ValueError(f"{at}: coefficients are for SUM only (as in Caffe), got {op}")
     if coeffs and len(coeffs) != len(io["bottom"]):
@@ -231,12 +213,11 @@ def _eltwise(name, layer, at, io, shapes):
 
 def _batch_norm(name, layer, at, io, shapes):
     p = _sub(layer, "batch_norm_param")
-    if p.HasField("use_global_stats") and not p.use_global_stats:
+    if p.has("use_global_stats") and not p.use_global_stats:
         raise _not_supported(at, "use_global_stats: false (batch statistics at inference)")
     # Not set: Caffe's default, batch statistics in training (our train mode) and running ones
     # at inference; true: frozen statistics in training too.
-    return [BatchNorm(name, eps=_f32(p.eps), affine=False,
-                      momentum=_f32(p.moving_average_fraction),
+    return [BatchNorm(name, eps=p.eps, affine=False, momentum=p.moving_average_fraction,
                       use_global_stats=bool(p.use_global_stats), **io)]
 
 
@@ -320,17 +301,20 @@ def _check_params(at, count):
 
 def _rule_met(rule):
     """Caffe's StateMeetsRule for the TEST phase at level 0 with no stages."""
-    if rule.HasField("phase") and _enum_name(rule, "phase") != "TEST":
+    if rule.has("phase") and rule.phase != "TEST":
         return False
-    if rule.HasField("min_level") and rule.min_level > 0:
+    if rule.has("min_level") and rule.min_level > 0:
         return False
-    if rule.HasField("max_level") and rule.max_level < 0:
+    if rule.has("max_level") and rule.max_level < 0:
         return False
     return not len(rule.stage)  # a required stage is never set
 
 
-def _in_test_phase(layer):
-    if _has(layer, "phase") and _enum_name(layer, "phase") != "TEST":
+def _in_test_phase(layer, at):
+    """Whether Caffe's FilterNet keeps ``layer`` in the TEST phase."""
+    if len(layer.include) and len(layer.exclude):
+        raise ValueError(f"{at}: has both include and exclude rules (Caffe refuses them)")
+    if _has(layer, "phase") and layer.phase != "TEST":
         return False
     included = not len(layer.include)
     if any(_rule_met(r) for r in layer.exclude):
@@ -345,6 +329,9 @@ def _header_inputs(msg, source):
         if len(msg.input_shape) or len(msg.input_dim):
             raise ValueError(f"{source}: input_shape/input_dim without 'input:'")
         return []
+    if len(msg.input_shape) and len(msg.input_dim):
+        raise ValueError(f"{source}: give either input_dim or input_shape, not both (as Caffe "
+                         f"requires)")
     if len(msg.input_shape):
         if len(msg.input_shape) != len(names):
             raise ValueError(f"{source}: {len(names)} inputs but {len(msg.input_shape)} "
@@ -352,8 +339,9 @@ def _header_inputs(msg, source):
         return [(n, tuple(int(d) for d in s.dim)) for n, s in zip(names, msg.input_shape)]
     dims = list(msg.input_dim)
     if len(dims) != 4 * len(names):
-        raise ValueError(f"{source}: {len(names)} inputs need {4 * len(names)} input_dim "
-                         f"values (N, C, H, W each), found {len(dims)}")
+        need = "s need" if len(names) > 1 else " needs"
+        raise ValueError(f"{source}: {len(names)} input{need} {4 * len(names)} input_dim "
+                         f"values (four positive integers N, C, H, W each), found {len(dims)}")
     return [(n, tuple(dims[4 * i:4 * i + 4])) for i, n in enumerate(names)]
 
 
@@ -364,7 +352,7 @@ def _preprocessing(layer):
     t = layer.transform_param
     out = {"scale": t.scale, "mirror": t.mirror, "crop_size": t.crop_size,
            "mean_value": [float(v) for v in t.mean_value]}
-    if t.HasField("mean_file"):
+    if t.has("mean_file"):
         out["mean_file"] = t.mean_file
     return {k: v for k, v in out.items() if k in ("scale", "mean_value") or v}
 
@@ -491,12 +479,14 @@ def _layer_state(layer, blobs, at, transpose=False):
 # The importer
 
 
-def _source_name(path_or_text, what):
-    if isinstance(path_or_text, (bytes, bytearray, memoryview)):
-        return f"<{what}>"
-    if isinstance(path_or_text, str) and ("\n" in path_or_text or "{" in path_or_text):
-        return f"<{what}>"
-    return str(os.fspath(path_or_text))
+def _describe(source, index, layer):
+    """(type, name, "file: name (type)") of a layer; a layer without a name is called after its
+    type and place (``relu3``)."""
+    ltype = layer_type(layer)
+    if not ltype:
+        raise ValueError(f"{source}: layer {index} ({layer.name or 'no name'}) has no type")
+    lname = layer.name or f"{ltype.lower()}{index}"
+    return ltype, lname, f"{source}: {lname} ({ltype})"
 
 
 def _find_input(msg, layers, source, input_shape):
@@ -505,10 +495,9 @@ def _find_input(msg, layers, source, input_shape):
     inputs = [(n, s, None) for n, s in _header_inputs(msg, source)]
     preprocessing = {}
     for index, layer in layers:
-        ltype = layer_type(layer)
-        if (ltype != "Input" and ltype not in DATA_TYPES) or not _in_test_phase(layer):
+        ltype, _, at = _describe(source, index, layer)
+        if (ltype != "Input" and ltype not in DATA_TYPES) or not _in_test_phase(layer, at):
             continue
-        at = f"{source}: {layer.name} ({ltype})"
         if not len(layer.top):
             raise ValueError(f"{at}: has no top")
         if ltype == "Input":
@@ -537,21 +526,24 @@ def _find_input(msg, layers, source, input_shape):
 
 
 def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32, name=None,
-               seed=0):
+               seed=0, parser="auto"):
     """A Caffe net as an engine ``Net``, with the weights of ``caffemodel`` if given.
 
-    ``prototxt``: a path, or the text itself. ``caffemodel``: a binary ``.caffemodel``, a
-    ``.caffemodel.h5`` (Caffe's HDF5 weights) or None (weights drawn from the prototxt's
-    fillers). ``input_shape``: the per-example input shape (C, H, W), required for nets fed by
-    a Data layer, and otherwise replacing the declared one (the batch size in the file is
-    ignored). The TEST phase of the net is built. The result has ``net.preprocessing``: the
-    data layer's ``transform_param`` ({"scale", "mean_value", "crop_size", …}) or {}
-    (``read_mean_file`` reads a ``mean_file``); ``Net.copy`` does not carry it over.
+    ``prototxt``: a path, or the text itself (a str holding a newline or ``{``), or bytes; read
+    by protobuf if installed, else by the project's parser (``parser``: "auto", "protobuf" or
+    "text", as ``read_net``). ``caffemodel``: a binary ``.caffemodel`` (needs protobuf: an
+    ImportError says so), a ``.caffemodel.h5`` (Caffe's HDF5 weights) or None (weights drawn
+    from the prototxt's fillers). ``input_shape``: the per-example input shape (C, H, W),
+    required for nets fed by a Data layer, and otherwise replacing the declared one (the batch
+    size in the file is ignored). The TEST phase of the net is built. The result has
+    ``net.preprocessing``: the data layer's ``transform_param`` ({"scale", "mean_value",
+    "crop_size", …}) or {} (``read_mean_file`` reads a ``mean_file``); ``Net.copy`` does not
+    carry it over.
 
     Every problem raises ValueError naming the file, the layer and what was expected vs found.
     """
-    source = _source_name(prototxt, "prototxt")
-    msg = read_prototxt(prototxt)
+    source = source_name(prototxt, "prototxt")
+    msg = read_net(prototxt, parser=parser)
     all_layers = list(enumerate(net_layers(msg, source)))
     input_name, in_shape, preprocessing = _find_input(msg, all_layers, source, input_shape)
     shapes = {input_name: in_shape}  # per-example shape of every blob, as the layers go
@@ -560,10 +552,8 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
     layers, seen = [], set()
     total_params = 0
     for index, layer in all_layers:
-        ltype = layer_type(layer)
-        lname = layer.name or f"{ltype.lower()}{index}"
-        at = f"{source}: {lname} ({ltype})"
-        if not _in_test_phase(layer):
+        ltype, lname, at = _describe(source, index, layer)
+        if not _in_test_phase(layer, at):
             continue  # (a train/val file names its TRAIN and TEST data layers alike)
         if lname in seen:
             raise ValueError(f"{at}: two layers are named {lname!r}")
@@ -631,7 +621,7 @@ def _load_weights(net, caffemodel, transposed):
     same names, every shape checked; layers of the file that the net lacks are ignored (as
     Caffe does), a net layer with weights that the file lacks is an error. ``transposed``:
     names of the InnerProduct layers whose blob is stored (in, out)."""
-    source = _source_name(caffemodel, "caffemodel")
+    source = source_name(caffemodel, "caffemodel")
     weights = read_weights(caffemodel)
     state, missing = {}, []
     for layer in net.layers:

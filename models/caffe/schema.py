@@ -1,16 +1,23 @@
-"""The Caffe schema, compiled in Python: ``caffe_subset.proto`` → protobuf message classes.
+"""The Caffe schema, ``caffe_subset.proto``, read in Python: its fields and defaults as plain
+tables, and — with the ``protobuf`` package — its message classes.
 
 The project declares the messages it reads itself (``caffe_subset.proto``, beside this file,
 with Caffe's field numbers). This module reads that file with a small parser for the proto2
 constructs it uses — ``syntax``, ``package``, messages and enums (nested too), ``optional``/
 ``repeated`` fields of scalar, enum or message type with ``[default = …]`` and
-``[packed = true]`` — builds a ``FileDescriptorProto`` from it and lets the ``protobuf``
-package make the classes. No ``protoc`` is needed and no generated code is committed, so no
-generated code ties the schema to one protobuf version (tested with protobuf 4.21 and 7.x).
-The tests check the result against ``protoc``'s compilation of the same file.
+``[packed = true]``. Two things are made from it:
 
-    from robustcnn.models.caffe.schema import messages
-    NetParameter = messages()["NetParameter"]
+- ``fields()`` and ``enums()``: every message's fields (type, repeated or not, default) and every
+  enum's values, as plain Python. The translator reads defaults from them, and the text-format
+  reader types a prototxt against them; neither needs protobuf.
+- ``messages()``: protobuf message classes, from a ``FileDescriptorProto`` built here. No
+  ``protoc`` is needed and no generated code is committed, so no generated code ties the schema
+  to one protobuf version (tested with protobuf 4.21 and 7.x). The tests check the descriptor
+  against ``protoc``'s compilation of the same file.
+
+    from robustcnn.models.caffe.schema import fields, messages
+    fields()["PoolingParameter"]["round_mode"].default      # 'CEIL'
+    NetParameter = messages()["NetParameter"]                # needs protobuf
 
 The classes live in a private descriptor pool: they do not clash with another ``caffe.*``
 schema loaded in the same process (OpenCV's, or a ``caffe_pb2``).
@@ -18,7 +25,10 @@ schema loaded in the same process (OpenCV's, or a ``caffe_pb2``).
 
 import functools
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 PROTO = Path(__file__).resolve().parent / "caffe_subset.proto"
 
@@ -153,32 +163,41 @@ def _default_text(ftype, value):
     return value  # integers, bool, enum value names
 
 
+def _declared(package, items, source):
+    """{full name (".caffe.X.Y"): item} of every message and enum, nested ones included."""
+    declared = {}
+
+    def register(item, scope):
+        full = f"{scope}.{item['name']}"
+        if full in declared:
+            raise ValueError(f"{source}: {full[1:]} is declared twice")
+        declared[full] = item
+        for child in item.get("nested", ()):
+            register(child, full)
+
+    for item in items:
+        register(item, f".{package}" if package else "")
+    return declared
+
+
+def _resolve(declared, name, scope, source):
+    """The full name a field's type ``name`` refers to from message ``scope``: innermost scope
+    first, as protoc does."""
+    while True:
+        candidate = f"{scope}.{name}"
+        if candidate in declared:
+            return candidate
+        if not scope:
+            raise ValueError(f"{source}: unknown type {name!r}")
+        scope = scope.rpartition(".")[0]
+
+
 def _build(package, items, source):
     from google.protobuf import descriptor_pb2
 
     FDP = descriptor_pb2.FieldDescriptorProto
-    kinds = {}  # full name (".caffe.X.Y") → "message" / "enum"
-
-    def register(item, scope):
-        full = f"{scope}.{item['name']}"
-        if full in kinds:
-            raise ValueError(f"{source}: {full[1:]} is declared twice")
-        kinds[full] = item["kind"]
-        for child in item.get("nested", ()):
-            register(child, full)
-
+    declared = _declared(package, items, source)
     root = f".{package}" if package else ""
-    for item in items:
-        register(item, root)
-
-    def resolve(name, scope):
-        while True:  # innermost scope first, as protoc does
-            candidate = f"{scope}.{name}"
-            if candidate in kinds:
-                return candidate
-            if not scope:
-                raise ValueError(f"{source}: unknown type {name!r}")
-            scope = scope.rpartition(".")[0]
 
     def fill_enum(proto, item):
         proto.name = item["name"]
@@ -204,9 +223,10 @@ def _build(package, items, source):
             if f["type"] in _SCALARS:
                 field.type = getattr(FDP, _SCALARS[f["type"]])
             else:
-                target = resolve(f["type"], full)
+                target = _resolve(declared, f["type"], full, source)
                 field.type_name = target
-                field.type = FDP.TYPE_ENUM if kinds[target] == "enum" else FDP.TYPE_MESSAGE
+                field.type = FDP.TYPE_ENUM if declared[target]["kind"] == "enum" \
+                    else FDP.TYPE_MESSAGE
             options = f["options"]
             if "default" in options:
                 field.default_value = _default_text(f["type"], options["default"])
@@ -223,6 +243,114 @@ def _build(package, items, source):
     return fdp
 
 
+# ---------------------------------------------------------------------------------------------
+# The schema as plain tables (no protobuf)
+
+INTEGERS = {"int32": (-2**31, 2**31 - 1), "uint32": (0, 2**32 - 1),
+            "int64": (-2**63, 2**63 - 1), "uint64": (0, 2**64 - 1)}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a message: ``type`` is a scalar type (``uint32``, ``float``, ``string`` …)
+    or the name of an enum or message (``PoolingParameter.PoolMethod``), ``kind`` says which.
+    ``default`` is the value of an unset field: its ``[default = …]``, else proto2's (0, false,
+    "", an enum's first value); an enum's value by name; None for a message."""
+
+    name: str
+    number: int
+    repeated: bool
+    type: str
+    kind: str  # "scalar", "enum" or "message"
+    default: object
+
+
+def float32(value):
+    """A float32 field's value as the shortest float that spells it (0.1, not
+    0.10000000149011612): what both readers of a Caffe file return, so that they agree."""
+    with np.errstate(over="ignore"):  # beyond float32's range: inf, as protobuf stores it
+        return float(str(np.float32(value)))
+
+
+def _default_value(ftype, kind, options, first_enum_value):
+    text = options.get("default")
+    if kind == "message":
+        return None
+    if kind == "enum":
+        return first_enum_value if text is None else text
+    if ftype in _FLOATS:
+        value = 0.0 if text is None else float(text)
+        return float32(value) if ftype == "float" else value
+    if ftype in INTEGERS:
+        return 0 if text is None else int(text)
+    if ftype == "bool":
+        return text == "true"
+    if ftype == "bytes":
+        return b"" if text is None else text[1:-1].encode()
+    return "" if text is None else text[1:-1]
+
+
+def _tables(package, items, source):
+    declared = _declared(package, items, source)
+    prefix = f".{package}." if package else "."
+    messages, enums = {}, {}
+    for full, item in declared.items():
+        name = full.removeprefix(prefix)
+        if item["kind"] == "enum":
+            enums[name] = dict(item["values"])
+            continue
+        table = {}
+        for f in item["fields"]:
+            kind, ftype, first = "scalar", f["type"], None
+            if ftype not in _SCALARS:
+                target = _resolve(declared, ftype, full, source)
+                kind, ftype = declared[target]["kind"], target.removeprefix(prefix)
+                if kind == "enum":
+                    first = declared[target]["values"][0][0]
+            table[f["name"]] = Field(f["name"], f["number"], f["label"] == "repeated", ftype,
+                                     kind, _default_value(ftype, kind, f["options"], first))
+        messages[name] = table
+    return messages, enums
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_tables():
+    text = PROTO.read_text(encoding="utf-8")
+    return _tables(*_Reader(text, str(PROTO)).file(), str(PROTO))
+
+
+def fields():
+    """{message name: {field name: Field}} for every message of ``caffe_subset.proto``, nested
+    ones as ``Outer.Inner``."""
+    return _schema_tables()[0]
+
+
+def enums():
+    """{enum name: {value name: number}} for every enum of ``caffe_subset.proto``, in declared
+    order (``PoolingParameter.PoolMethod``: {"MAX": 0, "AVE": 1, "STOCHASTIC": 2})."""
+    return _schema_tables()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# The schema as protobuf classes
+
+
+def has_protobuf():
+    """Whether the protobuf package (the ``caffe`` extra) can be imported."""
+    try:
+        import google.protobuf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require_protobuf(what):
+    """Raise ImportError saying that ``what`` needs protobuf, unless it is installed."""
+    if not has_protobuf():
+        raise ImportError(f"{what} needs the protobuf package: pip install 'robustcnn[caffe]' "
+                          f"(a .prototxt and .caffemodel.h5 weights are read without it)")
+
+
 def file_descriptor_proto(path=PROTO):
     """``caffe_subset.proto`` (or another file in the same subset of proto2) as a
     ``FileDescriptorProto``."""
@@ -233,6 +361,7 @@ def file_descriptor_proto(path=PROTO):
 @functools.lru_cache(maxsize=1)
 def messages():
     """{message name: class} for the top-level messages of ``caffe_subset.proto``."""
+    require_protobuf("Caffe's protobuf messages")
     from google.protobuf import descriptor_pool, message_factory
 
     fdp = file_descriptor_proto()

@@ -159,6 +159,3 @@ def test_compress_with_the_objective():
     assert report["objective"]["objective"] == "ibp"
     assert verified_after["ibp"] > 0.9, verified_after
     assert verified_after["ibp"] > verified_after["plain"] + 0.03, verified_after
-    with pytest.raises(ValueError, match="not both"):
-        compress(net, x, y, CompressionSettings(kept={}, bits={}, adversarial={"eps": 0.1}),
-                 objective=IBPObjective(0.1), progress=False, log=None)

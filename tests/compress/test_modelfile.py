@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from robustcnn.compress import modelfile
-from robustcnn.compress.modelfile import load_model, read_model_file, save_model
+from robustcnn.compress.modelfile import (decode_model, encode_model, encoded_size, load_model,
+                                          read_model_bytes, read_model_file, save_model)
 from robustcnn.compress.pipeline import CompressionSettings, compress
 from robustcnn.compress.prune import prune
 from robustcnn.compress.quantize import quantize
@@ -78,6 +79,44 @@ def test_damaged_files_are_refused(saved, tmp_path):
         bad.write_bytes(blob)
         with pytest.raises(ValueError, match=str(bad.name).replace(".", r"\.")):
             load_model(bad)
+
+
+def test_bytes_are_the_file(net, saved):
+    """encode_model gives the bytes save_model writes; decode_model and read_model_bytes read
+    them as load_model and read_model_file read the file."""
+    path, size = saved
+    data = encode_model(net, {"dataset": "fashion-mnist", "accuracy": 0.9})
+    assert data == path.read_bytes() and len(data) == size
+    loaded, meta = decode_model(data)
+    assert meta == {"dataset": "fashion-mnist", "accuracy": 0.9}
+    x = np.random.default_rng(1).random((3, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), net.forward(x))
+    from_bytes, from_file = read_model_bytes(data), read_model_file(path)
+    assert from_bytes["spec"] == from_file["spec"] == net.spec()
+    assert from_bytes["file_bytes"] == from_file["file_bytes"] == size
+    assert from_bytes["header_bytes"] == from_file["header_bytes"]
+    for key, value in from_file["state"].items():
+        np.testing.assert_array_equal(from_bytes["state"][key], value, err_msg=key)
+
+
+def test_damaged_bytes_are_refused_naming_their_source(saved):
+    data = saved[0].read_bytes()
+    flipped = data[:300] + bytes([data[300] ^ 1]) + data[301:]
+    with pytest.raises(ValueError, match="^conv-net: checksum mismatch"):
+        decode_model(flipped, source="conv-net")
+    with pytest.raises(ValueError, match="^<model bytes>: not a robustcnn model file"):
+        read_model_bytes(b"X" * 100)
+
+
+@pytest.mark.parametrize("meta", [None, {"model": "lenet5", "note": "x" * 300}])
+def test_encoded_size_from_the_array_table_alone(net, meta):
+    data = encode_model(net, meta)
+    n = struct.unpack_from("<I", data, 10)[0]
+    header = __import__("json").loads(zlib.decompress(data[14:14 + n]))
+    assert encoded_size(header["spec"], meta, header["arrays"]) == len(data)
+    # the arrays' bytes count as declared, not as a net's: an empty table leaves the header
+    empty = encoded_size(header["spec"], meta, [])
+    assert empty < len(data) - sum(a["nbytes"] for a in header["arrays"])
 
 
 def _rewrite(data, edit):

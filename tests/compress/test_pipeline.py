@@ -45,16 +45,28 @@ def bars(n=128, seed=0):
     return x.astype(np.float32), y
 
 
+def compress_as_callers_do(net, x, y, settings, **kwargs):
+    """What the CLI and the study do: build the objective the settings record, then compress."""
+    from robustcnn.attacks.adversarial_training import adversarial_objective
+
+    objective = adversarial_objective(settings.adversarial, settings.seed,
+                                      where="compression settings: adversarial")
+    return compress(net, x, y, settings, objective=objective, **kwargs)
+
+
+def tiny_settings(**fields):
+    return CompressionSettings(**{**dict(kept={"conv1": 0.5, "ip1": 0.25, "ip2": 0.5},
+                                         bits={"conv1": 4, "ip1": 4, "ip2": 4}, rounds=1,
+                                         retrain_epochs=1, finetune_epochs=1, lr=0.05,
+                                         finetune_lr=0.01, batch_size=32, seed=3), **fields})
+
+
 def tiny_compress(adversarial, x=None, y=None):
     if x is None:
         x, y = bars()
     net = tiny_lenet()
-    settings = CompressionSettings(kept={"conv1": 0.5, "ip1": 0.25, "ip2": 0.5},
-                                   bits={"conv1": 4, "ip1": 4, "ip2": 4}, rounds=1,
-                                   retrain_epochs=1, finetune_epochs=1, lr=0.05,
-                                   finetune_lr=0.01, batch_size=32, seed=3,
-                                   adversarial=adversarial)
-    report = compress(net, x, y, settings, val=(x, y), progress=False, log=None)
+    report = compress_as_callers_do(net, x, y, tiny_settings(adversarial=adversarial),
+                                    val=(x, y), progress=False, log=None)
     return net, report
 
 
@@ -99,5 +111,46 @@ def test_adversarial_settings_are_checked_before_any_work(adversarial, match):
     before = net.params["ip1"]["weight"].copy()
     settings = CompressionSettings(kept={"ip1": 0.5}, bits={}, adversarial=adversarial)
     with pytest.raises(ValueError, match=match):
-        compress(net, x, y, settings, progress=False, log=None)
+        compress_as_callers_do(net, x, y, settings, progress=False, log=None)
     np.testing.assert_array_equal(net.params["ip1"]["weight"], before)  # nothing was pruned
+
+
+def test_settings_recording_an_adversarial_objective_need_it():
+    x, y = bars(64)
+    net = tiny_lenet()
+    before = net.params["ip1"]["weight"].copy()
+    settings = CompressionSettings(kept={"ip1": 0.5}, bits={},
+                                   adversarial={"attack": "fgsm", "eps": 0.1})
+    with pytest.raises(ValueError, match="adversarial is .* but no objective was given"):
+        compress(net, x, y, settings, progress=False, log=None)
+    np.testing.assert_array_equal(net.params["ip1"]["weight"], before)
+
+
+def test_the_pipeline_trains_with_the_callers_objective():
+    """Any ``fit`` objective: called for every retraining and fine-tuning batch, its loss is
+    what the steps descend (here cross-entropy on the batch, so the result is the default's)."""
+    x, y = bars()
+    calls = []
+
+    def objective(net, xb, yb):
+        calls.append(len(xb))
+        return net.loss_and_grad(xb, yb)
+
+    plain, _ = tiny_compress(None, x, y)
+    net = tiny_lenet()
+    report = compress(net, x, y, tiny_settings(), objective=objective, val=(x, y),
+                      progress=False, log=None)
+    assert len(calls) == 2 * (len(x) // 32) and set(calls) == {32}  # retrain + fine-tune epochs
+    assert report["settings"]["adversarial"] is None
+    np.testing.assert_array_equal(net.forward(x[:8]), plain.forward(x[:8]))
+
+
+def test_the_pipeline_does_not_import_the_attacks():
+    import subprocess
+    import sys
+
+    code = ("import sys, robustcnn.compress.pipeline, robustcnn.compress.target; "
+            "print(sorted(m for m in sys.modules if m.startswith('robustcnn.attacks')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -41,6 +41,15 @@ def test_estimate_matches_the_file(make, settings, tmp_path):
     assert coded < 1.01 * est
 
 
+@pytest.mark.parametrize("make", [lenet5, lenet_300_100])
+def test_estimate_of_an_uncompressed_net_is_its_file(make, tmp_path):
+    # nothing pruned or quantized: every array is dense float32, so the estimate is exact
+    net = make()
+    meta = {"model": net.name}
+    assert estimate_file_bytes(net, CompressionSettings(kept={}, bits={}), meta=meta) == \
+        save_model(tmp_path / "m.rcnn", net, meta=meta)
+
+
 @pytest.mark.parametrize("kept,gap_bits", [(0.07, 5), (0.12, 4), (0.02, 5), (0.5, 2)])
 def test_fillers_of_a_random_mask(kept, gap_bits):
     rng = np.random.default_rng(0)

@@ -451,3 +451,120 @@ def test_train_mode_gradient_uses_the_forward_mask():
                         what="dropout net d loss / d ip1/weight")
     finally:
         net.params["ip1"]["weight"][...] = original
+
+
+# ---------------------------------------------------------------------------------------------
+# Layer by layer (run_layers) and the public accessors
+
+
+@pytest.mark.parametrize("make", NETS.values(), ids=NETS.keys())
+def test_run_layers_gives_what_forward_gives(make):
+    net = make()
+    x, _ = batch(net, 3)
+    seen, order = {"data": x}, []
+    for step in net.run_layers(x):
+        layer, outputs = step  # unpacks as (layer, outputs)
+        assert layer is step.layer and outputs is step.outputs
+        order.append(layer.name)
+        for name, value in zip(step.bottoms, step.inputs):
+            assert value is seen[name]  # reads the last version of each blob it names
+        for name, y, shape in zip(step.tops, outputs, layer.out_shapes):
+            assert y.shape == (3,) + shape
+            seen[name] = y
+    assert order == [layer.name for layer in net.layers]
+    assert_close(seen[net.output], net.forward(x), 1e-14, "output")
+    assert_close(seen[net.logits_blob()].reshape(3, -1), net.logits(x), 1e-14, "logits")
+
+
+def test_run_layers_follows_the_mode_like_forward():
+    net = dropout_net()
+    x, _ = batch(net, 5)
+    net.seed_dropout(3)
+    trained = net.forward(x, train=True)
+    net.seed_dropout(3)
+    *_, last = net.run_layers(x, train=True)
+    assert np.array_equal(last.outputs[0], trained)  # deliberately exact: the same masks
+    *_, last = net.run_layers(x)  # eval mode, as the net is
+    assert_close(last.outputs[0], net.forward(x), 1e-14, "eval mode")
+
+
+def test_run_layers_goes_on_from_the_callers_outputs():
+    """Between steps the caller may change a layer and rerun it, or put its own outputs in:
+    either way the later layers see them, as if the net had those weights from the start."""
+    net = lenet()
+    x, _ = batch(net, 2)
+    doubled = net.copy()
+    doubled.params["ip1"]["weight"][...] *= 2
+    doubled.params["ip1"]["bias"][...] *= 2
+    for step in net.run_layers(x):
+        if step.layer.name == "ip1":
+            step.outputs[0] = 2 * step.outputs[0]
+    assert_close(step.outputs[0], doubled.forward(x), 1e-12, "outputs replaced")
+    for step in net.run_layers(x):
+        if step.layer.name == "ip1":
+            before = step.outputs[0].copy()
+            step.layer.params["weight"][...] *= 2
+            step.layer.params["bias"][...] *= 2
+            assert_close(step.rerun()[0], 2 * before, 1e-12, "rerun")
+    assert_close(step.outputs[0], doubled.forward(x), 1e-12, "layer changed and rerun")
+    assert_close(net.forward(x), doubled.forward(x), 1e-12, "the change stays")
+
+
+def test_run_layers_errors():
+    net = lenet()
+    x, _ = batch(net, 2)
+    with pytest.raises(ValueError, match="input shape"):  # at the call, not at the first step
+        net.run_layers(x[:, :, :5])
+    steps = net.run_layers(x)
+    next(steps).outputs[0] = np.zeros((2, 3))
+    with pytest.raises(ValueError, match=r"conv1 \(Convolution\): output 'conv1' must be an "
+                                         r"array of shape \(2, 20, 24, 24\), got \(2, 3\)"):
+        next(steps)
+    steps = net.run_layers(x)
+    next(steps).outputs.append(np.zeros((2, 20, 24, 24)))
+    with pytest.raises(ValueError, match=r"makes 1 output\(s\); its step holds 2"):
+        next(steps)
+
+
+def test_replaced_outputs_are_cast_to_the_nets_dtype():
+    net = lenet(np.float32)
+    x, _ = batch(net, 2)
+    for step in net.run_layers(x):
+        if step.layer.name == "relu1":
+            step.outputs[0] = step.outputs[0].astype(np.float64)
+        if step.layer.name == "ip2":
+            assert step.inputs[0].dtype == np.float32 and step.inputs[0].flags.c_contiguous
+    assert_close(step.outputs[0], net.forward(x), 1e-6, "output")
+
+
+def test_seed_blob_shape_producer_and_logits_blob():
+    net = Net([Linear("ip1", 6), ReLU("relu1", bottom="ip1", top="ip1"), Linear("ip2", 3),
+               Softmax("prob")], (4,), seed=11, name="tiny")
+    assert net.seed == 11 and net.copy().seed == 11
+    assert net.blob_shape("data") == (4,) and net.blob_shape("ip1") == (6,)
+    assert net.blob_shape("prob") == net.output_shape == (3,)
+    assert net.producer("data") is None
+    assert net.producer("ip1") is net["relu1"]  # the last writer of an in-place blob
+    assert net.producer("prob") is net["prob"]
+    assert net.logits_blob() == net.logits_blob("prob") == "ip2"  # the Softmax's input
+    assert net.logits_blob("ip1") == "ip1"
+    for bad in (net.blob_shape, net.producer, net.logits_blob):
+        with pytest.raises(ValueError, match=r"tiny: no blob named 'ip3'; blobs: \['data', "):
+            bad("ip3")
+    plain = lenet5()
+    assert plain.logits_blob() == plain.output == "ip2"
+    assert plain.producer(plain.logits_blob()) is plain["ip2"]
+
+
+def test_plan_names_each_version_of_an_in_place_blob():
+    net = Net([Linear("ip1", 6), ReLU("relu1", bottom="ip1", top="ip1"), Linear("ip2", 3),
+               Softmax("prob")], (4,), seed=11, name="tiny")
+    plan = net.plan()
+    assert [(layer.name, ins, outs) for layer, ins, outs in plan] == [
+        ("ip1", ["data"], ["ip1"]), ("relu1", ["ip1"], ["ip1@relu1"]),
+        ("ip2", ["ip1@relu1"], ["ip2"]), ("prob", ["ip2"], ["prob"])]
+    assert net.logits_id == "ip2" and net.blob_shape("ip1@relu1") == (6,)
+    plan[0][1].append("changed")  # a copy: the net's own plan is not the caller's to edit
+    assert net.plan()[0][1] == ["data"]
+    with pytest.raises(ValueError, match="no blob named 'ip1@ip2'"):
+        net.blob_shape("ip1@ip2")

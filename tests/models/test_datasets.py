@@ -468,7 +468,7 @@ def test_cifar_study_config_and_lenet5_forward(tmp_path, no_system_data):
     from robustcnn.models.lenet import build_model
     from robustcnn.study.build import architecture
     from robustcnn.study.config import parse_config
-    from robustcnn.study.runner import load_data
+    from robustcnn.study.data import load_data
 
     batches = write_cifar(tmp_path, "tar", n=4)
     study = parse_config({

@@ -1,6 +1,7 @@
-"""Tests for robustcnn.models.caffe_minimal and robustcnn.models.squeezenet_dc: the prototxt
-reader, the Deep Compression file reader (real file, hand-encoded files, damaged files), the
-densified SqueezeNet against the same net in torch, and its top-5 on two real photos."""
+"""Tests for robustcnn.models.squeezenet_dc: the Deep Compression file reader (real file,
+hand-encoded files, damaged files), the densified SqueezeNet against the same net in torch, and
+its top-5 on two real photos. (The prototxt reader's tests are tests/models/caffe/
+test_prototxt.py.)"""
 
 import hashlib
 import re
@@ -12,9 +13,9 @@ import pytest
 from helpers import assert_close
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from robustcnn.engine import Concat, Conv2d, Linear, softmax_forward
+from robustcnn.engine import softmax_forward
 from robustcnn.engine.checkpoint import load_net, save_checkpoint
-from robustcnn.models.caffe_minimal import net_from_prototxt, parse_prototxt
+from robustcnn.models.caffe import load_caffe
 from robustcnn.models.squeezenet_dc import (MODEL_DIR, PROTOTXT, WEIGHTS, WEIGHTS_SHA256,
                                             caffe_input, densify, imagenet_classes,
                                             load_deep_compression_arrays, read_deep_compression,
@@ -101,7 +102,7 @@ def test_file_layout_facts(layers):
 
 
 def test_shapes_follow_the_prototxt_and_the_paper(layers):
-    assert {n: l.shape for n, l in layers.items()} == weight_shapes(net_from_prototxt(PROTOTXT))
+    assert {n: l.shape for n, l in layers.items()} == weight_shapes(load_caffe(PROTOTXT))
     expected, channels = {"conv1": (96, 3, 7, 7)}, 96
     for i, (s, e1, e3) in FIRES.items():
         expected[f"fire{i}/conv1x1_1"] = (s, channels, 1, 1)
@@ -341,147 +342,6 @@ def test_caffe_input():
         caffe_input(image[:200])
     with pytest.raises(ValueError, match="RGB images"):
         caffe_input(image[..., :2])
-
-
-# --- the prototxt reader ---------------------------------------------------------------------
-
-
-def test_parse_text_format():
-    msg = parse_prototxt("""
-        name: "tiny"   # a comment
-        input: 'data'
-        input_dim: 1 input_dim: 3; input_dim: 8, input_dim: 8
-        layer {
-          name: "c/1" type: "Convolution"
-          convolution_param { num_output: 4 kernel_size: [3, 5] bias_term: false
-                              weight_filler: < type: "gaussian" std: 1e-2 > }
-          note: "tab\\there \\"quoted\\"" " and more"
-        }
-        layer { pooling_param { pool: AVE stride: 0x2 } ratio: -.5 big: inf }
-    """)
-    assert msg["name"] == ["tiny"] and msg["input"] == ["data"]
-    assert msg["input_dim"] == [1, 3, 8, 8]
-    conv, pool = msg["layer"]
-    p = conv["convolution_param"][0]
-    assert p["kernel_size"] == [3, 5] and p["bias_term"] == [False]
-    assert p["weight_filler"][0]["std"][0] == pytest.approx(0.01)
-    assert conv["note"] == ['tab\there "quoted" and more']
-    assert pool["pooling_param"][0] == {"pool": ["AVE"], "stride": [2]}
-    assert pool["ratio"] == [-0.5] and pool["big"] == [float("inf")]
-
-
-@pytest.mark.parametrize("text, fragment", [
-    ("layer {\n  name: 'x'\n", "missing '}'"),
-    ("a: 1\nb {\n c: }\n}", ":3: expected a value for 'c'"),
-    ("a 1", "expected ':' or '{' after 'a'"),
-    ("a: 1\n}", "expected a field name"),
-    ("a: [1, 2", "unexpected end"),
-    ("a: 'x\\q'", "unknown escape"),
-    ("a: 1\n@", ":2: unexpected character '@'"),
-])
-def test_parse_errors_name_the_line(text, fragment):
-    with raises_naming("<prototxt>", fragment):
-        parse_prototxt(text)
-
-
-HEAD = 'name: "t"\ninput: "data"\ninput_dim: 1\ninput_dim: 3\ninput_dim: 9\ninput_dim: 9\n'
-
-
-def conv(name, bottom, top, extra):
-    return (f'layer {{ name: "{name}" type: "Convolution" bottom: "{bottom}" top: "{top}" '
-            f'convolution_param {{ {extra} }} }}\n')
-
-
-SMALL_NET = HEAD + """
-layer { name: "a/conv" type: "Convolution" bottom: "data" top: "a"
-        convolution_param { num_output: 8 kernel_size: 3 pad: 1 } }
-layer { name: "a/relu" type: "ReLU" bottom: "a" top: "a" }   # in place
-layer { name: "b" type: "Convolution" bottom: "a" top: "b"
-        convolution_param { num_output: 4 kernel_h: 1 kernel_w: 3 pad_w: 1 pad_h: 0 group: 2
-                            bias_term: false } }
-layer { name: "cat" type: "Concat" bottom: "a" bottom: "b" top: "cat" }
-layer { name: "p" type: "Pooling" bottom: "cat" top: "p"
-        pooling_param { pool: MAX kernel_size: 3 stride: 2 } }
-layer { name: "drop" type: "Dropout" bottom: "p" top: "p" dropout_param { dropout_ratio: 0.25 } }
-layer { name: "ip" type: "InnerProduct" bottom: "p" top: "ip"
-        inner_product_param { num_output: 10 } }
-layer { name: "prob" type: "Softmax" bottom: "ip" top: "prob" }
-"""
-
-
-def test_small_net_from_prototxt():
-    net = net_from_prototxt(SMALL_NET)
-    assert net.name == "t" and net.input_shape == (3, 9, 9)
-    assert net.blob_shapes["cat"] == (12, 9, 9)
-    assert net.blob_shapes["p"] == (12, 4, 4)  # ceil((9 − 3) / 2) + 1
-    b = net["b"]
-    assert isinstance(b, Conv2d) and b.kernel == (1, 3) and b.padding == (0, 1) and b.groups == 2
-    assert "bias" not in b.params and b.params["weight"].shape == (4, 4, 1, 3)
-    assert net["drop"].p == 0.25 and isinstance(net["ip"], Linear)
-    assert isinstance(net["cat"], Concat)
-    assert net.output == "prob" and net.num_classes == 10
-    x = np.random.default_rng(0).standard_normal((2, 3, 9, 9)).astype(np.float32)
-    assert_close(net.forward(x).sum(axis=1), np.ones(2), 1e-6, "softmax rows")
-
-
-def test_input_forms_and_phases():
-    body = conv("c", "data", "c", "num_output: 2 kernel_size: 1")
-    shape = 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 5 dim: 7 }\n'
-    layer = ('layer { name: "data" type: "Input" top: "data" '
-             'input_param { shape { dim: 10 dim: 3 dim: 5 dim: 7 } } }\n')
-    train_only = ('layer { name: "d" type: "Dropout" bottom: "c" top: "c" '
-                  '        include { phase: TRAIN } }\n'
-                  'layer { name: "e" type: "Data" top: "c" exclude { phase: TEST } }')
-    for text in (shape + body, layer + body + train_only):
-        net = net_from_prototxt(text)
-        assert net.input_shape == (3, 5, 7) and [l.name for l in net.layers] == ["c"]
-
-
-def test_pooling_variants():
-    pool = ('layer {{ name: "p" type: "Pooling" bottom: "data" top: "p" '
-            'pooling_param {{ {} }} }}')
-    shapes = {"pool: AVE kernel_size: 2": (3, 8, 8),  # Caffe's default stride is 1
-              "pool: MAX kernel_size: 2 stride: 2": (3, 5, 5),  # ceil mode
-              "pool: MAX kernel_size: 2 stride: 2 round_mode: FLOOR": (3, 4, 4),
-              "pool: AVE global_pooling: true": (3, 1, 1)}
-    for param, shape in shapes.items():
-        assert net_from_prototxt(HEAD + pool.format(param)).output_shape == shape, param
-
-
-@pytest.mark.parametrize("text, fragments", [
-    (HEAD + 'layer { name: "fire2/odd" type: "LRN" bottom: "data" top: "x" }',
-     ["fire2/odd (LRN)", "layer type 'LRN' is not supported"]),
-    (HEAD + 'layer { name: "p" type: "Pooling" bottom: "data" top: "p" '
-            'pooling_param { pool: STOCHASTIC kernel_size: 2 } }', ["p (Pooling)", "STOCHASTIC"]),
-    (HEAD + 'layer { name: "g" type: "Pooling" bottom: "data" top: "g" '
-            'pooling_param { pool: MAX global_pooling: true } }', ["g (Pooling)", "global MAX"]),
-    (HEAD + conv("c", "data", "c", "kernel_size: 3"), ["c (Convolution)", "num_output"]),
-    (HEAD + conv("c", "data", "c", "num_output: 2"),
-     ["c (Convolution)", "kernel_size is required"]),
-    (HEAD + conv("c", "data", "c", "num_output: 2 kernel_size: 3 kernel_h: 3"),
-     ["c (Convolution)", "kernel_size or both kernel_h and kernel_w"]),
-    (HEAD + conv("c", "nowhere", "c", "num_output: 2 kernel_size: 3"),
-     ["c (Convolution)", "'nowhere'"]),
-    (HEAD + 'layer { name: "d" type: "Dropout" bottom: "data" top: "data" '
-            'dropout_param { dropout_ratio: 1.5 } }', ["d (Dropout)"]),
-    (HEAD + 'layer { name: "s" type: "Softmax" bottom: "data" top: "s" }',
-     ["s (Softmax)", "(3, 9, 9)"]),
-    (conv("c", "data", "c", "num_output: 2 kernel_size: 1"), ["no input"]),
-    ('input: "data"\ninput_dim: 3\ninput_dim: 9\n', ["four positive integers"]),
-    (HEAD + 'layers { name: "c" type: CONVOLUTION }', ["V1 'layers' format"]),
-])
-def test_prototxt_errors(text, fragments):
-    with raises_naming("<prototxt>", *fragments):
-        net_from_prototxt(text)
-
-
-def test_prototxt_from_a_path_names_the_file(tmp_path):
-    path = tmp_path / "deploy.prototxt"
-    path.write_text(HEAD + 'layer { name: "x" type: "Deconvolution" bottom: "data" top: "x" }')
-    with raises_naming(path, "x (Deconvolution)"):
-        net_from_prototxt(path)
-    with raises_naming(path, "x (Deconvolution)"):
-        net_from_prototxt(str(path))
 
 
 # --- the densified SqueezeNet ----------------------------------------------------------------

@@ -5,7 +5,7 @@ own MobileNet, the small variants on 28×28 and 32×32 images, and the initialis
 import numpy as np
 import pytest
 
-from robustcnn.models.caffe_minimal import net_from_prototxt
+from robustcnn.models.caffe import load_caffe
 from robustcnn.models.squeezenet_dc import PROTOTXT
 from robustcnn.models.zoo import (build_zoo, compact_for_params, data_init, googlenet,
                                   mobilenet_small, mobilenet_v1, squeezenet_small,
@@ -45,7 +45,7 @@ def test_parameter_counts_of_the_large_nets(name):
 def test_squeezenet_v1_0_is_the_shipped_deploy_file():
     """Layer for layer (names, shapes, fillers) the Deep Compression SqueezeNet deploy net."""
     ours = squeezenet_v1_0()
-    ref = net_from_prototxt(PROTOTXT)
+    ref = load_caffe(PROTOTXT)
     ref_layers = [l.config() for l in ref.layers]
     # The deploy file ends at the global pool; the zoo adds the softmax.
     assert [l.config() for l in ours.layers][:-1] == ref_layers
@@ -269,31 +269,56 @@ def test_compact_nets_learn_a_batch(arch, extra):
 
 
 def test_data_init_normalises_every_layer():
-    from robustcnn.engine.layers import Context
-
     rng = np.random.default_rng(0)
     x = (rng.random((64, 1, 28, 28)) * (rng.random((64, 1, 1, 1)) + 0.2)).astype(np.float32)
     for net in (mobilenet_small(0.1, blocks=4, input_shape=(1, 28, 28)),
                 squeezenet_small(0.1, input_shape=(1, 28, 28))):
         before = net.logits(x)
         assert data_init(net, x) is net
-        blobs, ctx = {"data": x}, Context()
         checked = 0
-        for layer, in_ids, out_ids in net._plan:
-            xs = [blobs[i] for i in in_ids]
-            if layer.type == "BatchNorm":  # mean 0, variance ~1 after the batch norm
-                y = layer.forward(xs, ctx)[0]
+        for layer, (y, *_) in net.run_layers(x, train=False):
+            if layer.type == "BatchNorm" or (  # mean 0, variance ~1 after the batch norm
+                    layer.type == "Convolution" and layer.bias and layer.name != "conv_final"):
                 np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-3)
                 np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-2)
                 checked += 1
-            elif layer.type == "Convolution" and layer.bias and layer.name != "conv_final":
-                y = layer.forward(xs, ctx)[0]
-                np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-3)
-                np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-2)
-                checked += 1
-            for o, y in zip(out_ids, layer.forward(xs, ctx)):
-                blobs[o] = y
         assert checked >= 8
         assert np.isfinite(net.logits(x)).all() and not np.allclose(net.logits(x), before)
     with pytest.raises(ValueError, match=r"at least 2 inputs of shape \(1, 28, 28\)"):
         data_init(mobilenet_small(0.1, input_shape=(1, 28, 28)), x[:1])
+
+
+def lsuv_reference(net, x, eps=1e-6):
+    """LSUV as its definition reads, in float64: each batch norm's mean set from its input and
+    each dense Conv2d/Linear (but the one writing the logits) rescaled per output channel, then
+    the layer run again (``data_init`` corrects the outputs arithmetically instead)."""
+    for step in net.run_layers(x, train=False):
+        layer = step.layer
+        if layer.type == "BatchNorm":
+            layer.buffers["mean"][...] = step.inputs[0].mean(axis=(0, 2, 3))
+            step.rerun()
+        elif layer.type in ("Convolution", "InnerProduct") and \
+                net.logits_blob() not in step.tops:
+            y = step.outputs[0]
+            axes = (0,) + tuple(range(2, y.ndim))
+            std = np.where(y.var(axis=axes) > eps, y.std(axis=axes), 1.0)
+            w = layer.params["weight"]
+            w /= std.reshape((-1,) + (1,) * (w.ndim - 1))
+            if layer.bias:
+                layer.params["bias"][...] = (layer.params["bias"] - y.mean(axis=axes)) / std
+            step.rerun()
+    return net
+
+
+@pytest.mark.parametrize("make", [
+    lambda: mobilenet_small(0.1, blocks=4, input_shape=(1, 28, 28), seed=2),
+    lambda: squeezenet_small(0.1, input_shape=(1, 28, 28), seed=2)],
+    ids=["mobilenet", "squeezenet"])
+def test_data_init_matches_a_float64_reference(make):
+    x = np.random.default_rng(1).random((32, 1, 28, 28)).astype(np.float32)
+    net = make()
+    reference = lsuv_reference(net.copy(dtype=np.float64), x.astype(np.float64))
+    data_init(net, x)
+    state = net.state_dict()
+    for key, value in reference.state_dict().items():
+        np.testing.assert_allclose(state[key], value, rtol=2e-4, atol=1e-6, err_msg=key)

@@ -168,3 +168,20 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     # ... and a transfer cell's key follows its source.
     cell = next(c for c in cells if c.attack == transfer)
     assert study.cell_key(cell) != other.cell_key(cell)
+
+
+def test_attack_labels_are_built_and_parsed_in_one_place():
+    from robustcnn.study.config import (AttackSpec, Cell, attack_label, base_attack,
+                                        is_unbounded_attack, parse_attack_label)
+
+    assert attack_label("fgsm") == "fgsm"
+    assert attack_label("fgsm", "lenet5") == "transfer:fgsm<-lenet5"
+    assert AttackSpec("pgd", "linf", (0.1,), True, "dense").label == "transfer:pgd<-dense"
+    assert parse_attack_label("transfer:fgsm<-lenet5") == ("fgsm", "lenet5")
+    assert parse_attack_label("transfer:FGSM<-net:v2") == ("fgsm", "net:v2")
+    assert parse_attack_label("DeepFool") == ("deepfool", None)
+    assert base_attack(attack_label("bim", "dense")) == "bim"
+    assert is_unbounded_attack("deepfool") and is_unbounded_attack("cw")
+    assert not is_unbounded_attack("transfer:fgsm<-dense") and not is_unbounded_attack("pgd")
+    assert Cell("dc", "fgsm", 0.1, 2).describe() == "dc fgsm eps 0.1 seed 2"
+    assert Cell("dc", "sanity", None, 0).describe() == "dc sanity seed 0"

@@ -1,4 +1,4 @@
-"""study/report.py's figures and write_report on a database of synthetic rows (no training)."""
+"""study/report/'s figures and write_report on a database of synthetic rows (no training)."""
 
 import math
 import os

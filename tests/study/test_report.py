@@ -1,4 +1,4 @@
-"""study/report.py on hand-made rows: means and spreads over seeds, the size-matched pairing."""
+"""study/report/ on hand-made rows: means and spreads over seeds, the size-matched pairing."""
 
 import pytest
 

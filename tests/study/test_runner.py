@@ -1,4 +1,4 @@
-"""study/runner.py and report.py: the tiny grid end to end, determinism, model reuse, and the
+"""study/runner.py and report/: the tiny grid end to end, determinism, model reuse, and the
 ``study`` / ``report`` commands."""
 
 import copy
@@ -91,49 +91,6 @@ def test_tiny_grid_resumes_reuses_models_and_reports(tiny_mnist, tmp_path):
     assert csv_text.count("\n") == 1 + 21
     assert "## Headline: at equal size, compressed vs compact" in md
     assert "### dc (" in md and "fgsm ε=0.2" in md
-
-
-def test_training_resumes_from_its_checkpoint(tiny_mnist, tmp_path, monkeypatch):
-    """A run killed while training a model resumes from its last finished epoch and ends with
-    the weights of an uninterrupted run."""
-    from robustcnn.study import runner
-
-    study = parse_config(tiny_config(tiny_mnist))
-    data = runner.load_data(study)
-    with Store(tmp_path / "a" / "db.sqlite") as store:
-        whole, _ = runner.obtain_model(study, store, "dense", 0, data)
-
-    key = study.model_key("dense", 0)
-    ckpt = tmp_path / "b" / "models" / f"dense-s0-{key}.training.h5"
-    ckpt.parent.mkdir(parents=True)
-    epochs = []
-    import robustcnn.engine.train as train
-
-    def killed_after_one_epoch(line):
-        raise KeyboardInterrupt  # fit logs an epoch before checkpointing it: epoch 1 is saved
-
-    fit = train.fit
-
-    def fit_spy(*args, **kwargs):
-        if not ckpt.exists():  # the first, interrupted run
-            kwargs["log"] = lambda line: (epochs.append(line), len(epochs) == 2 and
-                                          killed_after_one_epoch(line))
-        else:
-            kwargs["log"] = epochs.append
-        return fit(*args, **kwargs)
-
-    monkeypatch.setattr(train, "fit", fit_spy)  # the runner imports fit when it trains
-    with Store(tmp_path / "b" / "db.sqlite") as store:
-        with pytest.raises(KeyboardInterrupt):
-            runner.obtain_model(study, store, "dense", 0, data)
-        assert ckpt.exists() and len(epochs) == 2
-        resumed, _ = runner.obtain_model(study, store, "dense", 0, data)
-    # The resumed run trained epoch 2 only.
-    assert epochs[2].startswith("resuming") and epochs[2].endswith("after epoch 1")
-    assert [e.split()[:2] for e in epochs[3:]] == [["epoch", "2"]]
-    assert not ckpt.exists()
-    xt = data[2]
-    assert (whole.predict(xt) == resumed.predict(xt)).all()
 
 
 def test_study_and_report_commands(tiny_mnist, tmp_path, capsys):

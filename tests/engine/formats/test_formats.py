@@ -431,30 +431,42 @@ def test_linear_partial_backward(kind, rng):
     assert_close(db_only, db, TIGHT, f"{kind}: dbias alone")
 
 
-# Run in a child process: the codebook case corrupts the heap (and aborts) instead of raising.
+# Run in a child process: a kernel that reads x=None corrupts the heap (and aborts) instead of
+# raising. One child for every format (a child's start-up costs more than its checks); each
+# kind prints its own verdict, so one that aborts leaves the others' lines and fails alone.
 X_NONE_SCRIPT = """
+import sys
 import numpy as np
 from robustcnn.engine.formats import FORMATS
 from robustcnn.engine.linear import linear_backward_format
-rng = np.random.default_rng(0)
-w = rng.choice(np.linspace(-1, 1, 15), size=(130, 33)) * (rng.random((130, 33)) < 0.5)
-fmt = FORMATS[{kind!r}].from_dense(w, **{options!r})
-dy = rng.standard_normal((3, 130))
-dx, grads, db = linear_backward_format(dy, None, fmt, need_weight=False)
-assert grads is None and db is None
-assert np.abs(dx - dy @ w).max() <= 1e-12 * np.abs(dy @ w).max()
-print("ok")
+for kind, options in {cases!r}:
+    rng = np.random.default_rng(0)
+    w = rng.choice(np.linspace(-1, 1, 15), size=(130, 33)) * (rng.random((130, 33)) < 0.5)
+    fmt = FORMATS[kind].from_dense(w, **options)
+    dy = rng.standard_normal((3, 130))
+    dx, grads, db = linear_backward_format(dy, None, fmt, need_weight=False)
+    ok = grads is None and db is None and \
+        np.abs(dx - dy @ w).max() <= 1e-12 * np.abs(dy @ w).max()
+    print(kind, "ok" if ok else "wrong", flush=True)
 """
 
 
-@pytest.mark.parametrize("kind", KERNEL_KINDS)
-def test_linear_input_gradient_without_input(kind):
-    # linear_backward_format accepts x=None when only dx is wanted (as linear_backward_dense).
-    script = X_NONE_SCRIPT.format(kind=kind, options=OPTIONS[kind])
+@pytest.fixture(scope="module")
+def x_none_verdicts():
+    """{kind: "ok" | "wrong"} from one child process, with its exit code and stderr."""
+    script = X_NONE_SCRIPT.format(cases=[(k, OPTIONS[k]) for k in KERNEL_KINDS])
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0 and proc.stdout.strip() == "ok", \
-        f"exit code {proc.returncode}: {proc.stderr[-500:]}"
+                          timeout=300)
+    verdicts = dict(line.split() for line in proc.stdout.splitlines() if line.strip())
+    return verdicts, proc.returncode, proc.stderr[-500:]
+
+
+@pytest.mark.parametrize("kind", KERNEL_KINDS)
+def test_linear_input_gradient_without_input(kind, x_none_verdicts):
+    # linear_backward_format accepts x=None when only dx is wanted (as linear_backward_dense).
+    verdicts, code, stderr = x_none_verdicts
+    assert verdicts.get(kind) == "ok", f"{kind}: {verdicts.get(kind, 'no verdict')}, child " \
+                                       f"exit code {code}: {stderr}"
 
 
 @pytest.mark.parametrize("kind", KERNEL_KINDS)

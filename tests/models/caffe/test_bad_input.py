@@ -11,8 +11,11 @@ from caffe_files import caffemodel_bytes, random_caffe_weights, write_h5_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from robustcnn.models.caffe import load_caffe, read_caffemodel, read_prototxt, read_weights
+from robustcnn.models.caffe import (load_caffe, read_caffemodel, read_net, read_prototxt,
+                                    read_weights)
 from robustcnn.models.caffe.schema import messages
+
+pytest.importorskip("google.protobuf", reason="protobuf (the caffe extra) writes the test files")
 
 PROTOTXT = '''name: "small"
 input: "data"
@@ -31,7 +34,7 @@ layer { name: "fc" type: "InnerProduct" bottom: "sum" top: "fc"
 layer { name: "prob" type: "Softmax" bottom: "fc" top: "prob" }
 '''
 
-FUZZ = settings(max_examples=60, deadline=2000, derandomize=True,
+FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 
@@ -142,6 +145,8 @@ def test_absurd_sizes_are_refused_before_allocation(tmp_path):
     # Nesting 10 000 deep.
     with pytest.raises(ValueError, match="nested more than 64 levels"):
         read_prototxt("layer {" * 10000 + "}" * 10000)
+    with pytest.raises(ValueError, match="nested more than 64 levels"):
+        read_net("layer {" * 10000 + "}" * 10000, parser="text")
 
 
 def test_hdf5_shapes_are_checked_before_reading(files, tmp_path):
@@ -168,15 +173,16 @@ def test_hdf5_shapes_are_checked_before_reading(files, tmp_path):
         load_caffe(proto, path)
 
 
-def test_wrong_field_types(tmp_path):
+@pytest.mark.parametrize("parser", ["protobuf", "text"])
+def test_wrong_field_types(tmp_path, parser):
     """Text: a string where a number goes, a message where a scalar goes, an unknown enum
     value. Binary: a layer name sent as a varint (wire type 0 where 2 is declared)."""
     for bad in ('num_output: "3"', "num_output { }", "num_output: 3.5", "kernel_size: MAX"):
         text = PROTOTXT.replace("num_output: 3", bad)
         with pytest.raises(ValueError, match=r"<prototxt>:5"):
-            load_caffe(text)
+            load_caffe(text, parser=parser)
     with pytest.raises(ValueError, match="<prototxt>:10"):
-        load_caffe(PROTOTXT.replace("pool: MAX", "pool: MEDIAN"))
+        load_caffe(PROTOTXT.replace("pool: MAX", "pool: MEDIAN"), parser=parser)
     model = tmp_path / "varint_name.caffemodel"
     # layer (field 100) holding name (field 1) with wire type 0 = 7
     model.write_bytes(b"\xa2\x06\x02\x08\x07")

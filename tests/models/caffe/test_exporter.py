@@ -14,6 +14,8 @@ from robustcnn.engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout
 from robustcnn.models.caffe import load_caffe, read_prototxt, save_caffe
 from robustcnn.models.lenet import lenet5
 
+pytest.importorskip("google.protobuf", reason="protobuf (the caffe extra) writes the test files")
+
 
 def every_layer_net(shared_prelu=False):
     """Every layer type the exporter writes. Caffe writes a shared PReLU slope as a 0-axis

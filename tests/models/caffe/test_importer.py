@@ -12,7 +12,9 @@ from caffe_files import caffemodel_bytes, layer_outputs, random_caffe_weights, w
 from helpers import assert_close
 
 from robustcnn.engine import Net
-from robustcnn.models.caffe import load_caffe, read_prototxt, read_weights
+from robustcnn.models.caffe import load_caffe, read_net, read_prototxt, read_weights
+
+pytest.importorskip("google.protobuf", reason="protobuf (the caffe extra) writes the test files")
 
 BODY = '''
 layer { name: "conv" type: "Convolution" bottom: "data" top: "conv"
@@ -29,12 +31,15 @@ def raises_naming(*fragments, error=ValueError):
                                                  re.DOTALL))
 
 
-@pytest.mark.parametrize("head", [
-    'input: "data" input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 5',
-    'input: "data" input_shape { dim: 7 dim: 2 dim: 6 dim: 5 }',
-    'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 dim: 2 dim: 6 '
-    'dim: 5 } } }',
-], ids=["input_dim", "input_shape", "Input layer"])
+HEADS = {
+    "input_dim": 'input: "data" input_dim: 1 input_dim: 2 input_dim: 6 input_dim: 5',
+    "input_shape": 'input: "data" input_shape { dim: 7 dim: 2 dim: 6 dim: 5 }',
+    "Input layer": 'layer { name: "in" type: "Input" top: "data" input_param { shape { dim: 1 '
+                   'dim: 2 dim: 6 dim: 5 } } }',
+}
+
+
+@pytest.mark.parametrize("head", HEADS.values(), ids=HEADS.keys())
 def test_input_forms(head):
     net = load_caffe(head + BODY)
     assert net.input_name == "data" and net.input_shape == (2, 6, 5)
@@ -128,25 +133,27 @@ def test_batch_norm_factor_and_scale(tmp_path):
         assert_close(net.forward(x), ref, 1e-6, f"BatchNorm + Scale, factor {factor}")
 
 
+MIXED_NET = ('input: "data" input_dim: 1 input_dim: 3 input_dim: 5 input_dim: 5\n'
+             'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
+             'convolution_param { num_output: 3 kernel_size: 3 pad: 1 } }\n'  # = data's 3
+             'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }\n'
+             'layer { name: "sc" type: "Scale" bottom: "c" top: "c" '
+             'scale_param { bias_term: true } }\n'
+             'layer { name: "pr" type: "PReLU" bottom: "c" top: "c" }\n'
+             'layer { name: "m" type: "Eltwise" bottom: "c" bottom: "data" top: "m" '
+             'eltwise_param { operation: MAX } }\n'
+             'layer { name: "r" type: "Reshape" bottom: "m" top: "r" '
+             'reshape_param { shape { dim: 0 dim: -1 } } }\n'
+             'layer { name: "fc" type: "InnerProduct" bottom: "r" top: "fc" '
+             'inner_product_param { num_output: 3 } }\n')
+
+
 def test_imported_net_is_an_engine_net(tmp_path):
     """Spec round trip through JSON (every new layer class is registered), state dict, and the
     input gradient the attacks use, by finite differences in float64."""
     from helpers import check_gradients
 
-    text = ('input: "data" input_dim: 1 input_dim: 3 input_dim: 5 input_dim: 5\n'
-            'layer { name: "c" type: "Convolution" bottom: "data" top: "c" '
-            'convolution_param { num_output: 4 kernel_size: 3 pad: 1 } }\n'
-            'layer { name: "bn" type: "BatchNorm" bottom: "c" top: "c" }\n'
-            'layer { name: "sc" type: "Scale" bottom: "c" top: "c" '
-            'scale_param { bias_term: true } }\n'
-            'layer { name: "pr" type: "PReLU" bottom: "c" top: "c" }\n'
-            'layer { name: "m" type: "Eltwise" bottom: "c" bottom: "data" top: "m" '
-            'eltwise_param { operation: MAX } }\n'
-            'layer { name: "r" type: "Reshape" bottom: "m" top: "r" '
-            'reshape_param { shape { dim: 0 dim: -1 } } }\n'
-            'layer { name: "fc" type: "InnerProduct" bottom: "r" top: "fc" '
-            'inner_product_param { num_output: 3 } }\n')
-    text = text.replace("num_output: 4", "num_output: 3")  # Eltwise needs equal shapes
+    text = MIXED_NET
     model = tmp_path / "w.caffemodel"
     rng = np.random.default_rng(5)
     model.write_bytes(caffemodel_bytes(random_caffe_weights(load_caffe(text), rng)))
@@ -205,11 +212,13 @@ def test_unknown_layer_type_names_file_and_layer(tmp_path):
     ('layer { name: "a" type: "ReLU" bottom: "data" top: "a" }\n'
      'layer { name: "a" type: "ReLU" bottom: "a" top: "b" }', ["a (ReLU)", "two layers"]),
 ])
-def test_unsupported_or_inconsistent_layers_name_file_and_layer(body, fragments, tmp_path):
+@pytest.mark.parametrize("parser", ["protobuf", "text"])
+def test_unsupported_or_inconsistent_layers_name_file_and_layer(body, fragments, tmp_path,
+                                                                parser):
     proto = tmp_path / "net.prototxt"
     proto.write_text('input: "data" input_dim: 1 input_dim: 2 input_dim: 4 input_dim: 4\n' + body)
     with raises_naming(proto, *fragments):
-        load_caffe(proto)
+        load_caffe(proto, parser=parser)
 
 
 def test_weight_problems_name_file_layer_and_blob(tmp_path):
@@ -231,18 +240,20 @@ def test_weight_problems_name_file_layer_and_blob(tmp_path):
             load_caffe(text, model)
 
 
-def test_text_format_errors_name_the_line(tmp_path):
+@pytest.mark.parametrize("read", [read_prototxt, lambda path: read_net(path, parser="text")],
+                         ids=["protobuf", "text"])
+def test_text_format_errors_name_the_line(tmp_path, read):
     proto = tmp_path / "net.prototxt"
     proto.write_text('input: "data"\nlayer {\n  name: "c"\n'
                      '  convolution_param { num_ouput: 3 }\n}\n')
     with raises_naming(f"{proto}:4", "num_ouput"):
-        read_prototxt(proto)
+        read(proto)
     proto.write_text('input: "data"\nlayer { name: "c" convolution_param { num_output: -3 } }\n')
     with raises_naming(f"{proto}:2", "num_output"):
-        read_prototxt(proto)
+        read(proto)
     proto.write_text('input: "data"\nlayer { name: "c" convolution_param { num_output: "3" } }')
     with raises_naming(f"{proto}:2"):
-        read_prototxt(proto)
+        read(proto)
 
 
 def test_importing_robustcnn_does_not_load_protobuf():
@@ -271,7 +282,7 @@ def test_mean_file(tmp_path):
                                  "mean_file": "mean.binaryproto"}
 
 
-@pytest.mark.parametrize("data,shape", [
+DATA_LAYERS = [
     ('type: "MemoryData" memory_data_param { batch_size: 8 channels: 2 height: 6 width: 5 }',
      (2, 6, 5)),
     ('type: "DummyData" dummy_data_param { shape { dim: 4 dim: 2 dim: 6 dim: 5 } }', (2, 6, 5)),
@@ -280,15 +291,22 @@ def test_mean_file(tmp_path):
      'new_width: 5 }', (1, 6, 5)),
     ('type: "ImageData" transform_param { crop_size: 5 } image_data_param { source: "l" }',
      (3, 5, 5)),
-])
-def test_data_layers_that_declare_their_shape(data, shape):
-    """Train/val files name their TRAIN and TEST data layers alike; the sizes a data layer
-    declares are the input shape."""
-    text = (f'layer {{ name: "data" {data} top: "data" top: "label" include {{ phase: TRAIN }} }}\n'
+]
+
+
+def data_layer_net(data):
+    """A train/val net fed by the data layer ``data`` (TRAIN and TEST copies)."""
+    return (f'layer {{ name: "data" {data} top: "data" top: "label" include {{ phase: TRAIN }} }}\n'
             f'layer {{ name: "data" {data} top: "data" top: "label" include {{ phase: TEST }} }}\n'
             'layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" '
             'inner_product_param { num_output: 3 } }\n'
             'layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" }\n')
-    net = load_caffe(text)
+
+
+@pytest.mark.parametrize("data,shape", DATA_LAYERS)
+def test_data_layers_that_declare_their_shape(data, shape):
+    """Train/val files name their TRAIN and TEST data layers alike; the sizes a data layer
+    declares are the input shape."""
+    net = load_caffe(data_layer_net(data))
     assert net.input_shape == shape
     assert [l.name for l in net.layers] == ["fc", "loss"] and net.output == "loss"

@@ -13,6 +13,8 @@ from helpers import assert_close
 
 from robustcnn.models.caffe import load_caffe
 
+pytest.importorskip("google.protobuf", reason="protobuf (the caffe extra) writes the test files")
+
 
 def header(shape):
     dims = " ".join(f"dim: {d}" for d in shape)

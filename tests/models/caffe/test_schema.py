@@ -7,6 +7,8 @@ from caffe_files import blob_proto
 
 from robustcnn.models.caffe.schema import PROTO, _build, _Reader, file_descriptor_proto, messages
 
+pytest.importorskip("google.protobuf", reason="protobuf (the caffe extra) compiles the schema")
+
 
 def _normalised(fdp):
     """protoc fills json_name and leaves proto2's syntax out; neither changes the wire format."""

@@ -1,0 +1,323 @@
+"""ONNX models → the engine's ``Net``.
+
+    net = load_onnx("model.onnx")               # the graph's first output
+    net = load_onnx("model.onnx", output="fc")  # or a named value
+    net.onnx_info        # {"input": name, "input_dims": [...], "outputs": [...], "opset": ...}
+    net.preprocessing    # from the "robustcnn.preprocessing" metadata entry (JSON), or {}
+
+See ``robustcnn.models.onnx`` for the operators and their mapping. The file is parsed with
+protobuf (``files.read_model``), the nodes the chosen output needs are sorted, constants are
+folded (``fold.py``) and every other node becomes engine layers (``ops.py``).
+"""
+
+import json
+import math
+
+import numpy as np
+
+from ...engine import Net
+from .files import read_model, tensor_array, tensor_dims, text
+from .fold import FOLDABLE, fold
+from .graph import Tensor, attributes, consumers, needed_nodes, node_at, value_dims
+from .ops import BUILDERS, SYMBOLIC_BATCH, not_supported
+
+MIN_OPSET = 7
+# What a file may declare before anything is allocated for it (as the Caffe importer): values
+# in one blob of one example, weights in one layer, weights in the net.
+MAX_BLOB_VALUES = 2**28
+MAX_PARAMS = 2**28
+MAX_TOTAL_PARAMS = 2**29
+# The metadata entry ``save_onnx`` writes the preprocessing to, and the importer reads it from.
+PREPROCESSING_KEY = "robustcnn.preprocessing"
+_FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
+
+
+def current_opset():
+    """The newest opset of the default domain that the installed ``onnx`` package knows."""
+    import onnx
+
+    return onnx.defs.onnx_opset_version()
+
+
+class _Graph:
+    """The engine layers built so far, and what each ONNX value is."""
+
+    def __init__(self, source, folder, dtype, opset, batch):
+        self.source, self.folder, self.dtype = source, folder, np.dtype(dtype)
+        self.opset, self.batch = opset, batch
+        self.layers, self.shapes, self.weights = [], {}, {}
+        self.fusable = {}  # blob → the layer that made it, if it can take a bias
+        self.values = {}  # ONNX name → Tensor, ndarray, or a TensorProto not read yet
+        self.consumers = {}
+        self.onnx_names = set()
+        self.taken = set()  # engine layer names
+        self.total_params = 0
+
+    # Values ------------------------------------------------------------------------------
+    def value(self, name, at):
+        v = self.values[name]
+        if not isinstance(v, (Tensor, np.ndarray)):  # an initializer, read on first use
+            v = self.values[name] = self._initializer(v, name, at)
+        return v
+
+    def _initializer(self, proto, name, at):
+        where = f"{self.source}: initializer {name!r}"
+        if isinstance(proto, tuple):  # a sparse initializer: (SparseTensorProto,)
+            return _sparse_array(proto[0], where, self.folder)
+        return tensor_array(proto, where, self.folder)
+
+    def tensor(self, v, at, what="input"):
+        if isinstance(v, Tensor):
+            return v
+        if v is None:
+            raise ValueError(f"{at}: {what} is missing")
+        raise not_supported(at, f"a constant {what} of shape {np.shape(v)} (the engine computes "
+                                f"on tensors that come from the model's input)")
+
+    def const(self, v, at, what):
+        if isinstance(v, np.ndarray):
+            return v
+        if v is None:
+            raise ValueError(f"{at}: {what} is missing")
+        raise not_supported(at, f"{what} computed from the model's input (it must be an "
+                                f"initializer or folded from constants)")
+
+    def used(self, name):
+        return self.consumers.get(text(name), 0) > 0
+
+    # Layers ------------------------------------------------------------------------------
+    def _free(self, base):
+        name, k = base, 1
+        while name in self.taken or (name != base and name in self.onnx_names):
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    def layer_name(self, node):
+        """The engine name for a node's layer: its name, or else its first output's."""
+        name = self._free(text(node.name) or text(node.output[0]))
+        self.taken.add(name)
+        return name
+
+    def output(self, node, i=0):
+        return text(node.output[i])
+
+    def add(self, layer, inputs, at, top=None):
+        """Append ``layer`` reading the tensors ``inputs`` → the Tensor it makes. Helper
+        layers (a Pad2d before a convolution) get a name no ONNX value has."""
+        if top is None and layer.name not in self.taken:
+            layer.name = self._free(layer.name)
+        self.taken.add(layer.name)
+        layer.bottom = [x.blob for x in inputs]
+        layer.top = [top or layer.name]
+        try:
+            out = layer.setup([x.shape for x in inputs], self.dtype)[0]
+        except ValueError as e:
+            raise ValueError(f"{at}: {e}") from None
+        if math.prod(out) > MAX_BLOB_VALUES:
+            raise ValueError(f"{at}: output shape {out} has more than {MAX_BLOB_VALUES:,} values "
+                             f"per example")
+        self.total_params += sum(v.size for v in layer.params.values())
+        if self.total_params > MAX_TOTAL_PARAMS:
+            raise ValueError(f"{at}: the net declares more than {MAX_TOTAL_PARAMS:,} weights up "
+                             f"to this node")
+        self.layers.append(layer)
+        self.shapes[layer.top[0]] = out
+        return Tensor(layer.top[0], out)
+
+    def rename(self, x, layer, top):
+        """``layer``'s output, made by it alone and read only here, now named ``top``."""
+        layer.top = [top]
+        self.shapes[top] = self.shapes.pop(x.blob)
+        self.fusable[top] = self.fusable.pop(x.blob)
+        return Tensor(top, x.shape)
+
+    def check_params(self, count, at):
+        if count > MAX_PARAMS:
+            raise ValueError(f"{at}: declares {count:,} weights, more than {MAX_PARAMS:,}")
+
+
+def _sparse_array(sparse, at, folder):
+    """A SparseTensorProto → its dense array (values at linear or (NNZ, rank) indices)."""
+    dims = tuple(int(d) for d in sparse.dims)
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_PARAMS:
+        raise ValueError(f"{at}: sparse dims {dims} must be >= 0 and hold at most "
+                         f"{MAX_PARAMS:,} values")
+    values = tensor_array(sparse.values, f"{at} values", folder).reshape(-1)
+    indices = tensor_array(sparse.indices, f"{at} indices", folder)
+    if indices.dtype.kind not in "iu":
+        raise ValueError(f"{at}: indices must be integers, got {indices.dtype}")
+    size = math.prod(dims)
+    if indices.ndim == 2 and indices.shape == (len(values), len(dims)):
+        if np.any(indices < 0) or np.any(indices >= np.asarray(dims)):
+            raise ValueError(f"{at}: an index is out of the dims {dims}")
+        flat = np.ravel_multi_index(tuple(indices.T), dims) if len(values) else indices[:, 0]
+    elif indices.ndim == 1 and len(indices) == len(values):
+        flat = indices
+        if np.any(flat < 0) or np.any(flat >= size):
+            raise ValueError(f"{at}: an index is out of the {size:,} values of dims {dims}")
+    else:
+        raise ValueError(f"{at}: indices of shape {indices.shape} for {len(values)} values")
+    dense = np.zeros(size, dtype=values.dtype)
+    dense[flat] = values
+    return dense.reshape(dims)
+
+
+def _opset(model, source):
+    versions = [int(o.version) for o in model.opset_import if text(o.domain) in ("", "ai.onnx")]
+    if not versions:
+        raise ValueError(f"{source}: no opset of the default ONNX domain is imported")
+    opset = max(versions)
+    newest = current_opset()
+    if not MIN_OPSET <= opset <= newest:
+        raise not_supported(source, f"opset {opset} (opsets {MIN_OPSET} to {newest} are)")
+    return opset
+
+
+def _find_input(model, source, input_shape):
+    """(name, per-example shape, declared batch size, declared dims) of the one input."""
+    graph = model.graph
+    init = {text(t.name) for t in graph.initializer} | \
+        {text(t.values.name) for t in graph.sparse_initializer}
+    inputs = [i for i in graph.input if text(i.name) not in init]
+    if len(inputs) != 1:
+        raise not_supported(source, f"a model with {len(inputs)} inputs "
+                                    f"({[text(i.name) for i in inputs][:10]}); one input is")
+    value = inputs[0]
+    name = text(value.name)
+    at = f"{source}: input {name!r}"
+    dims, elem = value_dims(value, at)
+    if elem not in _FLOAT_TYPES:
+        raise not_supported(at, f"element type {elem} (a float input is)")
+    if input_shape is not None:
+        per = tuple(int(s) for s in input_shape)
+        if dims is not None and len(dims) != len(per) + 1:
+            raise ValueError(f"{at}: input_shape {per} does not match its rank {len(dims)} "
+                             f"(with the batch axis)")
+    else:
+        if dims is None or len(dims) < 2 or any(d is None for d in dims[1:]):
+            raise ValueError(f"{at}: its shape {dims} must be known but for the batch axis; "
+                             f"pass input_shape=(C, H, W)")
+        per = tuple(dims[1:])
+    if not per or min(per) < 1 or math.prod(per) > MAX_BLOB_VALUES:
+        raise not_supported(at, f"an input of per-example shape {per} (sizes >= 1, at most "
+                                f"{MAX_BLOB_VALUES:,} values)")
+    batch = dims[0] if dims and dims[0] is not None else SYMBOLIC_BATCH
+    return name, per, batch, dims
+
+
+def _metadata(model):
+    meta = {}
+    for entry in model.metadata_props:
+        meta[text(entry.key)] = text(entry.value)
+    preprocessing = {}
+    raw = meta.get(PREPROCESSING_KEY)
+    if raw:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = None
+        if isinstance(value, dict):
+            preprocessing = value
+    return meta, preprocessing
+
+
+def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=None, seed=0):
+    """An ONNX model (a path, or the file's bytes) as an engine ``Net``.
+
+    ``output``: the graph output (or any value) the net computes; default: the first graph
+    output (the engine's Net has one output). ``input_shape``: the per-example input shape,
+    for a model whose input dims are symbolic. The batch axis (axis 0) may have any size; shape
+    arithmetic in the file sees it at its declared size (see ``robustcnn.models.onnx``).
+
+    The net has ``onnx_info`` (input name and declared dims, graph outputs, opset, producer),
+    ``metadata`` (the model's metadata_props) and ``preprocessing`` (the JSON object stored
+    under ``robustcnn.preprocessing``, or {}); ``Net.copy`` does not carry them over.
+
+    Every problem raises a one-line ValueError naming the file (and the node and its op).
+    Nothing in the file is executed.
+    """
+    model, source, folder = read_model(path)
+    try:
+        return _build(model, source, folder, output, input_shape, dtype, name, seed)
+    except RecursionError:
+        raise ValueError(f"{source}: nested too deeply") from None
+
+
+def _build(model, source, folder, output, input_shape, dtype, name, seed):
+    graph = model.graph
+    opset = _opset(model, source)
+    input_name, per, batch, dims = _find_input(model, source, input_shape)
+    outputs = [text(o.name) for o in graph.output]
+    if output is None:
+        if not outputs:
+            raise ValueError(f"{source}: the graph has no outputs")
+        output = outputs[0]
+    g = _Graph(source, folder, dtype, opset, batch)
+    known = {}
+    for t in graph.initializer:
+        tensor_dims(t, f"{source}: initializer {text(t.name)!r}")
+        known[text(t.name)] = t
+    for s in graph.sparse_initializer:
+        known[text(s.values.name)] = (s,)
+    known[input_name] = Tensor(input_name, per)
+    nodes = list(graph.node)
+    order = needed_nodes(nodes, set(known), output, source)
+    g.values = dict(known)
+    g.consumers = consumers(nodes, order, output)
+    g.onnx_names = set(known) | {text(o) for n in nodes for o in n.output}
+    g.shapes[input_name] = per
+    for index in order:
+        _node(g, nodes[index], index)
+    if output not in g.values:
+        raise ValueError(f"{source}: no node makes the output {output!r}")
+    out = g.value(output, f"{source}: output {output!r}")
+    if not isinstance(out, Tensor):
+        raise not_supported(source, f"an output ({output!r}) that does not depend on the input")
+    if not g.layers:
+        raise not_supported(source, "a graph with no layers (its output is its input)")
+    try:
+        net = Net(g.layers, per, input_name=input_name, output=out.blob, dtype=dtype, seed=seed,
+                  name=name or text(graph.name) or "onnx")
+        net.load_state_dict({k: np.asarray(v, dtype=net.dtype) for k, v in g.weights.items()},
+                            source=source)
+    except (ValueError, TypeError) as e:
+        raise ValueError(e if str(e).startswith(source) else f"{source}: {e}") from None
+    meta, preprocessing = _metadata(model)
+    net.metadata, net.preprocessing = meta, preprocessing
+    net.onnx_info = {"input": input_name, "input_dims": dims, "outputs": outputs,
+                     "output": output, "opset": opset, "producer": text(model.producer_name)}
+    return net
+
+
+def _node(g, node, index):
+    op = text(node.op_type)
+    at = node_at(g.source, node, index)
+    if text(node.domain) not in ("", "ai.onnx"):
+        raise not_supported(at, f"an operator of domain {text(node.domain)!r} (custom ops)")
+    try:
+        ins = [g.value(text(i), at) if text(i) else None for i in node.input]
+        attrs = attributes(node, at)
+        outs = None
+        if all(v is None or isinstance(v, np.ndarray) for v in ins) and op in FOLDABLE:
+            outs = fold(op, ins, attrs, g.opset, at, g.folder)
+            outs = None if outs is None else [np.asarray(o) for o in outs]
+        if outs is None:
+            if op not in BUILDERS:
+                raise not_supported(at, f"operator '{op}'" + (
+                    " on a tensor computed from the input (it is folded on constants only)"
+                    if op in FOLDABLE else
+                    f" (supported: {', '.join(sorted(set(BUILDERS) | set(FOLDABLE)))})"))
+            outs = BUILDERS[op](g, node, at, ins, attrs)
+    except ValueError as e:
+        raise ValueError(e if str(e).startswith(g.source) else f"{at}: {e}") from None
+    except (IndexError, KeyError, TypeError, AttributeError, OverflowError, ZeroDivisionError,
+            MemoryError) as e:  # a combination of fields not foreseen
+        raise ValueError(f"{at}: cannot be built ({type(e).__name__}: "
+                         f"{' '.join(str(e).split())[:160]})") from None
+    for i, v in enumerate(outs):
+        name = text(node.output[i]) if i < len(node.output) else ""
+        if name and v is not None:
+            g.values[name] = v
+    for name in node.output[len(outs):]:
+        if g.used(name):
+            raise not_supported(at, f"output {len(outs)} and beyond ({text(name)!r} is read)")

@@ -1,0 +1,55 @@
+"""The report's files: ``cells.csv`` (every row), ``report.md`` and the figures, written
+atomically from a study database."""
+
+import csv
+import io
+import os
+
+from ...atomic import atomic_path
+from ..store import Store
+from .figures import write_figures
+from .markdown import markdown
+from .tables import prepare
+
+CSV_COLUMNS = ("study", "model", "kind", "arch", "attack", "norm", "eps", "seed", "examples",
+               "clean_accuracy", "adversarial_accuracy", "success_rate", "linf_mean", "l2_mean",
+               "sanity_passed", "params", "file_bytes", "compression_ratio", "seconds",
+               "robustcnn", "numpy", "numba", "python", "key")
+PLOT_NOTE = "Figures need matplotlib: `pip install robustcnn[plot]`."
+
+
+def csv_text(rows):
+    """Every row (sanity rows too) as CSV with ``CSV_COLUMNS``; model info and versions
+    flattened into columns."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        flat = {**r, **(r["model_info"] or {}), **(r["versions"] or {})}
+        writer.writerow([flat.get(c) for c in CSV_COLUMNS])
+    return out.getvalue()
+
+
+def write_report(db, out_dir, *, eps=None):
+    """Write ``cells.csv``, ``report.md`` and the figures (``FIGURES``, if matplotlib is
+    installed) for the database ``db`` into ``out_dir``, each atomically; ``eps`` is where
+    robust accuracy is read (``fixed_eps``) → [csv path, markdown path, figure paths...]."""
+    if not os.path.isfile(db):
+        raise FileNotFoundError(f"{db}: no such results database")
+    with Store(db) as store:
+        rows = store.rows()
+    figures, note = [], None
+    if prepare(rows)[0]:  # figures first: the report never points at a missing file
+        try:
+            figures = write_figures(rows, out_dir, eps=eps)
+        except ImportError:
+            note = PLOT_NOTE
+        else:
+            note = None if figures else "No figure drawn: no bounded attack has results."
+    paths = [os.path.join(out_dir, "cells.csv"), os.path.join(out_dir, "report.md")]
+    md = markdown(rows, source=os.path.basename(db), eps=eps, note=note,
+                  figures=[os.path.basename(p) for p in figures])
+    for path, text in zip(paths, (csv_text(rows), md)):
+        with atomic_path(path) as tmp, open(tmp, "w") as f:
+            f.write(text)
+    return paths + figures
