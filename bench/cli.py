@@ -7,9 +7,12 @@
     python bench.py --formats       # only the weight formats (add --quick for a fast look)
     python bench.py --cases TEXT    # only the cases whose name contains TEXT
     python bench.py --bytes-json F  # also write the bytes-per-format tables as JSON
+    python bench.py --contend       # time each pair case again beside one spinning process per
+                                    # thread (--contend N: N processes), our slowdown vs the peer's
 
 (``python -m robustcnn.bench`` is the same.) Each case runs our functional API (or our Net, or
-an attack: PGD-40 on LeNet-5) and the same computation in torch: checks that the outputs agree,
+an attack: PGD-40 on LeNet-5) and the same computation in torch (a whole LeNet-5 also in
+onnxruntime, the runtime users deploy with): checks that the outputs agree,
 warms both up, then lets the two take turns (see ``common.time_turns``) so that background load
 hits both alike, and reports the median time per call of each. ``ratio`` = torch time / our
 time: > 1 means we are faster. torch is a bench-only extra: only ``robustcnn.bench`` imports it.
@@ -29,7 +32,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..engine import conv2d_forward
-from . import attacks, coldstart, dense, pairs
+from . import attacks, coldstart, dense, pairs, runtime
 from .common import FULL, QUICK, format_table
 from .formats.suite import SUITE as FORMATS
 from .machine import print_header
@@ -37,7 +40,8 @@ from .machine import print_header
 # The sections of the bench in the order they run and report: a suite is a ``common.Suite``;
 # the pair suite times the case families listed in it (each a function () → [pairs.Case]).
 SUITES = (
-    pairs.suite("kernels, nets and attacks against torch", (dense.cases, attacks.cases)),
+    pairs.suite("kernels, nets and attacks against torch and onnxruntime",
+                (dense.cases, runtime.cases, attacks.cases)),
     coldstart.SUITE,
     FORMATS,
 )
@@ -56,7 +60,14 @@ def parse_args(argv=None, prog=None):
                         "bytes tables (no dense cases, no cold start)")
     p.add_argument("--bytes-json", metavar="FILE",
                    help="also write the bytes tables of the format section as JSON")
-    return p.parse_args(argv)
+    p.add_argument("--contend", type=int, nargs="?", const=-1, default=0, metavar="N",
+                   help="time each kernel, net and attack case again while N CPU-bound processes "
+                        "spin beside it (default N: the thread count): our slowdown against the "
+                        "peer's")
+    args = p.parse_args(argv)
+    if args.contend < -1:
+        p.error(f"--contend: {args.contend} processes: give a count >= 0")
+    return args
 
 
 def main(argv=None, prog=None):
@@ -69,6 +80,8 @@ def main(argv=None, prog=None):
     if args.threads:
         numba.set_num_threads(args.threads)
     torch.set_num_threads(numba.get_num_threads())
+    if args.contend == -1:
+        args.contend = numba.get_num_threads()
     budget = QUICK if args.quick else FULL
 
     # A first kernel call starts Numba's thread pool, which the header reports.

@@ -1,9 +1,12 @@
 """What every suite of the bench shares: time budgets, timing by turns with the load and page
 faults beside it, the output check, aligned tables, and the record a suite is."""
 
+import contextlib
 import os
 import re
 import statistics
+import subprocess
+import sys
 import textwrap
 import time
 from dataclasses import dataclass
@@ -83,6 +86,22 @@ def background_cpus(before, after):
     if before[1] is None or after[1] is None or wall <= 0:
         return None
     return max(0.0, (after[1] - before[1]) - (after[2] - before[2])) / wall
+
+
+@contextlib.contextmanager
+def contention(processes):
+    """``processes`` CPU-bound Python processes spinning beside the block (none: nothing), the
+    busy machine a user's laptop or a shared server is; yields their ``Popen``s."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(processes)]
+    try:
+        time.sleep(0.2 if spinners else 0)  # let them reach the loop
+        yield spinners
+    finally:
+        for p in spinners:
+            p.kill()
+        for p in spinners:
+            p.wait()
 
 
 def _page_faults():

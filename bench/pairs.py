@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from .common import (OURS_DENSE, TOLERANCE, TORCH_DENSE, Suite, background_cpus, cpu_snapshot,
-                     format_table, relative_error, time_pair)
+from .common import (OURS_DENSE, TOLERANCE, TORCH_DENSE, Suite, background_cpus, contention,
+                     cpu_snapshot, format_table, relative_error, time_pair)
 
 OURS, PEER = OURS_DENSE, TORCH_DENSE  # a case's sides unless it names others
 
@@ -55,10 +55,16 @@ class Result:
     faults: tuple = (float("nan"), float("nan"))  # page faults per call: ours, peer
     failure: str = ""  # an exception raised by either side
     agreement: tuple = None  # (ok, text) from case.agreement, if the case has one
+    busy: tuple = None  # (ours_s, peer_s) timed again beside spinning processes (--contend)
 
     @property
     def ratio(self):
         return self.peer_s / self.ours_s
+
+    @property
+    def slowdowns(self):
+        """How many times slower each side ran beside the spinning processes: (ours, peer)."""
+        return self.busy[0] / self.ours_s, self.busy[1] / self.peer_s
 
     @property
     def agrees(self):
@@ -85,8 +91,9 @@ class Result:
         return f"MISMATCH {self.error:.1e}"
 
 
-def run_case(case, budget):
-    """Check that both sides agree, then time them → Result."""
+def run_case(case, budget, contend=0):
+    """Check that both sides agree, then time them → Result; with ``contend`` processes, time
+    them again while that many CPU-bound processes spin beside them."""
     result = Result(case)
     try:
         if case.agreement is not None:
@@ -99,6 +106,9 @@ def run_case(case, budget):
         before = cpu_snapshot()
         result.ours_s, result.peer_s, *result.faults = time_pair(case.ours, case.peer, budget)
         result.background = background_cpus(before, cpu_snapshot())
+        if contend:
+            with contention(contend):
+                result.busy = time_pair(case.ours, case.peer, budget)[:2]
     except Exception as e:  # a broken case must not hide the others
         result.failure = f"{type(e).__name__}: {e}"
     return result
@@ -147,7 +157,7 @@ def results_table(results, peak):
 
 
 def report(results, args, peak):
-    """The table and its legend (nothing if no case ran)."""
+    """The table and its legend, and the contention table (nothing if no case ran)."""
     if not results:
         return
     peak, peak_label = peak
@@ -159,12 +169,38 @@ def report(results, args, peak):
           "had returned to the OS and the call touched again).")
     print("bg CPUs: CPUs other processes kept busy while the case was timed (/proc/stat); "
           "well above 0 means the row is noisy: re-run on a quiet machine.")
+    if any(r.busy is not None for r in results):
+        contention_table(results, args.contend)
+
+
+def contention_table(results, processes):
+    """A row per case timed under contention: each side's time quiet and busy, and slowdowns."""
+    header = ["case", "peer", "ours ms", "busy", "peer ms", "busy", "ours slowdown",
+              "peer slowdown", "peer/ours busy"]
+    rows = []
+    for r in results:
+        if r.failure or r.busy is None:
+            continue
+        ours, peer = r.slowdowns
+        rows.append([r.case.name, _peer_label(r.case.peer_name), f"{r.ours_s * 1e3:.3f}",
+                     f"{r.busy[0] * 1e3:.3f}", f"{r.peer_s * 1e3:.3f}", f"{r.busy[1] * 1e3:.3f}",
+                     f"{ours:.2f}x", f"{peer:.2f}x", f"{r.busy[1] / r.busy[0]:.2f}x"])
+    print()
+    print(f"under contention: each case timed again beside {processes} CPU-bound process(es)")
+    print(format_table(header, rows))
 
 
 def targets(results):
-    """(what, measured, PASS or FALL SHORT) for each case with a target."""
+    """(what, measured, PASS or FALL SHORT) for each case with a target, and for each case timed
+    under contention: our slowdown at most the peer's."""
     lines = []
     for r in results:
+        if r.busy is not None and not r.failure:
+            ours, peer = r.slowdowns
+            lines.append((f"{r.case.name}: our slowdown under contention <= "
+                          f"{_peer_label(r.case.peer_name)}'s", f"{ours:.2f}x vs {peer:.2f}x",
+                          "PASS" if ours <= peer else "FALL SHORT"))
+
         if r.case.target is None:
             continue
         what = f"{r.case.name}: {_peer_label(r.case.peer_name)}/ours >= {r.case.target}"
@@ -177,27 +213,38 @@ def targets(results):
 
 
 def records(results):
-    """The --json records: {"case", "ours", "peer", "ours_s", "peer_s", "ratio"}."""
-    return [{"case": r.case.name, "ours": r.case.ours_name, "peer": r.case.peer_name,
-             "ours_s": r.ours_s, "peer_s": r.peer_s, "ratio": r.ratio}
-            for r in results if not r.failure]
+    """The --json records: {"case", "ours", "peer", "ours_s", "peer_s", "ratio"}, and
+    "busy_ours_s", "busy_peer_s" where the case was timed under contention."""
+    out = []
+    for r in results:
+        if r.failure:
+            continue
+        record = {"case": r.case.name, "ours": r.case.ours_name, "peer": r.case.peer_name,
+                  "ours_s": r.ours_s, "peer_s": r.peer_s, "ratio": r.ratio}
+        if r.busy is not None:
+            record["busy_ours_s"], record["busy_peer_s"] = r.busy
+        out.append(record)
+    return out
 
 
 def suite(name, families):
     """The bench section of the pair cases that ``families`` build, in order: each family is a
     function () → [Case]; ``--cases`` keeps those whose name contains its text, ``--formats``
-    none."""
+    none; ``--contend N`` times each case again beside N spinning processes."""
     def plan(args):
         if args.formats:
             return None
         cases = [case for family in families for case in family()]
-        return [c for c in cases if args.cases in c.name] if args.cases else cases
+        if args.cases:
+            cases = [c for c in cases if args.cases in c.name]
+        return cases, args.contend
 
-    def run(cases, budget):
+    def run(plan, budget):
+        cases, contend = plan
         results = []
         for case in cases:
             print(f"  running {case.name}", file=sys.stderr, flush=True)
-            results.append(run_case(case, budget))
+            results.append(run_case(case, budget, contend))
         return results
 
-    return Suite(name, plan, run, report, targets, records, needs_peak=bool)
+    return Suite(name, plan, run, report, targets, records, needs_peak=lambda plan: bool(plan[0]))

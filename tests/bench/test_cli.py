@@ -22,6 +22,14 @@ def test_the_formats_flags_parse():
     assert [c.name for c in formats.format_cases(match="no such case")] == []
 
 
+def test_contend_counts_processes_and_defaults_to_the_thread_count():
+    assert cli.parse_args([]).contend == 0
+    assert cli.parse_args(["--contend"]).contend == -1  # main sets Numba's thread count
+    assert cli.parse_args(["--contend", "3"]).contend == 3
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--contend", "-4"])
+
+
 def test_main_plans_every_suite_then_runs_reports_and_records_those_planned(
         monkeypatch, tmp_path, capsys):
     pytest.importorskip("torch")

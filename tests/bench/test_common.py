@@ -43,3 +43,11 @@ def test_time_turns_gives_each_function_its_own_median():
 def test_selected_matches_a_substring_or_everything():
     assert common.selected("fc 4096 b1", None) and common.selected("fc 4096 b1", "b1")
     assert not common.selected("fc 4096 b1", "b64")
+
+
+def test_contention_spins_processes_that_end_with_the_block():
+    with common.contention(2) as spinners:
+        assert len(spinners) == 2 and all(p.poll() is None for p in spinners)
+    assert all(p.returncode is not None for p in spinners)
+    with common.contention(0) as spinners:
+        assert spinners == []

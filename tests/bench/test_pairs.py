@@ -62,3 +62,47 @@ def test_a_pgd_mismatch_is_reported():
     assert not result.agrees and result.check == "MISMATCH step 1: 3 sign flips"
     result.agreement = (True, "fine")
     assert result.agrees and result.check == "ok fine"
+
+
+def test_contention_targets_compare_our_slowdown_with_the_peers():
+    calm, hurt = _result("calm", 1.0, 1.0), _result("hurt", 1.0, 1.0)
+    calm.busy, hurt.busy = (1.5, 2.0), (3.0, 2.0)  # ours 1.5x vs 2x slower; 3x vs 2x
+    assert calm.slowdowns == pytest.approx((1.5, 2.0))
+    lines = pairs.targets([calm, hurt, _result("quiet only", 1.0, 1.0)])
+    assert [(line[1], line[2]) for line in lines] == [("1.50x vs 2.00x", "PASS"),
+                                                      ("3.00x vs 2.00x", "FALL SHORT")]
+    assert lines[0][0] == "calm: our slowdown under contention <= torch's"
+    recs = pairs.records([calm, _result("quiet only", 1.0, 1.0)])
+    assert (recs[0]["busy_ours_s"], recs[0]["busy_peer_s"]) == (1.5, 2.0)
+    assert "busy_ours_s" not in recs[1]
+
+
+def test_a_case_under_contention_is_timed_again_beside_spinning_processes(tiny, monkeypatch):
+    import numpy as np
+
+    seen, spin = [], pairs.contention
+    monkeypatch.setattr(pairs, "contention", lambda n: seen.append(n) or spin(n))
+    case = pairs.Case("sum", ours=lambda: (np.ones(3),), peer=lambda: (np.ones(3),), flops=3)
+    quiet = pairs.run_case(case, tiny)
+    busy = pairs.run_case(case, tiny, contend=1)
+    assert quiet.busy is None and seen == [1]
+    assert not busy.failure and all(t > 0 for t in busy.busy)
+
+
+def test_the_onnxruntime_case_agrees_with_our_lenet5(tiny):
+    from robustcnn.bench import runtime
+
+    pytest.importorskip("onnxruntime")
+    result = pairs.run_case(runtime.lenet5_case(batch=4), tiny)
+    assert result.agrees, result.check
+    assert result.case.peer_name == "onnxruntime" and result.case.target == 1.0
+
+
+def test_the_contention_table_shows_each_sides_slowdown(capsys):
+    r = _result("c", 1e-3, 2e-3)
+    r.busy = (2e-3, 6e-3)
+    pairs.contention_table([r, _result("quiet", 1.0, 1.0)], processes=2)
+    out = capsys.readouterr().out
+    assert "beside 2 CPU-bound" in out
+    row = out.splitlines()[-1].split()
+    assert row[0] == "c" and row[-3:] == ["2.00x", "3.00x", "3.00x"]
