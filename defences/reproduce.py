@@ -35,23 +35,22 @@ import numpy as np
 
 PARTS = ("distillation", "squeezing", "certificates", "smoothing")
 
-# The papers' figures, each with where it comes from.
+# The papers' figures, each with where it comes from (quoted from the papers' text as
+# remembered: check them against the papers before citing them).
 PAPER = {
     "jsma_undefended": ("95%", "Papernot et al. 2016, abstract (MNIST)"),
     "jsma_distilled": ("< 0.5%", "Papernot et al. 2016, abstract (MNIST, T = 100)"),
     "fgsm_distilled": ("fails", "Carlini & Wagner 2016/2017: FGSM and JSMA on the probabilities "
                                 "fail on distilled nets"),
-    "cw_distilled": ("100%", "Carlini & Wagner 2017, §VIII (MNIST, L2 attack on the distilled "
-                             "net)"),
-    "squeeze_fpr": ("3.98%", "Xu et al. 2018, Table 5 (MNIST, joint detector)"),
-    "squeeze_detection": ("98.2%", "Xu et al. 2018, Table 5 (MNIST, all attacks, successful "
-                                   "examples)"),
-    "squeeze_adaptive": ("≈ 0%", "He et al. 2017 / Xu et al. §V-D: an adaptive adversary "
+    "cw_distilled": ("100%", "Carlini & Wagner 2017 (MNIST, L2 attack on the distilled net)"),
+    "squeeze_fpr": ("3.98%", "Xu et al. 2018 (MNIST, joint detector)"),
+    "squeeze_detection": ("98.2%", "Xu et al. 2018 (MNIST, all attacks, successful examples)"),
+    "squeeze_adaptive": ("≈ 0%", "He et al. 2017: an adaptive adversary "
                                  "evades the detector"),
     "crown_ibp_verified": ("92.54%", "Zhang et al. 2020 (CROWN-IBP): 7.46% verified error at "
                                      "eps 0.3 on MNIST"),
     "smoothing_cifar": ({0.25: "61%", 0.5: "43%", 0.75: "32%", 1.0: "22%"},
-                        "Cohen et al. 2019, Table 1 (CIFAR-10, best sigma per radius)"),
+                        "Cohen et al. 2019 (CIFAR-10, best sigma per radius)"),
 }
 
 
@@ -162,11 +161,13 @@ def distillation(wb):
         ("gradients sanity check", u["sanity"], d["sanity"], "masking", "Carlini & Wagner"),
     ]
     dropped = d["fgsm"] < 0.5 * u["fgsm"] and d["jsma"] < 0.5 * u["jsma"]
-    broken = d["cw"] >= 0.95
+    broken = d["cw"] >= u["cw"] - 0.05  # C&W's claim: no robustness against attacks on logits
     caught = d["sanity"].startswith("FAIL")
     verdict = ("reproduced" if dropped and broken and caught else "missed") + \
-        f": FGSM and JSMA success {'dropped' if dropped else 'did NOT drop'} by half or more; " \
-        f"C&W L2 {'still succeeds' if broken else 'does NOT reach 95%'}; the sanity check " \
+        f": FGSM and JSMA success {'dropped' if dropped else 'did NOT both drop'} by half or " \
+        f"more; C&W L2 {'succeeds as often as' if broken else 'succeeds LESS often than'} on " \
+        f"the undefended net (the paper's 100% on both is with 1,000 iterations × 9; this " \
+        f"budget is {a.cw_iter} × 5); the sanity check " \
         f"{'catches' if caught else 'does NOT catch'} the masking"
     return {"title": "Defensive distillation (T = 100) and its break",
             "header": ("measure", "undefended", "distilled T=100", "paper", "source"),
