@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz
 
-.PHONY: demo test test-all test-boundscheck bench data clean-cache
+.PHONY: demo test test-all test-boundscheck fuzz bench data clean-cache
 
 # Tests run in two processes (pytest-xdist; one per core of the machines we run on): most tests
 # are many small NumPy/Numba calls, bound by one core each. TEST_WORKERS=0 runs them in one.
@@ -32,6 +32,13 @@ test-boundscheck: $(VENV)/.test
 test-all: $(VENV)/.test data
 	$(PY) -m pytest $(XDIST) -m "slow or not slow"
 	$(MAKE) test-boundscheck
+
+# The long fuzzing run (tests/fuzz): FUZZ_MUTANTS mutants of every format robustcnn reads, each
+# loaded in a child under a 4 GiB address-space limit and a timeout; prints the outcome table.
+# FUZZ_FORMATS=onnx,rcnn picks formats; FUZZ_JSON=out.json keeps the summaries.
+FUZZ_MUTANTS ?= 10000
+fuzz: $(VENV)/.test
+	FUZZ_MUTANTS=$(FUZZ_MUTANTS) $(PY) -m pytest -q -s -m slow tests/fuzz/test_fuzz.py::test_long_run
 
 bench: $(VENV)/.test
 	$(PY) bench.py

@@ -5,6 +5,7 @@
     robustcnn attack  runs/lenet5.h5 --attack fgsm,bim,pgd,deepfool --eps 0.05,0.1,0.2
     robustcnn info    runs/lenet5.h5
     robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
+    robustcnn compress runs/lenet5.h5 -o runs/lenet5-int8.rcnn --method int8   (or ttq, inq, …)
     robustcnn sensitivity runs/lenet5.h5 --plot runs/sensitivity.png   (to choose sparsities)
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
     robustcnn study  study.toml --db runs/study.sqlite   (a grid of models × attacks × eps)
@@ -13,11 +14,18 @@
 
 Every command that reads a model takes any file ``robustcnn.load`` reads, told apart by content:
 HDF5 checkpoints (train's output), compressed ``.rcnn`` files, Keras ``.h5``, ONNX, and Caffe
-``.prototxt`` nets with ``--weights`` (``.caffemodel``, Caffe HDF5 or a Deep Compression ``.net``).
+``.prototxt`` nets with ``--weights`` (``.caffemodel``, Caffe HDF5 or a Deep Compression ``.net``),
+up to ``--max-model-bytes`` (``robustcnn.limits``, default 512M).
+
+One error path: a failure caused by the input (a file, an option, the data) ends the command
+with one line on stderr, ``robustcnn <command>: error: <file or option>: <what is wrong>``, and
+exit status 2; options and output paths are checked before any work starts. Anything else is
+an internal error and shows its traceback.
 """
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -45,6 +53,9 @@ def _model_args(p):
     p.add_argument("--weights", default=None,
                    help="for a Caffe .prototxt: its weights (.caffemodel, Caffe HDF5 or a Deep "
                         "Compression .net file)")
+    p.add_argument("--max-model-bytes", default=None, metavar="BYTES",
+                   help="the most the model's files may make robustcnn allocate, e.g. 1G "
+                        "(default 512M: raise it for models larger than AlexNet)")
 
 
 def _train_args(p, defaults):
@@ -89,7 +100,9 @@ def _demo(args):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(
+    from .compress.methods import METHODS
+
+    parser = _Parser(
         prog="robustcnn", description="Train, evaluate and attack CNNs with the robustcnn engine.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -168,17 +181,30 @@ def _parser():
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
     _model_args(p)
 
-    p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model")
+    p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model, or "
+                                        "compress it by another method (--method)")
     _model_args(p)
     p.add_argument("-o", "--out", required=True, help="compressed model file to write (.rcnn)")
+    p.add_argument("--method", default="deep-compression",
+                   choices=["deep-compression"] + sorted(METHODS),
+                   help="deep-compression (default: prune, quantize, Huffman-code); "
+                        + "; ".join(f"{m.name}: {m.paper}" for m in METHODS.values()))
+    p.add_argument("--options", default=None, metavar="KEY=VALUE,…",
+                   help="the method's own options: "
+                        + "; ".join(f"{m.name}: " + ", ".join(f"{k} (default {v})" for k, v in
+                                                              m.defaults.items())
+                                    for m in METHODS.values()))
+    p.add_argument("--epochs", type=int, default=None,
+                   help="training epochs of a method that trains (--method)")
     p.add_argument("--preset", default=None,
                    help="lenet5 or lenet-300-100 (the defaults, tuned on Fashion-MNIST), or "
                         "lenet5-paper / lenet-300-100-paper (Deep Compression's published "
                         "settings); default: the model's own name")
     p.add_argument("--prune", default=None, metavar="LAYER=SPARSITY,…",
                    help="fraction of weights to remove per layer (overrides the preset)")
-    p.add_argument("--bits", default=None, metavar="LAYER=BITS,…",
-                   help="code bits per layer (overrides the preset)")
+    p.add_argument("--bits", default=None, metavar="LAYER=BITS,… or BITS",
+                   help="code bits per layer (overrides the preset); with --method, the "
+                        "method's bits option")
     p.add_argument("--gap-bits", default=None, metavar="LAYER=BITS,…",
                    help="relative-index bits per layer (overrides the preset)")
     p.add_argument("--rounds", type=int, default=None, help="pruning rounds")
@@ -251,6 +277,9 @@ def _eps_list(text):
         raise ValueError(f"--eps must be comma-separated numbers, got {text!r}") from None
     if not values:
         raise ValueError("--eps is empty")
+    bad = [v for v in values if not (math.isfinite(v) and v >= 0)]
+    if bad:
+        raise ValueError(f"--eps must be finite numbers >= 0, got {bad[0]!r}")
     return values
 
 
@@ -350,8 +379,8 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
     return result
 
 
-def _pairs(text, kind, option):
-    """'a=1,b=2' → {"a": kind("1"), "b": kind("2")}."""
+def _pairs(text, kind, option, check=None, expect=""):
+    """'a=1,b=2' → {"a": kind("1"), "b": kind("2")}, each value passing ``check``."""
     out = {}
     for item in filter(None, (t.strip() for t in text.split(","))):
         name, sep, value = item.partition("=")
@@ -361,6 +390,8 @@ def _pairs(text, kind, option):
             sep = ""
         if not sep or not name:
             raise ValueError(f"{option} takes LAYER=VALUE pairs, got {item!r}")
+        if check is not None and not check(out[name]):
+            raise ValueError(f"{option}: {name}'s value must be {expect}, got {value!r}")
     return out
 
 
@@ -368,12 +399,55 @@ def _load(args):
     """(net, meta) of the command's model (and --weights), any format ``robustcnn.load`` reads."""
     from .loading import load
 
-    return load(args.model, weights=args.weights)
+    return load(args.model, weights=args.weights, max_bytes=args.max_model_bytes)
 
 
 def _model_bytes(args):
     """Bytes on disk of the model's weights: the weights file if separate, else the model file."""
     return os.path.getsize(args.weights or args.model)
+
+
+def _method_options(args):
+    """--options KEY=VALUE,… plus --bits, --epochs and --lr where the method has them."""
+    from .compress.methods import METHODS
+
+    given = _pairs(args.options, str, "--options") if args.options else {}
+    defaults = METHODS[args.method].defaults
+    for key, value in (("bits", args.bits), ("epochs", args.epochs), ("lr", args.lr)):
+        if value is not None:
+            if key not in defaults:
+                raise ValueError(f"--method {args.method} takes no --{key}")
+            given[key] = value
+    return given
+
+
+def _compress_by_method(args):
+    from .compress.methods import run_method
+    from .compress.modelfile import save_model
+    from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
+    from .models.datasets import load_dataset
+
+    options = _method_options(args)
+    net, meta = _load(args)
+    name = meta.get("model") or net.name
+    dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
+    x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
+    xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
+    print(f"compressing {args.model} ({name}) on {dataset} by {args.method}")
+    t0 = time.perf_counter()
+    net, report = run_method(args.method, net, x, y, options, val=(xt, yt),
+                             progress=args.progress)
+    seconds = time.perf_counter() - t0
+    accuracy = report["stages"][-1]["accuracy"]
+    size = save_model(args.out, net, meta={
+        "model": name, "dataset": dataset, "method": args.method, "test_accuracy": accuracy,
+        "dense_test_accuracy": report["stages"][0]["accuracy"], "compress_seconds": seconds,
+        "stages": report["stages"], "settings": report["settings"], "source": args.model})
+    print(format_layer_table(layer_table(net), file_bytes=size,
+                             dense_bytes=dense_parameter_bytes(net)))
+    print(f"compressed in {seconds:.1f} s; written to {args.out}")
+    print(f"test accuracy: dense {100 * report['stages'][0]['accuracy']:.2f}%, "
+          f"{args.method} {100 * accuracy:.2f}%")
 
 
 def _compress(args):
@@ -383,17 +457,32 @@ def _compress(args):
     from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
     from .models.datasets import load_dataset
 
-    net, meta = _load(args)
-    name = args.preset or meta.get("model") or net.name
+    if args.method != "deep-compression":
+        return _compress_by_method(args)
+    if args.options or args.epochs is not None:
+        raise ValueError("--options and --epochs go with --method")
     if args.preset and args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; presets: {sorted(PRESETS)}")
+    tables = {option: _pairs(text, kind, option, check, expect) for option, text, kind, check,
+              expect in (("--prune", args.prune, float, lambda v: 0 <= v < 1, "in [0, 1)"),
+                         ("--bits", args.bits, int, lambda v: 1 <= v <= 8, "in 1..8"),
+                         ("--gap-bits", args.gap_bits, int, lambda v: 1 <= v <= 8, "in 1..8"))
+              if text}
+    net, meta = _load(args)
+    weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
+    for option, table in tables.items():
+        unknown = sorted(set(table) - set(weighted))
+        if unknown:
+            raise ValueError(f"{option}: {args.model} has no layer {unknown[0]!r} with a weight "
+                             f"(layers with a weight: {', '.join(weighted)})")
+    name = args.preset or meta.get("model") or net.name
     base = dict(PRESETS.get(name, {"kept": {}, "bits": {}, "gap_bits": {}}))
-    if args.prune:
-        base["kept"] = {k: 1.0 - v for k, v in _pairs(args.prune, float, "--prune").items()}
-    if args.bits:
-        base["bits"] = _pairs(args.bits, int, "--bits")
-    if args.gap_bits:
-        base["gap_bits"] = _pairs(args.gap_bits, int, "--gap-bits")
+    if "--prune" in tables:
+        base["kept"] = {k: 1.0 - v for k, v in tables["--prune"].items()}
+    if "--bits" in tables:
+        base["bits"] = tables["--bits"]
+    if "--gap-bits" in tables:
+        base["gap_bits"] = tables["--gap-bits"]
     if not base["kept"] and not base["bits"]:
         raise ValueError(f"no preset for {name!r} (presets: "
                          f"{sorted(PRESETS)}); give --prune and/or --bits")
@@ -539,18 +628,124 @@ def _certify(args):
         plot_certification(result, args.plot, title=os.path.basename(args.model))
 
 
+# ---------------------------------------------------------------------------------------------
+# The one error path: the command line checked before any work, input errors as one line
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (its subcommands' too), whose errors are one line without the usage
+    block, as every other input error of the command."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+# Numeric options by destination → (low, high, low included, high included); checked before
+# any work, NaN and infinities refused.
+_NUMBERS = {
+    "epochs": (1, math.inf, True, False), "batch_size": (1, math.inf, True, False),
+    "limit": (1, math.inf, True, False), "seed": (0, math.inf, True, False),
+    "sanity_examples": (1, math.inf, True, False), "rounds": (1, math.inf, True, False),
+    "retrain_epochs": (0, math.inf, True, False), "finetune_epochs": (0, math.inf, True, False),
+    "holdout": (0, math.inf, True, False), "lr": (0, math.inf, False, False),
+    "finetune_lr": (0, math.inf, False, False), "momentum": (0, 1, True, False),
+    "weight_decay": (0, math.inf, True, False), "max_drop": (0, 1, True, True),
+}
+# Files each command writes (option destination → its name); "report"'s -o is a directory.
+_OUTPUTS = {"train": {"out": "-o", "checkpoint": "--checkpoint"},
+            "attack": {"json": "--json", "csv": "--csv", "plot": "--plot"},
+            "compress": {"out": "-o"},
+            "sensitivity": {"json": "--json", "csv": "--csv", "plot": "--plot"},
+            "certify": {"json": "--json", "csv": "--csv", "plot": "--plot"},
+            "study": {"db": "--db"}, "demo": {"db": "--db"}}
+
+
+def _check_args(args):
+    """Refuse bad numbers, names and output paths before any work starts (ValueError naming
+    the option)."""
+    for dest, (low, high, low_in, high_in) in _NUMBERS.items():
+        value = getattr(args, dest, None)
+        if value is None:
+            continue
+        if not (math.isfinite(value) and (low <= value if low_in else low < value)
+                and (value <= high if high_in else value < high)):
+            bounds = f"{'>=' if low_in else '>'} {low:g}" + (
+                "" if high == math.inf else f" and {'<=' if high_in else '<'} {high:g}")
+            finite = "" if isinstance(value, int) else "finite and "
+            raise ValueError(f"--{dest.replace('_', '-')} must be {finite}{bounds}, got "
+                             f"{value!r}")
+    if getattr(args, "max_model_bytes", None) is not None:
+        from .limits import parse_size
+
+        args.max_model_bytes = parse_size(args.max_model_bytes)
+    if getattr(args, "dataset", None) is not None:
+        from .models.datasets import DATASETS
+
+        if args.dataset not in DATASETS:
+            raise ValueError(f"--dataset: unknown dataset {args.dataset!r} (known: "
+                             f"{', '.join(sorted(DATASETS))})")
+    if args.command == "train" and args.out is None:
+        args.out = os.path.join("runs", f"{args.model}.h5")
+    for dest, option in _OUTPUTS.get(args.command, {}).items():
+        if getattr(args, dest, None):
+            _check_output(getattr(args, dest), option)
+    if args.command in ("study", "demo") and os.path.isfile(args.db):
+        from .study.store import check_store
+
+        check_store(args.db, option="--db")
+    if args.command == "report":
+        args.out = args.out or os.path.splitext(args.db)[0] + "-report"
+        _check_output(args.out, "-o", directory=True)
+
+
+def _check_output(path, option, *, directory=False):
+    """Refuse an output path that cannot be written: a directory where a file is wanted (or a
+    file where a directory is), a parent that is not a directory or is not writable."""
+    want = "directory" if directory else "file"
+    if os.path.exists(path) and os.path.isdir(path) != directory:
+        raise ValueError(f"{option} {path}: is a {'file' if directory else 'directory'}, not a "
+                         f"{want}")
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # written in directories made on the way
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise ValueError(f"{option} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {parent} (permission denied)")
+
+
+def _input_error(e, args):
+    """The one line of a failure caused by the command's input, or None (an internal error)."""
+    if isinstance(e, FloatingPointError):  # finite but huge weights: the net names the layer
+        text = f"{args.model}: {e}" if getattr(args, "model", None) else str(e)
+    elif isinstance(e, (ValueError, FileNotFoundError)):
+        text = str(e)
+    elif isinstance(e, OSError) and e.filename is not None:  # a path of the command line
+        text = f"{e.filename}: {e.strerror or e}"
+    else:
+        return None
+    return " / ".join(line.strip() for line in text.splitlines() if line.strip()) or repr(e)
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
     try:
+        args = _parser().parse_args(argv)
+    except SystemExit as e:  # --help (0), or a bad command line: argparse printed its one line
+        return e.code if isinstance(e.code, int) else 2
+    try:
+        _check_args(args)
         return _run(args)
-    except (ValueError, FileNotFoundError, TypeError) as e:
-        print(f"robustcnn {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = _input_error(e, args)
+        if message is None:
+            raise
+        print(f"robustcnn {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 
 def _run(args):
     if args.command == "train":
-        _train(args, args.out or os.path.join("runs", f"{args.model}.h5"))
+        _train(args, args.out)
     elif args.command == "info":
         _info(args)
     elif args.command == "compress":
@@ -582,8 +777,7 @@ def _run(args):
     elif args.command == "report":
         from .study.report import write_report
 
-        out = args.out or os.path.splitext(args.db)[0] + "-report"
-        for path in write_report(args.db, out):
+        for path in write_report(args.db, args.out):
             print(f"written: {path}")
     elif args.command == "demo":
         _demo(args)

@@ -16,11 +16,18 @@ The file's format is read from its content, never from its name:
 ``meta`` is the metadata the file stores (dataset, accuracy, settings …; {} where the format
 keeps none) plus ``meta["loaded_from"] = {"format", "path", "weights"}``. Every problem is a
 ValueError (FileNotFoundError for a missing file) naming the file and what is wrong.
+
+Reading is bounded by ``max_bytes`` (``robustcnn.limits``, default 512 MiB): a model or weights
+file larger than that is not read, and each reader checks what the file declares (arrays, the
+architecture's parameters, each blob of one example) against it before allocating; nets whose
+weights come from the file are built without drawing initial weights.
 """
 
 import os
 
 import numpy as np
+
+from . import limits
 
 FORMATS = ("rcnn", "checkpoint", "keras", "onnx", "caffe")
 
@@ -28,25 +35,34 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SNIFF_BYTES = 64 << 10  # enough of a text file to tell a prototxt
 
 
-def load(path, *, weights=None, dtype=None, input_shape=None):
+def load(path, *, weights=None, dtype=None, input_shape=None, max_bytes=None):
     """The net stored in ``path`` (any format of ``FORMATS``) → (net, meta).
 
     ``weights``: for a Caffe prototxt, its weights file (binary caffemodel, Caffe HDF5 or a
     Deep Compression ``.net``); refused for formats that carry their own weights.
     ``dtype``: float32 (default) or float64. ``input_shape``: the per-example input shape
-    (C, H, W) for a Caffe net fed by a data layer without a declared shape.
+    (C, H, W) for a Caffe net fed by a data layer without a declared shape. ``max_bytes``: the
+    most the files may make it allocate (default ``limits.MAX_BYTES``, 512 MiB).
     """
+    max_bytes = limits.resolve(max_bytes)
     path = _existing(path, "model")
+    limits.check_bytes(path, "the model file", os.path.getsize(path), max_bytes)
     kind = detect_format(path)
     if weights is not None:
         weights = _existing(weights, "weights")
         if kind != "caffe":
             raise ValueError(f"{weights}: weights are given separately only for a Caffe "
                              f"prototxt; {path} is a {kind} file, which holds its own")
+        limits.check_bytes(weights, "the weights file", os.path.getsize(weights), max_bytes)
     if input_shape is not None and kind != "caffe":
         raise ValueError(f"{path}: input_shape is taken only for a Caffe prototxt; a {kind} "
                          f"file declares its own")
-    net, meta = _LOADERS[kind](path, weights, dtype, input_shape)
+    try:
+        net, meta = _LOADERS[kind](path, weights, dtype, input_shape, max_bytes)
+    except ValueError as e:  # every message names the file it is about
+        if path in str(e) or (weights is not None and weights in str(e)):
+            raise
+        raise ValueError(f"{path}: {e}") from None
     meta = dict(meta or {})
     meta["loaded_from"] = {"format": kind, "path": path, "weights": weights}
     return net, meta
@@ -58,7 +74,7 @@ def detect_format(path):
     path = _existing(path, "model")
     with open(path, "rb") as f:
         head = f.read(_SNIFF_BYTES)
-    from .compress.modelfile import MAGIC
+    from .compress.modelfile import MAGIC, SUFFIX
 
     if head.startswith(MAGIC):
         return "rcnn"
@@ -69,6 +85,10 @@ def detect_format(path):
         return "onnx"
     if _looks_like_prototxt(head):
         return "caffe"
+    if path.endswith(SUFFIX) or (len(head) >= len(MAGIC) and
+                                 sum(a != b for a, b in zip(head, MAGIC)) <= 2):
+        raise ValueError(f"{path}: not a robustcnn model file: it starts with "
+                         f"{head[:len(MAGIC)]!r}, not the .rcnn magic {MAGIC!r} (damaged?)")
     if _looks_like_caffemodel(head):
         raise ValueError(f"{path}: looks like Caffe weights (a binary caffemodel or a Deep "
                          f"Compression file): pass the net's .prototxt as the model and this "
@@ -102,17 +122,9 @@ def _is_hdf5(path, head):
 
 def _hdf5_kind(path):
     """checkpoint or keras, from the root attributes of an HDF5 file."""
-    import h5py
-
     from .engine.checkpoint import FORMAT
 
-    try:
-        with h5py.File(path, "r") as f:
-            attrs = set(f.attrs)
-            fmt = f.attrs.get("format") if "format" in attrs else None
-            groups = set(f.keys())
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: unreadable HDF5 file ({e})") from None
+    attrs, fmt, groups = limits.read_hdf5(path, _root_facts)
     if isinstance(fmt, bytes):
         fmt = fmt.decode("utf-8", "replace")
     if fmt == FORMAT:
@@ -125,6 +137,13 @@ def _hdf5_kind(path):
                          f"(--weights)")
     raise ValueError(f"{path}: an HDF5 file that is neither a robustcnn checkpoint (format "
                      f"attribute {fmt!r}) nor a Keras model (no model_config attribute)")
+
+
+def _root_facts(f):
+    """(root attribute names, the format attribute or None, root member names) of an open
+    HDF5 file."""
+    attrs = set(f.attrs)
+    return attrs, f.attrs.get("format") if "format" in attrs else None, set(f.keys())
 
 
 def _looks_like_prototxt(head):
@@ -160,68 +179,70 @@ def _onnx_module():
 
 
 # ---------------------------------------------------------------------------------------------
-# One reader per format: (path, weights, dtype, input_shape) → (net, meta)
+# One reader per format: (path, weights, dtype, input_shape, max_bytes) → (net, meta)
 
 
-def _load_rcnn(path, weights, dtype, input_shape):
+def _load_rcnn(path, weights, dtype, input_shape, max_bytes):
     from .compress.modelfile import load_model
 
-    return load_model(path, dtype=dtype)
+    return load_model(path, dtype=dtype, max_bytes=max_bytes)
 
 
-def _load_checkpoint(path, weights, dtype, input_shape):
+def _load_checkpoint(path, weights, dtype, input_shape, max_bytes):
     from .engine.checkpoint import load_net
 
-    return load_net(path, dtype=dtype)
+    return load_net(path, dtype=dtype, max_bytes=max_bytes)
 
 
-def _load_keras(path, weights, dtype, input_shape):
+def _load_keras(path, weights, dtype, input_shape, max_bytes):
     from .models.keras import load_keras
 
-    return load_keras(path, dtype=dtype or np.float32), {}
+    return load_keras(path, dtype=dtype or np.float32, max_bytes=max_bytes), {}
 
 
-def _load_onnx(path, weights, dtype, input_shape):
-    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32)
+def _load_onnx(path, weights, dtype, input_shape, max_bytes):
+    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, max_bytes=max_bytes)
     return net, {"onnx": dict(net.onnx_info), "metadata": dict(net.metadata)}
 
 
-def _load_caffe(path, weights, dtype, input_shape):
+def _load_caffe(path, weights, dtype, input_shape, max_bytes):
     try:
-        return _read_caffe(path, weights, dtype or np.float32, input_shape)
+        return _read_caffe(path, weights, dtype or np.float32, input_shape, max_bytes)
     except ImportError as e:  # a binary caffemodel without protobuf: the message says what to do
         raise ValueError(str(e)) from None
 
 
-def _read_caffe(path, weights, dtype, input_shape):
+def _read_caffe(path, weights, dtype, input_shape, max_bytes):
     from .models.caffe import load_caffe
 
-    net = load_caffe(path, input_shape=input_shape, dtype=dtype)
+    options = dict(input_shape=input_shape, dtype=dtype, max_bytes=max_bytes)
     if weights is None:
-        return net, {"weights": "random (the prototxt's fillers): no weights file given"}
+        return load_caffe(path, **options), \
+            {"weights": "random (the prototxt's fillers): no weights file given"}
     with open(weights, "rb") as f:
         is_hdf5 = f.read(len(_HDF5_SIGNATURE)) == _HDF5_SIGNATURE
     if is_hdf5:
-        return load_caffe(path, weights, input_shape=input_shape, dtype=dtype), {}
+        return load_caffe(path, weights, **options), {}
     # A Deep Compression file has no magic, but its layer counts must account for every byte
     # given the prototxt's shapes: tried first, it cannot mistake a caffemodel for itself.
+    net = load_caffe(path, init=False, **options)  # every weight comes from the file
     try:
-        return _with_deep_compression(net, weights, dtype), {}
+        return _with_deep_compression(net, weights, dtype, max_bytes), {}
     except ValueError as dc_error:
         try:
-            return load_caffe(path, weights, input_shape=input_shape, dtype=dtype), {}
+            return load_caffe(path, weights, **options), {}
         except ValueError as caffemodel_error:
             raise ValueError(f"{weights}: neither a binary caffemodel ({caffemodel_error}) nor "
                              f"a Deep Compression file for this prototxt ({dc_error})") from None
 
 
-def _with_deep_compression(net, path, dtype):
+def _with_deep_compression(net, path, dtype, max_bytes=None):
     """``net`` (built from its prototxt) with the sparse-codebook weights of a Deep Compression
-    file, computed on as stored."""
+    file, computed on as stored (the packaged file verified against its known SHA-256)."""
     from .models.squeezenet_dc import read_deep_compression, sparse_codebook_weight, \
         weight_shapes
 
-    layers = read_deep_compression(path, weight_shapes(net))
+    layers = read_deep_compression(path, weight_shapes(net), max_bytes=max_bytes)
     for name, layer in layers.items():
         target = net.layer(name)
         target.set_weight_format(sparse_codebook_weight(layer, dtype=dtype))

@@ -34,6 +34,7 @@ from ..atomic import atomic_path
 from ..engine import conv2d_forward
 from . import attacks, coldstart, dense, pairs, runtime
 from .common import FULL, QUICK, format_table
+from .formats import quantized
 from .formats.suite import SUITE as FORMATS
 from .machine import print_header
 
@@ -44,6 +45,8 @@ SUITES = (
                 (dense.cases, runtime.cases, attacks.cases)),
     coldstart.SUITE,
     FORMATS,
+    pairs.suite("quantized formats (int8, ternary) against our float32 and torch",
+                (quantized.cases,), formats=True),
 )
 
 

@@ -227,12 +227,13 @@ def records(results):
     return out
 
 
-def suite(name, families):
+def suite(name, families, *, formats=False):
     """The bench section of the pair cases that ``families`` build, in order: each family is a
-    function () → [Case]; ``--cases`` keeps those whose name contains its text, ``--formats``
-    none; ``--contend N`` times each case again beside N spinning processes."""
+    function () → [Case]; ``--cases`` keeps those whose name contains its text; ``--formats``
+    keeps the suite only if it times weight formats (``formats``); ``--contend N`` times each
+    case again beside N spinning processes."""
     def plan(args):
-        if args.formats:
+        if args.formats and not formats:
             return None
         cases = [case for family in families for case in family()]
         if args.cases:

@@ -20,6 +20,11 @@ biases). Floats are stored as float32; integers in the narrowest type that holds
 array entry before building anything, then rebuilds the net from the JSON spec and validates
 each weight format: nothing in the file is executed or unpickled. Writes are atomic.
 
+Bounds (``robustcnn.limits``): a file of more than ``max_bytes`` is not read; the arrays must
+account for the data exactly; the header inflates to at most 64 MiB of JSON, without NaN or
+Infinity; the net is built from the spec only up to ``max_bytes`` of parameters (and of any
+blob of one example), with no initial weights drawn (every array comes from the file).
+
     data = encode_model(net, meta)        # the file's bytes; decode_model(data) → (net, meta)
     save_model(path, net, meta)           # the same bytes, written atomically; load_model(path)
     read_model_bytes(data)                # verified spec, meta and arrays, nothing built
@@ -36,6 +41,7 @@ import zlib
 
 import numpy as np
 
+from .. import limits
 from ..atomic import atomic_path
 from ..engine.net import Net
 
@@ -115,12 +121,18 @@ def is_model_file(path):
         return False
 
 
-def read_model_bytes(data, *, source="<model bytes>"):
+def _no_constants(name):
+    raise ValueError(f"the header holds {name}, which JSON does not allow")
+
+
+def read_model_bytes(data, *, source="<model bytes>", max_bytes=None):
     """Verify a model file's bytes → dict(spec, meta, state {name: array}, file_bytes,
     header_bytes), building nothing.
 
-    Raises ValueError naming ``source`` for anything that is not an intact version-1 file.
+    Raises ValueError naming ``source`` for anything that is not an intact version-1 file, or
+    for more than ``max_bytes`` of it (``robustcnn.limits``).
     """
+    limits.check_bytes(source, "the model file", len(data), max_bytes)
     data = bytes(data)
     if len(data) < _PREFIX.size + _DIGEST:
         raise ValueError(f"{source}: too short to be a robustcnn model file ({len(data)} bytes)")
@@ -141,11 +153,13 @@ def read_model_bytes(data, *, source="<model bytes>"):
         text = inflate.decompress(data[start:start + header_len], _MAX_HEADER)
         if inflate.unconsumed_tail:
             raise ValueError("header too large")
-        header = json.loads(text.decode("utf-8"))
-    except (zlib.error, ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{source}: unreadable header ({e})") from None
+        header = json.loads(text.decode("utf-8"), parse_constant=_no_constants)
+    except (zlib.error, ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{source}: unreadable header ({type(e).__name__}: {e})") from None
     if not isinstance(header, dict) or not {"spec", "meta", "arrays"} <= set(header):
         raise ValueError(f"{source}: the header lacks spec, meta or arrays")
+    if not isinstance(header["arrays"], list):
+        raise ValueError(f"{source}: the header's arrays is not a list")
     payload = memoryview(body)[start + header_len:]
     state, offset = {}, 0
     for entry in header["arrays"]:
@@ -161,24 +175,26 @@ def read_model_bytes(data, *, source="<model bytes>"):
             "file_bytes": len(data), "header_bytes": header_len}
 
 
-def decode_model(data, *, source="<model bytes>", dtype=None):
+def decode_model(data, *, source="<model bytes>", dtype=None, max_bytes=None):
     """The Net of a model file's bytes, its layers in their stored formats → (net, meta).
-    ``source`` names the bytes in error messages (a path, a model's name)."""
-    model = read_model_bytes(data, source=source)
-    net = Net.from_spec(model["spec"], dtype=dtype, source=source)
-    net.load_state_dict(model["state"], source=source)
+    ``source`` names the bytes in error messages (a path, a model's name); ``max_bytes``
+    bounds what it may allocate (``robustcnn.limits``)."""
+    max_bytes = limits.resolve(max_bytes)
+    model = read_model_bytes(data, source=source, max_bytes=max_bytes)
+    net = Net.from_spec(model["spec"], dtype=dtype, source=source, init=False,
+                        max_bytes=max_bytes)
+    try:
+        net.load_state_dict(model["state"], source=source)
+    except (TypeError, KeyError, IndexError, OverflowError) as e:  # arrays of the wrong kind
+        raise ValueError(f"{source}: {type(e).__name__}: {e}") from None
     return net, model["meta"]
 
 
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def read_model_file(path):
+def read_model_file(path, *, max_bytes=None):
     """Read and verify a model file → dict(spec, meta, state {name: array}, file_bytes,
     header_bytes) (``read_model_bytes`` of its bytes)."""
-    return read_model_bytes(_read(path), source=os.fspath(path))
+    data = limits.read_file(path, max_bytes, "model file")
+    return read_model_bytes(data, source=os.fspath(path), max_bytes=max_bytes)
 
 
 def _check_entry(entry, source):
@@ -196,6 +212,7 @@ def _check_entry(entry, source):
     return name, np.dtype(dtype), tuple(shape), nbytes
 
 
-def load_model(path, *, dtype=None):
+def load_model(path, *, dtype=None, max_bytes=None):
     """The Net stored in a model file, its layers in their stored formats → (net, meta)."""
-    return decode_model(_read(path), source=os.fspath(path), dtype=dtype)
+    data = limits.read_file(path, max_bytes, "model file")
+    return decode_model(data, source=os.fspath(path), dtype=dtype, max_bytes=max_bytes)

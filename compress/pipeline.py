@@ -116,8 +116,12 @@ def compress(net, x, y, settings, *, objective=None, val=None, progress=True, lo
     ``attacks.adversarial_training.adversarial_objective(settings.adversarial, settings.seed)``
     (x must then lie in [0, 1]); settings that record one without it are refused.
     """
-    for name in set(settings.kept) | set(settings.bits):
-        net.layer(name)  # unknown layer names fail before any work
+    weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
+    unknown = sorted((set(settings.kept) | set(settings.bits) | set(settings.gap_bits))
+                     - set(weighted))
+    if unknown:  # fails before any work
+        raise ValueError(f"compression settings: {net.name} has no layer {unknown[0]!r} with a "
+                         f"weight (layers with a weight: {', '.join(weighted)})")
     if settings.adversarial is not None and objective is None:
         raise ValueError(f"compression settings: adversarial is {settings.adversarial!r} but no "
                          f"objective was given; pass objective=attacks.adversarial_training."

@@ -11,7 +11,11 @@ bytes:
 
 A layer that was never pruned or quantized counts at its own format in every column. The total
 row adds the layers; ``file_bytes`` is the size of the actual file on disk, biases, architecture
-and header included, against the float32 dense parameters.
+and header included, against the float32 dense parameters. The last column, bits per weight as
+stored, divides a layer's final stored bytes (codes, indices, scales, tables) by its weights.
+
+A layer in another format (int8, ternary, binary, power-of-two, …) counts its own stored bytes
+in every column, with its code bits (``value_bits``) as bits per weight.
 """
 
 import numpy as np
@@ -38,8 +42,7 @@ def _stages(fmt):
         own = fmt.stored_bytes()
         return {"P": own, "P+Q": own, "P+Q+H": own, "code_bits": 32, "gap_bits": None}
     own = fmt.stored_bytes()
-    bits = getattr(fmt, "bits", 32)
-    return {"P": own, "P+Q": own, "P+Q+H": own, "code_bits": bits, "gap_bits": None}
+    return {"P": own, "P+Q": own, "P+Q+H": own, "code_bits": fmt.value_bits(), "gap_bits": None}
 
 
 def layer_table(net):
@@ -55,6 +58,7 @@ def layer_table(net):
         row.update(_stages(fmt))
         for stage in ("P", "P+Q", "P+Q+H"):
             row[f"ratio {stage}"] = dense / max(row[stage], 1)
+        row["bits_per_weight"] = 8 * row["P+Q+H"] / max(fmt.size, 1)
         rows.append(row)
     total = {"layer": "total", "type": "", "format": "",
              "weights": sum(r["weights"] for r in rows),
@@ -63,6 +67,7 @@ def layer_table(net):
     for stage in ("P", "P+Q", "P+Q+H"):
         total[stage] = sum(r[stage] for r in rows)
         total[f"ratio {stage}"] = total["dense_bytes"] / max(total[stage], 1)
+    total["bits_per_weight"] = 8 * total["P+Q+H"] / max(total["weights"], 1)
     rows.append(total)
     return rows
 
@@ -85,14 +90,15 @@ def format_layer_table(rows, *, file_bytes=None, dense_bytes=None):
 
     head = ["layer", "format", "#weights", "kept (P)", "bits/w P+Q", "bits/idx P+Q",
             "bits/w P+Q+H", "bits/idx P+Q+H", "P KiB", "P+Q KiB", "P+Q+H KiB", "ratio P",
-            "ratio P+Q", "ratio P+Q+H"]
+            "ratio P+Q", "ratio P+Q+H", "bits/w stored"]
     body = []
     for r in rows:
         body.append([r["layer"], r["format"], f"{r['weights']:,}", f"{100 * r['kept']:.1f}%",
                      bits(r, "code_bits"), bits(r, "gap_bits"), bits(r, "huffman_code_bits"),
                      bits(r, "huffman_gap_bits"), f"{r['P'] / 1024:.1f}",
                      f"{r['P+Q'] / 1024:.1f}", f"{r['P+Q+H'] / 1024:.1f}",
-                     f"{r['ratio P']:.1f}x", f"{r['ratio P+Q']:.1f}x", f"{r['ratio P+Q+H']:.1f}x"])
+                     f"{r['ratio P']:.1f}x", f"{r['ratio P+Q']:.1f}x", f"{r['ratio P+Q+H']:.1f}x",
+                     f"{r['bits_per_weight']:.2f}"])
     widths = [max(len(str(x[i])) for x in [head] + body) for i in range(len(head))]
     lines = ["  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in
                        enumerate(zip(row, widths))) for row in [head] + body]

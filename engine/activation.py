@@ -153,3 +153,81 @@ def quantized_relu_backward(dy, x, bits=8, max_value=6.0, straight_through=False
     quantized_relu_backward_flat(dy.reshape(-1), x.reshape(-1), top, bool(straight_through),
                                  dx.reshape(-1))
     return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# The activation quantizer of quantized nets: integer codes of a uniform quantizer
+
+
+@njit(**JIT_PARALLEL)
+def quantize_forward_flat(x, step, lo, hi, binary, y):
+    # x, y: (M,);  y = clip(floor(x / step + 1/2), lo, hi): the integer code of the nearest level
+    # (ties round up); binary: y = sign(x) ∈ {−1, +1} (+1 at 0). Computed in float64, stored in
+    # y's dtype (codes are exact in float32).
+    inv = 1.0 / step
+    for i in prange(x.shape[0]):
+        v = np.float64(x[i])
+        if binary:
+            y[i] = 1.0 if v >= 0.0 else -1.0
+        else:
+            y[i] = min(max(np.floor(v * inv + 0.5), lo), hi)
+
+
+@njit(**JIT_PARALLEL)
+def quantize_backward_flat(dy, x, step, lo, hi, straight_through, dx):
+    # dy, x, dx: (M,). True gradient: dx = 0 (a staircase). Straight-through: the gradient of
+    # the clipped identity clip(x / step, lo, hi) (for the binary quantizer, lo = −1 and hi = 1:
+    # the hard tanh's), dx = dy / step where lo·step ≤ x ≤ hi·step, else 0.
+    a = lo * step
+    b = hi * step
+    for i in prange(dy.shape[0]):
+        if straight_through and a <= x[i] <= b:
+            dx[i] = dy[i] / step
+        else:
+            dx[i] = 0.0
+
+
+def quantizer_levels(bits, signed, step, at):
+    """(lowest code, highest code) of a uniform ``bits``-bit quantizer with a positive ``step``:
+    unsigned codes 0..2**bits − 1; signed codes symmetric, ±(2**(bits − 1) − 1), and for one
+    bit the binary codes ±1 (sign: no code 0)."""
+    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
+        raise ValueError(f"{at}: bits must be an integer in [1, 8], got {bits!r}")
+    try:
+        s = float(step)
+    except (TypeError, ValueError):
+        s = float("nan")
+    if not (np.isfinite(s) and s > 0):
+        raise ValueError(f"{at}: step must be finite and > 0, got {step!r}")
+    if not signed:
+        return 0, (1 << int(bits)) - 1
+    if bits == 1:
+        return -1, 1
+    top = (1 << (int(bits) - 1)) - 1
+    return -top, top
+
+
+def quantize_forward(x, bits=8, step=1.0, signed=False, *, name="quantize"):
+    """The integer codes of x under a uniform quantizer (see ``quantizer_levels``): unsigned
+    clip(round(x / step), 0, 2**bits − 1), signed clip(round(x / step), ±(2**(bits−1) − 1)),
+    binary (signed, 1 bit) sign(x) with sign(0) = +1."""
+    at = where(name, "QuantizeActivation")
+    lo, hi = quantizer_levels(bits, signed, step, at)
+    x = float_array(x, "input", at)
+    y = np.empty_like(x)
+    quantize_forward_flat(x.reshape(-1), float(step), float(lo), float(hi),
+                          bool(signed and bits == 1), y.reshape(-1))
+    return y
+
+
+def quantize_backward(dy, x, bits=8, step=1.0, signed=False, straight_through=False, *,
+                      name="quantize"):
+    """Gradient of ``quantize_forward`` w.r.t. x: zero (the true gradient of a staircase), or
+    with ``straight_through`` that of the clipped identity x / step (BPDA's surrogate)."""
+    at = where(name, "QuantizeActivation")
+    lo, hi = quantizer_levels(bits, signed, step, at)
+    dy, x = _pair_check(dy, x, at)
+    dx = np.empty_like(x)
+    quantize_backward_flat(dy.reshape(-1), x.reshape(-1), float(step), float(lo), float(hi),
+                           bool(straight_through), dx.reshape(-1))
+    return dx

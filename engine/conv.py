@@ -38,6 +38,7 @@ from ._jit import JIT, JIT_PARALLEL, chunk_bounds
 from ._loops import add, axpy, dot, multiply_add, sparse_row_product, taps
 from .blas import check_gemm_sizes, gemm
 from .formats.base import DenseArrays, row_entries, weight_rows
+from . import quantized
 
 
 # ---------------------------------------------------------------------------------------------
@@ -653,6 +654,9 @@ def conv2d_forward_format(x, fmt, bias, geom):
     if fmt.kind == "dense" or geom.depthwise:
         weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
         return conv2d_forward_dense(x, weight, bias, geom)
+    y = quantized.conv2d_forward(x, fmt, bias, geom)  # the format's integer kernel, if it applies
+    if y is not None:
+        return y
     N = x.shape[0]
     bias, y = _bias_and_output(x, bias, geom)
     if N == 0:

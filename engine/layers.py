@@ -82,6 +82,11 @@ class Layer:
     def init_params(self, rng):
         """Draw initial parameter values (Caffe's fillers)."""
 
+    def param_values(self, in_shapes):
+        """How many parameter and buffer values ``setup`` allocates for these input shapes:
+        what a Net checks against its size limit before the layer allocates them."""
+        return 0
+
     # Names of the parameters that take weight decay.
     decay = ()
 
@@ -122,18 +127,32 @@ def _fill(shape, how, fan_in, fan_out, rng, dtype):
     """Caffe's fillers: xavier = U(±√(3/fan_in)); msra = N(0, 2/fan_in); gaussian:σ; constant:v."""
     if how == "xavier":
         bound = np.sqrt(3.0 / fan_in)
-        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+        return _drawn(shape, dtype, lambda n: rng.uniform(-bound, bound, size=n))
     if how == "msra":
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(dtype)
+        return _drawn(shape, dtype, lambda n: rng.standard_normal(n) * np.sqrt(2.0 / fan_in))
     if how == "glorot":  # Keras' default: U(±√(6/(fan_in + fan_out)))
         bound = np.sqrt(6.0 / (fan_in + fan_out))
-        return rng.uniform(-bound, bound, size=shape).astype(dtype)
+        return _drawn(shape, dtype, lambda n: rng.uniform(-bound, bound, size=n))
     kind, _, value = str(how).partition(":")
     if kind == "gaussian" and value:
-        return (rng.standard_normal(shape) * float(value)).astype(dtype)
+        return _drawn(shape, dtype, lambda n: rng.standard_normal(n) * float(value))
     if kind == "constant":
         return np.full(shape, float(value or 0.0), dtype=dtype)
     raise ValueError(f"unknown initialiser {how!r}: use xavier, msra, glorot, gaussian:STD or constant:VALUE")
+
+
+_DRAW_CHUNK = 1 << 20
+
+
+def _drawn(shape, dtype, draw):
+    """An array of ``shape`` filled from ``draw(n)`` (float64 draws) in chunks of ``_DRAW_CHUNK``
+    values: the same values as one draw of the whole size (the generator's stream is sequential),
+    without a float64 temporary of it."""
+    out = np.empty(shape, dtype=dtype)
+    flat = out.reshape(-1)
+    for lo in range(0, flat.size, _DRAW_CHUNK):
+        flat[lo:lo + _DRAW_CHUNK] = draw(min(_DRAW_CHUNK, flat.size - lo))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -277,6 +296,10 @@ class Conv2d(_Weighted):
         self._setup_weight(weight_shape, dtype)
         return [self.geom.out_shape]
 
+    def param_values(self, in_shapes):
+        weights = self.out_channels * (_leading(in_shapes) // max(self.groups, 1)) * self.kernel[0] * self.kernel[1]
+        return weights + (self.out_channels if self.bias else 0)
+
     def init_params(self, rng):
         O, Cg, kh, kw = self.weight_shape
         self._init_weight(rng, Cg * kh * kw, O * kh * kw // self.groups)
@@ -316,6 +339,12 @@ class Linear(_Weighted):
         self._setup_weight((self.out_features, int(np.prod(in_shapes[0]))), dtype)
         return [(self.out_features,)]
 
+    def param_values(self, in_shapes):
+        inputs = 1
+        for d in in_shapes[0] if in_shapes else ():
+            inputs *= int(d)
+        return self.out_features * inputs + (self.out_features if self.bias else 0)
+
     def init_params(self, rng):
         O, I = self.weight_shape
         self._init_weight(rng, I, O)
@@ -332,6 +361,11 @@ class Linear(_Weighted):
                                                       need_weight=ctx.param_grads)
         self._store_grads(grads, db, ctx)
         return [None if dx is None else dx.reshape((dx.shape[0],) + self.in_shapes[0])]
+
+
+def _leading(in_shapes):
+    """The size of the first input's first axis (its channels), 0 if it has none."""
+    return int(in_shapes[0][0]) if in_shapes and len(in_shapes[0]) else 0
 
 
 def _channels(shape, at):
@@ -372,6 +406,9 @@ class BatchNorm(Layer):
     def _config(self):
         return dict(eps=self.eps, affine=self.affine, momentum=self.momentum,
                     use_global_stats=self.use_global_stats)
+
+    def param_values(self, in_shapes):
+        return _leading(in_shapes) * (4 if self.affine else 2)
 
     def _setup(self, in_shapes, dtype):
         C = _channels(in_shapes[0], self.at)
@@ -660,6 +697,54 @@ class MedianFilter(Layer):
         return [dx]
 
 
+class QuantizeActivation(Layer):
+    """The activation quantizer of quantized nets: y = clip(round(x / step), lo, hi), the integer
+    codes of a uniform ``bits``-bit quantizer — unsigned 0..2**bits − 1 (uint8 for 8 bits),
+    signed symmetric ±(2**(bits − 1) − 1) (int8: ±127), or binary sign(x) = ±1 (signed, one
+    bit; Hubara et al.'s binarized activations).
+
+    The next layer sees codes, not levels: its weight absorbs the step (an int8 or binary
+    weight format then computes on them with integer kernels, see ``engine/quantized.py``).
+    Like ``QuantizedReLU`` its true gradient is zero almost everywhere; ``straight_through``
+    makes the backward pass use the clipped identity's, dx = dy / step inside the codes' range
+    (the straight-through estimator of quantization-aware training; ``attacks.bpda`` sets it
+    while attacking).
+    """
+
+    type = "QuantizeActivation"
+
+    def __init__(self, name, bits=8, step=1.0, signed=False, straight_through=False, **kw):
+        super().__init__(name, **kw)
+        self.lo, self.hi = activation.quantizer_levels(bits, bool(signed), step, self.at)
+        self.bits, self.signed, self.step = int(bits), bool(signed), float(step)
+        self.straight_through = bool(straight_through)
+
+    def _config(self):
+        return dict(bits=self.bits, step=self.step, signed=self.signed,
+                    straight_through=self.straight_through)
+
+    @property
+    def binary(self):
+        return self.signed and self.bits == 1
+
+    def forward(self, xs, ctx):
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        activation.quantize_forward_flat(xs[0].reshape(-1), self.step, float(self.lo),
+                                         float(self.hi), self.binary, y.reshape(-1))
+        if ctx.keep:
+            self._saved = xs[0]
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        activation.quantize_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), self.step,
+                                          float(self.lo), float(self.hi),
+                                          bool(self.straight_through), dx.reshape(-1))
+        return [dx]
+
+
 class LRN(Layer):
     type = "LRN"
 
@@ -871,6 +956,9 @@ class Scale(Layer):
     def _config(self):
         return dict(bias=self.bias)
 
+    def param_values(self, in_shapes):
+        return _leading(in_shapes) * (2 if self.bias else 1)
+
     def _setup(self, in_shapes, dtype):
         if len(in_shapes[0]) < 1:
             raise ValueError(f"{self.at}: input must have a channel axis, got {in_shapes[0]}")
@@ -914,6 +1002,9 @@ class PReLU(Layer):
 
     def _config(self):
         return dict(channel_shared=self.channel_shared, init=self.init)
+
+    def param_values(self, in_shapes):
+        return 1 if self.channel_shared else _leading(in_shapes)
 
     def _setup(self, in_shapes, dtype):
         n = 1 if self.channel_shared else _channels(in_shapes[0], self.at)
@@ -1137,8 +1228,9 @@ class HardSwish(Layer):
 # Every layer class by its spec name, to rebuild a Net from JSON without evaluating anything.
 LAYER_CLASSES = {cls.__name__: cls for cls in (
     Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
-    LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU, EltwiseProd, EltwiseMax,
-    Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish, MedianFilter)}
+    QuantizeActivation, LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU,
+    EltwiseProd, EltwiseMax, Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish,
+    MedianFilter)}
 
 
 def layer_from_config(cfg):

@@ -21,6 +21,7 @@ from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
 from .formats.base import row_entries, weight_rows
+from . import quantized
 
 # Narrower blocks than this make per-call overhead dominate the product.
 _MIN_BLOCK = 64
@@ -142,6 +143,9 @@ def linear_forward_format(x, fmt, bias):
     _same_dtype(x, fmt)
     if fmt.kind == "dense":
         return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
+    y = quantized.linear_forward(x, fmt, bias)  # the format's integer kernel, where it applies
+    if y is not None:
+        return y
     N, O = x.shape[0], fmt.rows
     if bias is None:
         bias = np.zeros(O, dtype=x.dtype)

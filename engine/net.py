@@ -22,6 +22,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from ..limits import RAISE_HINT
 from ._args import FLOAT_DTYPES, labels_array, nonfinite
 from .layers import Context, Layer, Softmax, layer_from_config
 from .loss import softmax_cross_entropy_rows
@@ -68,10 +69,15 @@ class Net:
         writes it is a Softmax, the loss functions use the Softmax's input as the logits.
     dtype : float32 (default) or float64 (for gradient checks).
     seed : seeds the parameter initialisation and the dropout masks.
+    init : draw the initial weights (Caffe's fillers); False leaves zeros for a caller that loads
+        every parameter next (``load_state_dict``), so nothing is drawn only to be replaced.
+    max_bytes : refuse (ValueError) a net whose parameters and buffers (counted layer by layer
+        before each is allocated) or any blob of one example take more bytes than this; None:
+        no limit. The file readers pass ``robustcnn.limits``' limit.
     """
 
     def __init__(self, layers, input_shape, *, input_name="data", output=None,
-                 dtype=np.float32, seed=0, name="net"):
+                 dtype=np.float32, seed=0, name="net", init=True, max_bytes=None):
         self.name = name
         self.dtype = np.dtype(dtype)
         if self.dtype not in FLOAT_DTYPES:
@@ -82,15 +88,15 @@ class Net:
         self.training = False
         self._rng = np.random.default_rng(seed)
         self._seed = seed
-        self._build(output)
+        self._build(output, max_bytes)
         init_rng = np.random.default_rng(seed)
-        for layer in self.layers:
+        for layer in self.layers if init else ():
             layer.init_params(init_rng)
 
     # -----------------------------------------------------------------------------------------
     # Building
 
-    def _build(self, output):
+    def _build(self, output, max_bytes=None):
         seen = set()
         for layer in self.layers:
             if not isinstance(layer, Layer):
@@ -98,6 +104,11 @@ class Net:
             if layer.name in seen:
                 raise ValueError(f"{self.name}: two layers are named {layer.name!r}")
             seen.add(layer.name)
+        param_bytes, itemsize = 0, self.dtype.itemsize
+        if max_bytes is not None and int(np.prod(self.input_shape, dtype=object)) * itemsize \
+                > max_bytes:
+            raise ValueError(f"{self.name}: an input of {self.input_shape} per example takes "
+                             f"more than the limit of {max_bytes:,} bytes ({RAISE_HINT})")
         current = {self.input_name: self.input_name}  # blob name → id of its latest version
         shapes = {self.input_name: self.input_shape}
         names = {self.input_name: self.input_name}  # blob id → blob name
@@ -110,7 +121,17 @@ class Net:
                     raise ValueError(f"{layer.at}: input blob {b!r} is not made by any earlier "
                                      f"layer (known blobs: {sorted(current)})")
             in_ids = [current[b] for b in bottoms]
+            if max_bytes is not None:
+                param_bytes += layer.param_values([shapes[i] for i in in_ids]) * itemsize
+                if param_bytes > max_bytes:
+                    raise ValueError(f"{layer.at}: the net's parameters reach {param_bytes:,} "
+                                     f"bytes here, more than the limit of {max_bytes:,} "
+                                     f"({RAISE_HINT})")
             out_shapes = layer.setup([shapes[i] for i in in_ids], self.dtype)
+            for shape in out_shapes if max_bytes is not None else ():
+                if int(np.prod(shape, dtype=object)) * itemsize > max_bytes:
+                    raise ValueError(f"{layer.at}: an output of {tuple(shape)} per example takes "
+                                     f"more than the limit of {max_bytes:,} bytes ({RAISE_HINT})")
             tops = layer.top or [layer.name]
             if len(tops) != len(out_shapes):
                 raise ValueError(f"{layer.at}: names {len(tops)} outputs but makes {len(out_shapes)}")
@@ -296,12 +317,13 @@ class Net:
                 "layers": [l.config() for l in self.layers]}
 
     @classmethod
-    def from_spec(cls, spec, *, dtype=None, seed=0, source="spec"):
-        """Build a Net from ``spec()`` output (a dict or its JSON text). Evaluates nothing."""
+    def from_spec(cls, spec, *, dtype=None, seed=0, source="spec", init=True, max_bytes=None):
+        """Build a Net from ``spec()`` output (a dict or its JSON text). Evaluates nothing.
+        ``init`` and ``max_bytes`` as the constructor's."""
         if isinstance(spec, (str, bytes)):
             try:
                 spec = json.loads(spec)
-            except json.JSONDecodeError as e:
+            except (json.JSONDecodeError, RecursionError) as e:
                 raise ValueError(f"{source}: the architecture is not valid JSON ({e})") from None
         if not isinstance(spec, dict) or spec.get("format") != SPEC_FORMAT:
             raise ValueError(f"{source}: not a robustcnn architecture spec")
@@ -312,8 +334,10 @@ class Net:
             layers = [layer_from_config(c) for c in spec["layers"]]
             return cls(layers, spec["input_shape"], input_name=spec["input_name"],
                        output=spec["output"], dtype=dtype or spec.get("dtype", "float32"),
-                       seed=seed, name=spec.get("name", "net"))
-        except (KeyError, TypeError) as e:
+                       seed=seed, name=spec.get("name", "net"), init=init, max_bytes=max_bytes)
+        except ValueError as e:
+            raise e if str(e).startswith(source) else ValueError(f"{source}: {e}") from None
+        except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
             raise ValueError(f"{source}: malformed architecture spec ({e!r})") from None
 
     def copy(self, *, dtype=None):

@@ -63,6 +63,62 @@ class SGD:
         return {"optimizer": "sgd", "momentum": self.momentum, "weight_decay": self.weight_decay}
 
 
+@njit(**JIT_PARALLEL)
+def adam_step_flat(w, g, m, v, lr, beta1, beta2, eps, decay, correction1, correction2):
+    # w, g, m, v: (M,).  g' = g + λ·w;  m ← β1·m + (1 − β1)·g';  v ← β2·v + (1 − β2)·g'²;
+    # w ← w − lr · (m / c1) / (√(v / c2) + ε), c_i = 1 − β_i^t (Kingma & Ba 2015, Algorithm 1)
+    for i in prange(w.shape[0]):
+        gi = g[i] + decay * w[i]
+        m[i] = beta1 * m[i] + (1.0 - beta1) * gi
+        v[i] = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        w[i] -= lr * (m[i] / correction1) / (np.sqrt(v[i] / correction2) + eps)
+
+
+@dataclass
+class Adam:
+    """Adam (Kingma & Ba, ICLR 2015) with L2 weight decay added to the gradient of each layer's
+    ``decay`` parameters, as ``SGD``. Its per-parameter step sizes suit parameters of very
+    different gradient scales (a quantized layer's two scales beside its latent weights)."""
+
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+
+    def __post_init__(self):
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ValueError(f"Adam: beta1 and beta2 must be in [0, 1), got {self.beta1}, "
+                             f"{self.beta2}")
+        if not (self.eps > 0 and math.isfinite(self.eps)):
+            raise ValueError(f"Adam: eps must be finite and > 0, got {self.eps}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"Adam: weight_decay must be finite and >= 0, got {self.weight_decay}")
+        self.velocity = {}  # "layer/param" → (2, …) moments [m, v]; "adam/step" → steps taken
+
+    def step(self, net, lr):
+        """Update every parameter of ``net`` from ``net.grads`` with learning rate ``lr``."""
+        t = int(self.velocity.get("adam/step", np.zeros(1))[0]) + 1
+        self.velocity["adam/step"] = np.array([t], dtype=np.float64)
+        c1, c2 = 1.0 - self.beta1 ** t, 1.0 - self.beta2 ** t
+        for layer in net.layers:
+            for name, w in layer.params.items():
+                g = layer.grads.get(name)
+                if g is None:
+                    continue
+                key = f"{layer.name}/{name}"
+                moments = self.velocity.get(key)
+                if moments is None or moments.shape[1:] != w.shape or moments.dtype != w.dtype:
+                    moments = self.velocity[key] = np.zeros((2,) + w.shape, dtype=w.dtype)
+                decay = self.weight_decay if name in layer.decay else 0.0
+                adam_step_flat(w.reshape(-1), np.ascontiguousarray(g).reshape(-1),
+                               moments[0].reshape(-1), moments[1].reshape(-1), lr, self.beta1,
+                               self.beta2, self.eps, decay, c1, c2)
+
+    def config(self):
+        return {"optimizer": "adam", "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
 @dataclass
 class Schedule:
     """Learning rate by iteration: ``constant``, ``step`` (× gamma every ``step_size``
@@ -140,10 +196,16 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
                              if (saved_run or {}).get(k) != run.get(k))
             raise ValueError(f"{checkpoint}: was written by a run with other settings "
                              f"(differs in {changed}); remove it or choose another path")
-        net.load_state_dict(ckpt["state"], source=os.fspath(checkpoint))
+        history, start_epoch = ckpt["meta"].get("history"), ckpt["meta"].get("epoch")
+        if not isinstance(history, list) or isinstance(start_epoch, bool) \
+                or not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:
+            raise ValueError(f"{checkpoint}: its epoch ({start_epoch!r}) or history is not one "
+                             f"of a run of {epochs} epochs")
+        try:
+            net.load_state_dict(ckpt["state"], source=os.fspath(checkpoint))
+        except TypeError as e:  # arrays of the wrong kind
+            raise ValueError(f"{checkpoint}: {e}") from None
         optimizer.velocity = {k: np.array(v) for k, v in ckpt["velocity"].items()}
-        history = ckpt["meta"]["history"]
-        start_epoch = ckpt["meta"]["epoch"]
         if log and start_epoch:
             log(f"resuming {checkpoint} after epoch {start_epoch}")
     for epoch in range(start_epoch, epochs):

@@ -24,6 +24,7 @@ import zlib
 
 import numpy as np
 
+from .. import limits
 from .idx import read_idx
 
 FASHION_MNIST_CLASSES = (
@@ -67,6 +68,13 @@ _CIFAR_SHAPE = (3, 32, 32)
 _CIFAR_RECORD = 1 + 3 * 32 * 32  # label byte + red, green, blue planes: 3,073 bytes
 # Names of the Python (pickled) version, which is refused.
 _CIFAR_PICKLED = ("cifar-10-python.tar.gz", "cifar-10-batches-py", "data_batch_1", "batches.meta")
+
+
+def input_shape(name: str) -> tuple[int, int, int]:
+    """The (C, H, W) shape of one image of the known dataset ``name``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
+    return _CIFAR_SHAPE if name == CIFAR10 else (1, *_IMAGE_SHAPE)
 
 
 def data_dir(name: str) -> str:
@@ -145,6 +153,8 @@ def load_mnist_like(
 
     images_path, labels_path = (_find_file(directory, f, name) for f in _FILES[split])
     images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.ndim and images.shape[0] == 0:
+        raise ValueError(f"{images_path}: holds no images (an empty {split} split)")
 
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != _IMAGE_SHAPE:
         raise ValueError(
@@ -347,6 +357,7 @@ def _refuse_pickled(directory: str, path: str | None = None) -> None:
 
 
 def _check_cifar_size(path: str, size: int) -> None:
+    limits.check_bytes(path, "the batch", size, None)  # before reading it (a tar member too)
     if size == 0 or size % _CIFAR_RECORD:
         raise ValueError(
             f"{path}: size {size} bytes is not a positive multiple of {_CIFAR_RECORD:,} "

@@ -6,7 +6,10 @@ gzipped; compression is recognised by its magic bytes (1f 8b), not by the file n
 
 Every malformed input raises ``ValueError`` naming the file and what is wrong, and no
 buffer is sized from the header before the header has been checked against the bytes that
-are actually there, so a corrupt size field cannot trigger a huge allocation.
+are actually there, so a corrupt size field cannot trigger a huge allocation. A header that
+declares more than ``max_bytes`` of data (``robustcnn.limits``, default 512 MiB; Fashion-MNIST's
+largest file holds 47 MB) is refused before anything is read, which also bounds what a gzip
+stream may inflate to.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from .. import limits
 from ..atomic import atomic_path
 
 # Type code -> big-endian dtype, as in the format's definition (LeCun's MNIST page).
@@ -42,13 +46,15 @@ _CHUNK = 1 << 20
 _GZIP_ERRORS = (_gzip.BadGzipFile, EOFError, zlib.error)
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, max_bytes: int | None = None) -> np.ndarray:
     """Read an IDX file (gzipped or not) into a new native-endian array.
 
     Parameters
     ----------
     path : str or os.PathLike
         The file to read. Gzip compression is detected from the content.
+    max_bytes : int, optional
+        The most data the header may declare (default ``robustcnn.limits.MAX_BYTES``).
 
     Returns
     -------
@@ -61,7 +67,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     ValueError
         If the file is not a well-formed IDX file: bad magic number or type code, zero or
         more than 8 dimensions, truncated header, data shorter or longer than the header
-        declares, or a corrupt gzip stream. The message names the file.
+        declares, more data than ``max_bytes``, or a corrupt gzip stream. The message names
+        the file.
     OSError
         If the file cannot be opened or read (e.g. ``FileNotFoundError``).
     """
@@ -70,15 +77,15 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         compressed = raw.read(2) == _GZIP_MAGIC
         raw.seek(0)
         if not compressed:
-            return _parse(raw, name, available=os.fstat(raw.fileno()).st_size)
+            return _parse(raw, name, os.fstat(raw.fileno()).st_size, max_bytes)
         try:
             with _gzip.GzipFile(fileobj=raw, mode="rb") as stream:
-                return _parse(stream, name, available=None)
+                return _parse(stream, name, None, max_bytes)
         except _GZIP_ERRORS as exc:
             raise ValueError(f"{name}: corrupt or truncated gzip stream ({exc})") from exc
 
 
-def _parse(stream, name: str, available: int | None) -> np.ndarray:
+def _parse(stream, name: str, available: int | None, max_bytes: int | None) -> np.ndarray:
     """Parse an IDX stream. ``available`` is the file size if known (raw files)."""
     magic = stream.read(4)
     if len(magic) < 4:
@@ -115,6 +122,7 @@ def _parse(stream, name: str, available: int | None) -> np.ndarray:
     # Python ints: 2**32-1 to the 8th power times 8 does not overflow here.
     need = math.prod(shape) * dtype.itemsize
     described = f"shape {shape} of {dtype.name} needs {need} bytes of data"
+    limits.check_bytes(name, f"the data (shape {shape} of {dtype.name})", need, max_bytes)
 
     header = 4 + 4 * ndim
     if available is not None:

@@ -25,8 +25,12 @@ Entry k sits at ``position[k] = Σ_{j≤k} (gap[j] + 1) − 1`` in the flattened
 weight (C order) and has the value ``codebook[code[k]]``; every other weight is
 ``codebook[0]``. A run of more than 15 zeros between two weights is bridged by filler entries
 with code 0, whose value is therefore ``codebook[0]`` too — 0.0 in every layer of this file.
+
+The packaged file is verified against its known SHA-256 (``WEIGHTS_SHA256``) whenever it is
+read, by path or as ``robustcnn.load``'s weights: a damaged copy is refused, not computed on.
 """
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -34,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import limits
 from ..engine import Conv2d, Linear
 from ..engine.formats import SparseCodebookWeight
 from .caffe import load_caffe
@@ -108,7 +113,16 @@ def decode_bits(name):
     return 8 if "conv" in name else 4
 
 
-def read_deep_compression(path, layer_shapes, *, bits=decode_bits):
+def is_packaged_weights(path):
+    """Whether ``path`` is the packaged Deep Compression file (the same file, not a copy)."""
+    try:
+        return os.path.samefile(path, WEIGHTS)
+    except OSError:
+        return False
+
+
+def read_deep_compression(path, layer_shapes, *, bits=decode_bits, sha256=None,
+                          max_bytes=None):
     """Read a Deep Compression file → {layer name: CompressedLayer}, in file order.
 
     ``layer_shapes``: {name: weight shape} (or (name, shape) pairs) of the weighted layers in the
@@ -119,15 +133,21 @@ def read_deep_compression(path, layer_shapes, *, bits=decode_bits):
     Everything is checked before it is used: each block's size against the bytes that remain,
     every position against the weight's size, no bytes left after the last layer, finite
     codebooks and biases, a zero unused high nibble at the end of a 4-bit stream with an odd
-    entry count (as the published encoder wrote it). A problem raises ValueError naming the
-    file, the layer and what was expected vs found.
+    entry count (as the published encoder wrote it). ``sha256``: the file's known SHA-256 (hex),
+    checked first; the packaged file (``WEIGHTS``) is always checked against ``WEIGHTS_SHA256``.
+    ``max_bytes``: the largest file read (``robustcnn.limits``). A problem raises ValueError
+    naming the file, the layer and what was expected vs found.
     """
     path = os.fspath(path)
     shapes = list(layer_shapes.items() if hasattr(layer_shapes, "items") else layer_shapes)
     if not shapes:
         raise ValueError(f"{path}: no layer shapes given")
-    with open(path, "rb") as f:
-        data = f.read()
+    data = limits.read_file(path, max_bytes, "Deep Compression file")
+    if sha256 is None and is_packaged_weights(path):
+        sha256 = WEIGHTS_SHA256
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path}: SHA-256 {hashlib.sha256(data).hexdigest()} is not the known "
+                         f"{sha256}: the file is damaged or was altered")
     L = len(shapes)
     if len(data) < 4 * L:
         raise ValueError(f"{path}: truncated: the header of {L} uint32 counts needs {4 * L} "
@@ -199,7 +219,8 @@ def dense_state_dict(layers):
 
 
 def _architecture(dtype=np.float32):
-    return load_caffe(PROTOTXT, dtype=dtype, name="squeezenet-v1.0-deep-compression")
+    return load_caffe(PROTOTXT, dtype=dtype, name="squeezenet-v1.0-deep-compression",
+                      init=False)  # every weight comes from the file
 
 
 def load_deep_compression_arrays(path=WEIGHTS):

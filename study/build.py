@@ -114,6 +114,18 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
         report = compress(net, x, y, CompressionSettings(**settings), objective=objective,
                           val=None, progress=progress, log=None)
         extra["stages"] = [{k: s[k] for k in ("stage", "seconds")} for s in report["stages"]]
+    elif spec.kind == "quantized":
+        from ..compress.methods import METHODS, run_method
+
+        net = parents[spec.base].copy()
+        method = spec.options["method"]
+        options = dict(spec.options["method_options"])
+        if "seed" in METHODS[method].defaults:
+            options["seed"] = seed
+        say(f"quantizing {spec.base} → {name} by {method} (seed {seed})")
+        net, report = run_method(method, net, x, y, options, val=None, progress=progress,
+                                 log=None)
+        extra["stages"] = [{k: s[k] for k in ("stage", "seconds")} for s in report["stages"]]
     elif spec.kind == "finetuned":
         net = parents[spec.base].copy()
         say(f"fine-tuning {spec.base} → {name} (seed {seed})")

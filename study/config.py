@@ -18,6 +18,10 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      CompressionSettings fields overriding the preset, e.g.
                                      adversarial = {...}: adversarial-aware compression),
                                      target_ratio (optional: scale the kept shares to reach it)
+    [[models]]  kind = "quantized"   name, base (an earlier model), method (a name of
+                                     compress.methods.METHODS: int8, ttq, …), options (a table of
+                                     the method's own options, e.g. epochs; its seed is the
+                                     study's)
     [[models]]  kind = "finetuned"   name, base (an earlier model), train: more training of the
                                      base in its own weight formats (e.g. adversarially)
     [[models]]  kind = "distilled"   as compact, plus teacher (an earlier model), temperature
@@ -33,21 +37,24 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
 
 A cell is one (model, attack, eps, seed), unbounded attacks one cell without eps, and with
 ``sanity`` one cell per (model, seed) of sanity checks. Errors are ``ValueError``s naming the file
-and key.
+and key, found when the file is read: a compressed model's layer names (in its preset and
+settings) are checked against its base's architecture, code bits against what the weight
+formats hold (1 to 8). A study file of more than ``MAX_CONFIG_BYTES`` is not read.
 """
 
 import hashlib
 import json
 import math
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field
 
 # The study's vocabulary: every other module of study/ takes these names from here.
-KINDS = ("dense", "compact", "compressed", "finetuned", "distilled", "lowrank")
+KINDS = ("dense", "compact", "compressed", "quantized", "finetuned", "distilled", "lowrank")
 TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
 # The headline's two sides: models made small by compression, and models designed (or
 # distilled, or factorised) small.
-COMPRESSED_KINDS = ("compressed", "finetuned")
+COMPRESSED_KINDS = ("compressed", "quantized", "finetuned")
 COMPACT_KINDS = ("compact", "distilled", "lowrank")
 # How a model's lineage was trained adversarially (``Study.adversarial``) → what it is called.
 ADVERSARIAL_LINEAGE = {"": "none", "compressed": "adversarial-aware compression",
@@ -58,11 +65,13 @@ TRANSFER = "transfer"  # a transfer attack's label: transfer:fgsm<-lenet5 (attac
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
 ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
+MAX_CONFIG_BYTES = 1 << 20  # a study file is a few KiB
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "compact": {"name", "kind", "arch", "kwargs", "params", "train"},
                "compressed": {"name", "kind", "base", "preset", "settings", "target_ratio"},
+               "quantized": {"name", "kind", "base", "method", "options"},
                "finetuned": {"name", "kind", "base", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
                              "temperature", "alpha"},
@@ -107,7 +116,8 @@ class ModelSpec:
     """One model of the grid. ``train`` is the full recipe (defaults merged) of the kinds that
     train; ``base`` names the model a compressed, finetuned or lowrank one starts from and
     ``teacher`` the one a distilled model learns from; ``options`` holds the kind's own fields
-    (target_ratio, params, temperature, alpha, ratio, ranks)."""
+    (target_ratio, params, temperature, alpha, ratio, ranks; a quantized model's method and
+    method_options)."""
 
     name: str
     kind: str
@@ -280,11 +290,21 @@ def _digest(obj):
 
 def load_config(path):
     """Read and validate a study file → ``Study``."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a directory, not a study file")
+    size = os.path.getsize(path)
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {size:,} bytes, more than a study file may hold "
+                         f"({MAX_CONFIG_BYTES:,})")
     with open(path, "rb") as f:
         try:
-            data = tomllib.load(f)
+            data = tomllib.loads(f.read(MAX_CONFIG_BYTES + 1).decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start})") from None
         except tomllib.TOMLDecodeError as e:
             raise ValueError(f"{path}: not valid TOML: {e}") from None
+        except RecursionError:
+            raise ValueError(f"{path}: not valid TOML: nested too deep") from None
     return parse_config(data, source=str(path))
 
 
@@ -386,9 +406,9 @@ def _compression_settings(m, source, where):
             ("kept", lambda v: not isinstance(v, bool) and isinstance(v, (int, float))
              and 0 < v <= 1, "a fraction in (0, 1]"),
             ("bits", lambda v: not isinstance(v, bool) and isinstance(v, int)
-             and 1 <= v <= 16, "an integer in [1, 16]"),
+             and 1 <= v <= 8, "an integer in [1, 8] (the weight formats' code widths)"),
             ("gap_bits", lambda v: not isinstance(v, bool) and isinstance(v, int)
-             and 1 <= v <= 16, "an integer in [1, 16]")):
+             and 1 <= v <= 8, "an integer in [1, 8] (the weight formats' index widths)")):
         if what in settings:
             table = _table(settings[what], source, f"{where}.settings.{what}")
             for layer, v in table.items():
@@ -401,7 +421,70 @@ def _compression_settings(m, source, where):
     return settings
 
 
-def _parse_model(m, i, models, train, archs, source):
+def _weighted_layers(models, name, dataset, seen=None):
+    """The names of the layers with a weight of model ``name`` (an earlier ``ModelSpec``), or
+    None when they cannot be known before it is built (its architecture does not build with
+    its kwargs here: the build reports that)."""
+    m = next(x for x in models if x.name == name)
+    if m.arch is None:
+        base = _weighted_layers(models, m.base, dataset)
+        if base is None or m.kind != "lowrank":
+            return base
+        return base | {f"{n}_lr1" for n in base}  # a factorised layer's first factor
+    from ..models.datasets import DATASETS, input_shape
+    from ..models.lenet import MODELS, build_model
+    from ..models.zoo import build_zoo
+
+    try:
+        net = (build_model if m.arch in MODELS else build_zoo)(
+            m.arch, input_shape=input_shape(dataset), num_classes=len(DATASETS[dataset]),
+            **m.kwargs)
+    except (TypeError, ValueError):
+        return None
+    return {layer.name for layer in net.layers if hasattr(layer, "weight_format")}
+
+
+def _check_layer_names(fields, models, dataset, source, where):
+    """Every layer a compressed model's preset and settings name is a layer with a weight of
+    its base."""
+    from ..compress.pipeline import PRESETS
+
+    named = [(f"{where}.preset ({fields['preset']})", layer)
+             for what in ("kept", "bits", "gap_bits")
+             for layer in PRESETS.get(fields["preset"], {}).get(what, {})
+             if what not in fields["settings"]]
+    named += [(f"{where}.settings.{what}.{layer}", layer) for what in ("kept", "bits", "gap_bits")
+              for layer in fields["settings"].get(what, {})]
+    if not named:
+        return
+    known = _weighted_layers(models, fields["base"], dataset)
+    for key, layer in named:
+        if known is not None and layer not in known:
+            raise _err(source, key, f"the base model {fields['base']} has no layer {layer!r} "
+                                    f"with a weight (layers with a weight: "
+                                    f"{', '.join(sorted(known))})")
+
+
+def _quantization(m, source, where):
+    """A quantized model's {"method", "method_options"}: the method's options checked by
+    ``compress.methods.method_options`` (the seed is the study's)."""
+    from ..compress.methods import METHODS, method_options
+
+    method = _str(m.get("method"), source, f"{where}.method")
+    if method not in METHODS:
+        raise _err(source, f"{where}.method",
+                   f"unknown method {method!r} (methods: {', '.join(sorted(METHODS))})")
+    given = dict(_table(m.get("options", {}), source, f"{where}.options"))
+    if "seed" in given:
+        raise _err(source, f"{where}.options.seed", "set by the study, not the model")
+    try:
+        method_options(method, given)
+    except ValueError as e:
+        raise _err(source, f"{where}.options", str(e)) from None
+    return {"method": method, "method_options": given}
+
+
+def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
     from ..compress.pipeline import PRESETS
 
     where = f"models[{i}]"
@@ -436,12 +519,16 @@ def _parse_model(m, i, models, train, archs, source):
         fields.update(arch=arch, kwargs=kwargs)
         if "params" in m:
             options["params"] = _int(m["params"], source, f"{where}.params", 1)
-    if kind != "compressed":
+    if kind not in ("compressed", "quantized"):
         fields["train"] = _train_recipe(m.get("train", {}), train, source, f"{where}.train")
-    if kind in ("compressed", "finetuned", "lowrank"):
+    if kind in ("compressed", "quantized", "finetuned", "lowrank"):
         fields["base"] = parent("base")
+    if kind == "quantized":
+        options.update(_quantization(m, source, where))
     if kind == "compressed":
         preset = m.get("preset")
+        if preset is not None:
+            preset = _str(preset, source, f"{where}.preset")
         if preset is not None and preset not in PRESETS:
             raise _err(source, f"{where}.preset",
                        f"unknown preset {preset!r} (presets: {', '.join(sorted(PRESETS))})")
@@ -454,6 +541,7 @@ def _parse_model(m, i, models, train, archs, source):
             raise _err(source, where, "give a preset, settings.kept / settings.bits or a "
                                       "target_ratio")
         fields.update(preset=preset, settings=settings)
+        _check_layer_names(fields, models, dataset, source, where)
     if kind == "distilled":
         fields["teacher"] = parent("teacher")
         options["temperature"] = _number(m.get("temperature", 4.0), source,
@@ -544,7 +632,7 @@ def parse_config(data, *, source="<config>"):
     archs = _architectures()
     models = []
     for i, m in enumerate(raw_models):
-        models.append(_parse_model(m, i, models, train, archs, source))
+        models.append(_parse_model(m, i, models, train, archs, source, dataset))
 
     raw_attacks = data.get("attacks")
     if not isinstance(raw_attacks, list) or not raw_attacks:

@@ -15,6 +15,12 @@ Every write is its own transaction (``with conn``) in WAL mode with ``synchronou
 process killed at any point (even ``kill -9``) leaves each cell either absent or complete, and a
 rerun skips the complete ones. ``INSERT OR IGNORE`` on the unique key means a cell is never
 stored twice, even by two runners racing for it.
+
+A database that is not a robustcnn study store (no ``meta`` table with ``schema_version``, or
+tables without these columns) is refused before anything is written to it; ``Store(path,
+readonly=True)`` (the report's) opens it read-only (``file:…?mode=ro``). Rows are checked as they
+are read (each column's type, the JSON columns' structure): a damaged or foreign row is a
+ValueError naming the database and the row, and so is every error SQLite reports.
 """
 
 import hashlib
@@ -24,6 +30,7 @@ import os
 import platform
 import sqlite3
 import time
+import urllib.parse
 
 SCHEMA_VERSION = 2  # 2: eps may be NULL (unbounded attacks, sanity cells)
 COLUMNS = ("key", "study", "model", "model_key", "kind", "arch", "settings", "attack", "norm",
@@ -58,6 +65,44 @@ def versions():
             "python": platform.python_version()}
 
 
+# The columns each table must have (what the code reads and writes).
+_TABLES = {"meta": ("name", "value"), "cells": COLUMNS,
+           "artifacts": ("key", "name", "kind", "path", "sha256", "info", "created")}
+_TEXT = {"key", "study", "model", "model_key", "kind", "arch", "attack", "norm"}
+_INTEGER = {"seed", "examples", "sanity_passed"}
+_REQUIRED = {"key", "model", "model_key", "attack", "seed"}  # NOT NULL in the schema
+
+
+def _read_only(path):
+    """A read-only connection to the database file ``path``."""
+    uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
+    return sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+
+
+def check_store(path, *, option=None):
+    """Refuse (ValueError naming it, or ``option`` and it) a file that is not a robustcnn study
+    database of this schema version; reads it only."""
+    where = f"{option} {path}" if option else os.fspath(path)
+    try:
+        conn = _read_only(path)
+        try:
+            columns = {t: {c for (c,) in conn.execute("SELECT name FROM pragma_table_info(?)",
+                                                      (t,))} for t in _TABLES}
+            version = conn.execute("SELECT value FROM meta WHERE name='schema_version'") \
+                .fetchone() if columns["meta"] else None
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        raise ValueError(f"{where}: not a robustcnn study database ({e})") from None
+    lacking = [t for t, cols in _TABLES.items() if not set(cols) <= columns[t]]
+    if lacking or version is None:
+        raise ValueError(f"{where}: not a robustcnn study database (no {', '.join(lacking)} "
+                         f"table of a study store{'' if version else ', no schema_version'})")
+    if str(version[0]) != str(SCHEMA_VERSION):
+        raise ValueError(f"{where}: results schema version {version[0]!r}, this robustcnn "
+                         f"reads version {SCHEMA_VERSION}")
+
+
 def sha256_file(path):
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -67,11 +112,20 @@ def sha256_file(path):
 
 
 class Store:
-    """An open results database (a path; its directory is created)."""
+    """An open results database (a path; its directory is created). ``readonly``: open an
+    existing store read-only (nothing created or changed)."""
 
-    def __init__(self, path):
+    def __init__(self, path, *, readonly=False):
         self.path = os.fspath(path)
         self.root = os.path.dirname(os.path.abspath(self.path))
+        self.readonly = readonly
+        if readonly or (os.path.isfile(self.path) and os.path.getsize(self.path)):
+            if not os.path.isfile(self.path):
+                raise FileNotFoundError(f"{self.path}: no such results database")
+            check_store(self.path)  # before a foreign database gets our tables
+        if readonly:
+            self.conn = _read_only(self.path)
+            return
         os.makedirs(self.root, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         self.conn.execute("PRAGMA journal_mode=WAL")
@@ -131,22 +185,18 @@ class Store:
         return cur.rowcount == 1
 
     def rows(self, study=None):
-        """Every cell as a dict (JSON columns decoded), in insertion order."""
+        """Every cell as a dict (JSON columns decoded), in insertion order, each checked
+        (``_checked_row``)."""
         sql = f"SELECT {', '.join(COLUMNS)} FROM cells"
         args = ()
         if study is not None:
             sql, args = sql + " WHERE study=?", (study,)
         out = []
-        for values in self.conn.execute(sql + " ORDER BY rowid", args):
-            row = dict(zip(COLUMNS, values))
-            for c in _JSON:
-                if row[c] is not None:
-                    row[c] = json.loads(row[c])
-            if row["eps"] is None:  # an unbounded attack or a sanity cell: no radius
-                row["eps"] = float("nan")
-            row["sanity_passed"] = None if row["sanity_passed"] is None else \
-                bool(row["sanity_passed"])
-            out.append(row)
+        try:
+            for i, values in enumerate(self.conn.execute(sql + " ORDER BY rowid", args)):
+                out.append(_checked_row(dict(zip(COLUMNS, values)), f"{self.path}: row {i}"))
+        except sqlite3.Error as e:
+            raise ValueError(f"{self.path}: unreadable results database ({e})") from None
         return out
 
     # -- model artifacts --------------------------------------------------------------------
@@ -170,3 +220,53 @@ class Store:
             self.conn.execute("INSERT OR REPLACE INTO artifacts VALUES (?, ?, ?, ?, ?, ?, ?)",
                               (key, name, kind, rel, sha256_file(path),
                                json.dumps(info, sort_keys=True), time.time()))
+
+
+def _checked_row(row, where):
+    """A row of ``cells`` as ``rows`` returns it: every column of the type the code writes
+    (text, integer, number, or JSON of the right shape), else ValueError naming ``where``."""
+    for c in COLUMNS:
+        v = row[c]
+        if v is None:
+            if c in _REQUIRED:
+                raise ValueError(f"{where}: {c} is missing")
+        elif c in _TEXT or c in _JSON:
+            if not isinstance(v, str):
+                raise ValueError(f"{where}: {c} is {type(v).__name__}, expected text")
+        elif c in _INTEGER:
+            if not isinstance(v, int) or (c == "sanity_passed" and v not in (0, 1)):
+                raise ValueError(f"{where}: {c} is {v!r}, expected an integer")
+        elif not isinstance(v, (int, float)):
+            raise ValueError(f"{where}: {c} is {type(v).__name__}, expected a number")
+    where = f"{where} ({row['key']})"
+    for c in _JSON:
+        if row[c] is not None:
+            try:
+                row[c] = json.loads(row[c])
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"{where}: {c} is not JSON ({e})") from None
+    for c in ("settings", "metrics", "model_info", "versions"):
+        if row[c] is not None and not isinstance(row[c], dict):
+            raise ValueError(f"{where}: {c} is not a JSON object")
+    for c in ("metrics", "model_info"):
+        for k, v in (row[c] or {}).items():
+            if k != "adversarial" and not (v is None or isinstance(v, (int, float, str, bool,
+                                                                        list, dict))):
+                raise ValueError(f"{where}: {c}.{k} is {v!r}")
+    for k in ("file_bytes", "compression_ratio", "params", "dense_bytes"):
+        v = (row["model_info"] or {}).get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{where}: model_info.{k} is {v!r}, expected a number")
+    for k in ("success_rate", "l2_median"):
+        v = (row["metrics"] or {}).get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise ValueError(f"{where}: metrics.{k} is {v!r}, expected a number")
+    sanity = row["sanity"]
+    if sanity is not None and not (isinstance(sanity, list) and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str)
+            and isinstance(c.get("passed"), bool) for c in sanity)):
+        raise ValueError(f"{where}: sanity is not a list of checks (name, passed)")
+    if row["eps"] is None:  # an unbounded attack or a sanity cell: no radius
+        row["eps"] = float("nan")
+    row["sanity_passed"] = None if row["sanity_passed"] is None else bool(row["sanity_passed"])
+    return row

@@ -194,3 +194,30 @@ def test_certify_and_the_squeezing_defence(tiny_mnist, tmp_path, capsys):
     assert defence["squeezers"] == ["bit-depth-1", "median-2x2", "median-3x3"]
     assert [(r["attack"], r["eps"]) for r in defence["rows"]] == [("fgsm", 0.3)]
     assert 0 <= defence["false_positive_rate"] <= 1
+
+
+@pytest.mark.parametrize("method", ["int8", "ttq"])
+def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
+    model, out = tmp_path / "m.h5", tmp_path / f"m-{method}.rcnn"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "2", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    extra = {"int8": ["--options", "calibration=64"], "ttq": ["--epochs", "1"]}[method]
+    assert main(["compress", str(model), "-o", str(out), "--method", method, "--no-progress"]
+                + extra + common) == 0
+    text = capsys.readouterr().out
+    assert f"by {method}" in text and "file on disk:" in text and out.exists()
+    accuracy = float(text.split(f"{method} ")[-1].split("%")[0])
+    assert main(["eval", str(out)] + common) == 0
+    assert f"clean test accuracy: {accuracy:.2f}%" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in info.splitlines()
+            if line.startswith("ip") and {"int8": "int8", "ttq": "ternary"}[method] in line}
+    assert set(rows) == {"ip1", "ip2", "ip3"}
+    assert all(r[4] == {"int8": "8", "ttq": "2"}[method] for r in rows.values())  # bits/w P+Q
+    assert f'"method": "{method}"' in info
+    assert main(["compress", str(model), "-o", str(out), "--method", method,
+                 "--options", "nope=1"] + common) == 2
+    assert "unknown option 'nope'" in capsys.readouterr().err

@@ -5,6 +5,9 @@
     codebook         weight sharing: k-bit codes (k = 1..8) into centroids (the net's dtype)
     sparse_codebook  Deep Compression / EIE: codes of the non-zeros + fixed-width relative gaps
     huffman          the sparse codebook's codes and gaps Huffman-coded, one block per row
+    int8             8-bit linear quantization: int8 codes, one scale per output channel
+    ternary          Trained Ternary Quantization: 2-bit codes of +wp, 0, −wn
+    ttq_latent       what TTQ trains: latent weights ternarized by a threshold, and the scales
 
 ``FORMATS`` maps each name to its class; ``Net.convert(layer, kind, **options)`` and
 ``Layer.convert`` re-encode a layer. ``robustcnn.engine.formats.huffman`` is the canonical
@@ -15,10 +18,13 @@ from .codebook import CodebookWeight
 from .csr import CSRWeight
 from .dense import DenseWeight
 from .huffman_codebook import HuffmanCodebookWeight
+from .int8 import Int8Weight
+from .ternary import TernaryWeight, TTQLatentWeight
 from .sparse_codebook import SparseCodebookWeight
 
 FORMATS = {cls.kind: cls for cls in (DenseWeight, CSRWeight, CodebookWeight, SparseCodebookWeight,
-                                     HuffmanCodebookWeight)}
+                                     HuffmanCodebookWeight, Int8Weight, TernaryWeight,
+                                     TTQLatentWeight)}
 
 __all__ = ["FORMATS", "DenseWeight", "CSRWeight", "CodebookWeight", "SparseCodebookWeight",
-           "HuffmanCodebookWeight"]
+           "HuffmanCodebookWeight", "Int8Weight", "TernaryWeight", "TTQLatentWeight"]

@@ -212,6 +212,11 @@ class WeightFormat:
         """Stored non-zero weights (fillers and explicit zeros excluded)."""
         return int(np.count_nonzero(self.to_dense()))
 
+    def value_bits(self):
+        """Bits of each stored weight's value or code: 32 for float values, a codebook's code
+        bits, 8 for int8, 2 for ternary, 1 for binary."""
+        return 32
+
     def stored_entries(self):
         """Weights the format stores one by one, read from its structure without decoding
         (a sparse format's entries, fillers included; every weight of a dense pattern)."""

@@ -120,6 +120,9 @@ class CodebookWeight(WeightFormat):
     def operand(self):
         return CodebookArrays(self.codes, self.bits, self.centroids, self.cols)
 
+    def value_bits(self):
+        return self.bits
+
     def code_array(self):
         """The unpacked codes, (O·K,) uint8."""
         return unpack_bits(self.codes, self.size, self.bits)

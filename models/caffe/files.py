@@ -11,15 +11,18 @@ project's own parser (prototxt.py) otherwise; ``read_net`` gives the same ``Mess
 The binary formats (.caffemodel, .binaryproto) need protobuf; HDF5 weights need h5py only.
 
 Everything a file declares is checked against what it holds before it is used: a blob's shape
-against its values, an HDF5 dataset's size against the expected one before it is read. No size
-written in a file makes this module allocate more than the file's own size; nothing is
-evaluated or unpickled. A problem raises ValueError naming the file (and the layer and blob).
+against its values, an HDF5 dataset's size against the expected one (and against what the file
+stores for it) before it is read. No size written in a file makes this module allocate more
+than the file's own size; a weights file of more than ``max_bytes`` (``robustcnn.limits``) is
+not read. Nothing is evaluated or unpickled. A problem raises ValueError naming the file (and
+the layer and blob).
 """
 
 import os
 
 import numpy as np
 
+from ... import limits
 from .message import Message, from_protobuf
 from .prototxt import MAX_TEXT_DEPTH, parse_net
 from .schema import has_protobuf, messages, require_protobuf
@@ -57,7 +60,9 @@ def _source_bytes(path_or_bytes, limit, what):
             raise ValueError(f"{source}: {size} bytes is more than a {what} can hold "
                              f"({limit} bytes at most)")
         with open(source, "rb") as f:
-            data = f.read(limit + 1)
+            data = f.read(size + 1)  # read(n) reserves n bytes before reading
+        if len(data) != size:
+            raise ValueError(f"{source}: the file changed while it was read")
     if len(data) > limit:
         raise ValueError(f"{source}: more than {limit} bytes, too large for a {what}")
     return data, source
@@ -163,23 +168,24 @@ def read_net(path_or_text, *, parser="auto"):
     return parse_net(text, source=source)
 
 
-def read_caffemodel(path_or_bytes):
+def read_caffemodel(path_or_bytes, *, max_bytes=None):
     """A binary ``.caffemodel`` (a serialised NetParameter) → NetParameter.
 
     Fields the schema does not declare (parameters of other layer types) are skipped."""
-    return _parse_binary(path_or_bytes, "NetParameter", "caffemodel")[0]
+    return _parse_binary(path_or_bytes, "NetParameter", "caffemodel", max_bytes)[0]
 
 
-def _parse_binary(path_or_bytes, message, what):
+def _parse_binary(path_or_bytes, message, what, max_bytes=None):
     """(message parsed from a binary file, source name); ValueError if it is not one."""
     require_protobuf(f"{source_name(path_or_bytes, what)}: reading a binary .{what}")
     from google.protobuf.message import DecodeError
 
-    data, source = _source_bytes(path_or_bytes, MAX_BINARY_BYTES, what)
+    data, source = _source_bytes(path_or_bytes,
+                                 min(MAX_BINARY_BYTES, limits.resolve(max_bytes)), what)
     msg = messages()[message]()
     try:
         msg.ParseFromString(data)
-    except (DecodeError, RuntimeError, ValueError) as e:
+    except (DecodeError, RuntimeError, ValueError, RecursionError) as e:
         raise ValueError(f"{source}: not a Caffe binary {message} ({e})") from None
     return msg, source
 
@@ -260,61 +266,61 @@ def _is_hdf5(path):
 
 
 class LazyH5Blob:
-    """A dataset of a Caffe HDF5 weight file, read only once its shape was checked."""
+    """A dataset of a Caffe HDF5 weight file, read only once its shape was checked (and then
+    as ``limits.read_dataset`` reads: its storage checked, in slabs)."""
 
     def __init__(self, path, key, shape, dtype):
         self.path, self.key, self.shape, self.dtype = path, key, tuple(shape), np.dtype(dtype)
         self.size = int(np.prod(self.shape, dtype=np.float64)) if self.shape else 1
 
     def read(self):
-        import h5py
-
-        with h5py.File(self.path, "r") as f:
-            return np.asarray(f[self.key][()])
+        return limits.read_hdf5(self.path, lambda f: limits.read_dataset(
+            f[self.key], self.path, self.key), "Caffe HDF5 weights file")
 
 
 def _weights_hdf5(path):
     """Caffe's HDF5 weights (``Net::ToHDF5``): group ``data``, one group per layer, datasets
     ``0``, ``1``, … — its blobs. Returned lazily: the caller checks shapes before reading."""
+    return limits.read_hdf5(path, lambda f: _blobs_hdf5(f, path), "Caffe HDF5 weights file")
+
+
+def _blobs_hdf5(f, path):
+    """{layer: [(LazyH5Blob, False), …]} of an open Caffe HDF5 weights file."""
     import h5py
 
     weights = {}
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise ValueError(f"{path}: not a readable HDF5 file ({e})") from None
-    with f:
-        if "data" not in f or not isinstance(f["data"], h5py.Group):
-            raise ValueError(f"{path}: no 'data' group; not Caffe HDF5 weights")
-        for name, group in f["data"].items():
-            if not isinstance(group, h5py.Group):
-                raise ValueError(f"{path}: data/{name} is not a group of blobs")
-            keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
-            if keys != [str(i) for i in range(len(keys))]:
-                raise ValueError(f"{path}: data/{name} holds {sorted(group.keys())}, expected "
-                                 f"datasets named 0, 1, …")
-            blobs = []
-            for k in keys:
-                ds = group[k]
-                if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
-                    raise ValueError(f"{path}: data/{name}/{k} is not a float dataset")
-                blobs.append((LazyH5Blob(path, f"data/{name}/{k}", ds.shape, ds.dtype), False))
-            if blobs:
-                weights[name] = blobs
+    if "data" not in f or not isinstance(f["data"], h5py.Group):
+        raise ValueError(f"{path}: no 'data' group; not Caffe HDF5 weights")
+    for name, group in f["data"].items():
+        if not isinstance(group, h5py.Group):
+            raise ValueError(f"{path}: data/{name} is not a group of blobs")
+        keys = sorted(group.keys(), key=lambda k: int(k) if k.isdigit() else -1)
+        if keys != [str(i) for i in range(len(keys))]:
+            raise ValueError(f"{path}: data/{name} holds {sorted(group.keys())}, expected "
+                             f"datasets named 0, 1, …")
+        blobs = []
+        for k in keys:
+            ds = group[k]
+            if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
+                raise ValueError(f"{path}: data/{name}/{k} is not a float dataset")
+            blobs.append((LazyH5Blob(path, f"data/{name}/{k}", ds.shape, ds.dtype), False))
+        if blobs:
+            weights[name] = blobs
     return weights
 
 
-def read_weights(path_or_bytes):
+def read_weights(path_or_bytes, *, max_bytes=None):
     """The weights of a ``.caffemodel`` (binary protobuf) or ``.caffemodel.h5`` (Caffe's HDF5)
     → {layer name: [(array, legacy), …]} for the layers that hold blobs, in file order.
 
     ``legacy`` is True for a blob shaped by the old (num, channels, height, width) fields. HDF5
     blobs come as ``LazyH5Blob`` (``shape``, ``read()``) so that nothing is read before its size
-    is checked against the net. A binary .caffemodel needs protobuf, HDF5 weights do not."""
+    is checked against the net. A binary .caffemodel needs protobuf, HDF5 weights do not.
+    ``max_bytes``: the largest binary file read (``robustcnn.limits``)."""
     if not isinstance(path_or_bytes, (bytes, bytearray, memoryview)) \
             and _is_hdf5(os.fspath(path_or_bytes)):
         return _weights_hdf5(os.fspath(path_or_bytes))
-    msg = read_caffemodel(path_or_bytes)
+    msg = read_caffemodel(path_or_bytes, max_bytes=max_bytes)
     return _weights_protobuf(msg, source_name(path_or_bytes, "caffemodel"))
 
 

@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from ... import limits
 from ...engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                        EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, Linear, LRNWithin,
                        MaxPool2d, Net, PReLU, ReLU, Reshape, Scale, Softmax)
@@ -26,12 +27,9 @@ from .schema import fields
 DATA_TYPES = ("Data", "ImageData", "MemoryData", "HDF5Data", "WindowData", "DummyData")
 # Layers with no part in inference: left out.
 SKIPPED_TYPES = ("Accuracy", "Silence")
-# What a file may declare before anything is allocated for it: values in one blob of one example
-# (2**28: 1 GiB of float32; a 224×224 ImageNet net's largest is 3.2 M), weights in one layer
-# (VGG-16's largest, fc6, has 103 M) and weights in the net (VGG-16: 138 M).
-MAX_BLOB_VALUES = 2**28
-MAX_PARAMS = 2**28
-MAX_TOTAL_PARAMS = 2**29
+# What a file may declare is bounded by ``max_bytes`` (``robustcnn.limits``), checked layer by
+# layer before anything is allocated for it: the weights of the layers so far, and each blob of
+# one example (a 224×224 ImageNet net's largest has 3.2 M values; VGG-16 has 138 M weights).
 
 
 def _sub(layer, field):
@@ -114,8 +112,6 @@ def _convolution(name, layer, at, io, shapes):
     if p.group < 1:
         raise ValueError(f"{at}: group must be >= 1, got {p.group}")
     kernel = _hw(p, "kernel_size", None, at, 1)
-    C = shapes[0][0]
-    _check_params(at, p.num_output * (C // max(p.group, 1)) * kernel[0] * kernel[1])
     return [Conv2d(name, p.num_output, kernel=kernel, stride=_hw(p, "stride", 1, at, 1),
                    padding=_hw(p, "pad", 0, at), dilation=(dilation[0], dilation[-1]),
                    groups=p.group, bias=p.bias_term, weight_init=_filler(p, at), **io)]
@@ -128,7 +124,6 @@ def _inner_product(name, layer, at, io, shapes):
     if _axis(p.axis, len(shapes[0]) + 1, at) != 1:
         raise _not_supported(at, f"inner_product_param.axis {p.axis} (an inner product over "
                                  f"trailing axes only; axis 1 is)")
-    _check_params(at, p.num_output * math.prod(shapes[0]))
     return [Linear(name, p.num_output, bias=p.bias_term, weight_init=_filler(p, at), **io)]
 
 
@@ -288,13 +283,6 @@ BUILDERS = {
 }
 
 
-def _check_params(at, count):
-    """Refuse a layer whose weights alone would exceed MAX_PARAMS values, before allocating."""
-    if count > MAX_PARAMS:
-        raise ValueError(f"{at}: declares {count:,} weights, more than the {MAX_PARAMS:,} "
-                         f"the importer allocates for one layer")
-
-
 # ---------------------------------------------------------------------------------------------
 # Phase rules and inputs
 
@@ -385,13 +373,13 @@ def _data_shape(layer, ltype):
     return None
 
 
-def _per_example(shape, at):
+def _per_example(shape, at, max_values):
     if len(shape) < 2:
         raise ValueError(f"{at}: input shape {shape} needs a batch axis and at least one more")
     per = tuple(int(s) for s in shape[1:])
-    if any(s < 1 for s in per) or math.prod(per) > MAX_BLOB_VALUES:
+    if any(s < 1 for s in per) or math.prod(per) > max_values:
         raise ValueError(f"{at}: input shape {shape} must have sizes >= 1 and at most "
-                         f"{MAX_BLOB_VALUES:,} values per example")
+                         f"{max_values:,} values per example ({limits.RAISE_HINT})")
     return per
 
 
@@ -489,7 +477,7 @@ def _describe(source, index, layer):
     return ltype, lname, f"{source}: {lname} ({ltype})"
 
 
-def _find_input(msg, layers, source, input_shape):
+def _find_input(msg, layers, source, input_shape, max_values):
     """(input blob name, per-example shape, preprocessing) from the header or the TEST-phase
     Input/Data layers; one input only."""
     inputs = [(n, s, None) for n, s in _header_inputs(msg, source)]
@@ -517,16 +505,17 @@ def _find_input(msg, layers, source, input_shape):
                                      f"({[n for n, _, _ in inputs]}); one input")
     name, shape, at = inputs[0]
     if input_shape is not None:
-        return name, _per_example((1,) + tuple(input_shape), f"{source}: input_shape"), \
-            preprocessing
+        return name, _per_example((1,) + tuple(input_shape), f"{source}: input_shape",
+                                  max_values), preprocessing
     if shape is None:
         raise ValueError(f"{at}: the input {name!r} comes from a data layer and has no declared "
                          f"shape: pass input_shape=(C, H, W)")
-    return name, _per_example(shape, at or f"{source}: input {name!r}"), preprocessing
+    return name, _per_example(shape, at or f"{source}: input {name!r}", max_values), \
+        preprocessing
 
 
 def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32, name=None,
-               seed=0, parser="auto"):
+               seed=0, parser="auto", init=None, max_bytes=None):
     """A Caffe net as an engine ``Net``, with the weights of ``caffemodel`` if given.
 
     ``prototxt``: a path, or the text itself (a str holding a newline or ``{``), or bytes; read
@@ -538,19 +527,24 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
     size in the file is ignored). The TEST phase of the net is built. The result has
     ``net.preprocessing``: the data layer's ``transform_param`` ({"scale", "mean_value",
     "crop_size", …}) or {} (``read_mean_file`` reads a ``mean_file``); ``Net.copy`` does not
-    carry it over.
+    carry it over. ``init``: draw the weights from the fillers (default: only without a
+    caffemodel; False leaves zeros for weights set afterwards). ``max_bytes`` bounds the
+    weights the prototxt declares (with their dtype), each blob of one example and the weights
+    file (``robustcnn.limits``); every layer is checked before anything is allocated for it.
 
     Every problem raises ValueError naming the file, the layer and what was expected vs found.
     """
     source = source_name(prototxt, "prototxt")
+    max_bytes, itemsize = limits.resolve(max_bytes), np.dtype(dtype).itemsize
     msg = read_net(prototxt, parser=parser)
     all_layers = list(enumerate(net_layers(msg, source)))
-    input_name, in_shape, preprocessing = _find_input(msg, all_layers, source, input_shape)
+    input_name, in_shape, preprocessing = _find_input(msg, all_layers, source, input_shape,
+                                                      max_bytes // itemsize)
     shapes = {input_name: in_shape}  # per-example shape of every blob, as the layers go
     alias = {}  # Split tops → the blob they copy
     transposed = set()
     layers, seen = [], set()
-    total_params = 0
+    total_bytes = 0
     for index, layer in all_layers:
         ltype, lname, at = _describe(source, index, layer)
         if not _in_test_phase(layer, at):
@@ -585,20 +579,27 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
         try:
             made = BUILDERS[ltype](lname, layer, at, io, [shapes[b] for b in bottom])
             for engine_layer in made:
-                out = engine_layer.setup([shapes[b] for b in engine_layer.bottom], dtype)
-                if math.prod(out[0]) > MAX_BLOB_VALUES:
-                    raise ValueError(f"{at}: output shape {out[0]} has more than "
-                                     f"{MAX_BLOB_VALUES:,} values per example")
+                in_shapes = [shapes[b] for b in engine_layer.bottom]
+                values = engine_layer.param_values(in_shapes)
+                total_bytes += values * itemsize
+                if values * itemsize > max_bytes:
+                    raise ValueError(f"{at}: declares {values:,} weights and biases, more than "
+                                     f"the limit of {max_bytes:,} bytes holds "
+                                     f"({limits.RAISE_HINT})")
+                if total_bytes > max_bytes:
+                    raise ValueError(f"{at}: the net's weights reach {total_bytes:,} bytes at "
+                                     f"this layer, more than the limit of {max_bytes:,} "
+                                     f"({limits.RAISE_HINT})")
+                out = engine_layer.setup(in_shapes, dtype)
+                if math.prod(out[0]) * itemsize > max_bytes:
+                    raise ValueError(f"{at}: output shape {out[0]} takes more than the limit of "
+                                     f"{max_bytes:,} bytes per example ({limits.RAISE_HINT})")
                 shapes[top[0]] = out[0]
         except ValueError as e:  # the engine's own checks name the layer but not the file
             raise (e if str(e).startswith(source) else ValueError(f"{source}: {e}")) from None
         except (IndexError, KeyError, TypeError, OverflowError, ZeroDivisionError) as e:
             # a combination of fields not foreseen
             raise ValueError(f"{at}: cannot be built ({e!r})") from None
-        total_params += sum(v.size for l in made for v in l.params.values())
-        if total_params > MAX_TOTAL_PARAMS:
-            raise ValueError(f"{at}: the net declares more than {MAX_TOTAL_PARAMS:,} weights "
-                             f"up to this layer")
         alias.pop(top[0], None)
         if ltype == "InnerProduct" and layer.inner_product_param.transpose:
             transposed.add(lname)
@@ -607,22 +608,23 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
         raise ValueError(f"{source}: no layers to build")
     try:
         net = Net(layers, in_shape, input_name=input_name, dtype=dtype, seed=seed,
-                  name=name or msg.name or "caffe")
+                  name=name or msg.name or "caffe",
+                  init=caffemodel is None if init is None else init, max_bytes=max_bytes)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
     net.preprocessing = preprocessing
     if caffemodel is not None:
-        _load_weights(net, caffemodel, transposed)
+        _load_weights(net, caffemodel, transposed, max_bytes)
     return net
 
 
-def _load_weights(net, caffemodel, transposed):
+def _load_weights(net, caffemodel, transposed, max_bytes=None):
     """Copy the blobs of ``caffemodel`` (binary or HDF5) into the layers of ``net`` with the
     same names, every shape checked; layers of the file that the net lacks are ignored (as
     Caffe does), a net layer with weights that the file lacks is an error. ``transposed``:
     names of the InnerProduct layers whose blob is stored (in, out)."""
     source = source_name(caffemodel, "caffemodel")
-    weights = read_weights(caffemodel)
+    weights = read_weights(caffemodel, max_bytes=max_bytes)
     state, missing = {}, []
     for layer in net.layers:
         spec = _expected_blobs(layer)

@@ -7,6 +7,12 @@ The file's ``model_config`` attribute is read as JSON (never evaluated, nothing 
 its weights from ``model_weights`` (a whole-model file) or the root (a ``save_weights`` file,
 with ``config=`` giving the architecture). Sequential and functional models; see
 ``robustcnn.models.keras`` for the layers and the NHWC → NCHW mapping.
+
+Reading is bounded by ``max_bytes`` (``robustcnn.limits``): each layer's weights are checked
+against the shapes its config implies, and their running total and every blob of one example
+against ``max_bytes``, before they are read (each dataset as ``limits.read_dataset`` reads:
+storage checked, in slabs); the net is built with no initial weights drawn. Whatever a damaged
+file makes h5py raise is one ValueError naming the file.
 """
 
 import json
@@ -15,13 +21,12 @@ import os
 
 import numpy as np
 
+from ... import limits
 from ...engine import (AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax, EltwiseProd,
                        EltwiseSum, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Net, Pad2d,
                        Permute, PReLU, ReLU, ReLU6, Reshape, Softmax)
 from ...engine.pool import pool2d_geometry
 
-MAX_PARAMS = 2**28  # weights one layer may declare before anything is allocated (1 GiB f32)
-MAX_BLOB_VALUES = 2**28
 
 
 class _Blob:
@@ -59,7 +64,7 @@ def _read_config(f, source, config):
                          f"config=, the model's JSON")
     try:
         cfg = json.loads(_attr_text(raw)) if not isinstance(raw, dict) else raw
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{source}: model_config is not JSON ({e})") from None
     if not isinstance(cfg, dict) or "class_name" not in cfg or "config" not in cfg:
         raise ValueError(f"{source}: model_config is not a Keras model description")
@@ -75,21 +80,49 @@ def _weights_group(f, source):
     return group
 
 
-def _layer_weights(group, name, source):
-    """The arrays of layer ``name`` in the file's order (its weight_names), as lazy datasets."""
+def _layer_datasets(group, name, source):
+    """[(weight name, dataset)] of layer ``name`` in the file's order (its weight_names)."""
     import h5py
 
     if name not in group:
         return []
     g = group[name]
+    if not isinstance(g, h5py.Group):
+        raise ValueError(f"{source}: {name} is not a group of weights")
     names = [_attr_text(n) for n in g.attrs.get("weight_names", [])]
     out = []
     for n in names:
         ds = g.get(n)
         if not isinstance(ds, h5py.Dataset) or ds.dtype.kind != "f":
             raise ValueError(f"{source}: {name}/{n} is not a float dataset")
-        out.append(ds)
+        out.append((n, ds))
     return out
+
+
+def _read_file(f, source, config, max_bytes):
+    """(the model config, {layer name: [(weight name, array)] in its weight_names order}) of an
+    open Keras file: the weights of every layer the config names, each dataset checked and
+    their total bounded by ``max_bytes`` before any is read (h5py only: ``limits.read_hdf5``
+    runs it in a child first)."""
+    cfg = _read_config(f, source, config)
+    group = _weights_group(f, source)
+    layers, _ = _layers_of(cfg, source)
+    found = {}
+    for _, lname, _, _ in layers:
+        if isinstance(lname, str) and lname and lname not in found:
+            found[lname] = _layer_datasets(group, lname, source)
+    total = sum(limits.dataset_nbytes(ds, source, f"{lname}/{n}")
+                for lname, datasets in found.items() for n, ds in datasets)
+    limits.check_bytes(source, "the weights", total, max_bytes)
+    return cfg, {lname: [(n, limits.read_dataset(ds, source, f"{lname}/{n}"))
+                         for n, ds in datasets] for lname, datasets in found.items()}
+
+
+def _layers_of(cfg, source):
+    try:
+        return _keras_layers(cfg, source)
+    except (KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f"{source}: malformed model_config ({e!r})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,8 +213,10 @@ def _not_supported(at, what):
 class _Builder:
     """Turns Keras layers into engine layers, blob by blob."""
 
-    def __init__(self, source, dtype):
+    def __init__(self, source, dtype, max_bytes=None):
         self.source, self.dtype = source, np.dtype(dtype)
+        self.max_bytes = limits.resolve(max_bytes)
+        self.max_values = self.max_bytes // self.dtype.itemsize  # in one layer, or one blob
         self.layers, self.blobs, self.shapes = [], {}, {}
         self.weights = {}  # engine state {"layer/key": array}
         self.used = set()
@@ -196,8 +231,10 @@ class _Builder:
             out = layer.setup([self.shapes[b] for b in bottoms], self.dtype)[0]
         except ValueError as e:
             raise ValueError(f"{self.source}: {e}") from None
-        if math.prod(out) > MAX_BLOB_VALUES:
-            raise ValueError(f"{at}: output of {math.prod(out):,} values per example")
+        if math.prod(out) > self.max_values:
+            raise ValueError(f"{at}: output of {math.prod(out):,} values per example, more "
+                             f"than the limit of {self.max_bytes:,} bytes holds "
+                             f"({limits.RAISE_HINT})")
         expected = _engine_shape(keras_shape) if keras_shape is not None else out
         if tuple(out) != tuple(expected):
             raise ValueError(f"{at}: the engine computes shape {out}, Keras {expected}")
@@ -269,21 +306,17 @@ def _weight_names(kind, cfg):
     return []
 
 
-def _expect(arrays, shapes, at):
-    """Check the file's arrays against the shapes the config implies, before reading any."""
+def _expect(b, arrays, shapes, at):
+    """Check the file's arrays ([(name, array)]) against the shapes the config implies →
+    {name: array in the net's dtype}."""
     if len(arrays) != len(shapes):
         raise ValueError(f"{at}: holds {len(arrays)} weight array(s), the config implies "
                          f"{len(shapes)} ({', '.join(shapes)})")
-    out = {}
-    for ds, (key, shape) in zip(arrays, shapes.items()):
-        if tuple(ds.shape) != tuple(shape):
-            raise ValueError(f"{at}: {key} has shape {tuple(ds.shape)}, the config implies "
+    for (_, a), (key, shape) in zip(arrays, shapes.items()):
+        if tuple(a.shape) != tuple(shape):
+            raise ValueError(f"{at}: {key} has shape {tuple(a.shape)}, the config implies "
                              f"{tuple(shape)}")
-        try:
-            out[key] = np.asarray(ds[()], dtype=np.float64)
-        except OSError as e:  # a damaged file
-            raise ValueError(f"{at}: cannot read {key} ({e})") from None
-    return out
+    return {key: a.astype(b.dtype, copy=False) for (_, a), key in zip(arrays, shapes)}
 
 
 def _conv(b, kind, name, cfg, blob, arrays, at):
@@ -314,9 +347,10 @@ def _conv(b, kind, name, cfg, blob, arrays, at):
             F = C * M
     if use_bias:
         shapes["bias"] = (F,)
-    if math.prod(kernel) * C * max(F, C) > MAX_PARAMS:
-        raise ValueError(f"{at}: declares more than {MAX_PARAMS:,} weights")
-    w = _expect(arrays, shapes, at) if arrays is not None else None
+    if math.prod(kernel) * C * max(F, C) > b.max_values:
+        raise ValueError(f"{at}: declares more than {b.max_values:,} weights, the limit of "
+                         f"{b.max_bytes:,} bytes ({limits.RAISE_HINT})")
+    w = _expect(b, arrays, shapes, at) if arrays is not None else None
     src, pad = b.pads(blob, kernel, stride, dilation, padding, name, at)
     out_hw = (_conv_out(H, kernel[0], stride[0], dilation[0], padding),
               _conv_out(W, kernel[1], stride[1], dilation[1], padding))
@@ -356,12 +390,13 @@ def _dense(b, name, cfg, blob, arrays, at):
         raise _not_supported(at, f"a Dense layer on a {blob.keras_shape} input (one on the last "
                                  f"axis of a flat input is supported)")
     I, O = blob.keras_shape[0], int(cfg["units"])
-    if I * O > MAX_PARAMS:
-        raise ValueError(f"{at}: declares {I * O:,} weights, more than {MAX_PARAMS:,}")
+    if I * O > b.max_values:
+        raise ValueError(f"{at}: declares {I * O:,} weights, more than the limit of "
+                         f"{b.max_bytes:,} bytes holds ({limits.RAISE_HINT})")
     shapes = {"kernel": (I, O)}
     if cfg.get("use_bias", True):
         shapes["bias"] = (O,)
-    w = _expect(arrays, shapes, at) if arrays is not None else None
+    w = _expect(b, arrays, shapes, at) if arrays is not None else None
     top = b.add(Linear(name, O, bias=cfg.get("use_bias", True)), [blob.name], (O,), at)
     if w is not None:
         b.weights[f"{name}/weight"] = w["kernel"].T
@@ -378,7 +413,7 @@ def _batch_norm(b, name, cfg, blob, arrays, at):
         raise _not_supported(at, f"batch normalisation over axis {axis} (the last axis is)")
     C = blob.keras_shape[-1]
     names = _weight_names("BatchNormalization", cfg)
-    w = _expect(arrays, {k: (C,) for k in names}, at) if arrays is not None else None
+    w = _expect(b, arrays, {k: (C,) for k in names}, at) if arrays is not None else None
     # Keras' momentum is the weight of the running value, as ours; a layer with trainable=False
     # runs in inference mode in training too (Keras 2.1.3+): frozen statistics.
     layer = BatchNorm(name, eps=float(cfg.get("epsilon", 1e-3)), affine=True,
@@ -530,7 +565,7 @@ def _build_layer(b, kind, name, cfg, inputs, arrays, at):
         channel_shared = shared == list(range(1, rank + 1))
         C = blob.keras_shape[-1]
         alpha_shape = (1,) * rank if channel_shared else (1,) * (rank - 1) + (C,)
-        w = _expect(arrays, {"alpha": alpha_shape}, at) if arrays is not None else None
+        w = _expect(b, arrays, {"alpha": alpha_shape}, at) if arrays is not None else None
         top = b.add(PReLU(name, channel_shared=channel_shared), [blob.name], blob.keras_shape, at)
         if w is not None:
             b.weights[f"{name}/slope"] = w["alpha"].reshape(-1)
@@ -569,7 +604,7 @@ SUPPORTED = ("InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dens
              "Concatenate", "PReLU", "Permute")
 
 
-def _input_shape(cfg, at):
+def _input_shape(cfg, at, max_values):
     shape = cfg.get("batch_input_shape") or cfg.get("batch_shape")
     if shape is None and cfg.get("input_shape") is not None:
         shape = [None] + list(cfg["input_shape"])
@@ -578,12 +613,12 @@ def _input_shape(cfg, at):
         raise ValueError(f"{at}: the input shape {shape!r} must be known (no None but the "
                          f"batch)")
     per = tuple(shape[1:])
-    if len(per) not in (1, 3) or math.prod(per) > MAX_BLOB_VALUES:
+    if len(per) not in (1, 3) or math.prod(per) > max_values:
         raise _not_supported(at, f"an input of shape {per} (flat or (H, W, C) is)")
     return per
 
 
-def _add_layer(b, group, tensors, input_name, index, kind, lname, lcfg, inbound, at):
+def _add_layer(b, weights, tensors, input_name, index, kind, lname, lcfg, inbound, at):
     """Build one Keras layer into ``b`` (``tensors``: Keras layer → _Blob) → the input name."""
     if not isinstance(lcfg, dict) or not isinstance(inbound, list) or \
             not all(isinstance(i, str) for i in inbound):
@@ -591,7 +626,7 @@ def _add_layer(b, group, tensors, input_name, index, kind, lname, lcfg, inbound,
     if kind == "InputLayer" or (index == 0 and not inbound and input_name is None):
         if input_name is not None:
             raise _not_supported(at, "a model with several inputs")
-        shape = _input_shape(lcfg, at)
+        shape = _input_shape(lcfg, at, b.max_values)
         input_name = lname if kind == "InputLayer" else "input"
         b.shapes[input_name] = _engine_shape(shape)
         tensors[input_name] = _Blob(input_name, shape)
@@ -602,7 +637,7 @@ def _add_layer(b, group, tensors, input_name, index, kind, lname, lcfg, inbound,
     if missing or not inbound:
         raise ValueError(f"{at}: its inputs {missing or inbound} are not made by an earlier "
                          f"layer")
-    arrays = _layer_weights(group, lname, b.source) if _weight_names(kind, lcfg) else None
+    arrays = weights.get(lname, []) if _weight_names(kind, lcfg) else None
     if arrays is not None and not arrays:
         raise ValueError(f"{at}: the file holds no weights for it")
     tensors[lname] = _build_layer(b, kind, lname, lcfg, [tensors[i] for i in inbound], arrays,
@@ -610,59 +645,52 @@ def _add_layer(b, group, tensors, input_name, index, kind, lname, lcfg, inbound,
     return input_name
 
 
-def load_keras(path, *, config=None, dtype=np.float32, name=None, seed=0):
+def load_keras(path, *, config=None, dtype=np.float32, name=None, seed=0, max_bytes=None):
     """A Keras model saved as HDF5 (Keras 2, or Keras 3's legacy ``.h5``) → an engine ``Net``.
 
     The net is NCHW: feed it ``x.transpose(0, 3, 1, 2)`` for Keras' (N, H, W, C) images; its
     output has Keras' shape and order. ``net.keras_outputs`` maps each Keras layer to the
     engine blob holding its output (an (H, W, C) output as (C, H, W)). ``config``: the
-    architecture (JSON text or dict) for a weights-only file. Every problem raises ValueError
-    naming the file and the layer.
+    architecture (JSON text or dict) for a weights-only file. ``max_bytes`` bounds what the
+    file may make it allocate (``robustcnn.limits``). Every problem raises ValueError naming
+    the file and the layer.
     """
-    import h5py
-
     source = os.fspath(path)
-    try:
-        f = h5py.File(source, "r")
-    except OSError as e:
-        raise ValueError(f"{source}: not a readable HDF5 file ({e})") from None
-    with f:
-        cfg = _read_config(f, source, config)
-        group = _weights_group(f, source)
+    max_bytes = limits.resolve(max_bytes)
+    cfg, weights = limits.read_hdf5(source, lambda f: _read_file(f, source, config, max_bytes),
+                                    "Keras HDF5 file", max_bytes)
+    layers, outputs = _layers_of(cfg, source)
+    b = _Builder(source, dtype, max_bytes)
+    tensors, input_name = {}, None
+    for index, (kind, lname, lcfg, inbound) in enumerate(layers):
+        if not isinstance(lname, str) or not lname:
+            raise ValueError(f"{source}: layer {index} has no name")
+        at = f"{source}: {lname} ({kind})"
         try:
-            layers, outputs = _keras_layers(cfg, source)
-        except (KeyError, TypeError, AttributeError, IndexError) as e:
-            raise ValueError(f"{source}: malformed model_config ({e!r})") from None
-        b = _Builder(source, dtype)
-        tensors, input_name = {}, None
-        for index, (kind, lname, lcfg, inbound) in enumerate(layers):
-            if not isinstance(lname, str) or not lname:
-                raise ValueError(f"{source}: layer {index} has no name")
-            at = f"{source}: {lname} ({kind})"
-            try:
-                input_name = _add_layer(b, group, tensors, input_name, index, kind, lname, lcfg,
-                                        inbound, at)
-            except ValueError as e:  # the engine's own checks name the layer, not the file
-                if str(e).startswith(source):
-                    raise
-                raise ValueError(f"{source}: {e}") from None
-            except (KeyError, TypeError, AttributeError, IndexError, OverflowError,
-                    ZeroDivisionError) as e:  # a config field missing or of the wrong type
-                raise ValueError(f"{at}: malformed layer config ({e!r})") from None
-        if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
-            raise ValueError(f"{source}: malformed output_layers {outputs!r}")
-        if input_name is None:
-            raise ValueError(f"{source}: no input layer")
-        if len(outputs) != 1 or outputs[0] not in tensors:
-            raise _not_supported(source, f"outputs {outputs} (one output is)")
-        try:
-            net = Net(b.layers, b.shapes[input_name], input_name=input_name,
-                      output=tensors[outputs[0]].name, dtype=dtype, seed=seed,
-                      name=name or cfg["config"].get("name", "keras")
-                      if isinstance(cfg["config"], dict) else name or "keras")
-        except ValueError as e:
+            input_name = _add_layer(b, weights, tensors, input_name, index, kind, lname, lcfg,
+                                    inbound, at)
+        except ValueError as e:  # the engine's own checks name the layer, not the file
+            if str(e).startswith(source):
+                raise
             raise ValueError(f"{source}: {e}") from None
-        net.load_state_dict({k: v.astype(net.dtype) for k, v in b.weights.items()},
-                            source=source)
+        except (KeyError, TypeError, AttributeError, IndexError, OverflowError,
+                ZeroDivisionError) as e:  # a config field missing or of the wrong type
+            raise ValueError(f"{at}: malformed layer config ({e!r})") from None
+    if not isinstance(outputs, list) or not all(isinstance(o, str) for o in outputs):
+        raise ValueError(f"{source}: malformed output_layers {outputs!r}")
+    if input_name is None:
+        raise ValueError(f"{source}: no input layer")
+    if len(outputs) != 1 or outputs[0] not in tensors:
+        raise _not_supported(source, f"outputs {outputs} (one output is)")
+    try:
+        net = Net(b.layers, b.shapes[input_name], input_name=input_name,
+                  output=tensors[outputs[0]].name, dtype=dtype, seed=seed,
+                  name=name or cfg["config"].get("name", "keras")
+                  if isinstance(cfg["config"], dict) else name or "keras",
+                  init=False, max_bytes=max_bytes)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+    net.load_state_dict({k: v.astype(net.dtype, copy=False) for k, v in b.weights.items()},
+                        source=source)
     net.keras_outputs = {n: t.name for n, t in tensors.items()}
     return net

@@ -17,6 +17,8 @@ import os
 
 import numpy as np
 
+from ... import limits
+
 # protobuf cannot parse a message of 2 GiB or more.
 MAX_MODEL_BYTES = 2**31 - 1
 # Values in one tensor (initializer, attribute, folded constant): 2**31 float32 is 8 GiB.
@@ -105,9 +107,11 @@ def is_onnx_file(path_or_bytes):
     return pos == size and size > 2  # a whole (graph-less) header that ended cleanly
 
 
-def _read_bytes(path_or_bytes):
-    """(bytes, source name, folder for external data or None), at most MAX_MODEL_BYTES."""
+def _read_bytes(path_or_bytes, max_bytes=None):
+    """(bytes, source name, folder for external data or None), at most MAX_MODEL_BYTES and
+    ``max_bytes`` (``robustcnn.limits``)."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        limits.check_bytes("<onnx>", "the model", len(path_or_bytes), max_bytes)
         data = bytes(path_or_bytes)
         source, folder = "<onnx>", None
     else:
@@ -118,8 +122,11 @@ def _read_bytes(path_or_bytes):
                 raise ValueError(f"{source}: {size:,} bytes is more than an ONNX model file can "
                                  f"hold ({MAX_MODEL_BYTES:,}; larger weights go in external "
                                  f"data files)")
+            limits.check_bytes(source, "the model file", size, max_bytes)
             with open(source, "rb") as f:
-                data = f.read(MAX_MODEL_BYTES + 1)
+                data = f.read(size + 1)  # read(n) reserves n bytes before reading
+            if len(data) != size:
+                raise ValueError(f"{source}: the file changed while it was read")
         except OSError as e:
             raise ValueError(f"{source}: cannot read the file ({e.strerror or e})") from None
         folder = os.path.dirname(os.path.abspath(source))
@@ -129,17 +136,18 @@ def _read_bytes(path_or_bytes):
     return data, source, folder
 
 
-def read_model(path_or_bytes):
+def read_model(path_or_bytes, *, max_bytes=None):
     """An ONNX file (a path or its bytes) → (ModelProto, source name, folder).
 
     Parsed with protobuf only: no external data is loaded here (``tensor_array`` reads each
     tensor's, checked) and nothing is run. ``folder``: where external data files are looked
-    up (None for bytes, which then cannot have any).
+    up (None for bytes, which then cannot have any). A file of more than ``max_bytes``
+    (``robustcnn.limits``) is not read.
     """
     from google.protobuf.message import DecodeError
     from onnx import ModelProto
 
-    data, source, folder = _read_bytes(path_or_bytes)
+    data, source, folder = _read_bytes(path_or_bytes, max_bytes)
     if not data:
         raise ValueError(f"{source}: the file is empty")
     model = ModelProto()
@@ -177,6 +185,16 @@ def tensor_dims(tensor, at):
         raise ValueError(f"{at}: its dims {dims} declare {count:,} values, more than "
                          f"{MAX_TENSOR_VALUES:,}")
     return dims, count
+
+
+def tensor_nbytes(tensor, at):
+    """The bytes reading a TensorProto allocates, from its dims and type (its typed fields
+    widen to 8 bytes a value on the way), checked (``tensor_dims``) before anything is read."""
+    _, count = tensor_dims(tensor, at)
+    itemsize = np.dtype(DTYPES[int(tensor.data_type)][0]).itemsize \
+        if int(tensor.data_type) in DTYPES else 8
+    stored_raw = tensor.data_location == EXTERNAL or bool(tensor.raw_data)
+    return count * (itemsize if stored_raw else max(itemsize, 8))
 
 
 def tensor_array(tensor, at, folder=None):

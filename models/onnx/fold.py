@@ -4,25 +4,30 @@ nodes, the static shape of a tensor) are computed once with NumPy, so that shape
 weights built from initializers (``ConstantOfShape``, ``Unsqueeze`` of a batch norm's scale)
 become plain arrays.
 
-Every result's size is checked before it is made (at most MAX_FOLD_VALUES values), so no shape
-written in a file allocates more than that; integer arithmetic is done in int64 as ONNX does.
+Every result's size is checked before it is made (at most MAX_FOLD_VALUES values, and at most
+``max_bytes``, ``robustcnn.limits``), so no shape written in a file allocates more than that;
+integer arithmetic is done in int64 as ONNX does.
 """
 
 import math
 
 import numpy as np
 
+from ... import limits
 from .files import DTYPES, tensor_array
 
 # (2**27 float32 is 512 MiB; the light VGG-19 folds its fc6, 102.8 M values, from one.)
 MAX_FOLD_VALUES = 2**27
 
 
-def _size(shape, at, what="the result"):
+def _size(shape, at, what="the result", *, itemsize=8, max_bytes=None):
+    """The values of a result of ``shape``, refused before it is made when more than
+    MAX_FOLD_VALUES or (at ``itemsize`` bytes each) more than ``max_bytes``."""
     count = math.prod(int(s) for s in shape)
     if count > MAX_FOLD_VALUES:
         raise ValueError(f"{at}: {what} would hold {count:,} values (shape {tuple(shape)}), more "
                          f"than {MAX_FOLD_VALUES:,}")
+    limits.check_bytes(at, what, count * itemsize, max_bytes)
     return count
 
 
@@ -104,24 +109,26 @@ def reshape_shape(in_shape, target, allowzero, at):
     return tuple(out)
 
 
-def _cast(value, to, at):
+def _cast(value, to, at, max_bytes=None):
     if to not in DTYPES:
         raise ValueError(f"{at}: Cast to data type {to} is not supported")
-    return np.asarray(value).astype(np.dtype(DTYPES[to][0]).newbyteorder("="))
+    dtype = np.dtype(DTYPES[to][0]).newbyteorder("=")
+    _size(np.shape(value), at, itemsize=dtype.itemsize, max_bytes=max_bytes)
+    return np.asarray(value).astype(dtype)
 
 
-def _broadcast(arrays, at):
+def _broadcast(arrays, at, max_bytes=None):
     try:
         shape = np.broadcast_shapes(*(np.shape(a) for a in arrays))
     except ValueError:
         raise ValueError(f"{at}: shapes {[np.shape(a) for a in arrays]} do not "
                          f"broadcast") from None
-    _size(shape, at)
+    _size(shape, at, itemsize=np.result_type(*arrays).itemsize, max_bytes=max_bytes)
     return shape
 
 
-def _arith(op, a, b, at):
-    _broadcast([a, b], at)
+def _arith(op, a, b, at, max_bytes=None):
+    _broadcast([a, b], at, max_bytes)
     if op == "Div" and np.asarray(a).dtype.kind in "iu":
         if np.any(np.asarray(b) == 0):
             raise ValueError(f"{at}: integer division by zero")
@@ -152,9 +159,10 @@ def _slice(data, ins, attrs, opset, at):
     return data[tuple(index)]
 
 
-def fold(op, ins, attrs, opset, at, folder):
+def fold(op, ins, attrs, opset, at, folder, max_bytes=None):
     """The outputs (arrays) of ``op`` on constant inputs, or None when the op is not one to
-    fold (the caller then builds engine layers or refuses it)."""
+    fold (the caller then builds engine layers or refuses it). No result is made that would
+    take more than ``max_bytes`` (``robustcnn.limits``; its default for None)."""
     x = ins[0] if ins else None
     if op == "Constant":
         if "value" in attrs and attrs["value"] is not None:
@@ -179,7 +187,8 @@ def fold(op, ins, attrs, opset, at, folder):
                 np.any(idx >= x.shape[axis]):
             raise ValueError(f"{at}: indices out of range for axis {axis} of size "
                              f"{x.shape[axis]}")
-        _size(x.shape[:axis] + idx.shape + x.shape[axis + 1:], at)
+        _size(x.shape[:axis] + idx.shape + x.shape[axis + 1:], at, itemsize=x.dtype.itemsize,
+              max_bytes=max_bytes)
         return [np.take(x, idx, axis=axis)]
     if op == "Unsqueeze":
         axes = squeeze_axes(attrs, ins, opset, at)
@@ -196,12 +205,13 @@ def fold(op, ins, attrs, opset, at, folder):
         axis = axes_list([attrs.get("axis", 0)], max(arrays[0].ndim, 1), at, "axis")[0]
         if any(a.ndim != arrays[0].ndim for a in arrays):
             raise ValueError(f"{at}: inputs of ranks {[a.ndim for a in arrays]}")
+        limits.check_bytes(at, "the result", sum(a.nbytes for a in arrays), max_bytes)
         try:
             return [np.concatenate(arrays, axis=axis)]
         except ValueError as e:
             raise ValueError(f"{at}: {e}") from None
     if op == "Cast":
-        return [_cast(x, attrs.get("to"), at)]
+        return [_cast(x, attrs.get("to"), at, max_bytes)]
     if op == "ConstantOfShape":
         shape = ints(x, at, "shape")
         if any(s < 0 for s in shape):
@@ -212,6 +222,7 @@ def fold(op, ins, attrs, opset, at, folder):
             else np.zeros(1, np.float32)
         if fill.size != 1:
             raise ValueError(f"{at}: value must hold one value, it holds {fill.size}")
+        _size(shape, at, itemsize=fill.dtype.itemsize, max_bytes=max_bytes)
         return [np.full(shape, fill.reshape(-1)[0], dtype=fill.dtype)]
     if op == "Reshape":
         target = ints(ins[1], at, "shape")
@@ -226,7 +237,7 @@ def fold(op, ins, attrs, opset, at, folder):
             raise ValueError(f"{at}: perm {perm} is not a permutation of the {np.ndim(x)} axes")
         return [np.transpose(x, perm)]
     if op in ("Add", "Sub", "Mul", "Div"):
-        return [_arith(op, np.asarray(x), np.asarray(ins[1]), at)]
+        return [_arith(op, np.asarray(x), np.asarray(ins[1]), at, max_bytes)]
     if op == "Neg":
         return [-np.asarray(x)]
     if op == "Sqrt":
@@ -241,7 +252,8 @@ def fold(op, ins, attrs, opset, at, folder):
         start, limit, delta = (np.asarray(a).reshape(()) for a in ins[:3])
         if delta == 0:
             raise ValueError(f"{at}: delta is 0")
-        _size((max(math.ceil((float(limit) - float(start)) / float(delta)), 0),), at)
+        _size((max(math.ceil((float(limit) - float(start)) / float(delta)), 0),), at,
+              itemsize=np.asarray(start).dtype.itemsize, max_bytes=max_bytes)
         return [np.arange(start, limit, delta, dtype=np.asarray(start).dtype)]
     return None
 

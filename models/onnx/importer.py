@@ -15,8 +15,9 @@ import math
 
 import numpy as np
 
+from ... import limits
 from ...engine import Net
-from .files import read_model, tensor_array, tensor_dims, text
+from .files import DTYPES, read_model, tensor_array, tensor_dims, tensor_nbytes, text
 from .fold import FOLDABLE, fold
 from .graph import Tensor, attributes, consumers, needed_nodes, node_at, value_dims
 from .ops import BUILDERS, SYMBOLIC_BATCH, not_supported
@@ -42,9 +43,10 @@ def current_opset():
 class _Graph:
     """The engine layers built so far, and what each ONNX value is."""
 
-    def __init__(self, source, folder, dtype, opset, batch):
+    def __init__(self, source, folder, dtype, opset, batch, max_bytes):
         self.source, self.folder, self.dtype = source, folder, np.dtype(dtype)
-        self.opset, self.batch = opset, batch
+        self.opset, self.batch, self.max_bytes = opset, batch, max_bytes
+        self.param_bytes = self.folded_bytes = 0  # what the layers and folded constants take
         self.layers, self.shapes, self.weights = [], {}, {}
         self.fusable = {}  # blob → the layer that made it, if it can take a bias
         self.values = {}  # ONNX name → Tensor, ndarray, or a TensorProto not read yet
@@ -109,6 +111,9 @@ class _Graph:
         self.taken.add(layer.name)
         layer.bottom = [x.blob for x in inputs]
         layer.top = [top or layer.name]
+        self.param_bytes += layer.param_values([x.shape for x in inputs]) * self.dtype.itemsize
+        limits.check_bytes(at, "the net's parameters up to here", self.param_bytes,
+                           self.max_bytes)  # before the layer allocates them
         try:
             out = layer.setup([x.shape for x in inputs], self.dtype)[0]
         except ValueError as e:
@@ -116,6 +121,8 @@ class _Graph:
         if math.prod(out) > MAX_BLOB_VALUES:
             raise ValueError(f"{at}: output shape {out} has more than {MAX_BLOB_VALUES:,} values "
                              f"per example")
+        limits.check_bytes(at, f"an output of {tuple(out)} per example",
+                           math.prod(out) * self.dtype.itemsize, self.max_bytes)
         self.total_params += sum(v.size for v in layer.params.values())
         if self.total_params > MAX_TOTAL_PARAMS:
             raise ValueError(f"{at}: the net declares more than {MAX_TOTAL_PARAMS:,} weights up "
@@ -134,6 +141,19 @@ class _Graph:
     def check_params(self, count, at):
         if count > MAX_PARAMS:
             raise ValueError(f"{at}: declares {count:,} weights, more than {MAX_PARAMS:,}")
+
+
+def _sparse_nbytes(sparse, at):
+    """The bytes a SparseTensorProto's dense array takes (values' dtype, dims), from what it
+    declares, checked before anything is read."""
+    dims = tuple(int(d) for d in sparse.dims)
+    if any(d < 0 for d in dims) or math.prod(dims) > MAX_PARAMS:
+        raise ValueError(f"{at}: sparse dims {dims} must be >= 0 and hold at most "
+                         f"{MAX_PARAMS:,} values")
+    kind = int(sparse.values.data_type)
+    itemsize = np.dtype(DTYPES[kind][0]).itemsize if kind in DTYPES else 8
+    return math.prod(dims) * itemsize + tensor_nbytes(sparse.values, f"{at} values") \
+        + tensor_nbytes(sparse.indices, f"{at} indices")
 
 
 def _sparse_array(sparse, at, folder):
@@ -221,7 +241,8 @@ def _metadata(model):
     return meta, preprocessing
 
 
-def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=None, seed=0):
+def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=None, seed=0,
+              max_bytes=None):
     """An ONNX model (a path, or the file's bytes) as an engine ``Net``.
 
     ``output``: the graph output (or any value) the net computes; default: the first graph
@@ -233,17 +254,24 @@ def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=Non
     ``metadata`` (the model's metadata_props) and ``preprocessing`` (the JSON object stored
     under ``robustcnn.preprocessing``, or {}); ``Net.copy`` does not carry them over.
 
+    ``max_bytes`` (``robustcnn.limits``, default 512 MiB) bounds what the file may make it
+    allocate: the file, its initializers (as declared, summed before any is read), each folded
+    constant and their total, the net's parameters (counted before each layer allocates them)
+    and each blob of one example. No initial weights are drawn: every parameter comes from
+    the file.
+
     Every problem raises a one-line ValueError naming the file (and the node and its op).
     Nothing in the file is executed.
     """
-    model, source, folder = read_model(path)
+    max_bytes = limits.resolve(max_bytes)
+    model, source, folder = read_model(path, max_bytes=max_bytes)
     try:
-        return _build(model, source, folder, output, input_shape, dtype, name, seed)
+        return _build(model, source, folder, output, input_shape, dtype, name, seed, max_bytes)
     except RecursionError:
         raise ValueError(f"{source}: nested too deeply") from None
 
 
-def _build(model, source, folder, output, input_shape, dtype, name, seed):
+def _build(model, source, folder, output, input_shape, dtype, name, seed, max_bytes):
     graph = model.graph
     opset = _opset(model, source)
     input_name, per, batch, dims = _find_input(model, source, input_shape)
@@ -252,13 +280,15 @@ def _build(model, source, folder, output, input_shape, dtype, name, seed):
         if not outputs:
             raise ValueError(f"{source}: the graph has no outputs")
         output = outputs[0]
-    g = _Graph(source, folder, dtype, opset, batch)
-    known = {}
+    g = _Graph(source, folder, dtype, opset, batch, max_bytes)
+    known, declared = {}, 0
     for t in graph.initializer:
-        tensor_dims(t, f"{source}: initializer {text(t.name)!r}")
+        declared += tensor_nbytes(t, f"{source}: initializer {text(t.name)!r}")
         known[text(t.name)] = t
     for s in graph.sparse_initializer:
+        declared += _sparse_nbytes(s, f"{source}: sparse initializer {text(s.values.name)!r}")
         known[text(s.values.name)] = (s,)
+    limits.check_bytes(source, "the initializer data", declared, max_bytes)
     known[input_name] = Tensor(input_name, per)
     nodes = list(graph.node)
     order = needed_nodes(nodes, set(known), output, source)
@@ -277,7 +307,7 @@ def _build(model, source, folder, output, input_shape, dtype, name, seed):
         raise not_supported(source, "a graph with no layers (its output is its input)")
     try:
         net = Net(g.layers, per, input_name=input_name, output=out.blob, dtype=dtype, seed=seed,
-                  name=name or text(graph.name) or "onnx")
+                  name=name or text(graph.name) or "onnx", init=False, max_bytes=max_bytes)
         net.load_state_dict({k: np.asarray(v, dtype=net.dtype) for k, v in g.weights.items()},
                             source=source)
     except (ValueError, TypeError) as e:
@@ -299,8 +329,12 @@ def _node(g, node, index):
         attrs = attributes(node, at)
         outs = None
         if all(v is None or isinstance(v, np.ndarray) for v in ins) and op in FOLDABLE:
-            outs = fold(op, ins, attrs, g.opset, at, g.folder)
+            outs = fold(op, ins, attrs, g.opset, at, g.folder, g.max_bytes)
             outs = None if outs is None else [np.asarray(o) for o in outs]
+            g.folded_bytes += sum(o.nbytes for o in outs or ()  # new arrays, not views
+                                  if o.base is None and not any(o is i for i in ins))
+            limits.check_bytes(at, "the constants folded up to here", g.folded_bytes,
+                               g.max_bytes)
         if outs is None:
             if op not in BUILDERS:
                 raise not_supported(at, f"operator '{op}'" + (

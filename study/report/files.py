@@ -36,7 +36,9 @@ def write_report(db, out_dir, *, eps=None):
     robust accuracy is read (``fixed_eps``) → [csv path, markdown path, figure paths...]."""
     if not os.path.isfile(db):
         raise FileNotFoundError(f"{db}: no such results database")
-    with Store(db) as store:
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir}: is a file, not a directory for the report")
+    with Store(db, readonly=True) as store:  # refuses a database that is not a study store
         rows = store.rows()
     figures, note = [], None
     if prepare(rows)[0]:  # figures first: the report never points at a missing file

@@ -211,3 +211,88 @@ def test_quantized_relu_layer_in_a_net(rng):
     layer = copy.layer("q")
     assert (layer.bits, layer.max_value, layer.straight_through) == (3, 6.0, True)
     assert "QuantizedReLU" in q.summary()
+
+
+# The activation quantizer of quantized nets: integer codes of a uniform quantizer. As with the
+# quantized ReLU, its backward is checked against references, not finite differences.
+
+
+def quantize_ref(x, bits, step, signed):
+    if signed and bits == 1:
+        return np.where(x >= 0, 1.0, -1.0)
+    lo, hi = (0, 2 ** bits - 1) if not signed else (-(2 ** (bits - 1) - 1), 2 ** (bits - 1) - 1)
+    return np.clip(np.floor(x / step + 0.5), lo, hi)
+
+
+def quantize_ste_ref(dy, x, bits, step, signed):
+    lo, hi = (0, 2 ** bits - 1) if not signed else (-max(2 ** (bits - 1) - 1, 1),
+                                                    max(2 ** (bits - 1) - 1, 1))
+    return np.where((x >= lo * step) & (x <= hi * step), dy / step, 0.0)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("bits,step,signed", [(8, 1 / 255, False), (8, 0.02, True), (1, 1.0, True),
+                                              (1, 0.5, False), (2, 0.3, True), (4, 0.1, False)])
+def test_quantize_activation(bits, step, signed, dtype, rng):
+    from robustcnn.engine.activation import quantize_backward, quantize_forward
+
+    lo, hi = quantize_ref(np.array([-1e9, 1e9]), bits, step, signed)
+    x = uniform_away_from(rng, (3, 4, 5), (lo - 2) * step, (hi + 2) * step,
+                          kinks=[lo * step, hi * step, 0.0], margin=step / 50)
+    what = f"quantize(bits={bits}, step={step}, signed={signed})"
+    check_op(lambda x: quantize_forward(x, bits, step, signed),
+             lambda x: quantize_ref(x, bits, step, signed), [x],
+             backward=lambda dy, x: quantize_backward(dy, x, bits, step, signed),
+             ref_backward=lambda dy, x: np.zeros_like(x), dtype=dtype, fd=False, what=what)
+    check_op(lambda x: quantize_forward(x, bits, step, signed),
+             lambda x: quantize_ref(x, bits, step, signed), [x],
+             backward=lambda dy, x: quantize_backward(dy, x, bits, step, signed, True),
+             ref_backward=lambda dy, x: quantize_ste_ref(dy, x, bits, step, signed),
+             dtype=dtype, fd=False, what=what + " straight-through")
+
+
+def test_quantize_activation_codes():
+    from robustcnn.engine.activation import quantize_forward
+
+    # uint8 codes of pixels k/255 are the bytes themselves; int8 codes are symmetric ±127.
+    k = np.arange(256.0)
+    assert np.array_equal(quantize_forward(k / 255, 8, 1 / 255), k)
+    x = np.array([-5.0, -1.27, -0.015, -0.005, 0.0, 0.005, 0.015, 1.27, 5.0])
+    assert np.array_equal(quantize_forward(x, 8, 0.01, True), [-127, -127, -1, 0, 0, 1, 2, 127, 127])
+    assert np.array_equal(quantize_forward(x, 1, 1.0, True), [-1, -1, -1, -1, 1, 1, 1, 1, 1])
+    assert np.array_equal(quantize_forward(x, 2, 1.0), [0, 0, 0, 0, 0, 0, 0, 1, 3])
+
+
+@pytest.mark.parametrize("bits,step,match", [
+    (0, 1.0, "bits must be an integer in"), (9, 1.0, "bits must be an integer in"),
+    (True, 1.0, "bits must be an integer in"), (8, 0.0, "step must be finite and > 0"),
+    (8, -1.0, "step must be finite"), (8, np.nan, "step must be finite")])
+def test_quantize_activation_bad_arguments(bits, step, match):
+    from robustcnn.engine.activation import quantize_forward
+    from robustcnn.engine.layers import QuantizeActivation
+
+    with pytest.raises(ValueError, match=match):
+        quantize_forward(np.zeros(3), bits, step)
+    with pytest.raises(ValueError, match="q1 \\(QuantizeActivation\\): " + match):
+        QuantizeActivation("q1", bits=bits, step=step)
+
+
+def test_quantize_activation_layer_in_a_net(rng):
+    from robustcnn.attacks.bpda import bpda, masked_layers
+    from robustcnn.engine import Linear, Net
+    from robustcnn.engine.layers import QuantizeActivation
+
+    net = Net([QuantizeActivation("q", bits=8, step=0.05, signed=True), Linear("ip", 3)],
+              input_shape=(6,), dtype=np.float64)
+    again = Net.from_spec(net.spec(), dtype=np.float64)
+    assert again.layers[0].config() == net.layers[0].config()
+    assert [layer.name for layer in masked_layers(net)] == ["q"]
+    x = rng.uniform(-1, 1, (4, 6))
+    _, dx = net.loss_and_input_grad(x, np.array([0, 1, 2, 0]))
+    assert not dx.any()  # a staircase: zero gradient
+    with bpda(net):
+        _, dx = net.loss_and_input_grad(x, np.array([0, 1, 2, 0]))
+    w = net["ip"].dense_weight()
+    logits = net.forward(x)
+    assert_close(logits, np.clip(np.floor(x / 0.05 + 0.5), -127, 127) @ w.T, 1e-12, "codes · W")
+    assert dx.any() and not net.layers[0].straight_through

@@ -6,7 +6,7 @@ import pytest
 from robustcnn.engine import Conv2d, Linear, MaxPool2d, Net, ReLU
 from robustcnn.engine.augment import RandomShiftFlip
 from robustcnn.engine.checkpoint import load_net, read_checkpoint, save_checkpoint
-from robustcnn.engine.train import SGD, Schedule, fit
+from robustcnn.engine.train import SGD, Adam, Schedule, fit
 
 
 def tiny_net(seed=0):
@@ -65,6 +65,42 @@ def test_sgd_step_matches_caffe_update():
     # v = μ·0 + lr·(g + λw);  w ← w − v  (no decay on the bias)
     np.testing.assert_allclose(w, w0 - 0.1 * (g + 0.01 * w0), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(b, b0 - 0.1 * gb, rtol=1e-6, atol=1e-7)
+
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_steps_match_torch(weight_decay):
+    torch = pytest.importorskip("torch")
+    net = Net([Linear("ip1", 5), ReLU("relu1"), Linear("ip2", 3)], input_shape=(7,), seed=0,
+              dtype=np.float64, name="tiny-mlp")
+    x, y = np.random.default_rng(1).standard_normal((16, 7)), np.arange(16) % 3
+    opt = Adam(beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=weight_decay)
+    names = [(layer.name, k) for layer in net.layers for k in layer.params]
+    ref = {key: torch.tensor(net.params[key[0]][key[1]].copy(), requires_grad=True)
+           for key in names}
+    # torch.optim.Adam's weight_decay is the L2 term added to the gradient, as ours; ours skips
+    # the bias (Caffe's decay multipliers), so the biases get a second torch optimizer.
+    groups = [{"params": [ref[k]], "weight_decay": weight_decay if k[1] == "weight" else 0.0}
+              for k in names]
+    peer = torch.optim.Adam(groups, lr=0.01, betas=(0.8, 0.99), eps=1e-6)
+    for step in range(4):
+        net.loss_and_grad(x, y)
+        for key in names:
+            ref[key].grad = torch.tensor(net.grads[key[0]][key[1]].copy())
+        opt.step(net, 0.01)
+        peer.step()
+        for key in names:
+            np.testing.assert_allclose(net.params[key[0]][key[1]], ref[key].detach().numpy(),
+                                       rtol=1e-10, atol=1e-12, err_msg=f"step {step} {key}")
+    assert opt.config()["optimizer"] == "adam"
+
+
+@pytest.mark.parametrize("kw, match", [(dict(beta1=1.0), "beta1 and beta2"),
+                                       (dict(eps=0.0), "eps must be"),
+                                       (dict(weight_decay=-1.0), "weight_decay must be")])
+def test_adam_rejects(kw, match):
+    with pytest.raises(ValueError, match=match):
+        Adam(**kw)
 
 
 def _train(path, epochs, seed=0):

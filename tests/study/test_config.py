@@ -108,6 +108,16 @@ def _broken(data_dir, edit):
      r["attacks"][0].update(name="pgd"), "attacks[1].name"),
     (lambda r: r["attacks"][0].update(eps=[0.1, -0.1]), "attacks[0].eps"),
     (lambda r: r["attacks"][0].update(eps="0.1"), "attacks[0].eps"),
+    (lambda r: r["models"].append({"name": "q", "kind": "quantized", "base": "dense",
+                                   "method": "zip"}), "models[3] (q).method"),
+    (lambda r: r["models"].append({"name": "q", "kind": "quantized", "base": "dense",
+                                   "method": "ttq", "options": {"speed": 2}}),
+     "models[3] (q).options: method ttq: unknown option 'speed'"),
+    (lambda r: r["models"].append({"name": "q", "kind": "quantized", "base": "dense",
+                                   "method": "ttq", "options": {"seed": 2}}),
+     "models[3] (q).options.seed"),
+    (lambda r: r["models"].append({"name": "q", "kind": "quantized", "base": "dense",
+                                   "method": "int8", "train": {}}), "models[3] (q).train"),
 ])
 def test_bad_configs_raise_value_errors_naming_the_key(tiny_mnist, edit, key):
     with pytest.raises(ValueError, match="^bad.toml: " + key.replace("[", r"\[")
@@ -136,6 +146,9 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
         {"name": "kd", "kind": "distilled", "arch": "lenet5", "teacher": "dense",
          "params": 5000},
         {"name": "low", "kind": "lowrank", "base": "dense", "ratio": 10},
+        {"name": "q8", "kind": "quantized", "base": "dense", "method": "int8",
+         "options": {"calibration": 64}},
+        {"name": "ttq", "kind": "quantized", "base": "dc", "method": "ttq"},
     ]
     raw["attacks"] += [{"name": "deepfool", "eps": [0.5, 1.0], "options": {"max_iter": 5}},
                        {"name": "cw"},
@@ -145,6 +158,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
                                                        "fraction": 0.5, "steps": 3}
     assert study.model("kd").parents == ["dense"] and study.model("kd").teacher == "dense"
     assert study.arch("dc-then-adv") == "lenet-300-100"
+    assert study.model("q8").options == {"method": "int8", "method_options": {"calibration": 64}}
+    assert study.model("ttq").parents == ["dc"]
     assert [study.adversarial(n) for n in ("dense", "dc", "adv", "dc-aware", "dc-90",
                                            "dc-then-adv", "kd")] == \
         ["", "", "dense", "compressed", "dense", "finetuned", ""]
@@ -161,7 +176,7 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     # A model's key follows its parents: retraining the teacher changes the student.
     raw["models"][0]["train"] = {"epochs": 1}
     other = parse_config(raw, source="all.toml")
-    for name in ("dense", "dc", "dc-aware", "dc-then-adv", "kd", "low"):
+    for name in ("dense", "dc", "dc-aware", "dc-then-adv", "kd", "low", "q8", "ttq"):
         assert study.model_key(name, 0) != other.model_key(name, 0), name
     for name in ("adv", "dc-90", "compact"):
         assert study.model_key(name, 0) == other.model_key(name, 0), name

@@ -56,3 +56,21 @@ def test_damaged_model_bytes_are_refused_naming_the_model():
         net_from_bytes(b"RCNNMDL", "dense")
     with pytest.raises(ValueError, match="model dense: not a robustcnn model file"):
         net_from_bytes(bytes(64), "dense")
+
+
+def test_a_quantized_model_is_its_methods_output(tiny_mnist, tmp_path):
+    raw = tiny_config(tiny_mnist)
+    raw["models"].append({"name": "q8", "kind": "quantized", "base": "dense", "method": "int8",
+                          "options": {"calibration": 64}})
+    study = parse_config(raw)
+    data = load_data(study)
+    with Store(tmp_path / "db.sqlite") as store:
+        net, _ = obtain_model(study, store, "q8", 0, data)
+        dense, _ = obtain_model(study, store, "dense", 0, data)
+    kinds = {layer.name: layer.weight_format.kind for layer in net.layers
+             if hasattr(layer, "weight_format")}
+    assert kinds == {"ip1": "int8", "ip2": "int8", "ip3": "int8"}
+    assert [l.name for l in net.layers if l.type == "QuantizeActivation"] == [
+        "ip1_quant", "ip2_quant", "ip3_quant"]
+    xt = data[2]
+    assert (net.predict(xt) == dense.predict(xt)).mean() >= 0.9

@@ -1,0 +1,114 @@
+"""The compression methods of ``robustcnn compress --method``, one record each.
+
+    deep-compression  prune, k-means quantize, Huffman-code (``pipeline.py``, the default)
+    int8              8-bit linear quantization, integer kernels (``int8.py``)
+    ttq               Trained Ternary Quantization (``ttq.py``)
+
+Each method's ``run(net, x, y, options, *, val, progress, log)`` compresses a trained net on
+training data (x, y) and returns (the compressed net, a report: {"settings", "stages"}, each
+stage {"stage", "accuracy" on ``val``, "seconds"}), as ``pipeline.compress`` does; ``options``
+are the method's own (``defaults`` lists them), checked by ``method_options``.
+"""
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    paper: str
+    run: Callable
+    defaults: dict = field(default_factory=dict)
+    help: dict = field(default_factory=dict)  # option → what it means
+
+
+class Stages:
+    """The report's stages: each one's accuracy on ``val`` and wall time, logged as it ends."""
+
+    def __init__(self, settings, val, log):
+        self.report = {"settings": dict(settings), "stages": []}
+        self.val, self.log = val, log or (lambda *a: None)
+        self.t0 = time.perf_counter()
+
+    def record(self, stage, net):
+        seconds = time.perf_counter() - self.t0
+        acc = net.accuracy(*self.val) if self.val is not None else None
+        self.report["stages"].append({"stage": stage, "accuracy": acc, "seconds": seconds})
+        self.log(f"{stage:<24} " + (f"accuracy {100 * acc:.2f}%  " if acc is not None else "")
+                 + f"{seconds:.1f} s")
+        self.t0 = time.perf_counter()
+
+
+def _int8(net, x, y, options, *, val=None, progress=True, log=print):
+    from .int8 import quantize_int8
+
+    stages = Stages(options, val, log)
+    stages.record("dense", net)
+    n = options["calibration"]
+    out = quantize_int8(net, x[:n], percentile=options["percentile"])
+    stages.record("int8", out)
+    return out, stages.report
+
+
+def _ttq(net, x, y, options, *, val=None, progress=True, log=print):
+    from .ttq import ttq
+
+    stages = Stages(options, val, log)
+    stages.record("dense", net)
+    ttq(net, x, y, threshold=options["threshold"], epochs=options["epochs"], lr=options["lr"],
+        batch_size=options["batch_size"], huffman=options["huffman"], seed=options["seed"],
+        progress=progress, stages=stages)
+    return net, stages.report
+
+
+METHODS = {m.name: m for m in (
+    Method("int8", "Vanhoucke, Senior & Mao 2011, Improving the speed of neural networks on CPUs",
+           _int8, dict(calibration=2048, percentile=100.0),
+           dict(calibration="training images that set the activation quantizers' steps",
+                percentile="percentile of the activation magnitudes mapped to the top code")),
+    Method("ttq", "Zhu, Han, Mao & Dally 2017, Trained Ternary Quantization (ICLR)", _ttq,
+           dict(threshold=0.05, epochs=2, lr=2e-4, batch_size=64, huffman=False, seed=0),
+           dict(threshold="t of the threshold t * max|w| (the paper's 0.05)",
+                epochs="training epochs (Adam)", lr="Adam's learning rate (cosine-annealed)",
+                huffman="store the ternary layers as Huffman-coded sparse codebooks")),
+)}
+
+
+def method_options(name, given):
+    """The method's options: its defaults overridden by ``given`` (unknown keys and values of
+    the wrong type refused)."""
+    if name not in METHODS:
+        raise ValueError(f"unknown compression method {name!r}; methods: "
+                         f"{', '.join(['deep-compression'] + sorted(METHODS))}")
+    method = METHODS[name]
+    out = dict(method.defaults)
+    for key, value in (given or {}).items():
+        if key not in out:
+            raise ValueError(f"method {name}: unknown option {key!r}; options: "
+                             f"{', '.join(sorted(out)) or 'none'}")
+        default = out[key]
+        try:
+            out[key] = _typed(value, default)
+        except (TypeError, ValueError):
+            raise ValueError(f"method {name}: option {key} must be a {type(default).__name__}, "
+                             f"got {value!r}") from None
+    return out
+
+
+def _typed(value, default):
+    """``value`` (often command-line text) as the type of ``default``."""
+    if isinstance(default, bool):
+        if isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        return bool(value)
+    return type(default)(value) if default is not None else value
+
+
+def run_method(name, net, x, y, options=None, *, val=None, progress=True, log=print):
+    """Compress ``net`` by method ``name`` → (net, report); see the module docstring."""
+    options = method_options(name, options)
+    return METHODS[name].run(net, x, y, options, val=val, progress=progress, log=log)
