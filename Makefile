@@ -54,8 +54,11 @@ $(VENV)/.runtime: pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[plot]'
 	touch $@
 
+# torchattacks (the attacks' oracle) declares torchvision, which does not install beside the
+# pinned torch, and an old requests; its attacks import neither: install it without them.
 $(VENV)/.test: pyproject.toml $(VENV)/.runtime
 	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $@
 
 data: $(FASHION_MNIST)

@@ -14,12 +14,13 @@ Importing ``robustcnn`` loads nothing heavy; the subpackages load what they need
 __version__ = "0.1.0"
 
 
-def load(path, *, weights=None, dtype=None, input_shape=None, max_bytes=None):
+def load(path, *, weights=None, dtype=None, input_shape=None, preprocessing=None, bounds=None,
+         max_bytes=None):
     """The net stored in any model file robustcnn reads → (net, meta); see ``robustcnn.loading``."""
     from .loading import load as _load
 
     return _load(path, weights=weights, dtype=dtype, input_shape=input_shape,
-                 max_bytes=max_bytes)
+                 preprocessing=preprocessing, bounds=bounds, max_bytes=max_bytes)
 
 
 __all__ = ["load", "__version__"]

@@ -14,8 +14,11 @@
 
 Every command that reads a model takes any file ``robustcnn.load`` reads, told apart by content:
 HDF5 checkpoints (train's output), compressed ``.rcnn`` files, Keras ``.h5``, ONNX, and Caffe
-``.prototxt`` nets with ``--weights`` (``.caffemodel``, Caffe HDF5 or a Deep Compression ``.net``),
-up to ``--max-model-bytes`` (``robustcnn.limits``, default 512M).
+``.prototxt`` nets with ``--weights`` (``.caffemodel``, Caffe HDF5 or a Deep Compression ``.net``);
+what its images are (``--bounds``, ``--mean``, ``--std``, ``--scale``, ``--channel-order``,
+``--input-shape``) comes from the file or the command line. Every command that reads data takes
+``--limit N`` (the first N images of each split it reads). Model files are read up to
+``--max-model-bytes`` (``robustcnn.limits``, default 512M).
 
 One error path: a failure caused by the input (a file, an option, the data) ends the command
 with one line on stderr, ``robustcnn <command>: error: <file or option>: <what is wrong>``, and
@@ -44,6 +47,8 @@ def _data_args(p):
     p.add_argument("--data-dir", default=None,
                    help="directory with the dataset's files (default: $ROBUSTCNN_DATA, then "
                         "/usr/share/datasets/<dataset>)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="use only the first N images of each split the command reads")
 
 
 def _model_args(p):
@@ -56,10 +61,47 @@ def _model_args(p):
     p.add_argument("--max-model-bytes", default=None, metavar="BYTES",
                    help="the most the model's files may make robustcnn allocate, e.g. 1G "
                         "(default 512M: raise it for models larger than AlexNet)")
+    _model_input_args(p)
+
+
+def _model_input_args(p):
+    """What the model's images are, where its file does not say (or to say otherwise)."""
+    g = p.add_argument_group(
+        "the model's input", "what its images are, where the file does not say it (a Caffe data "
+        "layer, ONNX metadata, a robustcnn file) or says otherwise: input = (image[order] − "
+        "mean) / std · scale; the dataset's [0, 1] images are mapped onto --bounds, in whose "
+        "units eps is")
+    g.add_argument("--bounds", default=None, metavar="LOW,HIGH",
+                   help="the images' range, e.g. 0,255; per channel LOW1,LOW2,LOW3:HIGH1,HIGH2,"
+                        "HIGH3 (default: the file's, else 0,1)")
+    g.add_argument("--mean", default=None, metavar="M[,M…]", help="mean per channel (or one)")
+    g.add_argument("--std", default=None, metavar="S[,S…]", help="std per channel (or one)")
+    g.add_argument("--scale", type=float, default=None, help="a factor after the mean and std "
+                                                             "(Caffe's scale)")
+    g.add_argument("--channel-order", choices=("rgb", "bgr"), default=None,
+                   help="the order the model wants the channels in (images are RGB)")
+    g.add_argument("--input-shape", default=None, metavar="C,H,W",
+                   help="the model's input shape: for symbolic ONNX dims, a Caffe data layer, "
+                        "or another image size for a fully convolutional model")
 
 
 def _train_args(p, defaults):
-    p.add_argument("--model", default=defaults["model"], help="lenet5 or lenet-300-100")
+    p.add_argument("--model", default=defaults["model"],
+                   help="the architecture to train: lenet5 (default), lenet-300-100, "
+                        "squeezenet_small, mobilenet_small (any image size), or an ImageNet one "
+                        "(alexnet, vgg16, googlenet, squeezenet_v1_0, mobilenet_v1, …: their "
+                        "own image sizes); see --from for a model file's")
+    p.add_argument("--from", dest="from_file", default=None, metavar="MODEL_FILE",
+                   help="train the model in this file (any format robustcnn reads): fine-tune "
+                        "its weights, or with --reinit its architecture from scratch")
+    p.add_argument("--weights", default=None, help="with --from a Caffe .prototxt: its weights")
+    p.add_argument("--reinit", action="store_true",
+                   help="with --from: draw new initial weights (train the architecture)")
+    p.add_argument("--arch-options", default=None, metavar="KEY=VALUE,…",
+                   help="the architecture's own options, e.g. width=0.5 or alpha=0.25,blocks=5")
+    p.add_argument("--params", type=int, default=None,
+                   help="build squeezenet_small / mobilenet_small at the width that gives about "
+                        "this many parameters")
     p.add_argument("--epochs", type=int, default=defaults["epochs"])
     p.add_argument("--batch-size", type=int, default=defaults["batch_size"])
     p.add_argument("--lr", type=float, default=defaults["lr"], help="base learning rate")
@@ -72,6 +114,8 @@ def _train_args(p, defaults):
     p.add_argument("--seed", type=int, default=defaults["seed"])
     p.add_argument("--checkpoint", default=None,
                    help="checkpoint file: saved every epoch, resumed from if it exists")
+    p.add_argument("--extend", action="store_true",
+                   help="with --checkpoint of a finished run: go on to --epochs (more epochs)")
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
 
@@ -106,7 +150,7 @@ def _parser():
         prog="robustcnn", description="Train, evaluate and attack CNNs with the robustcnn engine.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model of the zoo")
+    p = sub.add_parser("train", help="train a model of the zoo or of a model file")
     _train_args(p, DEMO)
     _data_args(p)
     p.add_argument("-o", "--out", default=None, help="model file to write (default runs/<model>.h5)")
@@ -114,6 +158,7 @@ def _parser():
     p = sub.add_parser("eval", help="clean test accuracy of a model file")
     _model_args(p)
     _data_args(p)
+    p.add_argument("--no-progress", dest="progress", action="store_false")
 
     p = sub.add_parser("attack", help="accuracy under attack per attack and eps, the worst case, "
                                       "sanity checks")
@@ -123,12 +168,17 @@ def _parser():
     p.add_argument("--attack", default="fgsm",
                    help="comma-separated attacks (default fgsm): bounded ones run at every eps: "
                         "fgsm, fgm-l2, bim, illc, pgd (= pgd-linf), pgd-l2, noise (= noise-linf), "
-                        "noise-l2; unbounded ones run once, without eps, and report the sizes of "
-                        "their perturbations: deepfool, cw (= carlini-wagner = cw-l2), jsma, "
-                        "lbfgs")
+                        "noise-l2, apgd-ce-linf (= apgd-ce = apgd), apgd-ce-l2, apgd-dlr-linf "
+                        "(= apgd-dlr), apgd-dlr-l2, apgd-t-linf (= apgd-t), apgd-t-l2, "
+                        "square-linf (= square), square-l2, spsa, autoattack-linf (= autoattack "
+                        "= aa; --version), autoattack-l2; unbounded ones run once, without eps, "
+                        "and report the sizes of their perturbations: deepfool, cw (= "
+                        "carlini-wagner = cw-l2), jsma, lbfgs, fab-linf (= fab), fab-l2, "
+                        "fab-t-linf (= fab-t), fab-t-l2, hsj-l2 (= hsj = hopskipjump), hsj-linf")
     p.add_argument("--eps", default=",".join(map(str, DEMO_EPS)),
-                   help="comma-separated radii in pixel units of [0, 1], in each attack's norm")
-    p.add_argument("--limit", type=int, default=None, help="attack only the first N test images")
+                   help="comma-separated radii in each attack's norm, in the units of the "
+                        "images (--bounds; [0, 1] unless the model says) (default: "
+                        "%(default)s)")
     p.add_argument("--json", default=None,
                    help="write rows, worst case and sanity checks as JSON here")
     p.add_argument("--csv", default=None, help="write the rows (and the worst case) as CSV here")
@@ -141,6 +191,13 @@ def _parser():
     p.add_argument("--sanity-examples", type=int, default=256,
                    help="examples the sanity checks attack themselves where they need an attack "
                         "or eps that was not asked for (default 256)")
+    p.add_argument("--version", choices=("standard", "plus", "rand"), default="standard",
+                   help="AutoAttack's version: standard (APGD-CE, APGD-T, FAB-T, Square), plus "
+                        "(restarts, APGD-DLR, FAB), rand (EOT, for random nets)")
+    p.add_argument("--no-sanity", dest="sanity", action="store_false",
+                   help="skip the sanity checks (Carlini et al. 2019): faster, unchecked")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
     p.add_argument("--defence", choices=("squeeze",), default=None,
                    help="also report how a detector does on the adversarial examples: squeeze = "
                         "feature squeezing (Xu et al. 2018: bit depth 1, median 2x2 and 3x3, "
@@ -164,7 +221,6 @@ def _parser():
                    help="smoothing: votes that bound its probability (default 10,000)")
     p.add_argument("--alpha", type=float, default=0.001,
                    help="smoothing: 1 − confidence of each certificate (default 0.001)")
-    p.add_argument("--limit", type=int, default=None, help="certify only the first N test images")
     p.add_argument("--batch-size", type=int, default=None,
                    help="examples per bound pass (default 64), or noisy copies per forward "
                         "pass for smoothing (default 1000)")
@@ -180,6 +236,9 @@ def _parser():
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
     _model_args(p)
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON document (architecture, outputs, input, sizes, "
+                        "metadata) instead of the tables")
 
     p = sub.add_parser("compress", help="prune, quantize and Huffman-code a trained model, or "
                                         "compress it by another method (--method)")
@@ -201,12 +260,14 @@ def _parser():
                         "lenet5-paper / lenet-300-100-paper (Deep Compression's published "
                         "settings); default: the model's own name")
     p.add_argument("--prune", default=None, metavar="LAYER=SPARSITY,…",
-                   help="fraction of weights to remove per layer (overrides the preset)")
+                   help="fraction of weights to remove per layer, in [0, 1) (replaces the "
+                        "preset's for these layers; the others keep the preset's)")
     p.add_argument("--bits", default=None, metavar="LAYER=BITS,… or BITS",
-                   help="code bits per layer (overrides the preset); with --method, the "
-                        "method's bits option")
+                   help="code bits per layer, 1 to 8 (over the preset's, layer by layer); "
+                        "with --method, the method's bits option")
     p.add_argument("--gap-bits", default=None, metavar="LAYER=BITS,…",
-                   help="relative-index bits per layer (overrides the preset)")
+                   help="relative-index bits per layer, 1 to 8 (over the preset's, layer by "
+                        "layer)")
     p.add_argument("--rounds", type=int, default=None, help="pruning rounds")
     p.add_argument("--retrain-epochs", type=int, default=None, help="epochs after each round")
     p.add_argument("--finetune-epochs", type=int, default=None, help="centroid fine-tuning epochs")
@@ -215,6 +276,19 @@ def _parser():
                    help="centroid fine-tuning learning rate")
     p.add_argument("--huffman", action=argparse.BooleanOptionalAction, default=True,
                    help="Huffman-code the codes and relative indices")
+    # The names of compress.pruning_methods.PRUNING_METHODS, written out so that --help
+    # imports nothing (a test checks that they agree).
+    p.add_argument("--pruning", default="magnitude",
+                   help="the pruning method, followed by quantization and Huffman coding as "
+                        "the settings say: magnitude (Deep Compression's, the default), obd "
+                        "(Optimal Brain Damage), dns (Dynamic Network Surgery), hydra, admm")
+    p.add_argument("--pruning-options", default=None, metavar="KEY=VALUE,…",
+                   help="the pruning method's own options, as KEY=VALUE pairs or a JSON object "
+                        "(e.g. dns: c_rate=3,epochs=4; hydra: score_epochs=2)")
+    p.add_argument("--adversarial", default=None, metavar="KEY=VALUE,…",
+                   help="adversarial-aware compression: every retraining and fine-tuning "
+                        "step on adversarial examples, e.g. attack=pgd,eps=0.1,fraction=1,"
+                        "steps=7 or objective=trades,eps=0.1,beta=6,steps=10")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
@@ -283,31 +357,88 @@ def _eps_list(text):
     return values
 
 
+def _limited(x, y, limit):
+    """The first ``limit`` examples (all when None); --limit must be >= 1."""
+    if limit is None:
+        return x, y
+    if limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    return x[:limit], y[:limit]
+
+
+def _options(text, option):
+    """'a=1,b=x' → {"a": 1, "b": "x"}: numbers where they parse, else strings."""
+    out = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{option} takes KEY=VALUE pairs, got {item!r}")
+        for kind in (int, float):
+            try:
+                out[key.strip()] = kind(value)
+                break
+            except ValueError:
+                continue
+        else:
+            out[key.strip()] = value.strip()
+    return out
+
+
+def _training_net(args, x, classes):
+    """(net, name, meta of its file) of ``train``: a fresh architecture, or a model file's net
+    (fine-tuned, or with --reinit its architecture freshly initialised)."""
+    from .models.architectures import fresh_net
+
+    if args.from_file is None:
+        if args.weights or args.reinit:
+            raise ValueError("--weights and --reinit go with --from MODEL_FILE")
+        net, kwargs = fresh_net(args.model, x, classes, seed=args.seed, params=args.params,
+                                **_options(args.arch_options, "--arch-options"))
+        return net, args.model, {"arch_options": kwargs}
+    if args.arch_options or args.params:
+        raise ValueError("--arch-options and --params build an architecture by name; with "
+                         "--from the file's architecture is trained")
+    from .engine import Net
+    from .loading import load
+
+    net, meta = load(args.from_file, weights=args.weights)
+    net, _ = _net_inputs(net, x[:1], "the dataset")  # its size, or a clear error
+    if net.num_classes < classes:
+        raise ValueError(f"{args.from_file}: the model has {net.num_classes} outputs, the "
+                         f"dataset {classes} classes")
+    if args.reinit:
+        net = Net.from_spec(net.spec(), seed=args.seed)
+    name = meta.get("model") or os.path.splitext(os.path.basename(args.from_file))[0]
+    return net, name, {"from": args.from_file, "reinit": args.reinit}
+
+
 def _train(args, out):
     from .engine.augment import RandomShiftFlip
     from .engine.checkpoint import save_checkpoint
     from .engine.train import SGD, Schedule, fit
     from .models.datasets import DATASETS, load_dataset
-    from .models.lenet import build_model
 
-    x, y = load_dataset(args.dataset, "train", data_dir=args.data_dir)
-    xt, yt = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-    net = build_model(args.model, input_shape=x.shape[1:],
-                      num_classes=len(DATASETS[args.dataset]), seed=args.seed)
-    print(f"{args.model} on {args.dataset}: {len(x)} training and {len(xt)} test images, "
-          f"{net.num_params():,} parameters")
+    x, y = _limited(*load_dataset(args.dataset, "train", data_dir=args.data_dir), args.limit)
+    xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    net, name, made = _training_net(args, x, len(DATASETS[args.dataset]))
+    net, x = _net_inputs(net, x, args.dataset)  # (a model file's own input units)
+    _, xt = _net_inputs(net, xt, args.dataset)
+    print(f"{name} on {args.dataset}: {len(x)} training and {len(xt)} test images, "
+          f"{net.num_dense_params():,} parameters"
+          + (" (fine-tuned from its file)" if args.from_file and not args.reinit else ""))
     steps = len(x) // args.batch_size
-    schedule = Schedule(args.schedule, args.lr, total=args.epochs * steps,
+    schedule = Schedule(args.schedule, args.lr, total=max(args.epochs * steps, 1),
                         step_size=max(args.epochs * steps // 3, 1), warmup=steps // 2)
     t0 = time.perf_counter()
     history = fit(net, x, y, epochs=args.epochs, batch_size=args.batch_size,
                   optimizer=SGD(args.momentum, args.weight_decay), schedule=schedule,
                   seed=args.seed, augment=RandomShiftFlip(2) if args.augment else None,
-                  val=(xt, yt), checkpoint=args.checkpoint, progress=args.progress)
+                  val=(xt, yt), checkpoint=args.checkpoint, progress=args.progress,
+                  extend=args.extend)
     seconds = time.perf_counter() - t0
     accuracy = net.accuracy(xt, yt)
-    meta = {"dataset": args.dataset, "model": args.model, "test_accuracy": accuracy,
-            "train_seconds": seconds, "history": history,
+    meta = {"dataset": args.dataset, "model": name, "test_accuracy": accuracy,
+            "train_seconds": seconds, "history": history, **made,
             "settings": {k: v for k, v in vars(args).items() if k not in ("progress",)}}
     save_checkpoint(out, net, meta=meta)
     print(f"trained in {seconds:.1f} s; model written to {out}")
@@ -315,8 +446,79 @@ def _train(args, out):
     return net, xt, yt
 
 
+def _for_model(net, x, dataset):
+    """(the net to run, the images in its units, the clip range, a line saying the units) for
+    the dataset's [0, 1] images ``x``: the net with its preprocessing in front
+    (``Net.with_preprocessing``), the images mapped onto its bounds. A fully convolutional net
+    is planned for the images' size."""
+    from .attacks._common import model_clip
+    from .engine.preprocess import describe_bounds, to_bounds
+
+    if tuple(x.shape[1:]) != net.input_shape:
+        try:
+            net = net.at_input_shape(x.shape[1:])
+        except ValueError as e:
+            raise ValueError(f"the model takes {net.input_shape} inputs, {dataset}'s images are "
+                             f"{tuple(x.shape[1:])} ({e})") from None
+    units = (f"eps in image units of {describe_bounds(net.bounds)}" if net.bounds is not None
+             else "pixels in [0, 1] (the model declares no bounds)")
+    if net.preprocessing:
+        units += "; preprocessing " + ", ".join(f"{k} {v}" for k, v in net.preprocessing.items())
+    return net.with_preprocessing(), to_bounds(x, net.bounds), model_clip(net), units
+
+
+def _net_inputs(net, x, dataset):
+    """The dataset's [0, 1] images ``x`` as ``net``'s own inputs (mapped onto its bounds,
+    preprocessed) → (net, inputs); a fully convolutional net planned for their size. What
+    training, compression and sensitivity feed the net they change."""
+    from .engine.preprocess import apply, to_bounds
+
+    if tuple(x.shape[1:]) != net.input_shape:
+        try:
+            net = net.at_input_shape(x.shape[1:])
+        except ValueError as e:
+            raise ValueError(f"the model takes {net.input_shape} inputs, {dataset}'s images are "
+                             f"{tuple(x.shape[1:])} ({e})") from None
+    return net, apply(to_bounds(x, net.bounds), net.preprocessing)
+
+
+def _eval(args):
+    from .models.datasets import load_dataset
+
+    net, meta = _load(args)
+    xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    model, x, _, units = _for_model(net, xt, args.dataset)
+    print(f"{args.model} ({meta['loaded_from']['format']}) on {len(xt)} {args.dataset} test "
+          f"images; {units}")
+    print(f"clean test accuracy: {100 * model.accuracy(x, yt):.2f}%")
+
+
+def _attack_command(args):
+    from .attacks.registry import canonical_name
+    from .models.datasets import load_dataset
+
+    names = [canonical_name(a, "--attack") for a in args.attack.split(",") if a.strip()]
+    eps = _eps_list(args.eps)
+    net, meta = _load(args)
+    xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    model, x, clip, units = _for_model(net, xt, args.dataset)
+    sanity = (f"sanity checks on (on up to {args.sanity_examples} images)" if args.sanity
+              else "sanity checks off (--no-sanity)")
+    print(f"robustcnn attack: {args.model} ({meta['loaded_from']['format']}, "
+          f"{net.num_dense_params():,} parameters) on {len(x)} {args.dataset} test images, "
+          f"true labels; attacks {', '.join(names)} at eps {', '.join(f'{e:g}' for e in eps)}; "
+          f"{units}; {sanity}", flush=True)
+    _attack(model, x, yt, names, eps, None, args.json, csv_path=args.csv,
+            plot_path=args.plot, bpda=args.bpda, seed=args.seed,
+            sanity_examples=args.sanity_examples, model=args.model, clip=clip,
+            sanity=args.sanity, version=args.version, progress=args.progress,
+            defence=_defence(args, model, x, net.bounds) if args.defence else None)
+
+
 def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=None,
-            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None, defence=None):
+            plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None, clip=(0.0, 1.0),
+            sanity=True, version="standard", progress=False,
+            defence=None):
     """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
     tables and the sanity checks, write the files asked for → evaluate's result dict.
     ``defence``: None, or a recorder of ``evaluate``'s examples with ``result()`` and
@@ -324,14 +526,10 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
     from .attacks.evaluate import csv_rows, CSV_COLUMNS, evaluate, format_evaluation, \
         plot_evaluation
     from .attacks.registry import canonical_name
-    from .attacks.sanity import format_checks
 
     names = [a for a in (attacks.split(",") if isinstance(attacks, str) else attacks) if a.strip()]
     names = [canonical_name(a, "--attack") for a in names]  # bad names fail before any work
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {limit}")
-        xt, yt = xt[:limit], yt[:limit]
+    xt, yt = _limited(xt, yt, limit)
     if sanity_examples < 1:
         raise ValueError(f"--sanity-examples must be >= 1, got {sanity_examples}")
     if plot_path:  # before the attacks run, not after
@@ -340,17 +538,18 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--plot needs matplotlib: pip install 'robustcnn[plot]'")
     t0 = time.perf_counter()
-    result = evaluate(net, xt, yt, names, eps, bpda=bpda, seed=seed,
-                      sanity_examples=sanity_examples, on_examples=defence,
+    result = evaluate(net, xt, yt, names, eps, clip=clip, bpda=bpda, seed=seed,
+                      sanity=sanity, sanity_examples=sanity_examples, progress=progress,
+                      options={a: {"version": version} for a in ("autoattack-linf",
+                                                                 "autoattack-l2")},
+                      on_examples=defence,
                       log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     seconds = time.perf_counter() - t0
     result["model"], result["seconds"] = model, seconds
+    result["clip"] = [c if isinstance(c, (int, float)) else list(map(float, c)) for c in clip]
     print(f"{', '.join(result['attacks'])} on {len(xt)} test images ({seconds:.1f} s), true "
-          f"labels, pixels in [0, 1]{', BPDA' if bpda else ''}:")
+          f"labels, clip {result['clip']}{', BPDA' if bpda else ''}:")
     print(format_evaluation(result))
-    print()
-    print("sanity checks (Carlini et al. 2019, On Evaluating Adversarial Robustness):")
-    print(format_checks(result["sanity"]))
     if defence is not None:
         result["defence"] = defence.result()
         print()
@@ -395,11 +594,84 @@ def _pairs(text, kind, option, check=None, expect=""):
     return out
 
 
+# The keys of an --adversarial record and how each is read (the objective's settings:
+# attacks.adversarial_training.OBJECTIVES).
+_ADVERSARIAL_TYPES = {"objective": str, "attack": str, "eps": float, "fraction": float,
+                      "steps": int, "alpha": float, "beta": float}
+
+
+def _adversarial_pairs(text):
+    """'attack=pgd,eps=0.1,steps=7' → {"attack": "pgd", "eps": 0.1, "steps": 7}."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = (t.strip() for t in item.partition("="))
+        if not sep or key not in _ADVERSARIAL_TYPES:
+            raise ValueError(f"--adversarial takes KEY=VALUE pairs with keys "
+                             f"{', '.join(_ADVERSARIAL_TYPES)}; got {item!r}")
+        try:
+            out[key] = _ADVERSARIAL_TYPES[key](value)
+        except ValueError:
+            raise ValueError(f"--adversarial: {key} must be a number, got {value!r}") from None
+    return out
+
+
+def _numbers(text, option):
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values:
+        raise ValueError(f"{option} takes comma-separated numbers, got {text!r}")
+    return values if len(values) > 1 else values[0]
+
+
+def _input_options(args):
+    """(input_shape, preprocessing keys, bounds) the command line gives (None where not)."""
+    shape = None
+    if args.input_shape:
+        shape = _numbers(args.input_shape, "--input-shape")
+        shape = shape if isinstance(shape, list) else [shape]
+        if len(shape) != 3 or any(v != int(v) or v < 1 for v in shape):
+            raise ValueError(f"--input-shape takes C,H,W (three positive integers), got "
+                             f"{args.input_shape!r}")
+        shape = tuple(int(v) for v in shape)
+    pre = {}
+    for key, value in (("mean", args.mean), ("std", args.std)):
+        if value is not None:
+            pre[key] = _numbers(value, f"--{key}")
+    if args.scale is not None:
+        pre["scale"] = args.scale
+    if args.channel_order is not None:
+        pre["channel_order"] = args.channel_order
+    bounds = None
+    if args.bounds is not None:
+        low, sep, high = args.bounds.partition(":")
+        if sep:
+            bounds = (_numbers(low, "--bounds"), _numbers(high, "--bounds"))
+        else:
+            pair = _numbers(args.bounds, "--bounds")
+            if not isinstance(pair, list) or len(pair) != 2:
+                raise ValueError(f"--bounds takes LOW,HIGH (or per channel LOW1,…:HIGH1,…), "
+                                 f"got {args.bounds!r}")
+            bounds = tuple(pair)
+    return shape, pre, bounds
+
+
 def _load(args):
-    """(net, meta) of the command's model (and --weights), any format ``robustcnn.load`` reads."""
+    """(net, meta) of the command's model (and --weights), any format ``robustcnn.load`` reads,
+    with what the command line says about its input over what the file says."""
     from .loading import load
 
-    return load(args.model, weights=args.weights, max_bytes=args.max_model_bytes)
+    shape, pre, bounds = _input_options(args)
+    net, meta = load(args.model, weights=args.weights, input_shape=shape, bounds=bounds,
+                     max_bytes=args.max_model_bytes)
+    if pre:
+        try:
+            net.preprocessing = {**net.preprocessing, **pre}
+        except ValueError as e:
+            raise ValueError(f"{args.model}: {e}") from None
+        meta["loaded_from"]["preprocessing"] = net.preprocessing
+    return net, meta
 
 
 def _model_bytes(args):
@@ -458,31 +730,22 @@ def _compress(args):
     from .models.datasets import load_dataset
 
     if args.method != "deep-compression":
+        if args.pruning != "magnitude" or args.pruning_options or args.adversarial:
+            raise ValueError("--pruning, --pruning-options and --adversarial go with --method "
+                             "deep-compression (they choose its pruning stage and objective)")
         return _compress_by_method(args)
     if args.options or args.epochs is not None:
         raise ValueError("--options and --epochs go with --method")
     if args.preset and args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; presets: {sorted(PRESETS)}")
-    tables = {option: _pairs(text, kind, option, check, expect) for option, text, kind, check,
-              expect in (("--prune", args.prune, float, lambda v: 0 <= v < 1, "in [0, 1)"),
-                         ("--bits", args.bits, int, lambda v: 1 <= v <= 8, "in 1..8"),
-                         ("--gap-bits", args.gap_bits, int, lambda v: 1 <= v <= 8, "in 1..8"))
-              if text}
+    overrides = _compression_overrides(args)  # checked before anything is read
     net, meta = _load(args)
-    weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
-    for option, table in tables.items():
-        unknown = sorted(set(table) - set(weighted))
-        if unknown:
-            raise ValueError(f"{option}: {args.model} has no layer {unknown[0]!r} with a weight "
-                             f"(layers with a weight: {', '.join(weighted)})")
+    _check_layers(args, net)
     name = args.preset or meta.get("model") or net.name
-    base = dict(PRESETS.get(name, {"kept": {}, "bits": {}, "gap_bits": {}}))
-    if "--prune" in tables:
-        base["kept"] = {k: 1.0 - v for k, v in tables["--prune"].items()}
-    if "--bits" in tables:
-        base["bits"] = tables["--bits"]
-    if "--gap-bits" in tables:
-        base["gap_bits"] = tables["--gap-bits"]
+    preset = PRESETS.get(name, {})
+    base = dict(preset)
+    for key in ("kept", "bits", "gap_bits"):  # the command line's layers over the preset's
+        base[key] = {**preset.get(key, {}), **overrides[key]}
     if not base["kept"] and not base["bits"]:
         raise ValueError(f"no preset for {name!r} (presets: "
                          f"{sorted(PRESETS)}); give --prune and/or --bits")
@@ -490,13 +753,24 @@ def _compress(args):
                                    ("finetune_epochs", args.finetune_epochs), ("lr", args.lr),
                                    ("finetune_lr", args.finetune_lr))
                  if v is not None}
+    from .compress.pruning_methods import options_from_text, pruning_method
+
+    spec = pruning_method(args.pruning, "--pruning")
+    options = options_from_text(spec, args.pruning_options)
+    spec.parse_options(options, "--pruning-options")  # bad options fail before any work
+    overrides.update(pruning=spec.name, pruning_options=options)
+    if args.adversarial:
+        overrides["adversarial"] = _adversarial_pairs(args.adversarial)
     settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman, seed=args.seed)
     objective = adversarial_objective(settings.adversarial, settings.seed,
-                                      where="compression settings: adversarial")
+                                      where="--adversarial")
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
-    x, y = load_dataset(dataset, "train", data_dir=args.data_dir)
-    xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
-    print(f"compressing {args.model} ({name}) on {dataset}")
+    x, y = _limited(*load_dataset(dataset, "train", data_dir=args.data_dir), args.limit)
+    xt, yt = _limited(*load_dataset(dataset, "test", data_dir=args.data_dir), args.limit)
+    net, x = _net_inputs(net, x, dataset)
+    _, xt = _net_inputs(net, xt, dataset)
+    print(f"compressing {args.model} ({name}) on {dataset}: {len(x)} training images; pruned "
+          f"to {_shares(base['kept'])}, codes of {_shares(base['bits'], bits=True)}")
     t0 = time.perf_counter()
     report = compress(net, x, y, settings, objective=objective, val=(xt, yt),
                       progress=args.progress)
@@ -505,12 +779,51 @@ def _compress(args):
     size = save_model(args.out, net, meta={
         "model": name, "dataset": dataset, "test_accuracy": accuracy,
         "dense_test_accuracy": report["stages"][0]["accuracy"], "compress_seconds": seconds,
-        "stages": report["stages"], "settings": report["settings"], "source": args.model})
+        "stages": report["stages"], "settings": report["settings"], "source": args.model,
+        "pruning_report": {k: v for k, v in report.items() if k not in ("settings", "stages")}})
     print(format_layer_table(layer_table(net), file_bytes=size,
                              dense_bytes=dense_parameter_bytes(net)))
     print(f"compressed in {seconds:.1f} s; written to {args.out}")
     print(f"test accuracy: dense {100 * report['stages'][0]['accuracy']:.2f}%, "
           f"compressed {100 * accuracy:.2f}%")
+
+
+def _shares(table, *, bits=False):
+    if not table:
+        return "none"
+    return ", ".join(f"{k} {v} bits" if bits else f"{k} {100 * (1 - v):g}%"
+                     for k, v in table.items())
+
+
+def _compression_overrides(args):
+    """--prune, --bits and --gap-bits as {"kept", "bits", "gap_bits"} tables, their values
+    checked before anything is read (``_check_layers`` checks the names against the model)."""
+    tables = {}
+    for option, text, kind, key, check, expect in (
+            ("--prune", args.prune, float, "kept", lambda v: 0 <= v < 1, "in [0, 1)"),
+            ("--bits", args.bits, int, "bits", lambda v: 1 <= v <= 8, "in 1..8"),
+            ("--gap-bits", args.gap_bits, int, "gap_bits", lambda v: 1 <= v <= 8, "in 1..8")):
+        try:
+            table = _pairs(text, kind, option, check, expect) if text else {}
+        except ValueError as e:
+            loose = _pairs(text, kind, option) if key == "kept" else {}
+            wrong = [v for v in loose.values() if 1 <= v < 100]
+            hint = (f" (a sparsity is the fraction of weights removed: did you mean "
+                    f"{wrong[0] / 100:g}?)") if wrong else ""
+            raise ValueError(f"{e}{hint}") from None
+        tables[key] = {k: 1.0 - v for k, v in table.items()} if key == "kept" else table
+    return tables
+
+
+def _check_layers(args, net):
+    """Every layer --prune, --bits and --gap-bits name has a weight in the model."""
+    weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
+    for option, text in (("--prune", args.prune), ("--bits", args.bits),
+                         ("--gap-bits", args.gap_bits)):
+        unknown = sorted(set(_pairs(text, str, option)) - set(weighted)) if text else []
+        if unknown:
+            raise ValueError(f"{option}: {args.model} has no layer {unknown[0]!r} with a weight "
+                             f"(layers with a weight: {', '.join(weighted)})")
 
 
 def _write_text(path, text):
@@ -536,6 +849,10 @@ def _sensitivity(args):
     else:
         x, y = load_dataset(dataset, "test", data_dir=args.data_dir)
         where = "the test"
+    if args.limit is not None:
+        x, y = _limited(x, y, args.limit)
+        where = f"{len(x)} of {where}"
+    net, x = _net_inputs(net, x, dataset)
     layers = [t.strip() for t in args.layers.split(",") if t.strip()] if args.layers else None
     try:
         sparsities = [float(v) for v in args.sparsities.split(",") if v.strip()]
@@ -558,25 +875,54 @@ def _sensitivity(args):
 
 def _info(args):
     from .compress.report import dense_parameter_bytes, format_layer_table, layer_table
+    from .engine.preprocess import describe_bounds
 
     net, meta = _load(args)
+    shown = {k: v for k, v in meta.items() if k not in ("history", "stages", "settings")}
+    if args.json:
+        print(json.dumps({
+            "model": args.model, "format": meta["loaded_from"]["format"], "name": net.name,
+            "input": {"name": net.input_name, "shape": list(net.input_shape),
+                      "bounds": net.spec().get("bounds"), "preprocessing": net.preprocessing},
+            "outputs": {o: list(net.blob_shape(o)) for o in net.outputs},
+            "parameters": net.num_dense_params(), "stored_values": net.num_params(),
+            "file_bytes": _model_bytes(args), "dense_bytes": dense_parameter_bytes(net),
+            "layers": [{"name": l.name, "type": l.type, "parameters": l.dense_param_count(),
+                        "stored_values": int(sum(v.size for v in l.params.values()))}
+                       for l in net.layers],
+            "sizes": layer_table(net), "meta": shown}, indent=2, default=str))
+        return
     print(net.summary())
     print()
     print(format_layer_table(layer_table(net), file_bytes=_model_bytes(args),
                              dense_bytes=dense_parameter_bytes(net)))
-    shown = {k: v for k, v in meta.items() if k not in ("history", "stages", "settings")}
+    print()
+    print(f"input {net.input_name!r} {net.input_shape}, images {describe_bounds(net.bounds)}, "
+          f"preprocessing {net.preprocessing or 'none'}; outputs "
+          + ", ".join(f"{o} {net.blob_shape(o)}" for o in net.outputs))
+    pruning = (meta.get("settings") or {}).get("pruning")
+    if pruning:
+        from .compress.pruning_methods import PRUNING_METHODS
+
+        paper = (PRUNING_METHODS[pruning].paper if pruning in PRUNING_METHODS
+                 else "unknown to this robustcnn")
+        options = meta["settings"].get("pruning_options") or {}
+        print(f"pruning method: {pruning} ({paper})"
+              + (f"; options {json.dumps(options)}" if options else ""))
     print(json.dumps(shown, indent=2, default=str))
 
 
-def _defence(args, net, x_attacked):
-    """``robustcnn attack --defence squeeze``: the feature-squeezing detector, its threshold at
-    5% false positives on the first 10,000 training images, recording the attacks' examples."""
+def _defence(args, net, x_attacked, bounds):
+    """``robustcnn attack --defence squeeze``: the feature-squeezing detector on ``net`` (the
+    model as attacked, its inputs in the units of ``bounds``), its threshold at 5% false
+    positives on the first 10,000 training images, recording the attacks' examples."""
     from .defences.squeeze import DetectionRecorder, SqueezeDetector
+    from .engine.preprocess import to_bounds
     from .models.datasets import load_dataset
 
     x, _ = load_dataset(args.dataset, "train", data_dir=args.data_dir)
     detector = SqueezeDetector(net)
-    detector.fit(x[:10_000], fpr=0.05)
+    detector.fit(to_bounds(x[:10_000], bounds), fpr=0.05)
     return DetectionRecorder(detector, x_attacked)
 
 
@@ -735,6 +1081,9 @@ def main(argv=None):
     try:
         _check_args(args)
         return _run(args)
+    except BrokenPipeError:  # the reader of our output left (`robustcnn info --json M | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit's flush
+        return 1
     except Exception as e:
         message = _input_error(e, args)
         if message is None:
@@ -752,18 +1101,10 @@ def _run(args):
         _compress(args)
     elif args.command == "sensitivity":
         _sensitivity(args)
-    elif args.command in ("eval", "attack"):
-        net, meta = _load(args)
-        from .models.datasets import load_dataset
-
-        xt, yt = load_dataset(args.dataset, "test", data_dir=args.data_dir)
-        if args.command == "eval":
-            print(f"clean test accuracy: {100 * net.accuracy(xt, yt):.2f}%")
-        else:
-            _attack(net, xt, yt, args.attack, _eps_list(args.eps), args.limit, args.json,
-                    csv_path=args.csv, plot_path=args.plot, bpda=args.bpda, seed=args.seed,
-                    sanity_examples=args.sanity_examples, model=args.model,
-                    defence=_defence(args, net, xt[:args.limit]) if args.defence else None)
+    elif args.command == "eval":
+        _eval(args)
+    elif args.command == "attack":
+        _attack_command(args)
     elif args.command == "study":
         from .study.config import load_config
         from .study.runner import run_study

@@ -100,7 +100,9 @@ def hdf5_file(path, what="HDF5 file"):
     except FileNotFoundError:
         raise
     except HDF5_ERRORS + (ValueError,) as e:
-        raise ValueError(f"{path}: not a readable {what} ({_one_line(e)})") from None
+        kind = what if what.endswith("HDF5 file") else f"HDF5 file ({what})"
+        raise ValueError(f"{path}: not a readable {kind.replace('Keras HDF5', 'HDF5')} "
+                         f"({_one_line(e)})") from None
     try:
         with f:
             external = []

@@ -17,6 +17,11 @@ The file's format is read from its content, never from its name:
 keeps none) plus ``meta["loaded_from"] = {"format", "path", "weights"}``. Every problem is a
 ValueError (FileNotFoundError for a missing file) naming the file and what is wrong.
 
+What the images are — ``net.bounds`` and ``net.preprocessing`` (``engine.preprocess``) — comes
+from the file where it says (a checkpoint's or ``.rcnn``'s spec, ONNX metadata, a Caffe data
+layer), or from the caller (``bounds=``, ``preprocessing=``: the command line's ``--bounds``,
+``--mean`` …), which replaces what the file says.
+
 Reading is bounded by ``max_bytes`` (``robustcnn.limits``, default 512 MiB): a model or weights
 file larger than that is not read, and each reader checks what the file declares (arrays, the
 architecture's parameters, each blob of one example) against it before allocating; nets whose
@@ -35,14 +40,19 @@ _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 _SNIFF_BYTES = 64 << 10  # enough of a text file to tell a prototxt
 
 
-def load(path, *, weights=None, dtype=None, input_shape=None, max_bytes=None):
+def load(path, *, weights=None, dtype=None, input_shape=None, preprocessing=None,
+         bounds=None, max_bytes=None):
     """The net stored in ``path`` (any format of ``FORMATS``) → (net, meta).
 
     ``weights``: for a Caffe prototxt, its weights file (binary caffemodel, Caffe HDF5 or a
     Deep Compression ``.net``); refused for formats that carry their own weights.
     ``dtype``: float32 (default) or float64. ``input_shape``: the per-example input shape
-    (C, H, W) for a Caffe net fed by a data layer without a declared shape. ``max_bytes``: the
-    most the files may make it allocate (default ``limits.MAX_BYTES``, 512 MiB).
+    (C, H, W): for a Caffe net fed by a data layer without a declared shape, an ONNX model
+    whose dims are symbolic, or another image size for a fully convolutional net of any format
+    (``Net.at_input_shape``; a layer that fixes the size is a ValueError naming it).
+    ``preprocessing`` (a dict) and ``bounds`` ((low, high)) replace what the file says.
+    ``max_bytes``: the most the files may make it allocate (default ``limits.MAX_BYTES``,
+    512 MiB).
     """
     max_bytes = limits.resolve(max_bytes)
     path = _existing(path, "model")
@@ -54,17 +64,28 @@ def load(path, *, weights=None, dtype=None, input_shape=None, max_bytes=None):
             raise ValueError(f"{weights}: weights are given separately only for a Caffe "
                              f"prototxt; {path} is a {kind} file, which holds its own")
         limits.check_bytes(weights, "the weights file", os.path.getsize(weights), max_bytes)
-    if input_shape is not None and kind != "caffe":
-        raise ValueError(f"{path}: input_shape is taken only for a Caffe prototxt; a {kind} "
-                         f"file declares its own")
     try:
         net, meta = _LOADERS[kind](path, weights, dtype, input_shape, max_bytes)
     except ValueError as e:  # every message names the file it is about
         if path in str(e) or (weights is not None and weights in str(e)):
             raise
         raise ValueError(f"{path}: {e}") from None
+    if input_shape is not None and tuple(input_shape) != net.input_shape:
+        try:
+            net = net.at_input_shape(input_shape)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     meta = dict(meta or {})
     meta["loaded_from"] = {"format": kind, "path": path, "weights": weights}
+    try:
+        if preprocessing is not None:
+            net.preprocessing = preprocessing
+            meta["loaded_from"]["preprocessing"] = net.preprocessing
+        if bounds is not None:
+            net.bounds = bounds
+            meta["loaded_from"]["bounds"] = net.spec()["bounds"]
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
     return net, meta
 
 
@@ -201,7 +222,8 @@ def _load_keras(path, weights, dtype, input_shape, max_bytes):
 
 
 def _load_onnx(path, weights, dtype, input_shape, max_bytes):
-    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, max_bytes=max_bytes)
+    net = _onnx_module().load_onnx(path, dtype=dtype or np.float32, input_shape=input_shape,
+                                   max_bytes=max_bytes)
     return net, {"onnx": dict(net.onnx_info), "metadata": dict(net.metadata)}
 
 

@@ -2,6 +2,24 @@
 
 Every check raises ``ValueError`` (``TypeError`` for a non-array input) with a message that
 starts with the attack's name: ``pgd: steps must be >= 1, got 0``.
+
+**The valid range (``clip``)** is handled here and nowhere else, so that every attack honours
+the same bounds — one number per end, or one per channel (a Caffe net's BGR-minus-mean input:
+``clip=(-mean, 255 - mean)``), or one per input value. What an attack calls:
+
+    check_clip_pair(clip, name)     → Bounds or None, before x is known (argument checks;
+                                      ``bounds.span``, the largest high − low, for defaults
+                                      that scale with the range, e.g. BIM's one pixel level)
+    check_clip(clip, x, name)       → Bounds shaped to broadcast against x (N, C, …): x must lie
+                                      inside; use this one for everything that touches values
+    clip_to(a, bounds)              the values of ``a`` put inside, in place
+    bounds.full(x.shape[1:])        (low, high) as arrays of one example's shape (an attack
+                                      that works per input value: JSMA's "raise to the top",
+                                      L-BFGS-B's box)
+
+``Bounds`` is a (low, high) tuple, so code that unpacks ``lo, hi = bounds`` or calls
+``np.clip(a, *bounds)`` keeps working; ``model_clip(net)`` is the range an evaluation of
+``net`` uses (its declared ``bounds`` in image units, else [0, 1]).
 """
 
 import math
@@ -53,34 +71,139 @@ def check_float(value, what, name, *, low=None, high=None, low_open=False, high_
     return v
 
 
+class Bounds(tuple):
+    """The valid range of an attack's inputs: (low, high), each a float or a float64 array
+    (one value per channel, or per input value) — see the module docstring."""
+
+    __slots__ = ()
+
+    def __new__(cls, low, high):
+        return tuple.__new__(cls, (low, high))
+
+    @property
+    def low(self):
+        return self[0]
+
+    @property
+    def high(self):
+        return self[1]
+
+    @property
+    def span(self):
+        """The largest high − low: the size of the range, for defaults that scale with it."""
+        return float(np.max(np.asarray(self[1]) - np.asarray(self[0])))
+
+    @property
+    def mid(self):
+        return (np.asarray(self[0]) + np.asarray(self[1])) / 2 if self.varies else \
+            (self[0] + self[1]) / 2
+
+    @property
+    def half(self):
+        return (np.asarray(self[1]) - np.asarray(self[0])) / 2 if self.varies else \
+            (self[1] - self[0]) / 2
+
+    @property
+    def varies(self):
+        """True when an end differs from value to value (per channel)."""
+        return np.ndim(self[0]) > 0 or np.ndim(self[1]) > 0
+
+    def full(self, shape):
+        """(low, high) as float64 arrays of one example's ``shape``."""
+        return (np.broadcast_to(np.asarray(self[0], np.float64), shape),
+                np.broadcast_to(np.asarray(self[1], np.float64), shape))
+
+    def __repr__(self):
+        def show(v):
+            if np.ndim(v) == 0:
+                return f"{v:g}"
+            flat = np.ravel(v)
+            more = ", …" if flat.size > 8 else ""
+            return "[" + ", ".join(f"{e:.4g}" for e in flat[:8]) + more + "]"
+        return f"({show(self[0])}, {show(self[1])})"
+
+
+def _end(value, which, name, clip):
+    """One end of a clip pair: a finite float, or a float64 array of finite values."""
+    try:
+        if isinstance(value, (str, bytes)):
+            raise TypeError
+        a = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: clip must be a (low, high) pair of numbers or arrays, or None, "
+                         f"got {clip!r}") from None
+    if a.size == 0 or not np.isfinite(a).all():
+        raise ValueError(f"{name}: clip bounds must be finite, got {clip!r}")
+    if a.ndim == 0 or a.size == 1:
+        return float(a.reshape(()))
+    return a
+
+
 def check_clip_pair(clip, name):
-    """``clip`` = (low, high) with low < high, or None; checks the pair only."""
+    """``clip`` = (low, high) with low < high everywhere, or None → ``Bounds`` or None; checks
+    the pair only (each end a number or an array: one value per channel, or per input value)."""
     if clip is None:
         return None
+    if isinstance(clip, (str, bytes)) or not hasattr(clip, "__len__") or len(clip) != 2:
+        raise ValueError(f"{name}: clip must be a (low, high) pair or None, got {clip!r}")
+    lo, hi = (_end(c, w, name, clip) for c, w in zip(clip, ("low", "high")))
     try:
-        if isinstance(clip, (str, bytes)):
-            raise TypeError
-        lo, hi = (float(c) for c in clip)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: clip must be a (low, high) pair or None, got {clip!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name}: clip bounds must be finite, got {clip!r}")
-    if not lo < hi:
-        raise ValueError(f"{name}: clip low {lo} must be below high {hi}")
-    return lo, hi
+        below = np.asarray(lo) < np.asarray(hi)
+    except ValueError:
+        raise ValueError(f"{name}: clip low of shape {np.shape(lo)} and high of shape "
+                         f"{np.shape(hi)} do not match") from None
+    if not below.all():
+        if np.ndim(lo) == 0 and np.ndim(hi) == 0:
+            raise ValueError(f"{name}: clip low {lo} must be below high {hi}")
+        raise ValueError(f"{name}: clip low must be below high for every value, got "
+                         f"{Bounds(lo, hi)!r}")
+    return Bounds(lo, hi)
+
+
+def _shaped(end, per_example, name):
+    """An end of the bounds shaped to broadcast against (N,) + per_example: a (C,) array
+    (C = per_example[0]) becomes (C, 1, …); the example's own shape stays."""
+    if np.ndim(end) == 0:
+        return end
+    a = np.asarray(end)
+    if a.shape == tuple(per_example):
+        return a
+    if a.ndim == 1 and len(per_example) and a.shape[0] == per_example[0]:
+        return a.reshape((-1,) + (1,) * (len(per_example) - 1))
+    try:
+        return np.broadcast_to(a, per_example)
+    except ValueError:
+        raise ValueError(f"{name}: clip bounds of shape {a.shape} fit neither the input's "
+                         f"{per_example[0] if per_example else 1} channels nor its per-example "
+                         f"shape {tuple(per_example)}") from None
 
 
 def check_clip(clip, x, name):
-    """``clip`` = (lo, hi) or None; ``x`` must already lie inside it."""
+    """``clip`` = (low, high) or None → ``Bounds`` shaped to broadcast against ``x`` (N, C, …),
+    or None; ``x`` must already lie inside it (per channel where the ends are per channel)."""
     bounds = check_clip_pair(clip, name)
     if bounds is None:
         return None
+    bounds = Bounds(*(_shaped(end, x.shape[1:], name) for end in bounds))
     lo, hi = bounds
-    if x.size and (x.min() < lo or x.max() > hi):
+    if x.size and (np.any(x < lo) or np.any(x > hi)):
+        where = ""
+        if bounds.varies:
+            out = np.logical_or(x < lo, x > hi).reshape(len(x), x.shape[1], -1) \
+                if x.ndim > 1 else np.logical_or(x < lo, x > hi)
+            channels = np.flatnonzero(out.any(axis=(0, 2))) if x.ndim > 1 else []
+            where = f" (channel(s) {', '.join(map(str, channels[:8]))})" if len(channels) else ""
         raise ValueError(f"{name}: the input spans [{x.min():.4g}, {x.max():.4g}], outside clip "
-                         f"({lo}, {hi}); eps is in the units of the data range, so scale the "
-                         f"input first or pass the right clip")
-    return lo, hi
+                         f"{bounds!r}{where}; eps is in the units of the data range, so scale "
+                         f"the input first or pass the right clip")
+    return bounds
+
+
+def model_clip(net):
+    """The valid range of ``net``'s images for an evaluation: ``net.bounds`` (image units,
+    per channel where declared so), or [0, 1] when the model does not say."""
+    bounds = getattr(net, "bounds", None)
+    return (0.0, 1.0) if bounds is None else tuple(bounds)
 
 
 def check_untargeted(targeted, name, why):
@@ -144,6 +267,32 @@ def _reporting(slices, progress):
     for s in slices:
         yield s
         progress(s.stop - s.start)
+
+
+class WorkMeter:
+    """Progress of an attack whose work comes in shares (restarts, targets, stages), reported
+    to ``callback`` as whole examples: the counts sum to ``total`` once every share is done,
+    and arrive as each batch of each share finishes, so a bar over ``total`` examples shows
+    a steady ETA. ``callback`` None: nothing is reported."""
+
+    def __init__(self, callback, total):
+        self.callback = callback
+        self.total = int(total)
+        self.done = 0.0  # fraction of the whole work
+        self.reported = 0
+
+    def add(self, fraction):
+        """``fraction`` of the whole work just finished."""
+        self.done = min(1.0, self.done + float(fraction))
+        self._report(int(self.done * self.total + 1e-9))
+
+    def finish(self):
+        self._report(self.total)
+
+    def _report(self, upto):
+        if self.callback is not None and upto > self.reported:
+            self.callback(upto - self.reported)
+        self.reported = max(self.reported, upto)
 
 
 # ---------------------------------------------------------------------------------------------

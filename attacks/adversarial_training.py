@@ -15,6 +15,10 @@ example replaced by its PGD adversary (``fraction=1``):
 
 Kurakin et al. weight the adversarial part of the loss by λ = 0.3; here every example of the
 mixed batch counts the same (λ = 1), as in Madry et al.
+
+The other adversarial objective, TRADES (Zhang et al. 2019: clean cross-entropy plus β times
+the KL between the clean and the adversarial outputs), is ``trades.TradesObjective``;
+``adversarial_objective`` builds either from a settings record.
 """
 
 import zlib
@@ -129,25 +133,39 @@ class AdversarialObjective:
 
 # What a record of adversarial training holds (``CompressionSettings.adversarial``, a study's
 # ``train.adversarial``): the objective's settings but the seed, which is the run's.
+# ``objective`` names the objective: "mixed" (the default, ``AdversarialObjective``) or
+# "trades" (``attacks.trades.TradesObjective``: eps, beta, steps, alpha).
 SETTINGS = ("attack", "eps", "fraction", "steps", "alpha")
+OBJECTIVES = {"mixed": SETTINGS, "trades": ("eps", "beta", "steps", "alpha")}
 
 
 def adversarial_objective(settings, seed, *, where="adversarial"):
-    """The ``AdversarialObjective`` a record of settings describes → the objective, or None
-    (plain cross-entropy) when ``settings`` is None.
+    """The objective a record of settings describes → an ``AdversarialObjective`` or a
+    ``trades.TradesObjective``, or None (plain cross-entropy) when ``settings`` is None.
 
-    ``settings``: a dict of some of ``SETTINGS`` (attack, eps, fraction, steps, alpha);
-    ``seed``: the run's seed. ``where`` names the record in error messages, e.g.
-    "compression settings: adversarial" for ``compress.pipeline.CompressionSettings``.
+    ``settings``: a dict of some of ``SETTINGS`` (attack, eps, fraction, steps, alpha), or
+    with ``objective="trades"`` of eps, beta, steps, alpha; ``seed``: the run's seed.
+    ``where`` names the record in error messages, e.g. "compression settings: adversarial"
+    for ``compress.pipeline.CompressionSettings``.
     """
     if settings is None:
         return None
     if not isinstance(settings, dict):
         raise ValueError(f"{where} must be a dict of AdversarialObjective settings or None, "
                          f"got {settings!r}")
+    settings = dict(settings)
+    kind = settings.pop("objective", "mixed")
+    if kind not in OBJECTIVES:
+        raise ValueError(f"{where}: unknown objective {kind!r}; known: {', '.join(OBJECTIVES)}")
     for key in settings:
-        if key not in SETTINGS:
+        if key not in OBJECTIVES[kind]:
             why = " (the seed is the settings' seed)" if key == "seed" else ""
             raise ValueError(f"{where} has unknown key {key!r}{why}; known: "
-                             f"{', '.join(SETTINGS)}")
+                             f"{', '.join(('objective',) + OBJECTIVES[kind])}")
+    if kind == "trades":
+        from .trades import TradesObjective
+
+        if "eps" not in settings:
+            raise ValueError(f"{where}: the trades objective needs eps")
+        return TradesObjective(**settings, seed=seed)
     return AdversarialObjective(**settings, seed=seed)

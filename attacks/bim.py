@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
+from ._common import (Bounds, batch_slices, check_clip, check_clip_pair, check_eps, check_float,
                       check_inputs, check_int, check_progress, check_untargeted, clip_to,
                       cross_entropy, fooled)
 from .fgm import fgm_step
@@ -46,10 +46,11 @@ def projected_iterations(net, x, y, start, *, eps, alpha, steps, norm, targeted,
 def kurakin_defaults(eps, bounds):
     """The paper's α and iteration count for an eps in data units → (alpha, steps).
 
-    With e = eps in 0–255 pixel levels of the clip range (of a range of 1 when clip is None):
-    α = one level, steps = ceil(min(e + 4, 1.25 · e)), at least 1.
+    With e = eps in 0–255 pixel levels of the clip range (of a range of 1 when clip is None;
+    of the widest channel's range when the bounds are per channel): α = one level,
+    steps = ceil(min(e + 4, 1.25 · e)), at least 1.
     """
-    span = 1.0 if bounds is None else bounds[1] - bounds[0]
+    span = 1.0 if bounds is None else Bounds(*bounds).span
     levels = eps * 255.0 / span
     alpha = span / 255.0
     steps = max(1, int(math.ceil(min(levels + 4.0, 1.25 * levels) - 1e-9)))

@@ -2,7 +2,9 @@
 the worst case over several attacks, and ``evaluate``, the whole evaluation the ``robustcnn
 attack`` command runs (rows per attack and eps, worst case per eps, sanity checks)."""
 
+import inspect
 import time
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -10,7 +12,7 @@ from . import registry
 from .bpda import bpda as straight_through, step_layers
 from .norms import L0_TOL, perturbation_norms
 from .registry import NORMS, attack_spec, attack_specs, canonical_name, resolve_attack
-from .sanity import sanity_checks
+from .sanity import format_checks, sanity_checks, sanity_work
 
 # The threat model of each attack (``registry.AttackSpec.bounded`` and ``norm``): bounded attacks
 # take eps as a radius in their norm and get one row per eps. Unbounded (minimal-perturbation)
@@ -160,8 +162,8 @@ def canonical_attack(name, at="evaluate"):
 
 
 def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanity=True,
-             sanity_examples=256, batch_size=256, seed=0, log=None, progress=None,
-             on_examples=None):
+             sanity_examples=256, batch_size=256, seed=0, log=None, options=None,
+             progress=None, on_examples=None):
     """Accuracy under each attack at each eps, the worst case per eps and the sanity checks.
 
     Parameters
@@ -182,8 +184,12 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         need an attack or eps the evaluation did not run.
     batch_size, seed : passed to every attack.
     log : called with a line of progress after each attack and eps (e.g. ``print``), or None.
-    progress : passed to every attack, the sanity checks' included (None, or called with the
-        number of examples just finished after each batch); the result does not depend on it.
+    options : {attack name or alias: keyword arguments} for particular attacks, e.g.
+        ``{"autoattack": {"version": "plus"}}``.
+    progress : None; a callable, passed to every attack, the sanity checks' included (called
+        with the number of examples just finished after each batch); or True: a progress bar
+        with its ETA for each attack and eps, and one for the sanity checks (their total from
+        ``sanity.sanity_work``). The result does not depend on it.
     on_examples : None, or called as ``on_examples(attack, eps, x_adv, clean_ok, adv_ok)``
         after each attack and eps with its adversarial examples (a detector's evaluation,
         ``defences.squeeze.DetectionRecorder``).
@@ -191,10 +197,14 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
     Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
     (names of the net's step-function layers and whether they were masked), ``rows`` (one per
     bounded attack and eps, one per unbounded attack: ``attack``, ``norm``, ``seconds`` and the
-    fields of ``attack_row``), ``worst_case`` (per norm of the attacks and eps: the fraction of
+    fields of ``attack_row``; attacks that report details add them: AutoAttack its
+    ``stages`` (robust accuracy after each attack) and ``flags``, Square its ``queries``),
+    ``worst_case`` (per norm of the attacks and eps: the fraction of
     examples correct clean and under every attack: bounded attacks of that norm at that eps,
     unbounded ones where they needed ‖x' − x‖ ≤ eps in that norm), ``sanity`` (a list of
-    {name, passed, detail}) and ``sanity_passed``.
+    {name, passed, detail}, the gradient-masking flags the attacks raised included),
+    ``flags`` (those flags alone), ``sanity_passed`` (every check passed; vacuously true when
+    none ran) and ``sanity_run`` (whether they ran).
     """
     names = []
     for a in attacks:
@@ -213,49 +223,105 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
             raise ValueError(f"evaluate: every eps must be finite and >= 0, got {e!r}")
         values.append(v)
     eps_list = list(dict.fromkeys(values))
+    extra = {}
+    for a, kwargs in (options or {}).items():
+        if not isinstance(kwargs, dict):
+            raise ValueError(f"evaluate: options[{a!r}] must be a dict of keyword arguments, "
+                             f"got {kwargs!r}")
+        extra[canonical_name(a, "evaluate")] = dict(kwargs)
     specs = {a: attack_spec(a) for a in names}
     bounded = [a for a in names if specs[a].bounded]
     if bounded and not eps_list:
         raise ValueError(f"evaluate: the bounded attacks {bounded} need at least one eps")
     y = np.asarray(y)
+    if not (progress is None or isinstance(progress, bool) or callable(progress)):
+        raise ValueError(f"evaluate: progress must be None, a bool or a callable, got "
+                         f"{progress!r}")
     say = log or (lambda line: None)
     layers = {layer.name: "straight-through" if bpda or layer.straight_through else "masked"
               for layer in step_layers(net)}
     with straight_through(net, enabled=bpda):
         clean_ok = net.predict(x, batch_size=batch_size) == y
-        rows, correct, sizes = [], {}, {}
+        rows, correct, sizes, flags = [], {}, {}, {}
         for attack in names:
             fn = resolve_attack(attack, "evaluate")
             norm = specs[attack].norm
+            details = "return_info" in inspect.signature(fn).parameters
             for eps in (eps_list if specs[attack].bounded else [None]):
+                shown = "" if eps is None else f" eps {eps:g}"
                 t0 = time.perf_counter()
-                x_adv = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
-                           progress=progress)
+                with _following(progress, f"{attack}{shown}", len(x)) as report:
+                    out = fn(net, x, y, eps, clip=clip, batch_size=batch_size, seed=seed,
+                             progress=report, **extra.get(attack, {}),
+                             **({"return_info": True} if details else {}))
                 seconds = time.perf_counter() - t0
+                x_adv, info = out if details else (out, None)
                 adv_ok = net.predict(x_adv, batch_size=batch_size) == y
                 row = {"attack": attack, "norm": norm}
                 row.update(attack_row(x, x_adv, clean_ok, adv_ok, eps))
                 row["seconds"] = seconds
+                row.update(attack_details(info))
+                for flag in row.get("flags", []):
+                    flags.setdefault((flag["name"], flag["detail"]), dict(
+                        flag, detail=f"{attack}{shown}: {flag['detail']}"))
                 rows.append(row)
                 correct[(attack, eps)] = adv_ok
                 if on_examples is not None:
                     on_examples(attack, eps, x_adv, clean_ok, adv_ok)
                 if eps is None:
                     sizes[attack] = perturbation_norms(x, x_adv)
-                shown = "" if eps is None else f" eps {eps:g}"
                 say(f"{attack}{shown}: adversarial accuracy "
                     f"{100 * row['adversarial_accuracy']:.2f}% ({seconds:.1f} s)")
         worst = _worst_case_rows(names, eps_list, clean_ok, correct, sizes)
         checks = []
         if sanity:
             say("sanity checks")
-            checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok, clip=clip,
-                                   subset=sanity_examples, batch_size=batch_size, seed=seed,
-                                   bpda=bpda, progress=progress)
+            total = sanity_work(net, x, y, correct, eps_list, clip=clip, subset=sanity_examples,
+                                batch_size=batch_size) if progress is True else None
+            with _following(progress, "sanity checks", total) as done:
+                checks = sanity_checks(net, x, y, correct, eps_list, clean_ok=clean_ok,
+                                       clip=clip, subset=sanity_examples,
+                                       batch_size=batch_size, seed=seed, bpda=bpda,
+                                       progress=done)
+    flags = list(flags.values())
+    # The attacks' flags join the checks, except where a check of that name already ran.
+    ran = {c.name for c in checks}
+    sanity_rows = [c.to_dict() for c in checks] + \
+        ([f for f in flags if f["name"] not in ran] if sanity else [])
     return {"examples": int(len(x)), "clean_accuracy": _mean(clean_ok), "bpda": bool(bpda),
             "step_layers": layers, "attacks": names, "eps": eps_list, "rows": rows,
-            "worst_case": worst, "sanity": [c.to_dict() for c in checks],
-            "sanity_passed": all(c.passed for c in checks)}
+            "worst_case": worst, "sanity_run": bool(sanity), "sanity": sanity_rows, "flags": flags,
+            "sanity_passed": all(c["passed"] for c in sanity_rows)}
+
+
+def attack_details(info):
+    """The JSON-ready details of an attack's ``return_info`` dict for its row: AutoAttack's
+    ``version``, ``stages`` and ``flags``; Square's ``queries`` summarised (mean, median and
+    total over the examples); APGD's count of zero gradients at its start. {} for None."""
+    if not info:
+        return {}
+    out = {k: info[k] for k in ("version", "stages", "flags", "skipped") if k in info}
+    if "queries" in info and np.ndim(info["queries"]) == 1:
+        q = np.asarray(info["queries"], dtype=np.float64)
+        out["queries"] = {"mean": float(q.mean()) if len(q) else None,
+                          "median": float(np.median(q)) if len(q) else None,
+                          "total": int(q.sum())}
+    if "zero_grad_start" in info and "flags" not in info:
+        out["zero_gradient_start"] = int(np.sum(info["zero_grad_start"]))
+    return out
+
+
+@contextmanager
+def _following(progress, desc, total):
+    """What an attack's ``progress`` is: the caller's callable (or None), or with
+    ``progress=True`` the ``update`` of a bar with ``total`` (its ETA), closed after."""
+    if progress is True:
+        from ..progress import progress_bar
+
+        with progress_bar(desc=desc, total=total, unit="ex", leave=False) as bar:
+            yield bar.update
+    else:
+        yield progress or None
 
 
 def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
@@ -282,23 +348,43 @@ def _worst_case_rows(names, eps_list, clean_ok, correct, sizes):
     return rows
 
 
-def format_evaluation(result):
-    """The tables of ``evaluate``'s result as text: per attack and eps, then the worst case."""
-    header = (f"{'attack':<11} {'eps':>6}  {'clean acc':>9}  {'adv acc':>8}  {'success':>8}  "
+def format_evaluation(result, *, sanity=True):
+    """The tables of ``evaluate``'s result as text: per attack and eps, the worst case, and
+    (``sanity``) the sanity checks, a failed one on a line starting with WARNING."""
+    w = max([11] + [len(r["attack"]) for r in result["rows"]])
+    header = (f"{'attack':<{w}} {'eps':>6}  {'clean acc':>9}  {'adv acc':>8}  {'success':>8}  "
               f"{'mean Linf':>9}  {'mean L2':>8}  {'med L2':>8}  {'mean L0':>8}  {'seconds':>7}")
     lines = [header]
     for r in result["rows"]:
         eps = "  none" if r["eps"] is None else f"{r['eps']:6.3f}"
-        lines.append(f"{r['attack']:<11} {eps}  {100 * r['clean_accuracy']:8.2f}%  "
+        lines.append(f"{r['attack']:<{w}} {eps}  {100 * r['clean_accuracy']:8.2f}%  "
                      f"{100 * r['adversarial_accuracy']:7.2f}%  {100 * r['success_rate']:7.2f}%  "
                      f"{r['linf_mean']:9.4f}  {r['l2_mean']:8.4f}  {r['l2_median']:8.4f}  "
                      f"{r['l0_mean']:8.1f}  {r['seconds']:7.1f}")
+    staged = [r for r in result["rows"] if r.get("stages")]
+    if staged:
+        lines += ["", "robust accuracy after each attack of the ensemble (each on the points "
+                      "still robust):"]
+        for r in staged:
+            parts = [f"clean {100 * r['clean_accuracy']:.2f}%"] + [
+                f"{s['attack']} {100 * s['robust_accuracy']:.2f}% ({s['seconds']:.1f} s)"
+                for s in r["stages"]]
+            lines.append(f"{r['attack']} eps {r['eps']:g} ({r.get('version', '')}): "
+                         + " → ".join(parts))
     if result["worst_case"]:
         lines += ["", "worst case (per example, over the clean input and every attack):",
                   f"{'norm':<5} {'eps':>6}  {'robust acc':>10}  attacks"]
-        for w in result["worst_case"]:
-            lines.append(f"{w['norm']:<5} {w['eps']:6.3f}  {100 * w['robust_accuracy']:9.2f}%  "
-                         f"{', '.join(w['attacks'])}")
+        for case in result["worst_case"]:
+            lines.append(f"{case['norm']:<5} {case['eps']:6.3f}  "
+                         f"{100 * case['robust_accuracy']:9.2f}%  {', '.join(case['attacks'])}")
+    if sanity:
+        lines += ["", "sanity checks (Carlini et al. 2019, On Evaluating Adversarial "
+                      "Robustness):"]
+        if result.get("sanity"):
+            lines.append(format_checks(result["sanity"]))
+        else:
+            lines.append("  not run" + (" (--no-sanity)" if result.get("sanity_run") is False
+                                        else ""))
     return "\n".join(lines)
 
 
@@ -363,6 +449,6 @@ def plot_evaluation(result, path, *, title=None):
         fig.savefig(tmp, format="png", dpi=100)
 
 
-__all__ = ["robustness_table", "attack_row", "format_table", "worst_case", "worst_case_of",
-           "plot_evaluation", "evaluate", "format_evaluation", "csv_rows", "canonical_attack",
-           "BOUNDED", "UNBOUNDED", "ALIASES", "CSV_COLUMNS", "L0_TOL"]
+__all__ = ["robustness_table", "attack_row", "attack_details", "format_table", "worst_case",
+           "worst_case_of", "plot_evaluation", "evaluate", "format_evaluation", "csv_rows",
+           "canonical_attack", "BOUNDED", "UNBOUNDED", "ALIASES", "CSV_COLUMNS", "L0_TOL"]

@@ -101,7 +101,7 @@ def jsma(net, x, y=None, eps=None, *, gamma=0.145, clip=(0.0, 1.0), targeted=Fal
     if targeted and y is None:
         raise ValueError(f"{name}: targeted=True needs the target classes y")
     x, y = check_inputs(net, x, y, name)
-    check_clip(clip, x, name)
+    bounds = check_clip(clip, x, name)
     if eps == 0:
         return x.copy()
     target = y if targeted else runner_up(net.logits(x, batch_size=batch_size), y)
@@ -115,7 +115,7 @@ def jsma(net, x, y=None, eps=None, *, gamma=0.145, clip=(0.0, 1.0), targeted=Fal
 def _jsma_batch(net, x, target, eps, gamma, bounds, max_rows):
     n, k = len(x), net.num_classes
     d = int(np.prod(x.shape[1:]))
-    high = np.inf if bounds is None else bounds[1]
+    high = np.inf if bounds is None else bounds.full(x.shape[1:])[1].reshape(-1)  # per feature
     x_adv = x.copy()
     flat = x_adv.reshape(n, d)
     domain = flat < high
@@ -140,7 +140,8 @@ def _jsma_batch(net, x, target, eps, gamma, bounds, max_rows):
         rows, pairs = active[found], pairs[found]
         for col in (0, 1):
             p = pairs[:, col]
-            raised = flat[rows, p] + (high - flat[rows, p] if eps is None else eps)
-            flat[rows, p] = np.minimum(raised, high)
+            top = high if np.ndim(high) == 0 else high[p]
+            raised = flat[rows, p] + (top - flat[rows, p] if eps is None else eps)
+            flat[rows, p] = np.minimum(raised, top)
             domain[rows, p] = False
     return x_adv

@@ -89,7 +89,9 @@ def lbfgs(net, x, y=None, eps=None, *, initial_const=0.1, search_steps=8, max_it
 def _lbfgs_one(net, x, target, c, search_steps, max_iter, bounds):
     x0 = x.astype(np.float64).reshape(-1)
     labels = np.array([target], dtype=np.int64)
-    box = None if bounds is None else [bounds] * x0.size
+    lo, hi = (None, None) if bounds is None else \
+        (end.reshape(-1) for end in bounds.full(x.shape))  # per input value
+    box = None if bounds is None else list(zip(lo, hi))
 
     def objective(v, c):
         xv = v.reshape((1,) + x.shape).astype(net.dtype)
@@ -103,7 +105,7 @@ def _lbfgs_one(net, x, target, c, search_steps, max_iter, bounds):
     for _ in range(search_steps):
         result = minimize(objective, x0.copy(), args=(c,), jac=True, method="L-BFGS-B",
                           bounds=box, options={"maxiter": max_iter})
-        v = result.x if bounds is None else np.clip(result.x, bounds[0], bounds[1])
+        v = result.x if bounds is None else np.clip(result.x, lo, hi)
         xv = v.reshape((1,) + x.shape).astype(net.dtype)
         ok = int(net.logits(xv).argmax(axis=1)[0]) == target
         if ok:

@@ -96,7 +96,7 @@ def adversarial_patch(net, x, target, *, patch_size=8, steps=500, step_size=None
     steps = check_int(steps, "steps", name)
     batch_size = check_int(batch_size, "batch_size", name)
     bounds = check_clip_pair(clip, name)
-    span = 1.0 if bounds is None else bounds[1] - bounds[0]
+    span = 1.0 if bounds is None else bounds.span
     step_size = 0.01 * span if step_size is None else check_float(
         step_size, "step_size", name, low=0, low_open=True)
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
@@ -104,7 +104,7 @@ def adversarial_patch(net, x, target, *, patch_size=8, steps=500, step_size=None
         raise ValueError(f"{name}: target must be a class in [0, {net.num_classes}), got "
                          f"{target!r}")
     x, _ = check_inputs(net, x, None, name, predict=False)
-    check_clip(clip, x, name)
+    bounds = check_clip(clip, x, name)  # per channel where the clip is
     _check_images(x, patch_size, name)
     if not len(x):
         raise ValueError(f"{name}: needs at least one training image")

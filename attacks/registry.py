@@ -13,7 +13,9 @@ The common signature every registered function takes:
            seed=0, progress=None, **its own options)  → x_adv, same shape as x, net's dtype
 
 Order matters in one place: within a kind and norm, the sanity checks take the first
-single-step and noise attack and the last iterative one (the strongest) as their references.
+single-step and noise attack and the last iterative one as their references. APGD's records
+come before PGD's so that the reference the checks run themselves stays PGD (40 steps, one
+target), not APGD-T (100 iterations towards each of 9 targets).
 """
 
 import inspect
@@ -22,15 +24,21 @@ from functools import cached_property, partial, update_wrapper
 from types import MappingProxyType
 from typing import Callable, Mapping, Optional
 
+from .apgd import apgd, apgd_t
+from .autoattack import autoattack
 from .bim import bim, illc
 from .carlini_wagner import carlini_wagner_l2
 from .deepfool import deepfool
+from .fab import fab, fab_t
 from .fgm import fgm
 from .fgsm import fgsm
+from .hop_skip_jump import hop_skip_jump
 from .jsma import jsma
 from .lbfgs import lbfgs
 from .noise import random_noise
 from .pgd import pgd
+from .spsa import spsa
+from .square import square
 
 NORMS = ("linf", "l2", "l0")
 
@@ -134,6 +142,18 @@ SPECS = (
                step_size=True),
     AttackSpec("illc", illc, "Kurakin et al. 2017", "linf", True, ITERATIVE, steps=True,
                step_size=True, targeted=False, own_target=True),
+    # APGD (Croce & Hein 2020): one record per loss and norm; APGD-T the top-9 targets.
+    AttackSpec("apgd-ce-linf", apgd, "Croce & Hein 2020", "linf", True, ITERATIVE,
+               aliases=("apgd-ce", "apgd"), options={"loss": "ce"}),
+    AttackSpec("apgd-ce-l2", apgd, "Croce & Hein 2020", "l2", True, ITERATIVE,
+               options={"loss": "ce"}),
+    AttackSpec("apgd-dlr-linf", apgd, "Croce & Hein 2020", "linf", True, ITERATIVE,
+               aliases=("apgd-dlr",), options={"loss": "dlr"}),
+    AttackSpec("apgd-dlr-l2", apgd, "Croce & Hein 2020", "l2", True, ITERATIVE,
+               options={"loss": "dlr"}),
+    AttackSpec("apgd-t-linf", apgd_t, "Croce & Hein 2020", "linf", True, ITERATIVE,
+               aliases=("apgd-t",), targeted=False),
+    AttackSpec("apgd-t-l2", apgd_t, "Croce & Hein 2020", "l2", True, ITERATIVE, targeted=False),
     AttackSpec("pgd-linf", pgd, "Madry et al. 2018", "linf", True, ITERATIVE, aliases=("pgd",),
                steps=True, step_size=True),
     AttackSpec("pgd-l2", pgd, "Madry et al. 2018", "l2", True, ITERATIVE, steps=True,
@@ -146,6 +166,27 @@ SPECS = (
                own_target=True),
     AttackSpec("lbfgs", lbfgs, "Szegedy et al. 2014", "l2", False, MINIMAL_NORM,
                own_target=True),
+    AttackSpec("fab-linf", fab, "Croce & Hein 2020", "linf", False, MINIMAL_NORM,
+               aliases=("fab",)),
+    AttackSpec("fab-l2", fab, "Croce & Hein 2020", "l2", False, MINIMAL_NORM),
+    AttackSpec("fab-t-linf", fab_t, "Croce & Hein 2020", "linf", False, MINIMAL_NORM,
+               aliases=("fab-t",), targeted=False),
+    AttackSpec("fab-t-l2", fab_t, "Croce & Hein 2020", "l2", False, MINIMAL_NORM,
+               targeted=False),
+    AttackSpec("square-linf", square, "Andriushchenko et al. 2020", "linf", True, SCORE_BASED,
+               aliases=("square",), gradients=False),
+    AttackSpec("square-l2", square, "Andriushchenko et al. 2020", "l2", True, SCORE_BASED,
+               gradients=False),
+    AttackSpec("spsa", spsa, "Uesato et al. 2018", "linf", True, SCORE_BASED, steps=True,
+               gradients=False),
+    AttackSpec("hsj-l2", hop_skip_jump, "Chen et al. 2020", "l2", False, DECISION_BASED,
+               aliases=("hsj", "hopskipjump"), steps=True, gradients=False),
+    AttackSpec("hsj-linf", hop_skip_jump, "Chen et al. 2020", "linf", False, DECISION_BASED,
+               steps=True, gradients=False),
+    AttackSpec("autoattack-linf", autoattack, "Croce & Hein 2020", "linf", True, ENSEMBLE,
+               aliases=("autoattack", "aa"), targeted=False),
+    AttackSpec("autoattack-l2", autoattack, "Croce & Hein 2020", "l2", True, ENSEMBLE,
+               targeted=False),
     AttackSpec("noise-linf", random_noise, None, "linf", True, NOISE, aliases=("noise",),
                targeted=False, gradients=False),
     AttackSpec("noise-l2", random_noise, None, "l2", True, NOISE, targeted=False,

@@ -16,6 +16,8 @@ fail silently (wrong clipping, too few steps, a bug, gradient masking):
     large_eps               at an eps covering the whole data range, accuracy is ~0
     unbounded_succeed       minimal-perturbation attacks (DeepFool, C&W, …) fool ~every example
     noise_weaker            random noise of the same norm is no stronger than the attack
+    random_forward, logits  the forward pass is deterministic and the logits are not
+                            probabilities (``masking``, AutoAttack's checks of the model)
 
 Each check is a ``Check(name, passed, detail)``; ``detail`` gives the figures. Where a check
 needs an attack or eps the evaluation did not run, it runs it itself on the first ``subset``
@@ -26,26 +28,14 @@ Not guaranteed: passing every check does not show the evaluation is right — th
 common failures, not all of them (Carlini et al. §5: "a checklist, not a proof").
 """
 
-from dataclasses import asdict, dataclass
-
 import numpy as np
 
 from ._common import check_clip_pair, check_float, check_int, check_progress
 from .bpda import masked_layers
+from .checks import Check
+from .masking import check_logits, check_random_forward
 from .registry import (MINIMAL_NORM, NOISE, attack_names, attack_spec, iterative_attacks,
                        noise_attack, resolve_attack, single_step_attack)
-
-
-@dataclass(frozen=True)
-class Check:
-    """One sanity check: its name, whether it passed, and the figures behind the verdict."""
-
-    name: str
-    passed: bool
-    detail: str
-
-    def to_dict(self):
-        return asdict(self)
 
 
 class _Runs:
@@ -64,6 +54,7 @@ class _Runs:
         self.sub = {}
 
     def _run(self, attack, eps, n):
+        """Correctness (n,) after ``attack`` at ``eps`` on the first n examples."""
         fn = resolve_attack(attack, "sanity_checks")
         x, y = self.x[:n], self.y[:n]
         x_adv = fn(self.net, x, y, eps, clip=self.clip, batch_size=self.batch_size,
@@ -93,6 +84,19 @@ class _Runs:
         return out
 
 
+class _Plan(_Runs):
+    """``_Runs`` that attacks nothing: it records the (attack, eps, n) runs the checks ask for
+    (and answers "all correct"), so that a progress bar knows their total beforehand."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.asked = []
+
+    def _run(self, attack, eps, n):
+        self.asked.append((attack, eps, n))
+        return np.ones(n, dtype=bool)
+
+
 def _pct(v):
     return f"{100 * v:.1f}%"
 
@@ -108,17 +112,20 @@ def saturation_margin(dtype):
     return float(-np.log(np.finfo(dtype).tiny))
 
 
-def check_gradients(net, x, y, *, batch_size=256, max_zero=0.01, bpda=False):
+def check_gradients(net, x, y, *, batch_size=256, max_zero=0.01, bpda=False, progress=None):
     """The input gradient of the loss is finite everywhere and not identically zero, and the
     softmax is not saturated past the dtype's range (``saturation_margin``), on more than
     ``max_zero`` of the examples together; and no step-function layer back-propagates its true
-    (zero) gradient (``bpda.masked_layers``)."""
+    (zero) gradient (``bpda.masked_layers``). ``progress``: None, or called with the examples
+    done after each batch."""
     nonfinite = zero = saturated = 0
     norms, margins = [], []
     limit = saturation_margin(net.dtype)
     for lo in range(0, len(x), batch_size):
         xb, yb = x[lo:lo + batch_size], np.asarray(y[lo:lo + batch_size])
         _, dx = net.loss_and_input_grad(xb, yb)
+        if progress is not None:
+            progress(len(dx))
         logits = net.logits(xb, batch_size=batch_size)
         rows = dx.reshape(len(dx), -1).astype(np.float64)
         finite = np.isfinite(rows).all(axis=1)
@@ -274,9 +281,33 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
     batch_size, seed : passed to the attacks the checks run.
     bpda : whether the caller runs them under ``attacks.bpda`` (reported; it must hold the
         context itself).
-    progress : passed to the attacks the checks run (None, or called with the number of
-        examples just finished after each batch); the verdicts do not depend on it.
+    progress : passed to the attacks the checks run and to the gradient check (None, or
+        called with the number of examples just finished after each batch; they add up to
+        ``sanity_work`` with the same arguments); the verdicts do not depend on it.
     """
+    runs, eps, large_eps, tols = _setup(net, x, y, correct, eps_list, clean_ok, clip, subset,
+                                        large_eps, tol, near_zero, min_success, max_zero,
+                                        batch_size, seed, progress, _Runs)
+    gradients = check_gradients(net, x, runs.y, batch_size=batch_size, max_zero=max_zero,
+                                bpda=bpda, progress=progress)
+    return [gradients] + _checks(runs, correct, eps, large_eps, *tols)
+
+
+def sanity_work(net, x, y, correct, eps_list, *, clip=(0.0, 1.0), subset=256, large_eps=None,
+                batch_size=256):
+    """How many examples ``sanity_checks`` with these arguments will run through the net (the
+    gradient check's and those of every attack it runs itself) — a progress bar's total. Runs
+    nothing: the checks are walked with attacks that answer at once."""
+    plan = _setup(net, x, y, correct, eps_list, np.ones(len(x), dtype=bool), clip, subset,
+                  large_eps, 0.01, 0.02, 0.99, 0.01, batch_size, 0, None, _Plan)
+    runs, eps, large_eps, tols = plan
+    _checks(runs, correct, eps, large_eps, *tols)
+    return len(x) + sum(n for _, _, n in runs.asked)
+
+
+def _setup(net, x, y, correct, eps_list, clean_ok, clip, subset, large_eps, tol, near_zero,
+           min_success, max_zero, batch_size, seed, progress, runs_class):
+    """The checked arguments of ``sanity_checks`` → (runs, eps, large_eps, tolerances)."""
     name = "sanity_checks"
     subset = check_int(subset, "subset", name)
     batch_size = check_int(batch_size, "batch_size", name)
@@ -289,26 +320,31 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
     if large_eps is None:
         if bounds is None:
             raise ValueError(f"{name}: give large_eps when clip is None")
-        large_eps = bounds[1] - bounds[0]
+        large_eps = bounds.span
     large_eps = check_float(large_eps, "large_eps", name, low=0, low_open=True)
     y = np.asarray(y)
     if clean_ok is None:
         clean_ok = net.predict(x, batch_size=batch_size) == y
-    runs = _Runs(net, x, y, correct, clean_ok, subset, clip, batch_size, seed, progress)
+    runs = runs_class(net, x, y, correct, clean_ok, subset, clip, batch_size, seed, progress)
+    eps = [e for e in dict.fromkeys(eps_list) if e > 0]
+    return runs, eps, large_eps, (tol, near_zero, min_success)
+
+
+def _checks(runs, correct, eps, large_eps, tol, near_zero, min_success):
+    """Every check but the gradients', on ``runs`` (which attacks, or plans)."""
     registered = set(attack_names())  # other keys of ``correct`` are not classified
     specs = [attack_spec(a) for a in dict.fromkeys(a for a, _ in correct) if a in registered]
     gradient = [s.name for s in specs if s.bounded and s.kind != NOISE]
     unbounded = [s.name for s in specs if not s.bounded]
     norms = list(dict.fromkeys(s.norm for s in specs if s.name in gradient)) or ["linf"]
-    eps = [e for e in dict.fromkeys(eps_list) if e > 0]
-    checks = [check_gradients(net, x, y, batch_size=batch_size, max_zero=max_zero, bpda=bpda),
-              check_iterative_vs_single(runs, eps, norms, tol=tol)]
+    checks = [check_iterative_vs_single(runs, eps, norms, tol=tol)]
     single = [single_step_attack(n) for n in norms]
     bounded = gradient or single + [a for n in norms for a in iterative_attacks(n)[-1:]]
     checks.append(check_monotone(runs, eps, bounded, tol=tol))
     checks.append(check_large_eps(runs, large_eps, near_zero=near_zero))
     checks.append(check_unbounded(runs, unbounded, min_success=min_success))
     checks.append(check_noise(runs, eps, gradient or single, tol=tol))
+    checks += [check_random_forward(net, x[:subset]), check_logits(net, x[:subset])]
     return checks
 
 
@@ -324,4 +360,5 @@ def format_checks(checks):
     return "\n".join(lines)
 
 
-__all__ = ["Check", "sanity_checks", "format_checks", "check_gradients", "saturation_margin"]
+__all__ = ["Check", "sanity_checks", "sanity_work", "format_checks", "check_gradients",
+           "saturation_margin"]

@@ -1,9 +1,15 @@
 """Attacks against the same attack written in torch: PGD-40 (L∞) on LeNet-5, the whole attack
-timed, its agreement checked on the first step's gradient signs and the adversarial accuracy."""
+timed, its agreement checked on the first step's gradient signs and the adversarial accuracy
+(a pair case); and ``ENSEMBLE_SUITE``: AutoAttack standard and Square against torchattacks
+3.5.1, one whole run a side (200 test images with --quick, 1,000 without)."""
+
+import sys
+import time
 
 import numpy as np
 
 from ..models.lenet import lenet5
+from .common import Suite, format_table, note
 from .dense import lenet5_flops, torch_lenet5
 from .pairs import Case
 
@@ -93,3 +99,239 @@ def pgd_case(*, batch=256, eps=PGD["eps"], alpha=PGD["alpha"], steps=PGD["steps"
 def cases():
     """The attack cases, in table order."""
     return [pgd_case()]
+
+
+# ---------------------------------------------------------------------------------------------
+# AutoAttack and Square against torchattacks: whole runs, too long to repeat, so a suite of
+# their own (one timed run a side, after a warm-up on a few images).
+
+ENSEMBLE = dict(eps=0.1, norm="linf")  # the issue's setting: L∞ eps 0.1 on Fashion-MNIST
+ENSEMBLE_IMAGES = {"quick": 200, "full": 1000}
+SQUARE_RUN = {"quick": dict(points=32, n_queries=1000), "full": dict(points=64, n_queries=5000)}
+ENSEMBLE_TARGETS = {"autoattack": 1.5, "square": 2.0}  # torchattacks time / ours (issue 13)
+
+
+def torchattacks_attacks(model, norm, eps, n_classes, *, n_iter=100, n_queries=5000):
+    """{name: torchattacks 3.5.1 attack} with the authors' AutoAttack settings: APGD-CE,
+    APGD-DLR, APGD-T (9 targets), FAB-T, Square (p_init 0.8, its schedule rescaled to the
+    budget, as ours) and "autoattack", the standard ensemble of four run on the points still
+    robust (``MultiAttack``). torchattacks' own ``AutoAttack`` class builds its members with 10
+    iterations each, so it is "autoattack-shipped", for information. The classes come from
+    their modules (the package's __init__ would not change that: it imports no torchvision)."""
+    from torchattacks.attacks.apgd import APGD
+    from torchattacks.attacks.apgdt import APGDT
+    from torchattacks.attacks.autoattack import AutoAttack
+    from torchattacks.attacks.fab import FAB
+    from torchattacks.attacks.square import Square
+    from torchattacks.wrappers.multiattack import MultiAttack
+
+    tnorm = {"linf": "Linf", "l2": "L2"}[norm]
+    members = {
+        "apgd-ce": APGD(model, norm=tnorm, eps=eps, steps=n_iter, n_restarts=1, loss="ce",
+                        seed=0),
+        "apgd-dlr": APGD(model, norm=tnorm, eps=eps, steps=n_iter, n_restarts=1, loss="dlr",
+                         seed=0),
+        "apgd-t": APGDT(model, norm=tnorm, eps=eps, steps=n_iter, n_restarts=1,
+                        n_classes=n_classes, seed=0),
+        "fab-t": FAB(model, norm=tnorm, eps=eps, steps=n_iter, n_restarts=1,
+                     multi_targeted=True, n_classes=n_classes, seed=0),
+        "square": Square(model, norm=tnorm, eps=eps, n_queries=n_queries, n_restarts=1,
+                         p_init=0.8, loss="margin", resc_schedule=True, seed=0),
+    }
+    members["autoattack"] = MultiAttack([members[k] for k in ("apgd-ce", "apgd-t", "fab-t",
+                                                              "square")])
+    members["autoattack-shipped"] = AutoAttack(model, norm=tnorm, eps=eps, version="standard",
+                                               n_classes=n_classes, seed=0)
+    return members
+
+
+def ensemble_net(seed=0, *, train_images=10000, log=None):
+    """(net, x, y, what): a LeNet-5 trained for one epoch on the first ``train_images``
+    Fashion-MNIST training images and its test images; without the dataset, a random LeNet-5
+    on uniform random images labelled by its own predictions (the robust accuracies then mean
+    little; the times still compare the two implementations)."""
+    from ..engine.train import fit
+    from ..models.datasets import load_dataset
+
+    net = lenet5(seed=seed)
+    try:
+        xs, ys = load_dataset("fashion-mnist", "train")
+        xt, yt = load_dataset("fashion-mnist", "test")
+    except (OSError, ValueError):
+        rng = np.random.default_rng(seed)
+        x = rng.random((max(ENSEMBLE_IMAGES.values()),) + net.input_shape, dtype=np.float32)
+        return net, x, net.predict(x), "random LeNet-5, random images"
+    fit(net, xs[:train_images], ys[:train_images], epochs=1, seed=seed, progress=False,
+        log=log or (lambda line: None))
+    return net, xt, yt, "LeNet-5 1 epoch, Fashion-MNIST test"
+
+
+def _robust(predict, x, x_adv, y, eps):
+    """Share of points classified correctly at x_adv, or moved further than eps (L∞)."""
+    size = np.abs(x_adv.astype(np.float64) - x).reshape(len(x), -1).max(1)
+    return float(((predict(x_adv) == y) | (size > eps * (1 + 1e-5))).mean())
+
+
+def run_ensemble(images, square_run, *, n_iter=100, n_queries=5000, train_images=10000,
+                 log=None):
+    """Time AutoAttack standard (L∞ eps 0.1) on ``images`` test images and Square alone on
+    ``square_run["points"]`` points that APGD-CE leaves robust, ours and torchattacks', with
+    the same threads → rows {"case", "ours_s", "peer_s", "unit", "ours_rate", "peer_rate",
+    "ours_robust", "peer_robust", "target", "failure"}. The peer's columns are None without
+    torchattacks. ``n_iter``, ``n_queries`` (AutoAttack's, both sides) and ``train_images``
+    shorten it for the tests."""
+    import torch
+
+    from ..attacks import apgd, autoattack, square
+
+    say = log or (lambda line: None)
+    eps, norm = ENSEMBLE["eps"], ENSEMBLE["norm"]
+    net, x, y, what = ensemble_net(train_images=train_images, log=say)
+    x, y = np.ascontiguousarray(x[:images]), y[:images]
+    try:
+        model = torch_lenet5(net).requires_grad_(False)
+        theirs = torchattacks_attacks(model, norm, eps, net.num_classes, n_iter=n_iter,
+                                      n_queries=n_queries)
+    except ImportError as e:
+        theirs, missing = None, f"torchattacks not installed ({e})"
+    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+
+    def torch_predict(a):
+        with torch.no_grad():
+            return model(torch.from_numpy(np.ascontiguousarray(a))).argmax(1).numpy()
+
+    rows = []
+    name = f"AutoAttack standard Linf eps {eps:g}, {what}, {len(x)} images"
+    row = dict(case=name, unit="img/s", target=ENSEMBLE_TARGETS["autoattack"], failure="")
+    autoattack(net, x[:8], y[:8], eps, norm=norm, n_iter=2, n_queries=4)  # warm-up: compile
+    t0 = time.perf_counter()
+    adv = autoattack(net, x, y, eps, norm=norm, n_iter=n_iter, n_queries=n_queries)
+    row["ours_s"] = time.perf_counter() - t0
+    row["ours_robust"] = _robust(net.predict, x, adv, y, eps)
+    say(f"ours: {row['ours_s']:.1f} s, robust {100 * row['ours_robust']:.1f}%")
+    if theirs is not None:
+        theirs["apgd-ce"](tx[:8], ty[:8])  # warm-up
+        t0 = time.perf_counter()
+        adv_t = theirs["autoattack"](tx, ty).detach().numpy()
+        row["peer_s"] = time.perf_counter() - t0
+        row["peer_robust"] = _robust(torch_predict, x, adv_t, y, eps)
+        say(f"torchattacks: {row['peer_s']:.1f} s, robust {100 * row['peer_robust']:.1f}%")
+    else:
+        row.update(peer_s=None, peer_robust=None, failure=missing)
+    row["ours_rate"] = len(x) / row["ours_s"]
+    row["peer_rate"] = len(x) / row["peer_s"] if row["peer_s"] else None
+    rows.append(row)
+
+    # Square alone, its whole budget on points APGD-CE leaves robust (forward passes only).
+    k, n_queries = square_run["points"], square_run["n_queries"]
+    left = np.flatnonzero(net.predict(apgd(net, x, y, eps, norm=norm, n_iter=n_iter)) == y)[:k]
+    if not len(left):
+        left = np.arange(min(k, len(x)))
+    row = dict(case=f"Square Linf eps {eps:g}, {n_queries} queries, {len(left)} points "
+                    f"APGD-CE left", unit="queries/s", target=ENSEMBLE_TARGETS["square"],
+               failure="")
+    t0 = time.perf_counter()
+    adv, info = square(net, x[left], y[left], eps, norm=norm, n_queries=n_queries,
+                       return_info=True)
+    row["ours_s"] = time.perf_counter() - t0
+    row["ours_rate"] = float(info["queries"].sum()) / row["ours_s"]
+    row["ours_robust"] = _robust(net.predict, x[left], adv, y[left], eps)
+    if theirs is not None:
+        from torchattacks.attacks.square import Square
+
+        sq = Square(model, norm="Linf", eps=eps, n_queries=n_queries, p_init=0.8, seed=0,
+                    resc_schedule=True)
+        sq.init_hyperparam(tx[left])
+        torch.manual_seed(0)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            counts, adv_t = sq.attack_single_run(tx[left], ty[left])
+        row["peer_s"] = time.perf_counter() - t0
+        row["peer_rate"] = float(counts.sum()) / row["peer_s"]
+        row["peer_robust"] = _robust(torch_predict, x[left], adv_t.numpy(), y[left], eps)
+    else:
+        row.update(peer_s=None, peer_rate=None, peer_robust=None, failure=missing)
+    say(f"Square: {row['ours_rate']:.0f} queries/s"
+        + (f", torchattacks {row['peer_rate']:.0f}" if row["peer_rate"] else ""))
+    rows.append(row)
+    return rows
+
+
+def _ensemble_plan(args):
+    if args.formats or (args.cases and not any(args.cases in c for c in ("AutoAttack",
+                                                                          "Square"))):
+        return None
+    size = "quick" if args.quick else "full"
+    return ENSEMBLE_IMAGES[size], SQUARE_RUN[size]
+
+
+def _ensemble_run(plan, budget):
+    images, square_run = plan
+    print(f"  running AutoAttack and Square on {images} images, ours and torchattacks",
+          file=sys.stderr, flush=True)
+    try:
+        return run_ensemble(images, square_run,
+                            log=lambda line: print(f"    {line}", file=sys.stderr, flush=True))
+    except Exception as e:  # a broken suite must not hide the others
+        return [dict(case="AutoAttack and Square", failure=f"{type(e).__name__}: {e}")]
+
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def _ensemble_report(rows, args, peak):
+    print()
+    header = ["case", "ours s", "torchattacks s", "torchattacks/ours", "ours rate",
+              "torchattacks rate", "unit", "robust ours", "robust torchattacks", "note"]
+    lines = []
+    for r in rows:
+        if r.get("ours_s") is None:
+            lines.append([r["case"]] + ["-"] * 8 + [r["failure"]])
+            continue
+        peer = r.get("peer_s")
+        lines.append([r["case"], f"{r['ours_s']:.1f}", "-" if peer is None else f"{peer:.1f}",
+                      "-" if peer is None else f"{_ratio(r):.2f}x", f"{r['ours_rate']:,.1f}",
+                      "-" if r["peer_rate"] is None else f"{r['peer_rate']:,.1f}", r["unit"],
+                      _pct(r["ours_robust"]), _pct(r["peer_robust"]), r["failure"]])
+    print(format_table(header, lines))
+    print()
+    note("One run a side after a warm-up on 8 images, same threads (Numba's = torch's). "
+         "torchattacks runs the authors' settings (100 iterations, 9 targets, 5,000 Square "
+         "queries), its ensemble on the points still robust as ours; robust accuracies differ "
+         "by their random numbers. Square: queries per second of its whole budget on points "
+         "APGD-CE left robust (forward passes only). Record the machine's load (uptime) beside "
+         "these figures.")
+
+
+def _ratio(r):
+    """torchattacks time / ours for the ensemble; ours rate / theirs for Square's queries/s."""
+    if r["unit"] == "queries/s":
+        return r["ours_rate"] / r["peer_rate"]
+    return r["peer_s"] / r["ours_s"]
+
+
+def _ensemble_targets(rows):
+    lines = []
+    for r in rows:
+        if r.get("target") is None:
+            continue
+        measure = ("ours/torchattacks queries/s" if r["unit"] == "queries/s"
+                   else "torchattacks/ours time")
+        what = f"{r['case']}: {measure} >= {r['target']}"
+        if r.get("peer_s") is None:
+            lines.append((what, r["failure"] or "not measured", "FALL SHORT"))
+        else:
+            lines.append((what, f"{_ratio(r):.2f}", "PASS" if _ratio(r) >= r["target"]
+                          else "FALL SHORT"))
+    return lines
+
+
+def _ensemble_records(rows):
+    return [{"case": r["case"], "ours": "robustcnn", "peer": "torchattacks-3.5.1",
+             "ours_s": r["ours_s"], "peer_s": r["peer_s"], "ratio": _ratio(r)}
+            for r in rows if r.get("peer_s") is not None]
+
+
+ENSEMBLE_SUITE = Suite("AutoAttack and Square against torchattacks", _ensemble_plan,
+                       _ensemble_run, _ensemble_report, _ensemble_targets, _ensemble_records)

@@ -43,6 +43,7 @@ from .machine import print_header
 SUITES = (
     pairs.suite("kernels, nets and attacks against torch and onnxruntime",
                 (dense.cases, runtime.cases, attacks.cases)),
+    attacks.ENSEMBLE_SUITE,
     coldstart.SUITE,
     FORMATS,
     pairs.suite("quantized formats (int8, ternary) against our float32 and torch",

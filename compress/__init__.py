@@ -1,8 +1,10 @@
 """Compression: magnitude pruning (``prune``) and pruning sensitivity (``sensitivity``), trained
 quantization (``quantize``), the Deep Compression pipeline with Huffman coding (``pipeline``),
 a target compression ratio (``target``), the compressed model file (``modelfile``), size
-accounting (``report``), knowledge distillation (``distill``) and low-rank factorisation
-(``lowrank``).
+accounting (``report``), knowledge distillation (``distill``), low-rank factorisation
+(``lowrank``), and the pruning methods that can replace magnitude pruning in the pipeline
+(``pruning_methods``: Optimal Brain Damage ``obd``, Dynamic Network Surgery ``dns``, ``hydra``,
+``admm``).
 
 The public names of these modules are attributes of this package, loaded on first use (so
 ``import robustcnn.compress`` stays cheap): ``compress.compress``, ``compress.save_model``,
@@ -24,7 +26,12 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "report": ("layer_table", "format_layer_table", "dense_parameter_bytes"),
     "distill": ("DistillationObjective", "distillation_loss"),
     "lowrank": ("factorise", "ranks_for_ratio"),
+    "pruning_methods": ("PRUNING_METHODS", "pruning_method"),
+    "obd": ("hessian_diagonal", "saliency", "obd_prune"),
+    "dns": ("DNSObjective",),
+    "hydra": ("optimise_scores",),
+    "admm": ("ADMMObjective",),
 }, submodules=("pipeline", "prune", "quantize", "sensitivity", "target", "modelfile", "report",
-               "distill", "lowrank"))
+               "distill", "lowrank", "pruning_methods", "obd", "dns", "hydra", "admm"))
 
 del lazy_exports

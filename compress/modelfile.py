@@ -160,6 +160,8 @@ def read_model_bytes(data, *, source="<model bytes>", max_bytes=None):
         raise ValueError(f"{source}: the header lacks spec, meta or arrays")
     if not isinstance(header["arrays"], list):
         raise ValueError(f"{source}: the header's arrays is not a list")
+    if not isinstance(header["meta"], dict):  # found by the fuzzing: meta = 3
+        raise ValueError(f"{source}: the header's meta is not a JSON object")
     payload = memoryview(body)[start + header_len:]
     state, offset = {}, 0
     for entry in header["arrays"]:

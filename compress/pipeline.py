@@ -40,6 +40,9 @@ class CompressionSettings:
                    centroid fine-tuning use (attack, eps, fraction, steps, alpha; seeded with
                    ``seed``): the record of the objective the caller passes to ``compress``,
                    built by ``attacks.adversarial_training.adversarial_objective``
+    pruning        the pruning stage: a name of ``compress.pruning_methods.PRUNING_METHODS``
+                   (magnitude, Deep Compression's, the default; obd, dns, hydra, admm)
+    pruning_options  that method's own settings (a dict of its options record's fields)
     """
 
     kept: dict
@@ -57,6 +60,8 @@ class CompressionSettings:
     huffman: bool = True
     seed: int = 0
     adversarial: dict = None
+    pruning: str = "magnitude"
+    pruning_options: dict = field(default_factory=dict)
 
 
 # Deep Compression's LeNet settings as published (Han et al. 2016, Tables 2 and 3, MNIST): the
@@ -106,6 +111,57 @@ def _train(net, x, y, epochs, lr, settings, val, progress, log, objective=None):
                val=val, progress=progress, log=log, objective=objective)
 
 
+class Stage:
+    """What a pruning method's stage function gets (``compress.pruning_methods``): the ``net`` being
+    compressed, the training data ``x``, ``y``, the ``settings``, the caller's training
+    ``objective`` (None: cross-entropy), ``progress``; ``train(epochs, lr)`` runs the
+    pipeline's SGD on that objective (or on ``objective=`` another one), ``record(stage,
+    seconds)`` adds a line to the report, ``report`` is the report dict a method may add
+    its own entries to."""
+
+    def __init__(self, net, x, y, settings, objective, progress, record, report):
+        self.net, self.x, self.y, self.settings = net, x, y, settings
+        self.objective, self.progress, self.record, self.report = (objective, progress, record,
+                                                                   report)
+
+    def train(self, epochs, lr, *, objective=None):
+        """SGD with the settings' batch size, momentum and weight decay, cosine-annealed from
+        ``lr`` over ``epochs`` epochs, on ``objective`` (default: the caller's) → history."""
+        return _train(self.net, self.x, self.y, epochs, lr, self.settings, None, self.progress,
+                      None, objective if objective is not None else self.objective)
+
+
+def magnitude_stage(stage, options):
+    """Deep Compression's pruning: ``rounds`` rounds of magnitude pruning (each removing the
+    same share of what remains) with ``retrain_epochs`` of retraining after each."""
+    settings, net = stage.settings, stage.net
+    pruned = {k: v for k, v in settings.kept.items() if v < 1.0}
+    if not pruned:
+        return
+    steps = {name: schedule(kept, settings.rounds) for name, kept in pruned.items()}
+    for r in range(settings.rounds):
+        t0 = time.perf_counter()
+        prune(net, {name: 1.0 - steps[name][r] for name in pruned})
+        stage.train(settings.retrain_epochs, settings.lr)
+        stage.record(f"prune+retrain {r + 1}/{settings.rounds}", time.perf_counter() - t0)
+
+
+def kmeans_stage(stage):
+    """Deep Compression's trained quantization: k-means weight sharing per layer of
+    ``settings.bits``, then ``finetune_epochs`` of centroid fine-tuning."""
+    settings, net = stage.settings, stage.net
+    if not settings.bits:
+        return
+    t0 = time.perf_counter()
+    for name, bits in settings.bits.items():
+        quantize_layer(net.layer(name), bits, init=settings.init,
+                       gap_bits=settings.gap_bits.get(name))
+    stage.record("quantize", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    stage.train(settings.finetune_epochs, settings.finetune_lr)
+    stage.record("fine-tune centroids", time.perf_counter() - t0)
+
+
 def compress(net, x, y, settings, *, objective=None, val=None, progress=True, log=print):
     """Compress a trained ``net`` in place on training data (x, y) → a report dict.
 
@@ -115,7 +171,15 @@ def compress(net, x, y, settings, *, objective=None, val=None, progress=True, lo
     Adversarial-aware compression passes the one ``settings.adversarial`` records,
     ``attacks.adversarial_training.adversarial_objective(settings.adversarial, settings.seed)``
     (x must then lie in [0, 1]); settings that record one without it are refused.
+
+    ``settings.pruning`` names the pruning stage, a method of
+    ``compress.pruning_methods.PRUNING_METHODS`` (Deep Compression's magnitude pruning by
+    default; OBD, DNS, HYDRA, ADMM), with ``settings.pruning_options`` its own settings; the
+    quantization and Huffman coding that follow are the same for every method.
     """
+    from .pruning_methods import pruning_stage
+
+    prune_stage = pruning_stage(settings)  # unknown methods and bad options fail here
     weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
     unknown = sorted((set(settings.kept) | set(settings.bits) | set(settings.gap_bits))
                      - set(weighted))
@@ -138,25 +202,9 @@ def compress(net, x, y, settings, *, objective=None, val=None, progress=True, lo
             + f"{seconds:.1f} s")
 
     record("dense", 0.0)
-    pruned = {k: v for k, v in settings.kept.items() if v < 1.0}
-    if pruned:
-        steps = {name: schedule(kept, settings.rounds) for name, kept in pruned.items()}
-        for r in range(settings.rounds):
-            t0 = time.perf_counter()
-            prune(net, {name: 1.0 - steps[name][r] for name in pruned})
-            _train(net, x, y, settings.retrain_epochs, settings.lr, settings, None, progress, None,
-                   objective)
-            record(f"prune+retrain {r + 1}/{settings.rounds}", time.perf_counter() - t0)
-    if settings.bits:
-        t0 = time.perf_counter()
-        for name, bits in settings.bits.items():
-            quantize_layer(net.layer(name), bits, init=settings.init,
-                           gap_bits=settings.gap_bits.get(name))
-        record("quantize", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        _train(net, x, y, settings.finetune_epochs, settings.finetune_lr, settings, None,
-               progress, None, objective)
-        record("fine-tune centroids", time.perf_counter() - t0)
+    stage = Stage(net, x, y, settings, objective, progress, record, report)
+    prune_stage(stage)
+    kmeans_stage(stage)
     if settings.huffman:
         t0 = time.perf_counter()
         for layer in net.layers:

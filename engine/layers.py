@@ -108,6 +108,21 @@ class Layer:
                 raise ValueError(f"{where_} has non-finite values")
             target[...] = value
 
+    def dense_param_count(self):
+        """Trainable values as if dense (a compressed weight counts every weight)."""
+        return int(sum(v.size for v in self.params.values()))
+
+    def share_state(self, other):
+        """Use ``other``'s parameter and buffer arrays (the same layer, set up for another
+        input shape): the two layers then share them. ValueError if a shape differs."""
+        for own, theirs in ((self.params, other.params), (self.buffers, other.buffers)):
+            for key, value in theirs.items():
+                if key not in own or own[key].shape != value.shape:
+                    raise ValueError(f"{self.at}: its {key} would be "
+                                     f"{own[key].shape if key in own else 'absent'} instead of "
+                                     f"{value.shape}")
+                own[key] = value
+
     def forward(self, xs, ctx):
         raise NotImplementedError
 
@@ -237,6 +252,17 @@ class _Weighted(Layer):
     def dense_weight(self):
         """The weight as a dense array (a new array)."""
         return self.weight_format.to_dense()
+
+    def dense_param_count(self):
+        return int(self.weight_format.size) + (int(self.params["bias"].size) if self.bias else 0)
+
+    def share_state(self, other):
+        if self.weight_shape != other.weight_shape:
+            raise ValueError(f"{self.at}: its weight would be {self.weight_shape} instead of "
+                             f"{other.weight_shape}: this layer fixes the input size")
+        if self.bias:
+            self.params["bias"] = other.params["bias"]
+        self._set_format(other.weight_format)
 
     def state_keys(self):
         names = FORMATS[self._format_spec["kind"]].array_names
@@ -847,31 +873,44 @@ class Flatten(Layer):
 
 
 class Softmax(Layer):
-    """Probabilities over axis 1, for (K,) or (K, 1, 1) per example (a global pool's output,
-    as Caffe's deploy nets have it); attacks want the logits before it."""
+    """Probabilities over axis 1: for (K,) or (K, 1, 1) per example one distribution, for
+    (K, H, W) one at every position (Caffe's Softmax on a fully convolutional net's map, as
+    MTCNN's P-Net has it); attacks want the logits before it."""
 
     type = "Softmax"
 
     def _setup(self, in_shapes, dtype):
         shape = in_shapes[0]
-        if len(shape) not in (1, 3) or any(s != 1 for s in shape[1:]):
-            raise ValueError(f"{self.at}: input must be (K,) or (K, 1, 1) per example, got {shape}")
+        if len(shape) not in (1, 3):
+            raise ValueError(f"{self.at}: input must be (K,) or (K, H, W) per example, got {shape}")
         return in_shapes
 
+    @staticmethod
+    def _rows(a):
+        """(N, K, …) → (N · positions, K) rows, a copy with the class axis last."""
+        K = a.shape[1]
+        return np.ascontiguousarray(np.moveaxis(a, 1, -1)).reshape(-1, K)
+
+    def _unrows(self, rows, shape):
+        moved = (shape[0],) + shape[2:] + (shape[1],)
+        return np.ascontiguousarray(np.moveaxis(rows.reshape(moved), -1, 1))
+
     def forward(self, xs, ctx):
-        x = xs[0].reshape(xs[0].shape[0], -1) if xs[0].shape[0] else xs[0].reshape(0, self.in_shapes[0][0])
-        p = np.empty(x.shape, x.dtype)
-        loss.softmax_rows(x, p)
+        x = xs[0]
+        z = self._rows(x)
+        p = np.empty(z.shape, x.dtype)
+        if len(z):
+            loss.softmax_rows(z, p)
         if ctx.keep:
             self._saved = p
-        return [p.reshape(xs[0].shape)]
+        return [self._unrows(p, x.shape)]
 
     def backward(self, dys, ctx):
         if not ctx.input_grad:
             return [None]
         p = self._saved
-        dy = dys[0].reshape(p.shape)
-        return [(p * (dy - (dy * p).sum(axis=1, keepdims=True))).reshape(dys[0].shape)]
+        dy = self._rows(dys[0])  # dx = p ⊙ (dy − Σ_k dy ⊙ p), per row
+        return [self._unrows(p * (dy - (dy * p).sum(axis=1, keepdims=True)), dys[0].shape)]
 
 
 class Concat(Layer):
@@ -986,6 +1025,57 @@ class Scale(Layer):
             self.grads = {"weight": dgamma}
             if self.bias:
                 self.grads["bias"] = dbeta
+        return [dx]
+
+
+class Preprocess(Layer):
+    """A model's preprocessing in the graph (``engine.preprocess``): the channels put in
+    ``order`` (RGB → BGR), then an affine map per channel, y[:, c] = x[:, order[c]] · scale[c]
+    + shift[c]. Nothing trains; ``net.with_preprocessing()`` puts one in front of a net so that
+    it takes images in image units."""
+
+    type = "Preprocess"
+
+    def __init__(self, name, order, scale, shift, **kw):
+        super().__init__(name, **kw)
+        self.order = [int(i) for i in order]
+        self.scale = [float(v) for v in scale]
+        self.shift = [float(v) for v in shift]
+        C = len(self.order)
+        if sorted(self.order) != list(range(C)) or len(self.scale) != C or len(self.shift) != C:
+            raise ValueError(f"{self.at}: order must be a permutation of the channels, with one "
+                             f"scale and shift per channel; got {order}, {scale}, {shift}")
+        if not all(np.isfinite(v) for v in self.scale + self.shift):
+            raise ValueError(f"{self.at}: scale and shift must be finite")
+
+    def _config(self):
+        return dict(order=list(self.order), scale=list(self.scale), shift=list(self.shift))
+
+    def _setup(self, in_shapes, dtype):
+        if _channels(in_shapes[0], self.at) != len(self.order):
+            raise ValueError(f"{self.at}: made for {len(self.order)} channels, the input has "
+                             f"{in_shapes[0][0]}")
+        self._a = np.asarray(self.scale, dtype=dtype)
+        self._b = np.asarray(self.shift, dtype=dtype)
+        return in_shapes
+
+    def forward(self, xs, ctx):
+        x = np.ascontiguousarray(xs[0][:, self.order])
+        y = np.empty(x.shape, x.dtype)
+        flat = norm.flat_nchw(x.shape)
+        norm.channel_affine_nchw(x.reshape(flat), self._a, self._b, y.reshape(flat))
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dy = dys[0]
+        dxp = np.empty(dy.shape, dy.dtype)
+        flat = norm.flat_nchw(dy.shape)
+        norm.channel_affine_nchw(dy.reshape(flat), self._a, np.zeros_like(self._a),
+                                 dxp.reshape(flat))
+        dx = np.empty_like(dxp)
+        dx[:, self.order] = dxp  # dx[:, order[c]] = dy[:, c] · scale[c]
         return [dx]
 
 
@@ -1230,7 +1320,7 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (
     Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
     QuantizeActivation, LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU,
     EltwiseProd, EltwiseMax, Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish,
-    MedianFilter)}
+    Preprocess, MedianFilter)}
 
 
 def layer_from_config(cfg):

@@ -15,8 +15,16 @@ pass still sees each value it needs.
 Blobs are known by name: ``net.blob_shape(name)``, ``net.producer(name)`` (the layer writing a
 blob), ``net.logits_blob()`` (the blob the loss reads). Nothing outside the engine reads the
 Net's private attributes; what a caller needs is one of these public methods.
+
+A net may have several named outputs (``net.outputs``; ``net.forward(x, output=["prob1",
+"conv4-2"])``), and the loss and every attack work on any of them through
+``net.with_output(name)``, a view sharing the layers. A net whose layers do not fix the input's
+size (a fully convolutional one) runs at another size through ``net.at_input_shape(shape)``,
+which plans the same layers and weights anew. ``net.bounds`` and ``net.preprocessing`` say what
+its images are (``engine.preprocess``); ``net.with_preprocessing()`` takes images in image units.
 """
 
+import copy
 import json
 from collections import defaultdict
 
@@ -24,8 +32,9 @@ import numpy as np
 
 from ..limits import RAISE_HINT
 from ._args import FLOAT_DTYPES, labels_array, nonfinite
-from .layers import Context, Layer, Softmax, layer_from_config
+from .layers import Context, Layer, Preprocess, Softmax, layer_from_config
 from .loss import softmax_cross_entropy_rows
+from .preprocess import affine, check_bounds, check_preprocessing, input_bounds
 
 SPEC_FORMAT = "robustcnn-net"
 SPEC_VERSION = 1
@@ -67,8 +76,11 @@ class Net:
     input_name : name of the input blob.
     output : name of the output blob (default: the last layer's first top). If the layer that
         writes it is a Softmax, the loss functions use the Softmax's input as the logits.
+    outputs : names of further output blobs (a detector's box head beside its class head):
+        ``net.outputs`` is ``output`` and these; ``forward(x, output=name)`` returns any.
     dtype : float32 (default) or float64 (for gradient checks).
     seed : seeds the parameter initialisation and the dropout masks.
+    preprocessing, bounds : what the net's images are (see ``engine.preprocess``).
     init : draw the initial weights (Caffe's fillers); False leaves zeros for a caller that loads
         every parameter next (``load_state_dict``), so nothing is drawn only to be replaced.
     max_bytes : refuse (ValueError) a net whose parameters and buffers (counted layer by layer
@@ -76,8 +88,9 @@ class Net:
         no limit. The file readers pass ``robustcnn.limits``' limit.
     """
 
-    def __init__(self, layers, input_shape, *, input_name="data", output=None,
-                 dtype=np.float32, seed=0, name="net", init=True, max_bytes=None):
+    def __init__(self, layers, input_shape, *, input_name="data", output=None, outputs=None,
+                 dtype=np.float32, seed=0, name="net", preprocessing=None, bounds=None,
+                 init=True, max_bytes=None):
         self.name = name
         self.dtype = np.dtype(dtype)
         if self.dtype not in FLOAT_DTYPES:
@@ -88,7 +101,9 @@ class Net:
         self.training = False
         self._rng = np.random.default_rng(seed)
         self._seed = seed
-        self._build(output, max_bytes)
+        self._build(output, outputs, max_bytes)
+        self.preprocessing = preprocessing
+        self.bounds = bounds
         init_rng = np.random.default_rng(seed)
         for layer in self.layers if init else ():
             layer.init_params(init_rng)
@@ -96,7 +111,7 @@ class Net:
     # -----------------------------------------------------------------------------------------
     # Building
 
-    def _build(self, output, max_bytes=None):
+    def _build(self, output, outputs=None, max_bytes=None):
         seen = set()
         for layer in self.layers:
             if not isinstance(layer, Layer):
@@ -146,19 +161,26 @@ class Net:
             previous = tops[0]
         if not self._plan:
             raise ValueError(f"{self.name}: has no layers")
-        self.output = output or previous
-        if self.output not in current:
-            raise ValueError(f"{self.name}: output blob {self.output!r} is not made by any layer")
         self._current = current
         self._names = names
         self._producer = {o: step for step, (_, _, out_ids) in enumerate(self._plan)
                           for o in out_ids}  # blob id → the plan step writing it
         self._step_names = [(tuple(names[i] for i in in_ids), tuple(names[o] for o in out_ids))
                             for _, in_ids, out_ids in self._plan]  # (bottoms, tops) per step
-        self._output_id = current[self.output]
-        self._logits_id = self._logits_of(self._output_id)
         self.blob_shapes = {name: shapes[blob_id] for name, blob_id in current.items()}
         self._shapes = shapes
+        self._set_outputs(output or previous, outputs)
+
+    def _set_outputs(self, output, outputs):
+        """Make ``output`` the output (and the loss's) and ``outputs`` the others kept."""
+        names = list(dict.fromkeys([output] + [o for o in (outputs or ()) if o != output]))
+        for o in names:
+            if not isinstance(o, str) or o not in self._current:
+                raise ValueError(f"{self.name}: output blob {o!r} is not made by any layer")
+        self.output, self.outputs = names[0], tuple(names)
+        self._output_id = self._current[self.output]
+        self._logits_id = self._logits_of(self._output_id)
+        kept = {self._current[o] for o in self.outputs} | {self._logits_id}
         # After which plan step each blob is read for the last time, to free it early.
         last_use = {}
         for step, (_, in_ids, _) in enumerate(self._plan):
@@ -166,7 +188,7 @@ class Net:
                 last_use[i] = step
         self._free_after = defaultdict(list)
         for blob_id, step in last_use.items():
-            if blob_id not in (self._output_id, self._logits_id):
+            if blob_id not in kept:
                 self._free_after[step].append(blob_id)
 
     def plan(self):
@@ -229,8 +251,118 @@ class Net:
 
     @property
     def num_classes(self):
+        """Values of the logits blob per example (its classes; a spatial map's values
+        flattened)."""
         shape = self._shapes[self._logits_id]
         return int(np.prod(shape))
+
+    # -----------------------------------------------------------------------------------------
+    # Outputs, input size, what the images are
+
+    def with_output(self, name):
+        """A view of this net whose output — what ``forward`` returns and the loss, ``logits``
+        and every attack read — is the blob ``name`` (any blob; for a Softmax's output its
+        input is the logits). It shares the layers and weights with this net (a change to one
+        shows in the other); its ``outputs`` are ``name`` and this net's others."""
+        view = copy.copy(self)
+        view._set_outputs(name, self.outputs)
+        return view
+
+    def at_input_shape(self, input_shape):
+        """This net planned for inputs of another per-example shape (a fully convolutional
+        net at another image size: MTCNN's P-Net on a whole photo), sharing its weights → a
+        new Net (this net itself for its own shape). ValueError naming the first layer that
+        cannot take the new shape or whose weights would change (an InnerProduct after a
+        Flatten fixes the size)."""
+        shape = tuple(int(s) for s in input_shape)
+        if shape == self.input_shape:
+            return self
+        spec = self.spec()
+        spec["input_shape"] = list(shape)
+        try:
+            other = Net.from_spec(spec, dtype=self.dtype, seed=self._seed, source=self.name,
+                                  init=False)
+            for mine, theirs in zip(self.layers, other.layers):
+                theirs.share_state(mine)
+        except ValueError as e:
+            raise ValueError(f"{self.name}: cannot run at input shape {shape} (planned for "
+                             f"{self.input_shape}): {e}") from None
+        other.training = self.training
+        return other
+
+    @property
+    def preprocessing(self):
+        """How an image becomes this net's input (``engine.preprocess``): a dict, {} if
+        nothing is known. Assigning checks it (and reads Caffe's key names)."""
+        return dict(self._preprocessing)
+
+    @preprocessing.setter
+    def preprocessing(self, value):
+        self._preprocessing = check_preprocessing(value, self.input_shape[0],
+                                                  f"{self.name}: preprocessing")
+
+    @property
+    def bounds(self):
+        """(low, high) of the images in image units (numbers or one per channel), or None
+        when the model does not say. Assigning checks it."""
+        return None if self._bounds is None else tuple(self._bounds)
+
+    @bounds.setter
+    def bounds(self, value):
+        self._bounds = check_bounds(value, self.input_shape[0], f"{self.name}: bounds")
+
+    def input_bounds(self):
+        """(low, high) of this net's input values (after the preprocessing) for images within
+        ``bounds``: numbers, or (C,) arrays when they differ per channel; None without
+        bounds. The clip range of an attack on inputs already preprocessed."""
+        return input_bounds(self._bounds, self._preprocessing, self.input_shape[0])
+
+    def with_preprocessing(self, from_range=None):
+        """A net that takes images in image units (``bounds``) and applies the preprocessing
+        itself, as a ``Preprocess`` layer in front of a copy of this net — the net to attack
+        with eps in image units. This net itself when nothing changes the values. Its
+        ``preprocessing`` keeps only what is about image files (resize, crop).
+
+        ``from_range`` = (low, high): take values in that range instead (a dataset's [0, 1]),
+        mapped linearly onto ``bounds`` first (per channel where they are), so that eps is in
+        those units; the new net's ``bounds`` are ``from_range``. Without ``bounds`` the
+        values are taken as they are."""
+        C = self.input_shape[0]
+        m = affine(self._preprocessing, C)
+        order, a, b = m if m is not None else (np.arange(C), np.ones(C), np.zeros(C))
+        bounds = self._bounds
+        if from_range is not None and bounds is not None:
+            flo, fhi = check_bounds(from_range, C, f"{self.name}: from_range")
+            lo, hi = (np.broadcast_to(np.asarray(v, float), (C,)) for v in bounds)
+            flo, fhi = (np.broadcast_to(np.asarray(v, float), (C,)) for v in (flo, fhi))
+            r = (hi - lo) / (fhi - flo)  # image = lo + (x − flo) · r, per image channel
+            a, b = r[order] * a, (lo - flo * r)[order] * a + b
+            bounds = check_bounds(from_range, C)
+        if np.array_equal(order, np.arange(C)) and np.all(a == 1) and np.all(b == 0):
+            if bounds == self._bounds:
+                return self
+            other = self.copy()
+            other.bounds = bounds
+            return other
+        spec = self.spec()
+        first = spec["layers"][0]
+        name = "preprocess"
+        while any(l["name"] == name for l in spec["layers"]):
+            name += "_"
+        head = Preprocess(name, order, a, b, top=f"{self.input_name}/{name}").config()
+        for layer in spec["layers"]:  # the layers reading the input read the preprocessed one
+            reads = layer.get("bottom") or ([self.input_name] if layer is first else [])
+            if self.input_name in reads:
+                layer["bottom"] = [head["top"][0] if b == self.input_name else b for b in reads]
+        spec["layers"].insert(0, head)
+        spec["preprocessing"] = {k: v for k, v in self._preprocessing.items()
+                                 if k in ("resize", "crop")}
+        spec["bounds"] = bounds
+        other = Net.from_spec(spec, dtype=self.dtype, seed=self._seed, source=self.name,
+                              init=False)
+        other.load_state_dict(self.state_dict())
+        other.training = self.training
+        return other
 
     # -----------------------------------------------------------------------------------------
     # Modes, parameters, state
@@ -276,8 +408,14 @@ class Net:
                 yield f"{l.name}/{k}", v
 
     def num_params(self):
-        """Trainable values (a compressed layer counts its stored values, not its weights)."""
+        """Trainable values as stored: a compressed layer counts its stored values (a CSR
+        layer's non-zeros, a codebook's centroids), not its weights; see ``num_dense_params``."""
         return int(sum(v.size for _, v in self.named_params()))
+
+    def num_dense_params(self):
+        """Every weight and bias of the architecture, as if dense (what a paper's parameter
+        count is): a compressed layer counts all its weights, whatever it stores."""
+        return int(sum(l.dense_param_count() for l in self.layers))
 
     def convert(self, layer_name, kind, **options):
         """Re-encode one layer's weight in another format (see ``engine.formats``) → the format."""
@@ -310,11 +448,19 @@ class Net:
                 l.load_state({k: state[f"{l.name}/{k}"] for k in keys}, source)
 
     def spec(self):
-        """The architecture as JSON-able data; ``Net.from_spec`` rebuilds it (weights aside)."""
-        return {"format": SPEC_FORMAT, "version": SPEC_VERSION, "name": self.name,
+        """The architecture as JSON-able data; ``Net.from_spec`` rebuilds it (weights aside).
+        Further outputs, preprocessing and bounds are there when the net has them."""
+        spec = {"format": SPEC_FORMAT, "version": SPEC_VERSION, "name": self.name,
                 "input_shape": list(self.input_shape), "input_name": self.input_name,
                 "output": self.output, "dtype": self.dtype.name,
                 "layers": [l.config() for l in self.layers]}
+        if len(self.outputs) > 1:
+            spec["outputs"] = list(self.outputs)
+        if self._preprocessing:
+            spec["preprocessing"] = json.loads(json.dumps(self._preprocessing))
+        if self._bounds is not None:
+            spec["bounds"] = json.loads(json.dumps(self._bounds))
+        return spec
 
     @classmethod
     def from_spec(cls, spec, *, dtype=None, seed=0, source="spec", init=True, max_bytes=None):
@@ -333,8 +479,10 @@ class Net:
         try:
             layers = [layer_from_config(c) for c in spec["layers"]]
             return cls(layers, spec["input_shape"], input_name=spec["input_name"],
-                       output=spec["output"], dtype=dtype or spec.get("dtype", "float32"),
-                       seed=seed, name=spec.get("name", "net"), init=init, max_bytes=max_bytes)
+                       output=spec["output"], outputs=spec.get("outputs"),
+                       dtype=dtype or spec.get("dtype", "float32"), seed=seed,
+                       name=spec.get("name", "net"), preprocessing=spec.get("preprocessing"),
+                       bounds=spec.get("bounds"), init=init, max_bytes=max_bytes)
         except ValueError as e:
             raise e if str(e).startswith(source) else ValueError(f"{source}: {e}") from None
         except (KeyError, TypeError, IndexError, AttributeError, OverflowError) as e:
@@ -342,7 +490,8 @@ class Net:
 
     def copy(self, *, dtype=None):
         """A new Net with the same architecture and a copy of the weights (cast to ``dtype``)."""
-        other = Net.from_spec(self.spec(), dtype=dtype or self.dtype, seed=self._seed)
+        other = Net.from_spec(self.spec(), dtype=dtype or self.dtype, seed=self._seed,
+                              init=False)
         other.load_state_dict(self.state_dict())
         other.training = self.training
         return other
@@ -351,19 +500,26 @@ class Net:
         return self.copy(dtype=dtype)
 
     def summary(self):
-        """A table of layers: name, type, output shape, parameter count."""
-        rows = [("layer", "type", "output", "params")]
+        """A table of layers: name, type, output shape, parameters (every weight and bias, as
+        a paper counts them) and, when some layer is compressed, the values it stores (a CSR
+        layer's non-zeros, a codebook's centroids: what trains)."""
+        stored = self.num_params() != self.num_dense_params()
+        rows = [("layer", "type", "output", "params") + (("stored",) if stored else ())]
         for layer, _, out_ids in self._plan:
-            n = sum(v.size for v in layer.params.values())
+            n = layer.dense_param_count()
+            m = sum(v.size for v in layer.params.values())
             rows.append((layer.name, layer.type, " ".join(str(self._shapes[o]) for o in out_ids),
-                         f"{n:,}"))
-        rows.append(("total", "", "", f"{self.num_params():,}"))
-        widths = [max(len(r[i]) for r in rows) for i in range(4)]
+                         f"{n:,}") + ((f"{m:,}" if m != n else "",) if stored else ()))
+        rows.append(("total", "", "", f"{self.num_dense_params():,}")
+                    + ((f"{self.num_params():,}",) if stored else ()))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
     def __repr__(self):
+        n, m = self.num_dense_params(), self.num_params()
+        stored = f", {m:,} stored" if m != n else ""
         return f"Net({self.name!r}, {len(self.layers)} layers, input {self.input_shape}, " \
-               f"{self.num_params():,} parameters)"
+               f"{n:,} parameters{stored})"
 
     # -----------------------------------------------------------------------------------------
     # Passes
@@ -382,10 +538,11 @@ class Net:
             raise ValueError(f"{self.name}: input has {bad} non-finite value(s) (NaN or inf)")
         return x
 
-    def _steps(self, ctx, blobs, *, yielding=True):
+    def _steps(self, ctx, blobs, *, yielding=True, keep=()):
         """Run the plan on ``blobs`` ({blob id: array}, holding the input), dropping blobs no
-        later layer reads. ``yielding``: a LayerStep per layer, the run going on from its outputs
-        (a caller may replace them); else nothing is yielded (``forward``'s lean path)."""
+        later layer reads (but those in ``keep``). ``yielding``: a LayerStep per layer, the run
+        going on from its outputs (a caller may replace them); else nothing is yielded
+        (``forward``'s lean path)."""
         for index, (layer, in_ids, out_ids) in enumerate(self._plan):
             inputs = [blobs[i] for i in in_ids]
             outputs = made = layer.forward(inputs, ctx)
@@ -396,7 +553,8 @@ class Net:
             for o, y in zip(out_ids, outputs):
                 blobs[o] = y
             for blob_id in self._free_after[index]:
-                blobs.pop(blob_id, None)
+                if blob_id not in keep:
+                    blobs.pop(blob_id, None)
 
     def _step_outputs(self, step, made, out_ids, n):
         """A step's outputs after the caller's turn: those it replaced checked, and laid out
@@ -417,13 +575,13 @@ class Net:
             outputs.append(y)
         return outputs
 
-    def _run(self, x, ctx):
-        """Run the plan; returns the blob dict holding at least the output and the logits."""
+    def _run(self, x, ctx, keep=()):
+        """Run the plan; returns the blob dict holding at least the outputs, the logits and the
+        blob ids in ``keep``."""
         blobs = {self.input_name: x}
-        for _ in self._steps(ctx, blobs, yielding=False):
+        for _ in self._steps(ctx, blobs, yielding=False, keep=keep):
             pass
-        out = blobs[self._output_id]
-        if nonfinite(out):
+        if any(nonfinite(blobs[i]) for i in (self._output_id,) + tuple(keep)):
             self._raise_nonfinite(x)
         return blobs
 
@@ -454,22 +612,35 @@ class Net:
         ctx = Context(train=self.training if train is None else train, rng=self._rng)
         return self._steps(ctx, {self.input_name: x})
 
-    def forward(self, x, *, train=None):
+    def forward(self, x, *, train=None, output=None):
         """Output of the net for ``x`` (N, *input_shape) — logits, or probabilities if the net
-        ends with a Softmax. Eval mode unless ``train`` or ``net.train()`` says otherwise."""
+        ends with a Softmax. Eval mode unless ``train`` or ``net.train()`` says otherwise.
+
+        ``output``: a blob name (one of ``net.outputs``, or any blob) → that blob's values
+        instead; a list of names → {name: values}, from one pass."""
         x = self._check_input(x)
         ctx = Context(train=self.training if train is None else train, rng=self._rng)
-        return self._run(x, ctx)[self._output_id]
+        if output is None:
+            return self._run(x, ctx)[self._output_id]
+        names = [output] if isinstance(output, str) else list(output)
+        ids = [self._blob_id(n) for n in names]
+        blobs = self._run(x, ctx, keep=tuple(ids))
+        if isinstance(output, str):
+            return blobs[ids[0]]
+        return {n: blobs[i] for n, i in zip(names, ids)}
 
     def _forward_keep(self, x, train):
         ctx = Context(train=train, keep=True, rng=self._rng)
         return self._run(x, ctx)
 
-    def backward(self, dout, *, param_grads=True, input_grad=True, of="output"):
+    def backward(self, dout, *, param_grads=True, input_grad=True, of="output", on_layer=None):
         """Back-propagate ``dout`` (the gradient w.r.t. the output, or w.r.t. the logits with
         ``of="logits"``) through the last ``forward_for_backward`` pass.
 
         Fills ``net.grads`` when ``param_grads``; returns dL/dx when ``input_grad`` (else None).
+        ``on_layer(layer, dys)``, if given, sees each layer's output gradients (a list of
+        (N, …) arrays, not to be modified) before the layer back-propagates them: per-example
+        quantities such as the squared gradients of a Hessian diagonal start there.
         """
         start = self._output_id if of == "output" else self._logits_id
         grads = {start: dout}
@@ -487,6 +658,8 @@ class Net:
             dys = [np.zeros((dout.shape[0],) + self._shapes[o], dtype=dout.dtype) if d is None
                    else np.ascontiguousarray(d) for d, o in zip(dys, out_ids)]
             need_input = input_grad or any(i != self.input_name for i in in_ids)
+            if on_layer is not None:
+                on_layer(layer, dys)
             ctx = Context(param_grads=param_grads, input_grad=need_input)
             dxs = layer.backward(dys, ctx)
             layer.release()

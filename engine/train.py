@@ -153,7 +153,8 @@ class Schedule:
 
 
 def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed=0,
-        augment=None, val=None, checkpoint=None, progress=True, log=print, objective=None):
+        augment=None, val=None, checkpoint=None, progress=True, log=print, objective=None,
+        extend=False):
     """Train ``net`` on images ``x`` (N, …) with integer labels ``y`` → history (list of dicts).
 
     Each epoch visits a fresh seeded permutation in batches of ``batch_size`` (the last partial
@@ -161,7 +162,10 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
     an (x, y) pair evaluated after every epoch. With ``checkpoint`` (a path), the state is saved
     atomically after every epoch and a run that finds the file resumes from it; the file must
     come from the same settings (model, data size, seed, batch size, schedule, optimizer,
-    objective).
+    objective). With ``extend``, a checkpoint of a finished run that differs only in its
+    epochs (and its schedule, which counts them) goes on to the larger ``epochs``: the
+    finished epochs stay as they were and the new epochs follow this call's schedule from the
+    iteration reached (so the result differs from a run of that many epochs from the start).
 
     ``objective(net, xb, yb)`` → (mean loss, logits) computes the training loss of a batch and
     leaves its parameter gradients in ``net.grads``, as ``net.loss_and_grad`` (the default, when
@@ -194,8 +198,17 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
         if saved_run != run:
             changed = sorted(k for k in set(run) | set(saved_run or {})
                              if (saved_run or {}).get(k) != run.get(k))
-            raise ValueError(f"{checkpoint}: was written by a run with other settings "
-                             f"(differs in {changed}); remove it or choose another path")
+            longer = (set(changed) <= {"epochs", "schedule"} and saved_run is not None
+                      and ckpt["meta"].get("epoch") == saved_run.get("epochs")
+                      and epochs > saved_run.get("epochs", epochs))
+            if not (extend and longer):
+                hint = (f"; it finished its {saved_run['epochs']} epochs: extend=True (train "
+                        f"--extend) continues it to {epochs}") if longer else \
+                    "; remove it or choose another path"
+                raise ValueError(f"{checkpoint}: was written by a run with other settings "
+                                 f"(differs in {changed}){hint}")
+            if log:
+                log(f"extending {checkpoint} from {saved_run['epochs']} to {epochs} epochs")
         history, start_epoch = ckpt["meta"].get("history"), ckpt["meta"].get("epoch")
         if not isinstance(history, list) or isinstance(start_epoch, bool) \
                 or not isinstance(start_epoch, int) or not 0 <= start_epoch <= epochs:

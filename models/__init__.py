@@ -1,6 +1,7 @@
 """The model zoo, the data and model files: the LeNets (``lenet``), the ImageNet and small
 zoo architectures with data-dependent initialisation (``zoo``), Deep Compression's SqueezeNet
-(``squeezenet_dc``), IDX files (``idx``) and datasets (``datasets``: MNIST, Fashion-MNIST,
+(``squeezenet_dc``), every architecture by name for a dataset's images (``architectures``),
+IDX files (``idx``) and datasets (``datasets``: MNIST, Fashion-MNIST,
 CIFAR-10), Caffe and Keras files (the subpackages ``caffe``, whose binary files need protobuf,
 and ``keras``). ``robustcnn.load`` reads any model file.
 
@@ -14,6 +15,7 @@ from .._lazy import lazy_exports
 
 __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "lenet": ("lenet5", "lenet_300_100", "build_model", "MODELS"),
+    "architectures": ("build_architecture", "fresh_net"),
     "zoo": ("alexnet", "caffenet", "vgg16", "googlenet", "squeezenet_v1_0", "squeezenet_v1_1",
             "squeezenet_small", "mobilenet_v1", "mobilenet_small", "inception_v3", "ZOO",
             "build_zoo", "data_init", "compact_for_params", "WIDTH_KNOBS"),
@@ -22,6 +24,7 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "datasets": ("load_dataset", "load_mnist_like", "load_cifar10", "DATASETS", "data_dir",
                  "MNIST_CLASSES", "FASHION_MNIST_CLASSES"),
     "idx": ("read_idx", "write_idx"),
-}, submodules=("lenet", "zoo", "squeezenet_dc", "datasets", "idx", "caffe", "keras"))
+}, submodules=("lenet", "zoo", "squeezenet_dc", "datasets", "idx", "caffe", "keras",
+               "architectures"))
 
 del lazy_exports

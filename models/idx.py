@@ -122,20 +122,24 @@ def _parse(stream, name: str, available: int | None, max_bytes: int | None) -> n
     # Python ints: 2**32-1 to the 8th power times 8 does not overflow here.
     need = math.prod(shape) * dtype.itemsize
     described = f"shape {shape} of {dtype.name} needs {need} bytes of data"
-    limits.check_bytes(name, f"the data (shape {shape} of {dtype.name})", need, max_bytes)
+    what = f"the data (shape {shape} of {dtype.name})"
 
     header = 4 + 4 * ndim
     if available is not None:
         found = available - header
         if found != need:
             _raise_size_mismatch(name, described, need, found)
+        limits.check_bytes(name, what, need, max_bytes)  # before reading
         data = stream.read(need)
         if len(data) != need:  # the file shrank between fstat and read
             _raise_size_mismatch(name, described, need, len(data))
     else:
         # One byte past the declared end: reaching the end of the stream makes gzip check
         # its CRC and length trailer, and a surplus byte reveals trailing data.
-        data = _read_capped(stream, need + 1)
+        limit = limits.resolve(max_bytes)
+        data = _read_capped(stream, min(need, limit) + 1)
+        if need > limit and len(data) > limit:  # more data than the limit: not read on
+            limits.check_bytes(name, what, need, max_bytes)
         if len(data) != need:
             _raise_size_mismatch(name, described, need, len(data), at_least=True)
 

@@ -242,9 +242,14 @@ def squeezenet_v1_0_deep_compression(dense=False, *, dtype=np.float32):
     file (``dense=True`` densifies them instead, for comparison).
     Input: (N, 3, 227, 227) BGR pixels in 0–255 minus ``MEAN_BGR`` (``caffe_input`` makes it).
     Output: the logits, (N, 1000, 1, 1) from the final global average pool; the deploy file has
-    no Softmax.
+    no Softmax. ``net.bounds`` (0, 255) and ``net.preprocessing`` say so: an image resized to
+    256×256, its centre 227×227, BGR, minus the mean (``net.with_preprocessing()`` takes RGB
+    0–255 crops and does the rest).
     """
     net = _architecture(dtype)
+    net.bounds = (0.0, 255.0)
+    net.preprocessing = {"mean": list(MEAN_BGR), "channel_order": "bgr", "resize": [256, 256],
+                         "crop": CROP}
     layers = read_deep_compression(WEIGHTS, weight_shapes(net))
     if dense:
         net.load_state_dict(dense_state_dict(layers), source=os.fspath(WEIGHTS))

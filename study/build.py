@@ -20,9 +20,9 @@ def training_objective(recipe, seed, teacher=None, options=None):
         return DistillationObjective(teacher, temperature=options["temperature"],
                                      alpha=options["alpha"])
     if recipe.get("adversarial"):
-        from ..attacks.adversarial_training import AdversarialObjective
+        from ..attacks.adversarial_training import adversarial_objective
 
-        return AdversarialObjective(**recipe["adversarial"], seed=seed)
+        return adversarial_objective(recipe["adversarial"], seed)
     return None
 
 
@@ -43,35 +43,41 @@ def train(net, x, y, recipe, seed, *, progress=False, checkpoint=None, objective
                seed=seed, checkpoint=checkpoint, progress=progress, log=None, **kwargs)
 
 
-# Examples ``models.zoo.data_init`` scales a fresh small zoo net on (the first N of the
-# training set): the engine's batch norm does not normalise a net trained from scratch by
-# itself, and SqueezeNet has none, so these deep narrow nets start with unit-variance layers.
-DATA_INIT_EXAMPLES = 256
-
-
 def architecture(study, spec, seed, x):
     """A fresh net of a dense, compact or distilled model's architecture for the training
     images ``x`` (sized to ``params`` parameters when the spec asks; the small zoo nets
-    initialised from data) → (net, kwargs used)."""
+    initialised from data: ``models.architectures.fresh_net``) → (net, kwargs used)."""
+    from ..models.architectures import fresh_net
     from ..models.datasets import DATASETS
-    from ..models.lenet import MODELS, build_model as build_lenet
-    from ..models.zoo import WIDTH_KNOBS, build_zoo, compact_for_params, data_init
 
     shape, classes = tuple(x.shape[1:]), len(DATASETS[study.dataset])
-    kwargs = dict(spec.kwargs)
     try:
-        if "params" in spec.options:
-            kwargs = compact_for_params(spec.arch, spec.options["params"], input_shape=shape,
-                                        num_classes=classes, **kwargs)
-            kwargs = {k: v for k, v in kwargs.items() if k not in ("input_shape", "num_classes")}
-        make = build_lenet if spec.arch in MODELS else build_zoo
-        net = make(spec.arch, input_shape=shape, num_classes=classes, seed=seed, **kwargs)
+        return fresh_net(spec.arch, x, classes, seed=seed, params=spec.options.get("params"),
+                         **spec.kwargs)
     except (TypeError, ValueError) as e:
         raise ValueError(f"{study.source}: model {spec.name} ({spec.arch}): cannot build it "
-                         f"for {shape} inputs with kwargs {kwargs}: {e}") from None
-    if spec.arch in WIDTH_KNOBS:
-        data_init(net, x[:DATA_INIT_EXAMPLES])
-    return net, kwargs
+                         f"for {shape} inputs with kwargs {spec.kwargs}: {e}") from None
+
+
+def imported(study, spec, x):
+    """An imported model's net for the study's [0, 1] images ``x``: loaded (``robustcnn.load``,
+    with the study's bounds and preprocessing over the file's), planned for their size when
+    fully convolutional, and with its preprocessing in front taking [0, 1] images mapped onto
+    its bounds (``Net.with_preprocessing``), so eps are in [0, 1] units as for every model."""
+    from ..loading import load
+    from ..models.datasets import DATASETS
+
+    net, _ = load(spec.path, weights=spec.weights, input_shape=tuple(x.shape[1:]),
+                  bounds=spec.options.get("bounds"))
+    try:
+        net.preprocessing = {**net.preprocessing, **spec.options.get("preprocessing", {})}
+    except ValueError as e:
+        raise ValueError(f"{study.source}: model {spec.name}: {e}") from None
+    classes = len(DATASETS[study.dataset])
+    if net.num_classes < classes:
+        raise ValueError(f"{study.source}: model {spec.name}: {spec.path} has "
+                         f"{net.num_classes} outputs, {study.dataset} {classes} classes")
+    return net.with_preprocessing(from_range=(0.0, 1.0))
 
 
 def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=None,
@@ -129,6 +135,12 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
     elif spec.kind == "finetuned":
         net = parents[spec.base].copy()
         say(f"fine-tuning {spec.base} → {name} (seed {seed})")
+        train(net, x, y, spec.train, seed, progress=progress, checkpoint=checkpoint,
+              objective=training_objective(spec.train, seed))
+    elif spec.kind == "imported":
+        net = imported(study, spec, x)
+        say(f"imported {name} from {spec.path}"
+            + (f", fine-tuning (seed {seed})" if spec.train["epochs"] else ""))
         train(net, x, y, spec.train, seed, progress=progress, checkpoint=checkpoint,
               objective=training_objective(spec.train, seed))
     elif spec.kind == "lowrank":

@@ -73,14 +73,17 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
 
 def run_sanity(study, cell, net, xt, yt, *, progress=False):
     """The sanity checks of one model at the study's eps → (clean accuracy, [check dicts])."""
-    from ..attacks.sanity import sanity_checks
+    from ..attacks.sanity import sanity_checks, sanity_work
 
     n = min(study.sanity_examples, len(xt))
     x, y = xt[:n], yt[:n]
     clean_ok = net.predict(x, batch_size=study.batch_size) == y
-    # Several attacks at several eps: a count of examples attacked, without a total.
-    with _cell_bar(progress, f"{cell.model} sanity checks", None) as bar:
-        checks = sanity_checks(net, x, y, {}, study.bounded_eps() or [0.1], clean_ok=clean_ok,
+    eps = study.bounded_eps() or [0.1]
+    # Several attacks at several eps: their examples' total known beforehand, for the ETA.
+    total = sanity_work(net, x, y, {}, eps, subset=n, batch_size=study.batch_size) \
+        if progress else None
+    with _cell_bar(progress, f"{cell.model} sanity checks", total) as bar:
+        checks = sanity_checks(net, x, y, {}, eps, clean_ok=clean_ok,
                                subset=n, batch_size=study.batch_size, seed=cell.seed,
                                progress=bar.update)
     return float(clean_ok.mean()), [c.to_dict() for c in checks]

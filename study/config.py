@@ -8,7 +8,8 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
     [train]                      the recipe of trained models: epochs (12), batch_size (64),
                                  lr (0.02), momentum (0.9), weight_decay (5e-4), schedule
                                  ("cosine"), adversarial (optional: {attack, eps, fraction,
-                                 steps}: adversarial training)
+                                 steps}: adversarial training; or {objective = "trades",
+                                 eps, beta, steps}: TRADES)
     [[models]]  kind = "dense"       name, arch (a name of models.lenet.MODELS or models.zoo.ZOO),
                                      kwargs (table, optional), train (table overriding [train])
     [[models]]  kind = "compact"     as dense, plus params (optional: build the architecture at
@@ -16,8 +17,10 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
     [[models]]  kind = "compressed"  name, base (an earlier model), preset (a name of
                                      compress.pipeline.PRESETS, optional), settings (a table of
                                      CompressionSettings fields overriding the preset, e.g.
-                                     adversarial = {...}: adversarial-aware compression),
-                                     target_ratio (optional: scale the kept shares to reach it)
+                                     adversarial = {...}: adversarial-aware compression;
+                                     pruning = "hydra" and pruning_options = {...}: another
+                                     pruning method, compress.pruning_methods), target_ratio
+                                     (optional: scale the kept shares to reach it)
     [[models]]  kind = "quantized"   name, base (an earlier model), method (a name of
                                      compress.methods.METHODS: int8, ttq, …), options (a table of
                                      the method's own options, e.g. epochs; its seed is the
@@ -28,6 +31,15 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      (4), alpha (0.9): Hinton et al.'s knowledge distillation
     [[models]]  kind = "lowrank"     name, base, ratio or ranks (a table layer → rank), train
                                      (the fine-tuning after factorising)
+    [[models]]  kind = "imported"    name, path (a model file ``robustcnn.load`` reads: ONNX,
+                                     Keras, Caffe prototxt, checkpoint, .rcnn; relative to the
+                                     study file), weights (a Caffe prototxt's), bounds ([low,
+                                     high]) and preprocessing (a table: mean, std, scale,
+                                     channel_order) where the file does not say them, train
+                                     (optional fine-tuning: epochs 0 unless set). The dataset's
+                                     [0, 1] images are mapped onto its bounds and preprocessed
+                                     in front of it (``Net.with_preprocessing``), so its eps
+                                     are in [0, 1] units like every other model's
     [[attacks]]                      name (of attacks.ATTACKS or its aliases), eps (a list of
                                      radii; for unbounded attacks — DeepFool, C&W — optional
                                      radii at which to also report accuracy), source (optional:
@@ -50,7 +62,8 @@ import tomllib
 from dataclasses import asdict, dataclass, field
 
 # The study's vocabulary: every other module of study/ takes these names from here.
-KINDS = ("dense", "compact", "compressed", "quantized", "finetuned", "distilled", "lowrank")
+KINDS = ("dense", "compact", "compressed", "quantized", "finetuned", "distilled", "lowrank",
+         "imported")
 TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
 # The headline's two sides: models made small by compression, and models designed (or
 # distilled, or factorised) small.
@@ -64,7 +77,8 @@ SANITY = "sanity"  # the attack name of a model's sanity-check cell: checks, not
 TRANSFER = "transfer"  # a transfer attack's label: transfer:fgsm<-lenet5 (attack_label)
 TRAIN_DEFAULTS = dict(epochs=12, batch_size=64, lr=0.02, momentum=0.9, weight_decay=5e-4,
                       schedule="cosine")
-ADVERSARIAL_KEYS = {"attack", "eps", "fraction", "steps"}
+ADVERSARIAL_KEYS = {"objective", "attack", "eps", "fraction", "steps"}
+TRADES_KEYS = {"objective", "eps", "beta", "steps"}
 MAX_CONFIG_BYTES = 1 << 20  # a study file is a few KiB
 _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_examples",
                "sanity", "sanity_examples", "batch_size"}
@@ -75,7 +89,9 @@ _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "finetuned": {"name", "kind", "base", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
                              "temperature", "alpha"},
-               "lowrank": {"name", "kind", "base", "ratio", "ranks", "train"}}
+               "lowrank": {"name", "kind", "base", "ratio", "ranks", "train"},
+               "imported": {"name", "kind", "path", "weights", "bounds", "preprocessing",
+                            "train"}}
 
 
 def attack_label(name, source=None):
@@ -117,7 +133,8 @@ class ModelSpec:
     train; ``base`` names the model a compressed, finetuned or lowrank one starts from and
     ``teacher`` the one a distilled model learns from; ``options`` holds the kind's own fields
     (target_ratio, params, temperature, alpha, ratio, ranks; a quantized model's method and
-    method_options)."""
+    method_options; an imported model's bounds, preprocessing and its files' digest); ``path``
+    and ``weights`` are an imported model's files (absolute)."""
 
     name: str
     kind: str
@@ -129,6 +146,8 @@ class ModelSpec:
     settings: dict = field(default_factory=dict)
     teacher: str = None
     options: dict = field(default_factory=dict)
+    path: str = None
+    weights: str = None
 
     @property
     def parents(self):
@@ -194,6 +213,8 @@ class Study:
     def arch(self, name):
         """The architecture a model has (or was made from)."""
         m = self.model(name)
+        if m.kind == "imported":
+            return os.path.basename(m.path)
         return m.arch if m.arch else self.arch(m.base)
 
     def adversarial(self, name):
@@ -261,7 +282,10 @@ class Study:
 
         fields = dict(PRESETS[m.preset]) if m.preset else {"kept": {}, "bits": {}}
         fields.update(m.settings)
-        return asdict(CompressionSettings(**fields))
+        out = asdict(CompressionSettings(**fields))
+        if out["pruning"] == "magnitude" and not out["pruning_options"]:
+            del out["pruning"], out["pruning_options"]  # keys of models from before stay
+        return out
 
     def cell_key(self, cell):
         """The unique key of a cell's row: the model's identity, the attack (with a transfer
@@ -348,10 +372,23 @@ def _unknown(table, allowed, source, where):
 
 
 def _adversarial(table, source, where):
-    """An adversarial-training table → its canonical dict (attack name resolved)."""
+    """An adversarial-training table → its canonical dict (attack name resolved). With
+    ``objective = "trades"`` (Zhang et al.'s TRADES): eps, beta (6), steps (10), no attack."""
     from ..attacks.registry import attack_spec
 
     table = _table(table, source, where)
+    objective = table.get("objective", "mixed")
+    if objective not in ("mixed", "trades"):
+        raise _err(source, f"{where}.objective", f"expected mixed or trades, got {objective!r}")
+    if objective == "trades":
+        _unknown(table, TRADES_KEYS, source, where)
+        if "eps" not in table:
+            raise _err(source, f"{where}.eps", "missing (the radius of the inner maximisation)")
+        out = {"objective": "trades", "eps": _number(table["eps"], source, f"{where}.eps"),
+               "beta": _number(table.get("beta", 6.0), source, f"{where}.beta")}
+        if "steps" in table:
+            out["steps"] = _int(table["steps"], source, f"{where}.steps", 1)
+        return out
     _unknown(table, ADVERSARIAL_KEYS, source, where)
     try:
         record = attack_spec(_str(table.get("attack", "fgsm"), source, f"{where}.attack"), where)
@@ -390,10 +427,9 @@ def _train_recipe(table, base, source, where):
 
 
 def _architectures():
-    from ..models.lenet import MODELS
-    from ..models.zoo import ZOO
+    from ..models.architectures import names
 
-    return set(MODELS) | set(ZOO)
+    return set(names())
 
 
 def _compression_settings(m, source, where):
@@ -418,6 +454,17 @@ def _compression_settings(m, source, where):
     if "adversarial" in settings:
         settings["adversarial"] = _adversarial(settings["adversarial"], source,
                                                f"{where}.settings.adversarial")
+    if "pruning" in settings or "pruning_options" in settings:
+        from ..compress.pruning_methods import pruning_method
+
+        try:
+            spec = pruning_method(settings.get("pruning", "magnitude"),
+                                  f"{where}.settings.pruning")
+            spec.parse_options(settings.get("pruning_options"),
+                               f"{where}.settings.pruning_options")
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
+        settings["pruning"] = spec.name
     return settings
 
 
@@ -426,6 +473,8 @@ def _weighted_layers(models, name, dataset, seen=None):
     None when they cannot be known before it is built (its architecture does not build with
     its kwargs here: the build reports that)."""
     m = next(x for x in models if x.name == name)
+    if m.kind == "imported":  # known once its file is loaded: the build reports it
+        return None
     if m.arch is None:
         base = _weighted_layers(models, m.base, dataset)
         if base is None or m.kind != "lowrank":
@@ -519,6 +568,10 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
         fields.update(arch=arch, kwargs=kwargs)
         if "params" in m:
             options["params"] = _int(m["params"], source, f"{where}.params", 1)
+    if kind == "imported":
+        fields.update(_imported(m, source, where))
+        options.update(fields.pop("options"))
+        train = {**train, "epochs": 0}  # fine-tuned only when its own train table says
     if kind not in ("compressed", "quantized"):
         fields["train"] = _train_recipe(m.get("train", {}), train, source, f"{where}.train")
     if kind in ("compressed", "quantized", "finetuned", "lowrank"):
@@ -557,6 +610,40 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
             options["ranks"] = {k: _int(v, source, f"{where}.ranks.{k}", 1)
                                 for k, v in ranks.items()}
     return ModelSpec(options=options, **fields)
+
+
+def _imported(m, source, where):
+    """An imported model's files (checked, absolute: relative paths from the study file's
+    folder) and its input options → {"path", "weights", "options"}; the options hold the
+    bounds and preprocessing given, and the files' SHA-256, so that another file is another
+    model."""
+    folder = os.path.dirname(os.path.abspath(source)) if os.path.exists(str(source)) \
+        else os.getcwd()
+    files = {}
+    for key in ("path", "weights"):
+        if key not in m and key == "weights":
+            continue
+        value = os.path.join(folder, _str(m.get(key), source, f"{where}.{key}"))
+        if not os.path.isfile(value):
+            raise _err(source, f"{where}.{key}", f"no file {value}")
+        files[key] = value
+    digest = hashlib.sha256()
+    for key in sorted(files):
+        with open(files[key], "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    options = {"sha256": digest.hexdigest()}
+    # The form only: the values are checked against the net's channels when it loads.
+    if m.get("bounds") is not None:
+        bounds = m["bounds"]
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise _err(source, f"{where}.bounds", f"expected [low, high] (numbers, or lists of "
+                                                  f"one per channel), got {bounds!r}")
+        options["bounds"] = bounds
+    if m.get("preprocessing") is not None:
+        options["preprocessing"] = dict(_table(m["preprocessing"], source,
+                                               f"{where}.preprocessing"))
+    return {"path": files["path"], "weights": files.get("weights"), "options": options}
 
 
 def _parse_attack(a, i, attacks, models, source):

@@ -22,7 +22,7 @@ def model_info(net, size, extra=None):
     dense = dense_parameter_bytes(net)
     # params: every weight and bias of the architecture (a compressed net's trainable
     # parameters are its centroids, which says nothing about its size).
-    return {"params": int(dense // 4), "dense_bytes": int(dense), "file_bytes": int(size),
+    return {"params": net.num_dense_params(), "dense_bytes": int(dense), "file_bytes": int(size),
             "compression_ratio": dense / size, **(extra or {})}
 
 

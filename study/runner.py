@@ -15,7 +15,7 @@ import time
 
 from ..progress import progress_bar
 from .cell import evaluate_cell
-from .config import Cell
+from .config import SANITY, Cell
 from .data import load_data
 from .models import obtain_model
 from .store import Store
@@ -52,6 +52,8 @@ def run_study(study, db, *, limit=None, progress=True, log=None, scheduler=None)
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
     with Store(db) as store:
         cells = [(study.cell_key(c), c) for c in study.cells()]
+        store.set_plan(study.name, {"cells": len(cells), "sanity": study.sanity,
+                                    "sanity_cells": sum(c.attack == SANITY for _, c in cells)})
         done = store.done_keys()
         pending = [(k, c) for k, c in cells if k not in done]
         todo = pending[:limit] if limit else pending

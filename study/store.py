@@ -10,6 +10,9 @@ Tables:
                (JSON: robustcnn, numpy, numba, python)
     artifacts  key (the model key), name, kind, path (relative to the database's directory),
                sha256, info (JSON), created: trained and compressed models, made once, reused
+    meta       name, value: the schema version, and per study ``plan:<study>`` (JSON: its
+               cells and whether it runs sanity checks, as the last run planned them), so a
+               report of a partial run can say what is missing
 
 Every write is its own transaction (``with conn``) in WAL mode with ``synchronous=FULL``: a
 process killed at any point (even ``kill -9``) leaves each cell either absent or complete, and a
@@ -99,7 +102,7 @@ def check_store(path, *, option=None):
         raise ValueError(f"{where}: not a robustcnn study database (no {', '.join(lacking)} "
                          f"table of a study store{'' if version else ', no schema_version'})")
     if str(version[0]) != str(SCHEMA_VERSION):
-        raise ValueError(f"{where}: results schema version {version[0]!r}, this robustcnn "
+        raise ValueError(f"{where}: results schema version {version[0]}, this robustcnn "
                          f"reads version {SCHEMA_VERSION}")
 
 
@@ -198,6 +201,19 @@ class Store:
         except sqlite3.Error as e:
             raise ValueError(f"{self.path}: unreadable results database ({e})") from None
         return out
+
+    # -- what each study planned --------------------------------------------------------------
+
+    def set_plan(self, study, plan):
+        """Record what the study ``study`` (its name) plans: a JSON-ready dict."""
+        with self._transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              (f"plan:{study}", json.dumps(plan, sort_keys=True)))
+
+    def plans(self):
+        """{study name: its plan} for every study a run recorded."""
+        return {name[len("plan:"):]: json.loads(value) for name, value in self.conn.execute(
+            "SELECT name, value FROM meta WHERE name LIKE 'plan:%'")}
 
     # -- model artifacts --------------------------------------------------------------------
 

@@ -125,6 +125,19 @@ def test_compress_info_eval_on_a_compressed_file(tiny_mnist, tmp_path, capsys):
     assert main(["compress", str(model), "-o", str(out), "--prune", "ip1"] + common) != 0
     assert main(["compress", str(model), "-o", str(out), "--preset", "nope"] + common) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+    # Another pruning method, its options and the info line naming it.
+    assert main(["compress", str(model), "-o", str(out), "--pruning", "dns", "--pruning-options",
+                 "c_rate=1,epochs=1", "--retrain-epochs", "0", "--finetune-epochs", "1",
+                 "--no-progress"] + common) == 0
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert 'pruning method: dns (Guo, Yao & Chen 2016); options {"c_rate": 1' in \
+        capsys.readouterr().out
+    assert main(["compress", str(model), "-o", str(out), "--pruning", "dns", "--pruning-options",
+                 "c=1"] + common) == 2
+    assert "--pruning-options: unknown option 'c' of method dns" in capsys.readouterr().err
+    assert main(["compress", str(model), "-o", str(out), "--pruning", "lottery"] + common) == 2
+    assert "--pruning: unknown pruning method 'lottery'" in capsys.readouterr().err
 
 
 def test_sensitivity(tiny_mnist, tmp_path, capsys):
@@ -194,6 +207,28 @@ def test_certify_and_the_squeezing_defence(tiny_mnist, tmp_path, capsys):
     assert defence["squeezers"] == ["bit-depth-1", "median-2x2", "median-3x3"]
     assert [(r["attack"], r["eps"]) for r in defence["rows"]] == [("fgsm", 0.3)]
     assert 0 <= defence["false_positive_rate"] <= 1
+
+
+def test_attack_autoattack_version_progress_and_json(tiny_mnist, tmp_path, capsys):
+    model = tmp_path / "m.h5"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    out = tmp_path / "aa.json"
+    with single_thread():
+        assert main(["attack", str(model), "--attack", "autoattack", "--version", "rand",
+                     "--eps", "0.3", "--limit", "20", "--sanity-examples", "8", "--json",
+                     str(out)] + common) == 0
+    captured = capsys.readouterr()
+    result = json.loads(out.read_text())
+    row = result["rows"][0]
+    assert row["attack"] == "autoattack-linf" and row["version"] == "rand"
+    assert [s["attack"] for s in row["stages"]] == ["apgd-ce", "apgd-dlr"]
+    assert row["stages"][-1]["robust_accuracy"] == pytest.approx(row["adversarial_accuracy"])
+    assert {"zero_gradient", "random_forward", "logits"} <= {c["name"] for c in result["sanity"]}
+    assert "robust accuracy after each attack" in captured.out
+    assert "autoattack-linf eps 0.3:" in captured.err and "ex/s" in captured.err  # the bar
 
 
 @pytest.mark.parametrize("method", ["int8", "ttq"])

@@ -317,3 +317,23 @@ def test_an_internal_error_still_shows_its_traceback(files, monkeypatch):
     monkeypatch.setattr(cli, "_info", broken)
     with pytest.raises(KeyError, match="a bug"):
         main(["info", str(files["model"])])
+
+
+def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
+    """`robustcnn info --json MODEL | head -1`: the rest of the output has nowhere to go; the
+    command stops with status 1 and no traceback."""
+    import subprocess
+    import sys
+
+    from robustcnn.compress.modelfile import save_model
+    from robustcnn.models.lenet import lenet5
+
+    model = tmp_path / "m.rcnn"
+    save_model(model, lenet5(seed=0))
+    cmd = subprocess.Popen([sys.executable, "-m", "robustcnn", "info", "--json", str(model)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    cmd.stdout.read(10)
+    cmd.stdout.close()
+    stderr = cmd.stderr.read().decode()
+    assert cmd.wait(timeout=120) == 1
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

@@ -3,7 +3,8 @@ and back.
 
     from robustcnn.models.caffe import load_caffe, save_caffe
     net = load_caffe("deploy.prototxt", "weights.caffemodel")
-    net.preprocessing            # {"scale": 1.0, "mean_value": [104, 117, 123], …} or {}
+    net.preprocessing            # {"mean": [104, 117, 123], "crop": 227, …} or {}
+    net.outputs                  # the blobs no layer reads (a detector's heads)
     save_caffe(net, "out.prototxt", "out.caffemodel")     # see exporter.py
 
 The schema is the project's own, ``caffe_subset.proto``: the messages of Caffe's ``caffe.proto``
@@ -19,8 +20,9 @@ formats are read: the current ``layer { type: "Convolution" }`` and the deprecat
 **Input.** ``input:`` with ``input_dim:`` ×4 or ``input_shape { dim: … }`` in the header, an
 ``Input`` layer, or a data layer (Data, ImageData, MemoryData, HDF5Data, WindowData, DummyData;
 MemoryData and DummyData sizes and ImageData/WindowData crops give the shape, otherwise pass
-``input_shape=(C, H, W)``; its ``transform_param`` — mean values, scale, crop, mirror — is kept
-as ``net.preprocessing``, not applied). One input; the batch size in the file is ignored.
+``input_shape=(C, H, W)``; its ``transform_param`` — mean values, scale, crop — is kept as
+``net.preprocessing`` with ``net.bounds`` (0, 255), not applied: ``net.with_preprocessing()``
+applies it). One input; the batch size in the file is ignored.
 Layers outside the TEST phase (``include``/``exclude`` rules, as Caffe's FilterNet applies them
 at level 0 with no stages; a layer with both kinds of rule is refused, as in Caffe) are left
 out, so train/val files load too.
@@ -35,7 +37,7 @@ out, so train/val files load too.
 - ReLU (negative_slope ≥ 0) → ReLU; PReLU (per channel or shared) → PReLU; LRN → LRN
   (ACROSS_CHANNELS) or LRNWithin (WITHIN_CHANNEL); Dropout → Dropout (identity at inference).
 - Softmax, and SoftmaxWithLoss (its label bottom dropped, as OpenCV does) → Softmax over axis 1
-  of a (K,) or (K, 1, 1) blob.
+  of a (K,) blob, or of a (K, H, W) blob at every position (a fully convolutional net's map).
 - Concat (``axis`` or V1 ``concat_dim``) → Concat; Eltwise SUM (with coefficients), PROD, MAX →
   EltwiseSum, EltwiseProd, EltwiseMax.
 - BatchNorm → BatchNorm without affine (the stored sums divided by the moving-average factor;

@@ -2,6 +2,8 @@
 
     net = load_caffe("deploy.prototxt", "weights.caffemodel")    # or weights.caffemodel.h5
     net.preprocessing          # the data layer's transform_param (mean, scale, crop), or {}
+    net.bounds                 # (0, 255) when a data layer says what the images are
+    net.outputs                # the blobs no layer reads: Caffe's net outputs
 
 The one translator of Caffe layers: ``BUILDERS`` maps each Caffe layer type onto engine layers,
 with its parameters' defaults taken from the schema (``caffe_subset.proto``), the fillers, and
@@ -30,6 +32,8 @@ SKIPPED_TYPES = ("Accuracy", "Silence")
 # What a file may declare is bounded by ``max_bytes`` (``robustcnn.limits``), checked layer by
 # layer before anything is allocated for it: the weights of the layers so far, and each blob of
 # one example (a 224×224 ImageNet net's largest has 3.2 M values; VGG-16 has 138 M weights).
+# An input of one example has at most MAX_BLOB_VALUES values, whatever the byte limit.
+MAX_BLOB_VALUES = 2**28
 
 
 def _sub(layer, field):
@@ -177,10 +181,10 @@ def _dropout(name, layer, at, io, shapes):
 
 def _softmax(name, layer, at, io, shapes):
     axis = _axis(layer.softmax_param.axis, len(shapes[0]) + 1, at)
-    if axis != 1 or any(s != 1 for s in shapes[0][1:]):
+    if axis != 1 or len(shapes[0]) not in (1, 3):
         raise _not_supported(at, f"a softmax over axis {layer.softmax_param.axis} of a "
-                                 f"{shapes[0]} blob (one per position); the engine's Softmax "
-                                 f"takes (K,) or (K, 1, 1)")
+                                 f"{shapes[0]} blob; the engine's Softmax is over axis 1 of "
+                                 f"(K,) or (K, H, W) (one per position)")
     return [Softmax(name, **io)]
 
 
@@ -334,15 +338,32 @@ def _header_inputs(msg, source):
 
 
 def _preprocessing(layer):
-    """A data layer's transform_param as plain data (what Caffe did to the images)."""
+    """A data layer's transform_param in the terms of ``engine.preprocess`` (what Caffe did to
+    the images: (pixel − mean) · scale, a centred crop at test time), or {}. ``mirror`` is a
+    training augmentation and is left out; a ``mean_file`` is recorded, not applied."""
     if not _has(layer, "transform_param"):
         return {}
     t = layer.transform_param
-    out = {"scale": t.scale, "mirror": t.mirror, "crop_size": t.crop_size,
-           "mean_value": [float(v) for v in t.mean_value]}
-    if t.has("mean_file"):
-        out["mean_file"] = t.mean_file
-    return {k: v for k, v in out.items() if k in ("scale", "mean_value") or v}
+    out = {"mean": [float(v) for v in t.mean_value], "scale": float(t.scale),
+           "crop": int(t.crop_size), "mean_file": t.mean_file if t.has("mean_file") else ""}
+    return {k: v for k, v in out.items() if (v != 1.0 if k == "scale" else v)}
+
+
+def _bounds(layer):
+    """Caffe's data layers read images as bytes: (0, 255) when the layer transforms them."""
+    return (0.0, 255.0) if _has(layer, "transform_param") else None
+
+
+def _net_outputs(layers):
+    """Caffe's outputs: the blobs no layer reads after their last write, in order."""
+    pending = {}
+    for layer in layers:
+        for b in layer.bottom or []:
+            pending.pop(b, None)
+        for top in layer.top or [layer.name]:
+            pending.pop(top, None)
+            pending[top] = True
+    return list(pending)
 
 
 def _data_shape(layer, ltype):
@@ -377,9 +398,12 @@ def _per_example(shape, at, max_values):
     if len(shape) < 2:
         raise ValueError(f"{at}: input shape {shape} needs a batch axis and at least one more")
     per = tuple(int(s) for s in shape[1:])
-    if any(s < 1 for s in per) or math.prod(per) > max_values:
+    if any(s < 1 for s in per) or math.prod(per) > MAX_BLOB_VALUES:
         raise ValueError(f"{at}: input shape {shape} must have sizes >= 1 and at most "
-                         f"{max_values:,} values per example ({limits.RAISE_HINT})")
+                         f"{MAX_BLOB_VALUES:,} values per example")
+    if math.prod(per) > max_values:
+        raise ValueError(f"{at}: input shape {shape} has {math.prod(per):,} values per example, "
+                         f"more than the limit of {max_values:,} ({limits.RAISE_HINT})")
     return per
 
 
@@ -481,7 +505,7 @@ def _find_input(msg, layers, source, input_shape, max_values):
     """(input blob name, per-example shape, preprocessing) from the header or the TEST-phase
     Input/Data layers; one input only."""
     inputs = [(n, s, None) for n, s in _header_inputs(msg, source)]
-    preprocessing = {}
+    preprocessing, bounds = {}, None
     for index, layer in layers:
         ltype, _, at = _describe(source, index, layer)
         if (ltype != "Input" and ltype not in DATA_TYPES) or not _in_test_phase(layer, at):
@@ -496,7 +520,7 @@ def _find_input(msg, layers, source, input_shape, max_values):
                 inputs.append((top, declared[min(i, len(declared) - 1)], at))
         else:  # a data layer: its first top is the images, the others are labels
             inputs.append((layer.top[0], _data_shape(layer, ltype), at))
-            preprocessing = _preprocessing(layer)
+            preprocessing, bounds = _preprocessing(layer), _bounds(layer)
     if not inputs:
         raise ValueError(f"{source}: no input: give 'input:' with 'input_dim:' or "
                          f"'input_shape', or an Input layer")
@@ -506,12 +530,19 @@ def _find_input(msg, layers, source, input_shape, max_values):
     name, shape, at = inputs[0]
     if input_shape is not None:
         return name, _per_example((1,) + tuple(input_shape), f"{source}: input_shape",
-                                  max_values), preprocessing
+                                  max_values), preprocessing, bounds
     if shape is None:
         raise ValueError(f"{at}: the input {name!r} comes from a data layer and has no declared "
                          f"shape: pass input_shape=(C, H, W)")
     return name, _per_example(shape, at or f"{source}: input {name!r}", max_values), \
-        preprocessing
+        preprocessing, bounds
+
+
+def _bias_values(layer):
+    """The bias values of a Conv2d or Linear (0 for other layers and without a bias)."""
+    if getattr(layer, "bias", None) is not True:
+        return 0
+    return int(getattr(layer, "out_channels", None) or getattr(layer, "out_features", 0))
 
 
 def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32, name=None,
@@ -525,9 +556,12 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
     from the prototxt's fillers). ``input_shape``: the per-example input shape (C, H, W),
     required for nets fed by a Data layer, and otherwise replacing the declared one (the batch
     size in the file is ignored). The TEST phase of the net is built. The result has
-    ``net.preprocessing``: the data layer's ``transform_param`` ({"scale", "mean_value",
-    "crop_size", …}) or {} (``read_mean_file`` reads a ``mean_file``); ``Net.copy`` does not
-    carry it over. ``init``: draw the weights from the fillers (default: only without a
+    ``net.preprocessing``: the data layer's ``transform_param`` as ``engine.preprocess`` says
+    it ({"mean": [...], "scale": s, "crop": n}) or {} (``read_mean_file`` reads a
+    ``mean_file``), and ``net.bounds`` (0, 255) with it; both are in the net's spec, so model
+    files and ``Net.copy`` keep them. ``net.outputs`` are Caffe's net outputs (the blobs no
+    layer reads), the last layer's first; ``net.with_output(name)`` attacks any of them.
+    ``init``: draw the weights from the fillers (default: only without a
     caffemodel; False leaves zeros for weights set afterwards). ``max_bytes`` bounds the
     weights the prototxt declares (with their dtype), each blob of one example and the weights
     file (``robustcnn.limits``); every layer is checked before anything is allocated for it.
@@ -538,8 +572,8 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
     max_bytes, itemsize = limits.resolve(max_bytes), np.dtype(dtype).itemsize
     msg = read_net(prototxt, parser=parser)
     all_layers = list(enumerate(net_layers(msg, source)))
-    input_name, in_shape, preprocessing = _find_input(msg, all_layers, source, input_shape,
-                                                      max_bytes // itemsize)
+    input_name, in_shape, preprocessing, bounds = _find_input(msg, all_layers, source,
+                                                              input_shape, max_bytes // itemsize)
     shapes = {input_name: in_shape}  # per-example shape of every blob, as the layers go
     alias = {}  # Split tops → the blob they copy
     transposed = set()
@@ -583,9 +617,10 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
                 values = engine_layer.param_values(in_shapes)
                 total_bytes += values * itemsize
                 if values * itemsize > max_bytes:
-                    raise ValueError(f"{at}: declares {values:,} weights and biases, more than "
-                                     f"the limit of {max_bytes:,} bytes holds "
-                                     f"({limits.RAISE_HINT})")
+                    weights = values - _bias_values(engine_layer)
+                    raise ValueError(f"{at}: declares {weights:,} weights ({values:,} values "
+                                     f"with its biases), more than the limit of {max_bytes:,} "
+                                     f"bytes holds ({limits.RAISE_HINT})")
                 if total_bytes > max_bytes:
                     raise ValueError(f"{at}: the net's weights reach {total_bytes:,} bytes at "
                                      f"this layer, more than the limit of {max_bytes:,} "
@@ -606,13 +641,17 @@ def load_caffe(prototxt, caffemodel=None, *, input_shape=None, dtype=np.float32,
         layers.extend(made)
     if not layers:
         raise ValueError(f"{source}: no layers to build")
+    outputs = _net_outputs(layers)
+    last = layers[-1].top[0] if layers[-1].top else layers[-1].name
+    if bounds is not None and in_shape[0] == 3:
+        preprocessing["channel_order"] = "bgr"  # Caffe's image tools read with OpenCV
     try:
         net = Net(layers, in_shape, input_name=input_name, dtype=dtype, seed=seed,
-                  name=name or msg.name or "caffe",
+                  name=name or msg.name or "caffe", outputs=[last] + outputs,
+                  preprocessing=preprocessing, bounds=bounds,
                   init=caffemodel is None if init is None else init, max_bytes=max_bytes)
     except ValueError as e:
         raise ValueError(f"{source}: {e}") from None
-    net.preprocessing = preprocessing
     if caffemodel is not None:
         _load_weights(net, caffemodel, transposed, max_bytes)
     return net

@@ -10,8 +10,10 @@ Node names are the layer names; values are the blob names (a blob a layer rewrit
 as Caffe's ReLU does, gets a new name per version). The batch axis is symbolic (``N``).
 Compressed weights (CSR, codebooks, Huffman) are written dense, or with ``sparse=True`` as
 ``sparse_initializer`` entries (values and linear int64 indices) for layers in a sparse
-format. ``net.preprocessing``, if set, is stored as JSON in the ``robustcnn.preprocessing``
-metadata entry.
+format. Every one of ``net.outputs`` is a graph output (``net.output`` first).
+``net.preprocessing`` and ``net.bounds``, if set, are stored as JSON in the
+``robustcnn.preprocessing`` and ``robustcnn.bounds`` metadata entries, where ``load_onnx``
+finds them.
 
 Refused with a ValueError naming the layer: LRNWithin and QuantizedReLU (no ONNX operator).
 """
@@ -26,7 +28,7 @@ from ...engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Eltwi
                        EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, HardSigmoid,
                        HardSwish, Linear, MaxPool2d, Pad2d, Permute, PReLU, ReLU, ReLU6, Reshape,
                        Scale, Sigmoid, Softmax)
-from .importer import PREPROCESSING_KEY
+from .importer import BOUNDS_KEY, PREPROCESSING_KEY
 
 OPSET = 17
 IR_VERSION = 8  # what opset 17 needs; onnxruntime reads it
@@ -207,15 +209,19 @@ def onnx_model(net, *, sparse=False):
 
     graph = helper.make_graph(w.nodes, net.name,
                               [value_info(net.input_name, net.input_shape)],
-                              [value_info(current[net.output], net.output_shape)],
+                              [value_info(current[o], net.blob_shape(o)) for o in net.outputs],
                               initializer=w.initializers,
                               sparse_initializer=w.sparse_initializers)
     model = helper.make_model(graph, producer_name="robustcnn",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
-    preprocessing = getattr(net, "preprocessing", None)
-    if preprocessing:
-        helper.set_model_props(model, {PREPROCESSING_KEY: json.dumps(preprocessing)})
+    props = {}
+    if net.preprocessing:
+        props[PREPROCESSING_KEY] = json.dumps(net.preprocessing)
+    if net.bounds is not None:
+        props[BOUNDS_KEY] = json.dumps(net.spec()["bounds"])
+    if props:
+        helper.set_model_props(model, props)
     return model
 
 

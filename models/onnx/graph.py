@@ -75,9 +75,11 @@ def attributes(node, at):
 
 
 def needed_nodes(nodes, known, output, source):
-    """The nodes that ``output`` depends on, in an order where every node comes after the nodes
-    making its inputs (Kahn's algorithm; ONNX asks files for that order, this does not rely
-    on it). ``known``: names with a value already (the input, the initializers)."""
+    """The nodes that ``output`` (a value's name, or a list of them) depends on, in an order
+    where every node comes after the nodes making its inputs (Kahn's algorithm; ONNX asks files
+    for that order, this does not rely on it). ``known``: names with a value already (the
+    input, the initializers)."""
+    wanted = [output] if isinstance(output, str) else list(output)
     producer = {}
     for index, node in enumerate(nodes):
         for out in node.output:
@@ -90,10 +92,11 @@ def needed_nodes(nodes, known, output, source):
                 raise ValueError(f"{node_at(source, node, index)}: its output {out!r} is also "
                                  f"made by {other}")
             producer[out] = index
-    if output not in producer and output not in known:
-        raise ValueError(f"{source}: no node makes the output {output!r}")
-    # The nodes the output depends on (iteratively: no recursion on a deep graph).
-    needed, stack = set(), [output]
+    for name in wanted:
+        if name not in producer and name not in known:
+            raise ValueError(f"{source}: no node makes the output {name!r}")
+    # The nodes the outputs depend on (iteratively: no recursion on a deep graph).
+    needed, stack = set(), list(wanted)
     while stack:
         name = stack.pop()
         index = producer.get(name)
@@ -128,8 +131,9 @@ def needed_nodes(nodes, known, output, source):
 
 
 def consumers(nodes, order, output):
-    """{value name: how many times the needed nodes (and the graph output) read it}."""
-    count = {output: 1}
+    """{value name: how many times the needed nodes (and the graph outputs: ``output``, a
+    name or a list) read it}."""
+    count = {name: 1 for name in ([output] if isinstance(output, str) else output)}
     for index in order:
         for name in nodes[index].input:
             name = text(name)

@@ -1,9 +1,12 @@
 """ONNX models → the engine's ``Net``.
 
-    net = load_onnx("model.onnx")               # the graph's first output
-    net = load_onnx("model.onnx", output="fc")  # or a named value
+    net = load_onnx("model.onnx")               # every graph output, the first as net.output
+    net = load_onnx("model.onnx", output="fc")  # or one named value
+    net = load_onnx("model.onnx", input_shape=(3, 480, 640))   # symbolic dims filled in
+    net.outputs          # the graph outputs the net computes
     net.onnx_info        # {"input": name, "input_dims": [...], "outputs": [...], "opset": ...}
     net.preprocessing    # from the "robustcnn.preprocessing" metadata entry (JSON), or {}
+    net.bounds           # from the "robustcnn.bounds" metadata entry (JSON [low, high]), or None
 
 See ``robustcnn.models.onnx`` for the operators and their mapping. The file is parsed with
 protobuf (``files.read_model``), the nodes the chosen output needs are sorted, constants are
@@ -28,8 +31,10 @@ MIN_OPSET = 7
 MAX_BLOB_VALUES = 2**28
 MAX_PARAMS = 2**28
 MAX_TOTAL_PARAMS = 2**29
-# The metadata entry ``save_onnx`` writes the preprocessing to, and the importer reads it from.
+# The metadata entries ``save_onnx`` writes the preprocessing and the input bounds to, and the
+# importer reads them from (JSON: an object, a [low, high] pair; see ``engine.preprocess``).
 PREPROCESSING_KEY = "robustcnn.preprocessing"
+BOUNDS_KEY = "robustcnn.bounds"
 _FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16
 
 
@@ -225,34 +230,44 @@ def _find_input(model, source, input_shape):
     return name, per, batch, dims
 
 
-def _metadata(model):
+def _metadata(model, source):
+    """(metadata_props as a dict, the preprocessing entry or {}, the bounds entry or None)."""
     meta = {}
     for entry in model.metadata_props:
         meta[text(entry.key)] = text(entry.value)
-    preprocessing = {}
-    raw = meta.get(PREPROCESSING_KEY)
-    if raw:
+    found = {}
+    for key, kind, default in ((PREPROCESSING_KEY, dict, {}), (BOUNDS_KEY, list, None)):
+        raw = meta.get(key)
+        if not raw:
+            found[key] = default
+            continue
         try:
             value = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             value = None
-        if isinstance(value, dict):
-            preprocessing = value
-    return meta, preprocessing
+        if not isinstance(value, kind):
+            raise ValueError(f"{source}: metadata {key!r} is not a JSON "
+                             f"{'object' if kind is dict else '[low, high] pair'}")
+        found[key] = value
+    return meta, found[PREPROCESSING_KEY], found[BOUNDS_KEY]
 
 
 def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=None, seed=0,
               max_bytes=None):
     """An ONNX model (a path, or the file's bytes) as an engine ``Net``.
 
-    ``output``: the graph output (or any value) the net computes; default: the first graph
-    output (the engine's Net has one output). ``input_shape``: the per-example input shape,
-    for a model whose input dims are symbolic. The batch axis (axis 0) may have any size; shape
-    arithmetic in the file sees it at its declared size (see ``robustcnn.models.onnx``).
+    ``output``: the graph output (or any value) the net computes; default: every graph
+    output, the first being ``net.output`` (and the others ``net.outputs``; if one of them
+    cannot be built, the first alone, and ``onnx_info["skipped_outputs"]`` says why).
+    ``input_shape``: the per-example input shape, for a model whose input dims are symbolic (a
+    fully convolutional net at any image size), or replacing the declared one. The batch axis
+    (axis 0) may have any size; shape arithmetic in the file sees it at its declared size (see
+    ``robustcnn.models.onnx``).
 
-    The net has ``onnx_info`` (input name and declared dims, graph outputs, opset, producer),
-    ``metadata`` (the model's metadata_props) and ``preprocessing`` (the JSON object stored
-    under ``robustcnn.preprocessing``, or {}); ``Net.copy`` does not carry them over.
+    The net has ``onnx_info`` (input name and declared dims, graph outputs, opset, producer)
+    and ``metadata`` (the model's metadata_props), which ``Net.copy`` does not carry over, and
+    ``preprocessing`` and ``bounds`` (the JSON stored under ``robustcnn.preprocessing`` and
+    ``robustcnn.bounds``, or {} and None), which are in its spec.
 
     ``max_bytes`` (``robustcnn.limits``, default 512 MiB) bounds what the file may make it
     allocate: the file, its initializers (as declared, summed before any is read), each folded
@@ -265,21 +280,31 @@ def load_onnx(path, *, output=None, input_shape=None, dtype=np.float32, name=Non
     """
     max_bytes = limits.resolve(max_bytes)
     model, source, folder = read_model(path, max_bytes=max_bytes)
+    outputs = [text(o.name) for o in model.graph.output]
+    if output is None and not outputs:
+        raise ValueError(f"{source}: the graph has no outputs")
+    wanted = [output] if output is not None else outputs
     try:
-        return _build(model, source, folder, output, input_shape, dtype, name, seed, max_bytes)
+        try:
+            return _build(model, source, folder, wanted, input_shape, dtype, name, seed,
+                          max_bytes)
+        except ValueError as e:
+            if len(wanted) == 1:
+                raise
+            net = _build(model, source, folder, wanted[:1], input_shape, dtype, name, seed,
+                         max_bytes)
+            net.onnx_info["skipped_outputs"] = {"outputs": wanted[1:], "reason": str(e)}
+            return net
     except RecursionError:
         raise ValueError(f"{source}: nested too deeply") from None
 
 
-def _build(model, source, folder, output, input_shape, dtype, name, seed, max_bytes):
+def _build(model, source, folder, wanted, input_shape, dtype, name, seed, max_bytes):
     graph = model.graph
     opset = _opset(model, source)
     input_name, per, batch, dims = _find_input(model, source, input_shape)
     outputs = [text(o.name) for o in graph.output]
-    if output is None:
-        if not outputs:
-            raise ValueError(f"{source}: the graph has no outputs")
-        output = outputs[0]
+    output = wanted[0]
     g = _Graph(source, folder, dtype, opset, batch, max_bytes)
     known, declared = {}, 0
     for t in graph.initializer:
@@ -291,29 +316,34 @@ def _build(model, source, folder, output, input_shape, dtype, name, seed, max_by
     limits.check_bytes(source, "the initializer data", declared, max_bytes)
     known[input_name] = Tensor(input_name, per)
     nodes = list(graph.node)
-    order = needed_nodes(nodes, set(known), output, source)
+    order = needed_nodes(nodes, set(known), wanted, source)
     g.values = dict(known)
-    g.consumers = consumers(nodes, order, output)
+    g.consumers = consumers(nodes, order, wanted)
     g.onnx_names = set(known) | {text(o) for n in nodes for o in n.output}
     g.shapes[input_name] = per
     for index in order:
         _node(g, nodes[index], index)
-    if output not in g.values:
-        raise ValueError(f"{source}: no node makes the output {output!r}")
-    out = g.value(output, f"{source}: output {output!r}")
-    if not isinstance(out, Tensor):
-        raise not_supported(source, f"an output ({output!r}) that does not depend on the input")
+    blobs = []
+    for value in wanted:
+        if value not in g.values:
+            raise ValueError(f"{source}: no node makes the output {value!r}")
+        out = g.value(value, f"{source}: output {value!r}")
+        if not isinstance(out, Tensor):
+            raise not_supported(source, f"an output ({value!r}) that does not depend on the "
+                                        f"input")
+        blobs.append(out.blob)
     if not g.layers:
         raise not_supported(source, "a graph with no layers (its output is its input)")
+    meta, preprocessing, bounds = _metadata(model, source)
     try:
-        net = Net(g.layers, per, input_name=input_name, output=out.blob, dtype=dtype, seed=seed,
-                  name=name or text(graph.name) or "onnx", init=False, max_bytes=max_bytes)
+        net = Net(g.layers, per, input_name=input_name, output=blobs[0], outputs=blobs,
+                  dtype=dtype, seed=seed, name=name or text(graph.name) or "onnx",
+                  preprocessing=preprocessing, bounds=bounds, init=False, max_bytes=max_bytes)
         net.load_state_dict({k: np.asarray(v, dtype=net.dtype) for k, v in g.weights.items()},
                             source=source)
     except (ValueError, TypeError) as e:
         raise ValueError(e if str(e).startswith(source) else f"{source}: {e}") from None
-    meta, preprocessing = _metadata(model)
-    net.metadata, net.preprocessing = meta, preprocessing
+    net.metadata = meta
     net.onnx_info = {"input": input_name, "input_dims": dims, "outputs": outputs,
                      "output": output, "opset": opset, "producer": text(model.producer_name)}
     return net

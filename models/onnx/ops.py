@@ -366,6 +366,8 @@ def softmax(g, node, at, ins, attrs):
     axes = set(range(a, x.rank)) if g.opset < 13 else {a}
     if 0 in axes:
         raise not_supported(at, "a softmax over the batch axis")
+    if axes == {1} and len(x.shape) == 3:  # over the channels at every position
+        return _unary(g, node, at, x, Softmax(g.layer_name(node)))
     if any(size != 1 for i, size in enumerate(x.shape) if i + 1 not in axes):
         raise not_supported(at, f"a softmax over axes {sorted(axes)} of (N,) + {x.shape} (one "
                                 f"per position; a softmax over every value of an example is)")

@@ -20,11 +20,14 @@ PLOT_NOTE = "Figures need matplotlib: `pip install robustcnn[plot]`."
 
 def csv_text(rows):
     """Every row (sanity rows too) as CSV with ``CSV_COLUMNS``; model info and versions
-    flattened into columns."""
+    flattened into columns. An attack row's ``sanity_passed`` is its verdict as the report
+    gives it: with its model's sanity checks folded in (``tables.prepare``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
+    folded = {r["key"]: r["sanity_passed"] for r in prepare(rows)[0]}
     for r in rows:
+        r = dict(r, sanity_passed=folded.get(r["key"], r["sanity_passed"]))
         flat = {**r, **(r["model_info"] or {}), **(r["versions"] or {})}
         writer.writerow([flat.get(c) for c in CSV_COLUMNS])
     return out.getvalue()
@@ -40,6 +43,7 @@ def write_report(db, out_dir, *, eps=None):
         raise ValueError(f"{out_dir}: is a file, not a directory for the report")
     with Store(db, readonly=True) as store:  # refuses a database that is not a study store
         rows = store.rows()
+        plans = store.plans()
     figures, note = [], None
     if prepare(rows)[0]:  # figures first: the report never points at a missing file
         try:
@@ -50,7 +54,7 @@ def write_report(db, out_dir, *, eps=None):
             note = None if figures else "No figure drawn: no bounded attack has results."
     paths = [os.path.join(out_dir, "cells.csv"), os.path.join(out_dir, "report.md")]
     md = markdown(rows, source=os.path.basename(db), eps=eps, note=note,
-                  figures=[os.path.basename(p) for p in figures])
+                  figures=[os.path.basename(p) for p in figures], plans=plans)
     for path, text in zip(paths, (csv_text(rows), md)):
         with atomic_path(path) as tmp, open(tmp, "w") as f:
             f.write(text)

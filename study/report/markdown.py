@@ -19,10 +19,14 @@ from .tables import (MATCHED, column_label, compare, file_size, fixed_eps, headl
                      summarise)
 
 
-def markdown(rows, *, source="the database", figures=(), note=None, eps=None):
+def markdown(rows, *, source="the database", figures=(), note=None, eps=None, plans=None):
     """The report as Markdown. ``figures``: the file names of ``FIGURES`` that were drawn
     (embedded beside their tables); ``note``: a line on figures not drawn; ``eps``: where robust
-    accuracy is read (``fixed_eps``)."""
+    accuracy is read (``fixed_eps``); ``plans``: {study: {"cells", "sanity", "sanity_cells"}}
+    as the runs recorded them (``Store.plans``), so that a partial run's report says what is
+    missing."""
+    plans = {k: v for k, v in (plans or {}).items()
+             if k in {str(r["study"]) for r in rows}}
     cells, sanity_rows = prepare(rows)
     if not cells and not sanity_rows:
         return f"# Study report\n\nNo finished cells in {source}.\n"
@@ -30,14 +34,14 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None):
     fixed = fixed_eps(columns, eps)
     seeds = sorted({r["seed"] for r in rows})
     examples = sorted({r["examples"] for r in cells if r["examples"]})
-    sections = [_introduction(rows, cells, source, seeds, examples),
+    sections = [_introduction(rows, cells, sanity_rows, source, seeds, examples, plans),
                 _models(models),
                 _accuracy(models, columns, figures),
                 _robust_vs_ratio(models, columns, fixed, figures),
                 _adversarial_aware(models, fixed),
                 _pareto(models, fixed, figures),
                 _headline(models, columns, seeds, examples),
-                _sanity(rows, cells, sanity_rows),
+                _sanity(rows, cells, sanity_rows, plans),
                 _figures_note(note)]
     # Each section is a list of lines; one blank line between sections.
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
@@ -81,11 +85,20 @@ def _ratio(models, name):
     return models[name]["info"].get("compression_ratio", 0)
 
 
-def _introduction(rows, cells, source, seeds, examples):
+def _introduction(rows, cells, sanity_rows, source, seeds, examples, plans):
     studies = sorted({str(r["study"]) for r in rows})
     v = rows[0]["versions"] or {}
+    counted = f"{len(cells)} attack cells" + (
+        f" and {len(sanity_rows)} model sanity cells" if sanity_rows else "")
+    planned = sum(p.get("cells", 0) for p in plans.values())
+    if plans and len(studies) == len(plans) and len(rows) < planned:
+        counted += (f" ({len(rows)} of the {planned} cells planned: {planned - len(rows)} "
+                    f"still to run, `robustcnn study` runs them; the tables below show only "
+                    f"what has run)")
+    elif plans and len(studies) == len(plans):
+        counted += f" (all {planned} cells planned)" if len(rows) == planned else ""
     return [f"# Study report: {', '.join(studies)}", "",
-            f"{len(cells)} cells from {source}; seeds {seeds} (values: mean over seeds, ± sample "
+            f"{counted} from {source}; seeds {seeds} (values: mean over seeds, ± sample "
             f"standard deviation when there are several); {', '.join(map(str, examples))} "
             f"attacked test images per cell; accuracies in %. robustcnn {v.get('robustcnn')}, "
             f"NumPy {v.get('numpy')}, Numba {v.get('numba')}, Python {v.get('python')}."]
@@ -275,7 +288,7 @@ def _statement(results, seeds, examples):
             f"{len(seeds)} seed(s).{relative(basis)}")
 
 
-def _sanity(rows, cells, sanity_rows):
+def _sanity(rows, cells, sanity_rows, plans):
     rising = non_monotone(rows)
     out = ["## Sanity checks", "",
            "Across cells: accuracy " + (
@@ -297,10 +310,15 @@ def _sanity(rows, cells, sanity_rows):
     out += ["", "Per cell (the checks of `attacks.sanity`, which see one attack at one eps"
             + (", with the model's own checks" if sanity_rows else "") + "):", ""]
     failed = [r for r in cells if r["sanity_passed"] is False]
-    if not any(r["sanity_passed"] is not None for r in cells):
-        out.append("Not run (study.sanity = false).")
+    unchecked = sum(r["sanity_passed"] is None for r in cells)
+    sanity_planned = any(p.get("sanity") for p in plans.values())
+    if unchecked == len(cells):
+        out.append("Not run yet: the model sanity cells are among those still to run."
+                   if sanity_planned else "Not run (study.sanity = false).")
     elif not failed:
-        out.append("Every cell's sanity checks passed.")
+        out.append("Every cell's sanity checks passed." if not unchecked else
+                   f"Every checked cell's sanity checks passed; {unchecked} of {len(cells)} "
+                   f"cells have none yet (their model's sanity cell is still to run).")
     else:
         out += [f"{len(failed)} cell(s) failed a check; their accuracies may overstate "
                 f"robustness:", ""]

@@ -6,17 +6,19 @@ import pytest
 from attack_nets import make_linear_net
 
 from robustcnn.attacks import (ATTACKS, adversarial_patch, apply_patch, bim, carlini_wagner_l2,
-                               deepfool, fgm, fgsm, illc, jsma, lbfgs, pgd, random_noise,
-                               transfer, worst_case)
+                               deepfool, fgm, fgsm, hop_skip_jump, illc, jsma, lbfgs, pgd,
+                               random_noise, spsa, square, transfer, worst_case)
 
 NET = make_linear_net(np.array([[1.0, -1.0], [-1.0, 1.0], [0.5, 0.5]]), np.zeros(3))
 X = np.array([[0.3, 0.6], [0.9, 0.1]])
 Y = np.array([1, 0])
 
-ALL = [fgm, fgsm, bim, illc, pgd, deepfool, carlini_wagner_l2, jsma, lbfgs, random_noise]
+ALL = [fgm, fgsm, bim, illc, pgd, deepfool, carlini_wagner_l2, jsma, lbfgs, random_noise,
+       square, spsa, hop_skip_jump]
 NAMES = {fgm: "fgm", fgsm: "fgsm", bim: "bim", illc: "illc", pgd: "pgd", deepfool: "deepfool",
          carlini_wagner_l2: "carlini_wagner_l2", jsma: "jsma", lbfgs: "lbfgs",
-         random_noise: "random_noise"}
+         random_noise: "random_noise", square: "square", spsa: "spsa",
+         hop_skip_jump: "hop_skip_jump"}
 
 COMMON_BAD = [
     (dict(eps=-0.1), "eps"),
@@ -61,6 +63,12 @@ SPECIFIC_BAD = [
     (lbfgs, dict(search_steps=0), "search_steps"),
     (lbfgs, dict(max_iter=0), "max_iter"),
     (random_noise, dict(targeted=True), "targeted"),
+    (square, dict(eps=0.1, n_queries=0), "n_queries"),
+    (square, dict(eps=0.1, loss="hinge"), "loss"),
+    (spsa, dict(samples=0), "samples"),
+    (spsa, dict(delta=-0.01), "delta"),
+    (hop_skip_jump, dict(clip=None), "valid range"),
+    (hop_skip_jump, dict(norm="l1"), "norm"),
 ]
 
 
@@ -133,7 +141,11 @@ def test_output_shape_dtype_and_default_labels(name):
 
 def test_registry_names():
     assert set(ATTACKS) == {"fgsm", "fgm-l2", "bim", "illc", "pgd-linf", "pgd-l2", "deepfool",
-                            "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2"}
+                            "cw-l2", "jsma", "lbfgs", "noise-linf", "noise-l2", "square-linf",
+                            "square-l2", "spsa", "hsj-l2", "hsj-linf", "apgd-ce-linf",
+                            "apgd-ce-l2", "apgd-dlr-linf", "apgd-dlr-l2", "apgd-t-linf",
+                            "apgd-t-l2", "fab-linf", "fab-l2", "fab-t-linf", "fab-t-l2",
+                            "autoattack-linf", "autoattack-l2"}
 
 
 def test_patch_transfer_and_worst_case_arguments():

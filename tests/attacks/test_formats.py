@@ -27,6 +27,16 @@ KWARGS = {
     "jsma": dict(eps=None),
     "lbfgs": dict(eps=None, search_steps=3, max_iter=30),
     "noise-linf": dict(eps=0.1), "noise-l2": dict(eps=0.5),
+    "square-linf": dict(eps=0.3, n_queries=40), "square-l2": dict(eps=1.5, n_queries=40),
+    "spsa": dict(eps=0.3, steps=10, samples=8, learning_rate=0.05),
+    "hsj-l2": dict(eps=None, n_queries=150), "hsj-linf": dict(eps=None, n_queries=150),
+    "apgd-ce-linf": dict(eps=0.1, n_iter=5, restarts=2), "apgd-ce-l2": dict(eps=0.5, n_iter=5),
+    "apgd-dlr-linf": dict(eps=0.1, n_iter=5), "apgd-dlr-l2": dict(eps=0.5, n_iter=5),
+    "apgd-t-linf": dict(eps=0.1, n_iter=5), "apgd-t-l2": dict(eps=0.5, n_iter=5),
+    "fab-linf": dict(eps=None, n_iter=5), "fab-l2": dict(eps=None, n_iter=5),
+    "fab-t-linf": dict(eps=0.1, n_iter=5), "fab-t-l2": dict(eps=0.5, n_iter=5, restarts=2),
+    "autoattack-linf": dict(eps=0.1, n_iter=5, n_queries=20),
+    "autoattack-l2": dict(eps=0.5, n_iter=5, n_queries=20, version="plus"),
 }
 
 

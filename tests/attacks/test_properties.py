@@ -7,7 +7,8 @@ from attack_nets import make_convnet, make_linear_net
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from robustcnn.attacks import ATTACKS, bim, fgm, illc, pgd, random_noise
+from robustcnn.attacks import (ATTACKS, apgd, apgd_t, autoattack, bim, fgm, illc, pgd,
+                               random_noise, spsa, square)
 
 # (attack, norm, extra arguments); few steps keep the examples fast.
 BOUNDED = [
@@ -20,7 +21,18 @@ BOUNDED = [
     (pgd, "l2", {"norm": "l2", "steps": 3, "restarts": 2}),
     (random_noise, "linf", {"norm": "linf"}),
     (random_noise, "l2", {"norm": "l2"}),
+    (square, "linf", {"norm": "linf", "n_queries": 15}),
+    (square, "l2", {"norm": "l2", "n_queries": 15}),
+    (spsa, "linf", {"steps": 3, "samples": 4, "learning_rate": 0.1}),
+    (apgd, "linf", {"n_iter": 4, "restarts": 2}),
+    (apgd, "l2", {"norm": "l2", "loss": "dlr", "n_iter": 4}),
+    (apgd_t, "linf", {"n_iter": 3, "n_targets": 2}),
+    (apgd_t, "l2", {"norm": "l2", "n_iter": 3}),
+    (autoattack, "linf", {"n_iter": 3, "n_queries": 10}),
+    (autoattack, "l2", {"norm": "l2", "n_iter": 3, "n_queries": 10}),
 ]
+# Attacks that choose their own targets (targeted=True is refused).
+UNTARGETED = (illc, random_noise, apgd_t, autoattack)
 IDS = [f"{a.__name__}-{n}-{i}" for i, (a, n, _) in enumerate(BOUNDED)]
 
 
@@ -52,7 +64,7 @@ def test_linear_model_perturbations_stay_in_the_ball_and_the_range(attack, norm,
     x = rng.uniform(lo, 1.0, size=(5, 6)).astype(np.float32)
     x[0, :2] = (lo, 1.0)  # on the edges of the range
     y = rng.integers(0, 3, 5)
-    if attack in (illc, random_noise):
+    if attack in UNTARGETED:
         targeted = False
     check_bounded(attack, norm, kwargs, net, x, y, eps, (lo, 1.0), seed, targeted)
 

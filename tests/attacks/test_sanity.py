@@ -37,7 +37,7 @@ def test_every_check_passes_on_a_normal_trained_net(nets, data):
     result = evaluate(net, x, y, ATTACKS, EPS)
     checks = by_name(result["sanity"])
     assert set(checks) == {"gradients", "iterative_vs_single", "monotone_in_eps", "large_eps",
-                           "unbounded_succeed", "noise_weaker"}
+                           "unbounded_succeed", "noise_weaker", "random_forward", "logits"}
     assert result["sanity_passed"], format_checks(result["sanity"])
     assert "WARNING" not in format_checks(result["sanity"])
     # The attacks did something: the checks did not pass vacuously.

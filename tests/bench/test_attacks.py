@@ -43,3 +43,60 @@ def test_torch_pgd_stays_in_the_ball_and_the_range():
     torch.nn.functional.cross_entropy(model(xg), labels, reduction="sum").backward()
     one = attacks.torch_pgd(model, xt, labels, eps=0.1, alpha=0.07, steps=1).numpy()
     np.testing.assert_allclose(one, np.clip(x + 0.07 * np.sign(xg.grad.numpy()), 0, 1), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# AutoAttack and Square against torchattacks (rows produced; no timing asserted)
+
+
+def test_the_ensemble_suite_is_planned_at_the_issues_sizes():
+    from robustcnn.bench import cli
+
+    assert attacks.ENSEMBLE_SUITE in cli.SUITES
+    plan = attacks.ENSEMBLE_SUITE.plan
+    assert plan(cli.parse_args(["--quick"]))[0] == 200
+    assert plan(cli.parse_args([]))[0] == 1000
+    assert plan(cli.parse_args(["--formats"])) is None
+    assert plan(cli.parse_args(["--cases", "conv"])) is None
+    assert plan(cli.parse_args(["--cases", "Square"])) is not None
+
+
+def test_ensemble_rows_are_produced_side_by_side(capsys):
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchattacks")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with single_thread():
+            rows = attacks.run_ensemble(8, dict(points=3, n_queries=20), n_iter=3,
+                                        n_queries=20, train_images=64)
+    finally:
+        torch.set_num_threads(threads)
+    aa, sq = rows
+    assert aa["case"].startswith("AutoAttack standard Linf eps 0.1") and "8 images" in aa["case"]
+    assert sq["case"].startswith("Square Linf eps 0.1, 20 queries") and sq["unit"] == "queries/s"
+    for r in rows:
+        assert not r["failure"]
+        assert r["ours_s"] > 0 and r["peer_s"] > 0 and r["ours_rate"] > 0 and r["peer_rate"] > 0
+        assert 0 <= r["ours_robust"] <= 1 and 0 <= r["peer_robust"] <= 1
+    attacks.ENSEMBLE_SUITE.report(rows, None, None)
+    out = capsys.readouterr().out
+    assert "torchattacks/ours" in out and aa["case"] in out and sq["case"] in out
+    targets = attacks.ENSEMBLE_SUITE.targets(rows)
+    assert [t[0].split(":")[0] for t in targets] == [aa["case"], sq["case"]]
+    assert all(t[2] in ("PASS", "FALL SHORT") for t in targets)
+    records = attacks.ENSEMBLE_SUITE.records(rows)
+    assert [r["case"] for r in records] == [aa["case"], sq["case"]]
+    assert records[0]["ratio"] == pytest.approx(aa["peer_s"] / aa["ours_s"])
+    assert records[1]["ratio"] == pytest.approx(sq["ours_rate"] / sq["peer_rate"])
+
+
+def test_torchattacks_members_take_the_authors_settings():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("torchattacks")
+    model = dense.torch_lenet5(lenet5(seed=2))
+    members = attacks.torchattacks_attacks(model, "linf", 0.1, 10)
+    assert members["apgd-ce"].steps == 100 and members["apgd-t"].n_target_classes == 9
+    assert members["square"].n_queries == 5000 and members["square"].p_init == 0.8
+    assert len(members["autoattack"].attacks) == 4
+    del torch

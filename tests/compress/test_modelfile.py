@@ -215,3 +215,21 @@ def test_end_to_end_on_a_tiny_model(tmp_path):
     loaded, _ = load_model(path)
     np.testing.assert_array_equal(loaded.forward(x[:8]), net.forward(x[:8]))
     assert size < dense_parameter_bytes(net)
+
+
+def test_a_header_whose_meta_is_not_an_object_is_refused(tmp_path):
+    """Found by the fuzzing: a resealed header with ``"meta": 3`` ended in a TypeError."""
+    import json
+
+    data = encode_model(Net([Linear("ip1", 3)], (4,)), {"model": "m"})
+    magic, version, hlen = struct.unpack_from("<8sHI", data)
+    header = json.loads(zlib.decompress(data[14:14 + hlen]))
+    header["meta"] = 3
+    h = zlib.compress(json.dumps(header).encode())
+    body = struct.pack("<8sHI", magic, version, len(h)) + h + data[14 + hlen:-32]
+    path = tmp_path / "meta.rcnn"
+    path.write_bytes(body + hashlib.sha256(body).digest())
+    import robustcnn
+
+    with pytest.raises(ValueError, match=f"{path}: the header's meta is not a JSON object"):
+        robustcnn.load(path)

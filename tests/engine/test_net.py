@@ -568,3 +568,22 @@ def test_plan_names_each_version_of_an_in_place_blob():
     assert net.plan()[0][1] == ["data"]
     with pytest.raises(ValueError, match="no blob named 'ip1@ip2'"):
         net.blob_shape("ip1@ip2")
+
+
+def test_parameter_counts_are_every_weight_and_formats_say_larger():
+    """Issue 15 point 6: the params column and num_dense_params count every weight of a
+    compressed layer (not its centroids); a CSR copy of an unpruned layer is larger."""
+    from robustcnn.models.lenet import lenet5
+
+    net = lenet5()
+    dense = net.num_dense_params()
+    assert dense == net.num_params() == 431_080
+    fmt = net.convert("ip1", "csr")  # unpruned: CSR stores an index per weight
+    assert "larger than dense float32" in fmt.summary() and "smaller" not in fmt.summary()
+    net.convert("ip1", "codebook", bits=4)
+    assert net.num_dense_params() == dense  # the architecture did not change
+    assert net.num_params() < dense  # what trains: 16 centroids instead of ip1's weights
+    table = net.summary()
+    total = table.splitlines()[-1].split()
+    assert total[:2] == ["total", f"{dense:,}"] and total[2] == f"{net.num_params():,}"
+    assert f"Net('lenet5', " in repr(net) and f"{dense:,} parameters, " in repr(net)

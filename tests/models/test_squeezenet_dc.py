@@ -456,3 +456,19 @@ def test_top5_on_photos(which, compressed_net, net, photos):
     assert cat[0][2] > 0.5
     assert coffee[0][0] in (967, 968, 504)  # espresso, cup, coffee mug
     assert coffee[0][2] > 0.5
+
+
+def test_the_model_says_what_its_images_are():
+    """Issue 15 point 7: the Deep Compression SqueezeNet carries its preprocessing (resize to
+    256, centre crop 227, BGR minus the mean) and bounds; with the preprocessing in front it
+    takes RGB 0–255 crops and computes what caffe_input's output gives the bare net."""
+    from robustcnn.models.squeezenet_dc import caffe_input, squeezenet_v1_0_deep_compression
+
+    net = squeezenet_v1_0_deep_compression()
+    assert net.bounds == (0.0, 255.0)
+    assert net.preprocessing == {"mean": [104.0, 117.0, 123.0], "channel_order": "bgr",
+                                 "resize": [256, 256], "crop": 227}
+    rgb = np.random.default_rng(0).integers(0, 256, (1, 227, 227, 3)).astype(np.float32)
+    images = np.ascontiguousarray(rgb.transpose(0, 3, 1, 2))
+    assert_close(net.with_preprocessing().forward(images), net.forward(caffe_input(rgb)),
+                 1e-4, "preprocessing in front vs caffe_input")

@@ -92,7 +92,18 @@ def _broken(data_dir, edit):
      "train.adversarial.speed"),
     (lambda r: r["models"][1]["settings"].update(adversarial={"eps": -1}),
      "models[1] (dc).settings.adversarial.eps"),
+    (lambda r: r["train"].update(adversarial={"objective": "free", "eps": 0.1}),
+     "train.adversarial.objective"),
+    (lambda r: r["train"].update(adversarial={"objective": "trades", "eps": 0.1,
+                                              "attack": "pgd"}), "train.adversarial.attack"),
+    (lambda r: r["train"].update(adversarial={"objective": "trades"}), "train.adversarial.eps"),
+    (lambda r: r["train"].update(adversarial={"objective": "trades", "eps": 0.1, "beta": -6}),
+     "train.adversarial.beta"),
     (lambda r: r["models"][1].update(target_ratio=0.5), "models[1] (dc).target_ratio"),
+    (lambda r: r["models"][1]["settings"].update(pruning="lottery"),
+     "models[1] (dc).settings.pruning"),
+    (lambda r: r["models"][1]["settings"].update(pruning="dns", pruning_options={"c": 1}),
+     "models[1] (dc).settings.pruning_options"),
     (lambda r: r["models"].append({"name": "low", "kind": "lowrank", "base": "dense"}),
      "models[3] (low)"),
     (lambda r: r["models"].append({"name": "low", "kind": "lowrank", "base": "dense",
@@ -146,6 +157,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
         {"name": "kd", "kind": "distilled", "arch": "lenet5", "teacher": "dense",
          "params": 5000},
         {"name": "low", "kind": "lowrank", "base": "dense", "ratio": 10},
+        {"name": "trades", "kind": "dense", "arch": "lenet-300-100",
+         "train": {"adversarial": {"objective": "trades", "eps": 0.1, "steps": 3}}},
         {"name": "q8", "kind": "quantized", "base": "dense", "method": "int8",
          "options": {"calibration": 64}},
         {"name": "ttq", "kind": "quantized", "base": "dc", "method": "ttq"},
@@ -156,6 +169,9 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     study = parse_config(raw, source="all.toml")
     assert study.model("adv").train["adversarial"] == {"attack": "pgd-linf", "eps": 0.1,
                                                        "fraction": 0.5, "steps": 3}
+    assert study.model("trades").train["adversarial"] == {"objective": "trades", "eps": 0.1,
+                                                          "beta": 6.0, "steps": 3}
+    assert study.adversarial("trades") == "dense"
     assert study.model("kd").parents == ["dense"] and study.model("kd").teacher == "dense"
     assert study.arch("dc-then-adv") == "lenet-300-100"
     assert study.model("q8").options == {"method": "int8", "method_options": {"calibration": 64}}

@@ -229,3 +229,33 @@ def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
     assert ("dense", "transfer:pgd-linf<-dense") not in rows
     md = open(write_report(str(db), str(tmp_path / "report"))[1]).read()
     assert "## Adversarial-aware compression" in md and "adversarial-aware compression" in md
+
+
+def test_a_partial_run_reports_what_is_missing_and_the_csv_agrees(tiny_mnist, tmp_path):
+    """Issue 15 point 8: after ``study --limit`` the report says how many of the planned cells
+    ran and that the sanity cells are still to run (not "study.sanity = false"); once all ran,
+    every attack row of cells.csv carries the sanity verdict report.md gives it."""
+    import csv
+
+    raw = tiny_config(tiny_mnist, sanity=True)
+    raw["models"] = raw["models"][:1]
+    raw["attacks"] = raw["attacks"][:1]
+    study = parse_config(raw)
+    assert len(study.cells()) == 3  # fgsm at two eps, the sanity cell
+    db = tmp_path / "db.sqlite"
+    run_study(study, db, limit=1, progress=False, log=lambda s: None)
+    md = open(write_report(str(db), str(tmp_path / "r1"))[1]).read()
+    assert "1 attack cells" in md and "1 of the 3 cells planned: 2 still to run" in md
+    assert "study.sanity = false" not in md and "Not run yet" in md
+    run_study(study, db, progress=False, log=lambda s: None)
+    paths = write_report(str(db), str(tmp_path / "r2"))
+    md = open(paths[1]).read()
+    assert "2 attack cells and 1 model sanity cells (all 3 cells planned)" in md
+    with open(paths[0]) as f:
+        rows = list(csv.DictReader(f))
+    verdict = [r["sanity_passed"] for r in rows if r["attack"] == "sanity"]
+    assert len(verdict) == 1 and verdict[0] in ("True", "False")
+    attack_rows = [r for r in rows if r["attack"] != "sanity"]
+    assert len(attack_rows) == 2 and all(r["sanity_passed"] == verdict[0] for r in attack_rows)
+    if verdict[0] == "True":
+        assert "Every cell's sanity checks passed." in md

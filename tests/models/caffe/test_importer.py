@@ -84,8 +84,10 @@ def test_train_val_file_builds_its_test_phase():
     assert [(l.name, l.type) for l in net.layers] == [
         ("conv", "Convolution"), ("relu", "ReLU"), ("fc", "InnerProduct"), ("loss", "Softmax")]
     assert net.layer("loss").bottom == ["fc"]  # through the Split, without the label
-    assert net.preprocessing == {"scale": 0.00390625, "crop_size": 6,
-                                 "mean_value": [104.0, 117.0]}
+    # transform_param in the terms of engine.preprocess (issue 15 point 7: one vocabulary)
+    assert net.preprocessing == {"mean": [104.0, 117.0], "scale": 0.00390625, "crop": 6}
+    assert net.bounds == (0.0, 255.0)
+    assert net.copy().preprocessing == net.preprocessing  # in the spec: copies keep it
     x = np.random.default_rng(0).standard_normal((3, 2, 6, 6)).astype(np.float32)
     p = net.forward(x)
     assert p.shape == (3, 3)
@@ -182,8 +184,10 @@ def test_unknown_layer_type_names_file_and_layer(tmp_path):
 @pytest.mark.parametrize("body,fragments", [
     ('layer { name: "p" type: "Pooling" bottom: "data" top: "p" pooling_param { pool: '
      'STOCHASTIC kernel_size: 2 } }', ["p (Pooling)", "pool STOCHASTIC is not supported yet"]),
-    ('layer { name: "s" type: "Softmax" bottom: "data" top: "s" }',
-     ["s (Softmax)", "one per position", "not supported yet"]),
+    # (a softmax over axis 1 at every position is supported since issue 15 point 2; over
+    # another axis it is not)
+    ('layer { name: "s" type: "Softmax" bottom: "data" top: "s" softmax_param { axis: 2 } }',
+     ["s (Softmax)", "over axis 1", "not supported yet"]),
     ('layer { name: "fc" type: "InnerProduct" bottom: "data" top: "fc" inner_product_param { '
      'num_output: 2 axis: 2 } }', ["fc (InnerProduct)", "axis 2", "not supported yet"]),
     ('layer { name: "bn" type: "BatchNorm" bottom: "data" top: "bn" batch_norm_param { '
@@ -278,8 +282,8 @@ def test_mean_file(tmp_path):
     text = ('layer { name: "d" type: "ImageData" top: "data" top: "label" transform_param { '
             'mean_file: "mean.binaryproto" mirror: true } }' + BODY)
     net = load_caffe(text, input_shape=(2, 6, 5))
-    assert net.preprocessing == {"scale": 1.0, "mean_value": [], "mirror": True,
-                                 "mean_file": "mean.binaryproto"}
+    # mirror is a training augmentation (dropped); the mean file is recorded, not applied
+    assert net.preprocessing == {"mean_file": "mean.binaryproto"}
 
 
 DATA_LAYERS = [

@@ -259,8 +259,9 @@ def test_v1_layers(parser):
      ["c (Convolution)", "'nowhere'"]),
     (HEAD + 'layer { name: "d" type: "Dropout" bottom: "data" top: "data" '
             'dropout_param { dropout_ratio: 1.5 } }', ["d (Dropout)"]),
-    (HEAD + 'layer { name: "s" type: "Softmax" bottom: "data" top: "s" }',
-     ["s (Softmax)", "(3, 9, 9)"]),
+    # (per position over axis 1 is supported since issue 15 point 2; over axis 3 it is not)
+    (HEAD + 'layer { name: "s" type: "Softmax" bottom: "data" top: "s" '
+            'softmax_param { axis: 3 } }', ["s (Softmax)", "(3, 9, 9)"]),
     (conv("c", "data", "c", "num_output: 2 kernel_size: 1"), ["no input"]),
     ('input: "data"\ninput_dim: 3\ninput_dim: 9\n', ["four positive integers"]),
     (HEAD + 'input_shape { dim: 1 dim: 3 dim: 9 dim: 9 }', ["either input_dim or input_shape"]),
