@@ -290,7 +290,8 @@ def sanity_checks(net, x, y, correct, eps_list, *, clean_ok=None, clip=(0.0, 1.0
                                         batch_size, seed, progress, _Runs)
     gradients = check_gradients(net, x, runs.y, batch_size=batch_size, max_zero=max_zero,
                                 bpda=bpda, progress=progress)
-    return [gradients] + _checks(runs, correct, eps, large_eps, *tols)
+    return ([gradients] + _checks(runs, correct, eps, large_eps, *tols)
+            + [check_random_forward(net, x[:subset]), check_logits(net, x[:subset])])
 
 
 def sanity_work(net, x, y, correct, eps_list, *, clip=(0.0, 1.0), subset=256, large_eps=None,
@@ -344,7 +345,6 @@ def _checks(runs, correct, eps, large_eps, tol, near_zero, min_success):
     checks.append(check_large_eps(runs, large_eps, near_zero=near_zero))
     checks.append(check_unbounded(runs, unbounded, min_success=min_success))
     checks.append(check_noise(runs, eps, gradient or single, tol=tol))
-    checks += [check_random_forward(net, x[:subset]), check_logits(net, x[:subset])]
     return checks
 
 
