@@ -246,6 +246,15 @@ def check_inputs(net, x, y, name, *, predict=True):
     return x, y.astype(np.int64)
 
 
+def flat_bounds(bounds, per_example):
+    """``bounds`` (from ``check_clip``, shaped to broadcast against (N,) + per_example) for
+    inputs flattened to (N, D): each end a number, or a (D,) array. None stays None."""
+    if bounds is None:
+        return None
+    return Bounds(*(np.broadcast_to(np.asarray(e, np.float64), tuple(per_example)).ravel()
+                    if np.ndim(e) else e for e in bounds))
+
+
 def clip_to(a, bounds):
     """``a`` clipped to ``bounds`` in place (no-op for None); returns ``a``."""
     if bounds is not None:

@@ -20,8 +20,7 @@ import numpy as np
 
 from ._common import (WorkMeter, check_clip, check_clip_pair, check_eps, check_float,
                       check_inputs, check_int, check_progress, check_untargeted, clip_to,
-                      logit_grads,
-                      logits_and_grad)
+                      flat_bounds, logit_grads, logits_and_grad)
 from .apgd import apgd_start, target_classes
 from .hyperplane import project_hyperplane_box
 from .norms import check_norm
@@ -70,6 +69,7 @@ def fab_run(net, x0, y, start, *, target, success_of, eps, norm, n_iter, alpha_m
     code keeps shrinking it; whether it counts does not change).
     → (best (m,) smallest adversarial norm found, inf if none; x_best (m, …)).
     """
+    bounds = flat_bounds(bounds, x0.shape[1:])  # the iterates are flattened rows
     m = len(x0)
     shape = x0.shape
     flat0 = x0.reshape(m, -1).astype(np.float64)

@@ -27,7 +27,7 @@ import math
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, check_progress)
+                      check_inputs, check_int, check_progress, flat_bounds)
 from .norms import check_norm
 
 # Relative slack on ‖x' − x‖ ≤ eps: float32 rounding of the returned point.
@@ -118,7 +118,7 @@ def hop_skip_jump(net, x, y=None, eps=None, *, norm="l2", n_queries=5000, steps=
         return out, {"queries": queries, "success": success, "distance": distance}
     success = np.zeros(n, dtype=bool)
     search = _Search(net, norm, n_queries, steps, init_samples, max_samples, gamma, init_tries,
-                     bounds, targeted, max_rows, x.shape[1:])
+                     flat_bounds(bounds, x.shape[1:]), targeted, max_rows, x.shape[1:])
     for b, s in enumerate(batch_slices(n, batch_size)):
         rng = np.random.default_rng([seed, b])
         adv, queries[s], found = search.run(x[s].reshape(s.stop - s.start, -1), y[s], rng, eps,
@@ -202,7 +202,7 @@ class _Search:
             if not len(todo):
                 break
             if t == 1:
-                delta = np.full(len(todo), 0.1 * (self.bounds[1] - self.bounds[0]))
+                delta = np.full(len(todo), 0.1 * self.bounds.span)
             else:
                 delta = (math.sqrt(self.d) if self.norm == "l2" else self.d) * self.theta * dist
             direction = self.gradient_direction(adv[todo], delta, samples, todo, rng)

@@ -32,7 +32,7 @@ NEGLIGIBLE = 1e-12  # |wᵢ| at most this share of the row's largest counts as z
 
 @njit(**JIT_PARALLEL)
 def hyperplane_box_steps(t, w, b, lo, hi, l2, negligible, d):
-    # t, w: (M, D) float64 points and normals; b: (M,); [lo, hi] the box (±inf: none); l2: the
+    # t, w: (M, D) float64 points and normals; b: (M,); lo, hi: (D,) the box (±inf: none); l2: the
     # norm is L2 (else L∞); |wᵢ| ≤ negligible · maxⱼ |wⱼ| counts as zero; d: (M, D) out.
     # Per row: c = ⟨w, t⟩ − b; coordinate i moves by σᵢ |dᵢ|, σᵢ = −sign(c wᵢ),
     # |dᵢ| = min(λ vᵢ, ρᵢ) with vᵢ = |wᵢ| (L2) or 1 (L∞) and ρᵢ its room to the box, where
@@ -62,7 +62,7 @@ def hyperplane_box_steps(t, w, b, lo, hi, l2, negligible, d):
             if a <= negligible * largest or c == 0.0:
                 continue
             up = (c < 0.0) == (w[m, i] > 0.0)  # σᵢ = +1
-            room[i] = max(hi - t[m, i], 0.0) if up else max(t[m, i] - lo, 0.0)
+            room[i] = max(hi[i] - t[m, i], 0.0) if up else max(t[m, i] - lo[i], 0.0)
             gain[i] = a
             v[i] = a if l2 else 1.0
             r[i] = room[i] / v[i]
@@ -123,7 +123,8 @@ def project_hyperplane_box(points, w, b, norm, bounds):
     """The step d (M, D) float64 of smallest ``norm`` from each point onto its hyperplane
     ⟨w, z⟩ = b inside the box (see the module docstring).
 
-    points, w : (M, D); b : (M,); norm : "linf" or "l2"; bounds : (lo, hi), or None for no box
+    points, w : (M, D); b : (M,); norm : "linf" or "l2"; bounds : (lo, hi), each a number or a
+    (D,) array (one value per coordinate), or None for no box
     (then d is the plain projection: −c · sign(w) / ‖w‖₁ for L∞, −c · w / ‖w‖₂² for L2).
     """
     t = np.ascontiguousarray(points, dtype=np.float64)
@@ -134,7 +135,13 @@ def project_hyperplane_box(points, w, b, norm, bounds):
                          f"{t.shape}, {w.shape}, {b.shape}")
     if norm not in ("linf", "l2"):
         raise ValueError(f"project_hyperplane_box: norm must be 'linf' or 'l2', got {norm!r}")
-    lo, hi = (-np.inf, np.inf) if bounds is None else (float(bounds[0]), float(bounds[1]))
+    ends = (-np.inf, np.inf) if bounds is None else bounds
+    try:  # one value for every coordinate, or one per coordinate (a flattened per-channel box)
+        lo, hi = (np.ascontiguousarray(np.broadcast_to(np.asarray(e, np.float64), t.shape[1:]))
+                  for e in ends)
+    except ValueError:
+        raise ValueError(f"project_hyperplane_box: bounds must be numbers or ({t.shape[1]},) "
+                         f"arrays, got shapes {np.shape(ends[0])}, {np.shape(ends[1])}") from None
     d = np.empty_like(t)
     hyperplane_box_steps(t, w, b, lo, hi, norm == "l2", NEGLIGIBLE, d)
     return d
