@@ -10,6 +10,7 @@
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
     robustcnn study  study.toml --db runs/study.sqlite   (a grid of models × attacks × eps)
     robustcnn report runs/study.sqlite -o runs/study-report   (CSV and Markdown)
+    robustcnn certify runs/lenet5.rcnn --method crown-ibp --eps 0.01,0.1   (certified accuracy)
 
 Every command that reads a model takes any file ``robustcnn.load`` reads, told apart by content:
 HDF5 checkpoints (train's output), compressed ``.rcnn`` files, Keras ``.h5``, ONNX, and Caffe
@@ -197,6 +198,40 @@ def _parser():
                    help="skip the sanity checks (Carlini et al. 2019): faster, unchecked")
     p.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bars")
+    p.add_argument("--defence", choices=("squeeze",), default=None,
+                   help="also report how a detector does on the adversarial examples: squeeze = "
+                        "feature squeezing (Xu et al. 2018: bit depth 1, median 2x2 and 3x3, "
+                        "threshold at 5%% false positives on the first 10,000 training images)")
+    _data_args(p)
+
+    p = sub.add_parser("certify", help="certified accuracy within radii: IBP or CROWN-IBP (L∞) "
+                                       "or randomized smoothing (L2), on the weights as stored")
+    _model_args(p)
+    p.add_argument("--method", choices=("ibp", "crown-ibp", "smoothing"), default="ibp",
+                   help="ibp (Gowal et al. 2018), crown-ibp (Zhang et al. 2020) or smoothing "
+                        "(Cohen et al. 2019)")
+    p.add_argument("--eps", default=None,
+                   help="comma-separated radii in pixel units of [0, 1]: L∞ for ibp and "
+                        "crown-ibp (default 0.01,0.02,0.05,0.1), L2 for smoothing (default "
+                        "0,0.25,0.5,0.75,1)")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="smoothing: the Gaussian noise's standard deviation (required)")
+    p.add_argument("--n0", type=int, default=100, help="smoothing: votes that pick the class")
+    p.add_argument("--n", type=int, default=10_000,
+                   help="smoothing: votes that bound its probability (default 10,000)")
+    p.add_argument("--alpha", type=float, default=0.001,
+                   help="smoothing: 1 − confidence of each certificate (default 0.001)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="examples per bound pass (default 64), or noisy copies per forward "
+                        "pass for smoothing (default 1000)")
+    p.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                   help="arithmetic of the bounds (default float64: rounding cannot matter)")
+    p.add_argument("--seed", type=int, default=0, help="smoothing: seed of the noise")
+    p.add_argument("--json", default=None, help="write the result as JSON here")
+    p.add_argument("--csv", default=None, help="write the rows as CSV here")
+    p.add_argument("--plot", default=None,
+                   help="certified accuracy vs radius (PNG) here; needs matplotlib")
+    p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
@@ -476,14 +511,18 @@ def _attack_command(args):
     _attack(model, x, yt, names, eps, None, args.json, csv_path=args.csv,
             plot_path=args.plot, bpda=args.bpda, seed=args.seed,
             sanity_examples=args.sanity_examples, model=args.model, clip=clip,
-            sanity=args.sanity, version=args.version, progress=args.progress)
+            sanity=args.sanity, version=args.version, progress=args.progress,
+            defence=_defence(args, model, x, net.bounds) if args.defence else None)
 
 
 def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=None,
             plot_path=None, bpda=False, seed=0, sanity_examples=256, model=None, clip=(0.0, 1.0),
-            sanity=True, version="standard", progress=False):
+            sanity=True, version="standard", progress=False,
+            defence=None):
     """Run ``attacks.evaluate`` (``attacks``: names, or one comma-separated string), print the
-    tables and the sanity checks, write the files asked for → evaluate's result dict."""
+    tables and the sanity checks, write the files asked for → evaluate's result dict.
+    ``defence``: None, or a recorder of ``evaluate``'s examples with ``result()`` and
+    ``format()`` (``defences.squeeze.DetectionRecorder``), reported beside the rows."""
     from .attacks.evaluate import csv_rows, CSV_COLUMNS, evaluate, format_evaluation, \
         plot_evaluation
     from .attacks.registry import canonical_name
@@ -503,6 +542,7 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
                       sanity=sanity, sanity_examples=sanity_examples, progress=progress,
                       options={a: {"version": version} for a in ("autoattack-linf",
                                                                  "autoattack-l2")},
+                      on_examples=defence,
                       log=lambda line: print(f"  {line}", file=sys.stderr, flush=True))
     seconds = time.perf_counter() - t0
     result["model"], result["seconds"] = model, seconds
@@ -510,6 +550,10 @@ def _attack(net, xt, yt, attacks, eps, limit=None, json_path=None, *, csv_path=N
     print(f"{', '.join(result['attacks'])} on {len(xt)} test images ({seconds:.1f} s), true "
           f"labels, clip {result['clip']}{', BPDA' if bpda else ''}:")
     print(format_evaluation(result))
+    if defence is not None:
+        result["defence"] = defence.result()
+        print()
+        print(defence.format())
     if bpda and not result["step_layers"]:
         print("note: --bpda changes nothing here: the net has no step-function layers "
               "(QuantizedReLU)", file=sys.stderr)
@@ -868,6 +912,68 @@ def _info(args):
     print(json.dumps(shown, indent=2, default=str))
 
 
+def _defence(args, net, x_attacked, bounds):
+    """``robustcnn attack --defence squeeze``: the feature-squeezing detector on ``net`` (the
+    model as attacked, its inputs in the units of ``bounds``), its threshold at 5% false
+    positives on the first 10,000 training images, recording the attacks' examples."""
+    from .defences.squeeze import DetectionRecorder, SqueezeDetector
+    from .engine.preprocess import to_bounds
+    from .models.datasets import load_dataset
+
+    x, _ = load_dataset(args.dataset, "train", data_dir=args.data_dir)
+    detector = SqueezeDetector(net)
+    detector.fit(to_bounds(x[:10_000], bounds), fpr=0.05)
+    return DetectionRecorder(detector, x_attacked)
+
+
+def _certify(args):
+    from .atomic import atomic_path
+    from .certify.evaluate import (CSV_COLUMNS, certify_model, csv_rows, format_certification,
+                                   plot_certification)
+    from .models.datasets import load_dataset
+
+    if args.plot:
+        import importlib.util
+
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ValueError("--plot needs matplotlib: pip install 'robustcnn[plot]'")
+    for option, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be >= 1, got {value}")
+    net, meta = _load(args)
+    if net.dtype.name != args.dtype:
+        net = net.copy(dtype=args.dtype)
+    dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
+    xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
+    xt, yt = xt[:args.limit], yt[:args.limit]
+    default = "0,0.25,0.5,0.75,1" if args.method == "smoothing" else "0.01,0.02,0.05,0.1"
+    eps = _eps_list(args.eps or default)
+    from .progress import progress_bar
+
+    with progress_bar(enabled=args.progress, leave=False,
+                      total=len(xt) if args.method == "smoothing" else len(eps),
+                      unit="image" if args.method == "smoothing" else "eps") as bar:
+        result = certify_model(net, xt, yt, args.method, eps, sigma=args.sigma, n0=args.n0,
+                               n=args.n, alpha=args.alpha, batch_size=args.batch_size,
+                               seed=args.seed, progress=bar.update)
+    result["model"] = args.model
+    print(f"{args.method} on {len(xt)} test images of {dataset} ({args.dtype}), clean accuracy "
+          f"{100 * result['clean_accuracy']:.2f}%; certified accuracy:")
+    print(format_certification(result))
+    if args.json:
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+    if args.csv:
+        import csv
+
+        with atomic_path(args.csv) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(CSV_COLUMNS)
+            writer.writerows(csv_rows(result))
+    if args.plot:
+        plot_certification(result, args.plot, title=os.path.basename(args.model))
+
+
 # ---------------------------------------------------------------------------------------------
 # The one error path: the command line checked before any work, input errors as one line
 
@@ -896,6 +1002,7 @@ _OUTPUTS = {"train": {"out": "-o", "checkpoint": "--checkpoint"},
             "attack": {"json": "--json", "csv": "--csv", "plot": "--plot"},
             "compress": {"out": "-o"},
             "sensitivity": {"json": "--json", "csv": "--csv", "plot": "--plot"},
+            "certify": {"json": "--json", "csv": "--csv", "plot": "--plot"},
             "study": {"db": "--db"}, "demo": {"db": "--db"}}
 
 
@@ -1015,4 +1122,6 @@ def _run(args):
             print(f"written: {path}")
     elif args.command == "demo":
         _demo(args)
+    elif args.command == "certify":
+        _certify(args)
     return 0

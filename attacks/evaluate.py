@@ -163,7 +163,7 @@ def canonical_attack(name, at="evaluate"):
 
 def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanity=True,
              sanity_examples=256, batch_size=256, seed=0, log=None, options=None,
-             progress=None):
+             progress=None, on_examples=None):
     """Accuracy under each attack at each eps, the worst case per eps and the sanity checks.
 
     Parameters
@@ -190,6 +190,9 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
         with the number of examples just finished after each batch); or True: a progress bar
         with its ETA for each attack and eps, and one for the sanity checks (their total from
         ``sanity.sanity_work``). The result does not depend on it.
+    on_examples : None, or called as ``on_examples(attack, eps, x_adv, clean_ok, adv_ok)``
+        after each attack and eps with its adversarial examples (a detector's evaluation,
+        ``defences.squeeze.DetectionRecorder``).
 
     Returns a dict, JSON-ready: ``examples``, ``clean_accuracy``, ``bpda``, ``step_layers``
     (names of the net's step-function layers and whether they were masked), ``rows`` (one per
@@ -263,6 +266,8 @@ def evaluate(net, x, y, attacks, eps_list, *, clip=(0.0, 1.0), bpda=False, sanit
                         flag, detail=f"{attack}{shown}: {flag['detail']}"))
                 rows.append(row)
                 correct[(attack, eps)] = adv_ok
+                if on_examples is not None:
+                    on_examples(attack, eps, x_adv, clean_ok, adv_ok)
                 if eps is None:
                     sizes[attack] = perturbation_norms(x, x_adv)
                 say(f"{attack}{shown}: adversarial accuracy "

@@ -7,7 +7,10 @@ fail silently (wrong clipping, too few steps, a bug, gradient masking):
 
     gradients               the input gradient is finite and not zero (masking: a step function
                             such as a quantised activation has a zero gradient, so every
-                            gradient attack is blind; BPDA is the remedy, ``attacks.bpda``)
+                            gradient attack is blind; BPDA is the remedy, ``attacks.bpda``),
+                            and the softmax is not saturated past the float range (defensive
+                            distillation's masking: the loss gradient underflows; attacks on
+                            the logits are the remedy, Carlini & Wagner 2016)
     iterative_vs_single     BIM / PGD at least as strong as FGSM at the same eps
     monotone_in_eps         accuracy does not rise as eps grows
     large_eps               at an eps covering the whole data range, accuracy is ~0
@@ -102,35 +105,61 @@ def _slack(tol, n):
     return max(tol, 1.0 / max(n, 1))
 
 
+def saturation_margin(dtype):
+    """The logit margin z_y − max_{k≠y} z_k above which every other class's softmax
+    probability, exp(−margin) at most, is below the smallest normal number of ``dtype``
+    (float32: 87.3): the cross-entropy's gradient then underflows to zero or to a few bits."""
+    return float(-np.log(np.finfo(dtype).tiny))
+
+
 def check_gradients(net, x, y, *, batch_size=256, max_zero=0.01, bpda=False, progress=None):
-    """The input gradient of the loss is finite everywhere and not identically zero on more than
-    ``max_zero`` of the examples; and no step-function layer back-propagates its true (zero)
-    gradient (``bpda.masked_layers``). ``progress``: None, or called with the examples done
-    after each batch."""
-    nonfinite = zero = 0
-    norms = []
+    """The input gradient of the loss is finite everywhere and not identically zero, and the
+    softmax is not saturated past the dtype's range (``saturation_margin``), on more than
+    ``max_zero`` of the examples together; and no step-function layer back-propagates its true
+    (zero) gradient (``bpda.masked_layers``). ``progress``: None, or called with the examples
+    done after each batch."""
+    nonfinite = zero = saturated = 0
+    norms, margins = [], []
+    limit = saturation_margin(net.dtype)
     for lo in range(0, len(x), batch_size):
-        _, dx = net.loss_and_input_grad(x[lo:lo + batch_size], y[lo:lo + batch_size])
+        xb, yb = x[lo:lo + batch_size], np.asarray(y[lo:lo + batch_size])
+        _, dx = net.loss_and_input_grad(xb, yb)
         if progress is not None:
             progress(len(dx))
+        logits = net.logits(xb, batch_size=batch_size)
         rows = dx.reshape(len(dx), -1).astype(np.float64)
         finite = np.isfinite(rows).all(axis=1)
         nonfinite += int((~finite).sum())
         zero += int((finite & (rows == 0).all(axis=1)).sum())
         norms.append(np.abs(rows[finite]).sum(axis=1))
+        z = logits.astype(np.float64)
+        true = z[np.arange(len(z)), yb]
+        z[np.arange(len(z)), yb] = -np.inf
+        margin = true - z.max(axis=1)
+        margins.append(margin)
+        saturated += int((finite & (rows != 0).any(axis=1) & (margin > limit)).sum())
     n = len(x)
     norms = np.concatenate(norms) if norms else np.zeros(0)
     median = float(np.median(norms)) if norms.size else float("nan")
+    margins = np.concatenate(margins) if margins else np.zeros(0)
     masked = masked_layers(net)
-    passed = nonfinite == 0 and zero <= max_zero * n and not masked
+    passed = nonfinite == 0 and zero + saturated <= max_zero * n and not masked
     detail = (f"{n} examples: {nonfinite} with a non-finite gradient, {zero} with an all-zero "
-              f"gradient (at most {_pct(max_zero)} allowed); median L1 norm {median:.3g}")
+              f"gradient, {saturated} more with a saturated softmax (logit margin > "
+              f"{limit:.1f}: the loss gradient underflows; at most {_pct(max_zero)} allowed); "
+              f"median L1 norm {median:.3g}, median logit margin "
+              f"{float(np.median(margins)) if margins.size else float('nan'):.3g}")
     if masked:
         names = ", ".join(f"{layer.name} ({layer.type})" for layer in masked)
         detail += (f"; GRADIENT MASKING: {names} back-propagate their true gradient, zero almost "
                    f"everywhere, so gradient attacks see nothing and the accuracies above "
                    f"overstate robustness: re-run with --bpda (BPDA, the straight-through "
                    f"estimate)")
+    elif zero + saturated > max_zero * n and np.mean(margins > limit) > max_zero:
+        detail += ("; SOFTMAX SATURATION: the logits are so large that the loss gradient "
+                   "underflows (gradient masking, as defensive distillation's; Carlini & Wagner "
+                   "2016): attacks on the loss see nothing, attacks on the logits (cw, deepfool) "
+                   "do not suffer from it")
     elif zero > max_zero * n or nonfinite:
         detail += "; gradient attacks cannot work on these examples (masking or a numerical fault)"
     if bpda:
@@ -331,4 +360,5 @@ def format_checks(checks):
     return "\n".join(lines)
 
 
-__all__ = ["Check", "sanity_checks", "sanity_work", "format_checks", "check_gradients"]
+__all__ = ["Check", "sanity_checks", "sanity_work", "format_checks", "check_gradients",
+           "saturation_margin"]

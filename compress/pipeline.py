@@ -191,6 +191,8 @@ def compress(net, x, y, settings, *, objective=None, val=None, progress=True, lo
                          f"objective was given; pass objective=attacks.adversarial_training."
                          f"adversarial_objective(settings.adversarial, settings.seed)")
     report = {"settings": asdict(settings), "stages": []}
+    if objective is not None and hasattr(objective, "config"):
+        report["objective"] = objective.config()
     log = log or (lambda *a: None)
 
     def record(stage, seconds):

@@ -22,6 +22,7 @@ Functional API (checked arguments; NCHW; float32, or float64 for gradient checks
     permute_*, softmax_forward / softmax_backward
     sigmoid_forward(x) / sigmoid_backward(dy, x), hard_sigmoid_* (+ alpha, beta), hard_swish_*
     softmax_cross_entropy(logits, labels)                                        → (loss (N,), dlogits)
+    median_filter_forward(x, k)                  (k×k median per channel, SciPy's conventions)
 
 Functions that check their arguments take a keyword ``name`` used in their error messages;
 the plumbing helpers (``concat_backward``, ``eltwise_sum_backward``, ``flatten_*``) check nothing.
@@ -32,8 +33,8 @@ from .conv import conv2d_backward, conv2d_forward, conv2d_geometry, conv_output_
 from .dropout import dropout_backward, dropout_forward
 from .layers import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                      EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, HardSigmoid, HardSwish,
-                     Layer, Linear, LRNWithin, MaxPool2d, Pad2d, Permute, PReLU, ReLU, ReLU6,
-                     Reshape, Scale, Sigmoid, Softmax)
+                     Layer, Linear, LRNWithin, MaxPool2d, MedianFilter, Pad2d, Permute, PReLU,
+                     ReLU, ReLU6, Reshape, Scale, Sigmoid, Softmax)
 from .linear import linear_backward, linear_forward
 from .loss import softmax_backward, softmax_cross_entropy, softmax_forward
 from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwise_max_forward,
@@ -41,6 +42,7 @@ from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwi
                     eltwise_sum_forward, flatten_backward, flatten_forward, pad2d_backward,
                     pad2d_forward, permute_backward, permute_forward, reshape_backward,
                     reshape_forward)
+from .median import median_filter_forward
 from .net import LayerStep, Net
 from .norm import (batch_norm_backward, batch_norm_forward, fold_batch_norm, lrn_backward,
                    lrn_forward, lrn_within_backward, lrn_within_forward, scale_backward,
@@ -66,6 +68,7 @@ __all__ = [
     "lrn_within_forward", "lrn_within_backward",
     "eltwise_prod_forward", "eltwise_prod_backward", "eltwise_max_forward",
     "eltwise_max_backward", "reshape_forward", "reshape_backward", "pad2d_forward",
+    "median_filter_forward", "MedianFilter",
     "pad2d_backward", "permute_forward", "permute_backward",
     "sigmoid_forward", "sigmoid_backward", "hard_sigmoid_forward", "hard_sigmoid_backward",
     "hard_swish_forward", "hard_swish_backward",

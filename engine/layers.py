@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activation, conv, linear, loss, merge, norm, pool, prelu, sigmoid
+from . import activation, conv, linear, loss, median, merge, norm, pool, prelu, sigmoid
 from ._args import pair
 from .dropout import check_ratio, dropout_mask
 from .formats import FORMATS
@@ -687,6 +687,42 @@ class QuantizedReLU(Layer):
         return [dx]
 
 
+class MedianFilter(Layer):
+    """Median of each channel over k×k windows (feature squeezing's median smoothing, Xu et al.
+    2018), with SciPy's borders and window anchoring (``engine/median.py``). The gradient goes
+    to the pixel each output took its value from."""
+
+    type = "MedianFilter"
+
+    def __init__(self, name, size=2, **kw):
+        super().__init__(name, **kw)
+        self.size = median.check_median_size(size, self.at)
+
+    def _config(self):
+        return dict(size=self.size)
+
+    def _setup(self, in_shapes, dtype):
+        if len(in_shapes[0]) != 3:
+            raise ValueError(f"{self.at}: input must be (C, H, W) per example, got {in_shapes[0]}")
+        return in_shapes
+
+    def forward(self, xs, ctx):
+        x = np.ascontiguousarray(xs[0])
+        y = np.empty_like(x)
+        source = np.empty(x.shape, np.int64)
+        median.median_filter_forward_nchw(x, self.size, y, source)
+        if ctx.keep:
+            self._saved = source
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.zeros(dys[0].shape, dys[0].dtype)
+        median.median_filter_backward_nchw(dys[0], self._saved, dx)
+        return [dx]
+
+
 class QuantizeActivation(Layer):
     """The activation quantizer of quantized nets: y = clip(round(x / step), lo, hi), the integer
     codes of a uniform ``bits``-bit quantizer — unsigned 0..2**bits − 1 (uint8 for 8 bits),
@@ -1284,7 +1320,7 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (
     Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
     QuantizeActivation, LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU,
     EltwiseProd, EltwiseMax, Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish,
-    Preprocess)}
+    Preprocess, MedianFilter)}
 
 
 def layer_from_config(cfg):

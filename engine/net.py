@@ -191,6 +191,20 @@ class Net:
             if blob_id not in kept:
                 self._free_after[step].append(blob_id)
 
+    def plan(self):
+        """The layers in run order with the ids of the blobs each reads and writes →
+        [(layer, input ids, output ids)]: the structure ``run_layers`` walks with values, for
+        interpreters that walk it with something else (bound propagation in ``robustcnn.certify``).
+        A blob id is the blob's name, or ``name@layer`` for the new version an in-place layer
+        writes; the input's id is ``input_name``, the logits' is ``logits_id``, and
+        ``blob_shape`` takes ids too."""
+        return [(layer, list(in_ids), list(out_ids)) for layer, in_ids, out_ids in self._plan]
+
+    @property
+    def logits_id(self):
+        """Id in ``plan`` of the blob the loss reads as logits (see ``logits_blob``)."""
+        return self._logits_id
+
     def _logits_of(self, blob_id):
         """The blob id the loss reads as logits for output ``blob_id``: the input of the Softmax
         writing it, else the blob itself."""
@@ -200,6 +214,8 @@ class Net:
         return blob_id
 
     def _blob_id(self, name):
+        if isinstance(name, str) and name not in self._current and name in self._shapes:
+            return name  # a version id of ``plan``
         if not isinstance(name, str) or name not in self._current:
             raise ValueError(f"{self.name}: no blob named {name!r}; blobs: "
                              f"{sorted(self._current)}")
@@ -217,7 +233,8 @@ class Net:
 
     def blob_shape(self, name):
         """Per-example shape of blob ``name`` (of its last version, when layers write it in
-        place), e.g. ``(20, 24, 24)``; the input blob's is ``input_shape``."""
+        place; or of a version id of ``plan``), e.g. ``(20, 24, 24)``; the input blob's is
+        ``input_shape``."""
         return self._shapes[self._blob_id(name)]
 
     def producer(self, name):

@@ -173,7 +173,10 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
     checkpoint's settings, so a checkpoint of another objective is refused. Examples:
     ``attacks.adversarial_training.AdversarialObjective`` and
     ``compress.distill.DistillationObjective``. The training accuracy is measured on the
-    logits the objective returns (for adversarial training: on the mixed batch).
+    logits the objective returns (for adversarial training: on the mixed batch). An objective
+    with a schedule (``certify.objective.IBPObjective``'s eps ramp) may define
+    ``at_iteration(it, total)``: fit calls it before each batch with the iteration (from 0,
+    counted over the whole run, so a resumed run continues the schedule) and the run's total.
     """
     optimizer = optimizer or SGD()
     steps_per_epoch = len(x) // batch_size
@@ -233,6 +236,8 @@ def fit(net, x, y, *, epochs, batch_size=64, optimizer=None, schedule=None, seed
             if augment is not None:
                 xb = augment(xb, augment_rng)
             lr = schedule(epoch * steps_per_epoch + b)
+            if hasattr(objective, "at_iteration"):
+                objective.at_iteration(epoch * steps_per_epoch + b, epochs * steps_per_epoch)
             if objective is None:
                 loss, logits = net.loss_and_grad(xb, yb)
             else:

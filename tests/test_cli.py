@@ -162,6 +162,53 @@ def test_sensitivity(tiny_mnist, tmp_path, capsys):
     assert main(["sensitivity", str(model), "--sparsities", "a,b"] + common) == 2
 
 
+def test_certify_and_the_squeezing_defence(tiny_mnist, tmp_path, capsys):
+    model = tmp_path / "m.h5"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "3", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    out = capsys.readouterr().out
+    trained = float(out.split("clean test accuracy:")[1].split("%")[0])
+    files = {k: tmp_path / f"ibp.{k}" for k in ("json", "csv", "png")}
+    with single_thread():
+        assert main(["certify", str(model), "--method", "ibp", "--eps", "0,0.001,0.05",
+                     "--no-progress", "--json", str(files["json"]), "--csv", str(files["csv"]),
+                     "--plot", str(files["png"])] + common) == 0
+    assert "certified accuracy" in capsys.readouterr().out
+    result = json.loads(files["json"].read_text())
+    accs = [r["certified_accuracy"] for r in result["rows"]]
+    assert result["examples"] == 64 and result["dtype"] == "float64"
+    assert accs[0] == pytest.approx(trained / 100, abs=1e-6)  # eps 0: the clean accuracy
+    assert accs == sorted(accs, reverse=True)
+    assert files["csv"].read_text().splitlines()[0].startswith("method,norm,eps,")
+    assert files["png"].read_bytes()[:4] == b"\x89PNG"
+    with single_thread():
+        assert main(["certify", str(model), "--method", "crown-ibp", "--eps", "0.001",
+                     "--limit", "16", "--dtype", "float32", "--no-progress"] + common) == 0
+        capsys.readouterr()
+        smooth = tmp_path / "smooth.json"
+        assert main(["certify", str(model), "--method", "smoothing", "--sigma", "0.1", "--n",
+                     "300", "--limit", "8", "--eps", "0,0.1", "--no-progress", "--json",
+                     str(smooth)] + common) == 0
+    assert "forward passes" in capsys.readouterr().out
+    result = json.loads(smooth.read_text())
+    assert result["n"] == 300 and len(result["radius"]) == 8 and result["norm"] == "l2"
+    assert main(["certify", str(model), "--method", "smoothing"] + common) == 2
+    assert "needs --sigma" in capsys.readouterr().err
+
+    table = tmp_path / "squeeze.json"
+    with single_thread():
+        assert main(["attack", str(model), "--attack", "fgsm", "--eps", "0.3", "--limit", "32",
+                     "--sanity-examples", "16", "--defence", "squeeze", "--json", str(table)]
+                    + common) == 0
+    out = capsys.readouterr().out
+    assert "feature squeezing" in out and "clean test images flagged" in out
+    defence = json.loads(table.read_text())["defence"]
+    assert defence["squeezers"] == ["bit-depth-1", "median-2x2", "median-3x3"]
+    assert [(r["attack"], r["eps"]) for r in defence["rows"]] == [("fgsm", 0.3)]
+    assert 0 <= defence["false_positive_rate"] <= 1
+
+
 def test_attack_autoattack_version_progress_and_json(tiny_mnist, tmp_path, capsys):
     model = tmp_path / "m.h5"
     common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]

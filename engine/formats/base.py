@@ -21,6 +21,7 @@ row into buffers first; at a larger batch decoding once for the whole batch wins
 pick by batch size, ``linear.DIRECT_MAX_BATCH``).
 """
 
+import copy
 from collections import namedtuple
 
 import numpy as np
@@ -307,6 +308,22 @@ class WeightFormat:
         """Weights the format stores one by one, read from its structure without decoding
         (a sparse format's entries, fillers included; every weight of a dense pattern)."""
         return self.size
+
+    def magnitude(self):
+        """The same weight with every stored value replaced by its absolute value: |W|.
+
+        Every format decodes a weight by gathering stored values (each weight is one stored
+        value or zero), so |decode(v)| = decode(|v|): |W| keeps the format's structure, and the
+        format's own kernels compute |W|·x on its stored entries (the radius of interval bound
+        propagation, ``robustcnn.certify``). A shallow copy: the structure arrays (indices,
+        codes, streams) are shared, the trainable values are new arrays. The gradient of a
+        function of |W| with respect to the stored values v is sign(v) times its gradient with
+        respect to |v|.
+        """
+        out = copy.copy(self)
+        for name in self.trainable:
+            setattr(out, name, np.abs(getattr(self, name)))
+        return out
 
     def astype(self, dtype):
         """The same format with values of another float dtype."""

@@ -6,7 +6,8 @@ import pytest
 from attack_nets import bars, trained_bars_nets
 from helpers import single_thread
 
-from robustcnn.attacks import bpda, evaluate, format_checks, pgd, sanity_checks
+from robustcnn.attacks import (bpda, carlini_wagner_l2, evaluate, fgsm, format_checks, pgd,
+                               sanity_checks)
 from robustcnn.attacks.bpda import masked_layers, step_layers
 from robustcnn.attacks.sanity import check_gradients
 
@@ -162,9 +163,13 @@ def test_noise_stronger_than_the_attack_is_flagged(nets, data):
 
 class _StubNet:
     """A stand-in net whose input gradient is ones, except NaN for the examples in ``nan`` and
-    zero for those in ``zero``."""
+    zero for those in ``zero``; its logits are all zero (no saturated softmax)."""
 
     layers = []
+    dtype = np.dtype(np.float64)
+
+    def logits(self, x, batch_size=256):
+        return np.zeros((len(x), 3))
 
     def __init__(self, nan=(), zero=()):
         self.nan, self.zero = list(nan), list(zero)
@@ -200,3 +205,26 @@ def test_sanity_checks_bad_arguments(nets, data, kwargs, match):
     x, y = data
     with pytest.raises(ValueError, match="sanity_checks: " + match):
         sanity_checks(net, x, y, {}, [0.1], **kwargs)
+
+
+def test_saturated_softmax_is_flagged(nets, data):
+    # Logits scaled as a defensive-distillation student's (T = 100): the loss gradient
+    # underflows in float32 on nearly every example, although the logits still have gradients
+    net, _ = nets
+    x, y = data
+    hot = net.copy()
+    hot.params["ip2"]["weight"][...] *= 100
+    hot.params["ip2"]["bias"][...] *= 100
+    assert hot.accuracy(x, y) == net.accuracy(x, y)
+    check = check_gradients(hot, x, y)
+    assert not check.passed
+    assert "SOFTMAX SATURATION" in check.detail
+    assert check_gradients(net, x, y).passed
+    # FGSM fails on the scaled net; C&W on the logits does not (Carlini & Wagner 2016)
+    x, y = x[:40], y[:40]
+    ok = hot.predict(x) == y
+    fooled = {name: (model.predict(adv) != y)[ok].mean() for name, model, adv in (
+        ("fgsm", hot, fgsm(hot, x, y, 0.2)), ("plain fgsm", net, fgsm(net, x, y, 0.2)),
+        ("cw", hot, carlini_wagner_l2(hot, x, y, max_iter=100, binary_search_steps=4)))}
+    assert fooled["fgsm"] < fooled["plain fgsm"] - 0.3, fooled
+    assert fooled["cw"] > 0.95, fooled

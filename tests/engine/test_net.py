@@ -556,6 +556,20 @@ def test_seed_blob_shape_producer_and_logits_blob():
     assert plain.producer(plain.logits_blob()) is plain["ip2"]
 
 
+def test_plan_names_each_version_of_an_in_place_blob():
+    net = Net([Linear("ip1", 6), ReLU("relu1", bottom="ip1", top="ip1"), Linear("ip2", 3),
+               Softmax("prob")], (4,), seed=11, name="tiny")
+    plan = net.plan()
+    assert [(layer.name, ins, outs) for layer, ins, outs in plan] == [
+        ("ip1", ["data"], ["ip1"]), ("relu1", ["ip1"], ["ip1@relu1"]),
+        ("ip2", ["ip1@relu1"], ["ip2"]), ("prob", ["ip2"], ["prob"])]
+    assert net.logits_id == "ip2" and net.blob_shape("ip1@relu1") == (6,)
+    plan[0][1].append("changed")  # a copy: the net's own plan is not the caller's to edit
+    assert net.plan()[0][1] == ["data"]
+    with pytest.raises(ValueError, match="no blob named 'ip1@ip2'"):
+        net.blob_shape("ip1@ip2")
+
+
 def test_parameter_counts_are_every_weight_and_formats_say_larger():
     """Issue 15 point 6: the params column and num_dense_params count every weight of a
     compressed layer (not its centroids); a CSR copy of an unpruned layer is larger."""
