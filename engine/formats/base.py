@@ -13,6 +13,8 @@ through one of two doors:
 
 ``row_entries`` dispatches on the type of the format's operand (a NamedTuple of its arrays) when
 Numba compiles a kernel, so one sparse kernel per operation serves every sparse format.
+Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) both
+hubs look the operand's class up in the same registry and call the same decoder.
 """
 
 from collections import namedtuple
@@ -89,9 +91,12 @@ def row_entries(W, o, cols, vals, slots, need_slots):
     uses (an empty array unless ``need_slots``). A format whose rows are stored plainly (CSR)
     returns views of its own arrays; the others decode into the buffers given (each at least
     the longest row) and return views of those. Entries that are stored zeros (Deep
-    Compression's fillers) are left out. Only callable from Numba kernels.
+    Compression's fillers) are left out.
+
+    In a compiled kernel Numba resolves the decoder once per operand type (the overload below);
+    this body is what runs with the JIT disabled.
     """
-    raise NotImplementedError("row_entries is resolved by Numba for each format's operand")
+    return _ROW_DECODERS[type(W)](W, o, cols, vals, slots, need_slots)
 
 
 @overload(row_entries, jit_options=JIT)
@@ -122,8 +127,9 @@ def register_block_decoder(operand_class, decoder):
 
 def weight_rows(W, lo, hi, scratch):
     """Rows lo..hi of the weight matrix as a (hi − lo, K) array: a view for dense weights, the
-    rows decoded into ``scratch`` for a codebook. Only callable from Numba kernels."""
-    raise NotImplementedError("weight_rows is resolved by Numba for each format's operand")
+    rows decoded into ``scratch`` for a codebook. Compiled kernels resolve the decoder per
+    operand type (the overload below); this body is what runs with the JIT disabled."""
+    return _BLOCK_DECODERS[type(W)](W, lo, hi, scratch)
 
 
 @njit(**JIT)
