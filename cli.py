@@ -4,6 +4,7 @@
     robustcnn eval    runs/lenet5.h5
     robustcnn attack  runs/lenet5.h5 --attack fgsm,bim,pgd,deepfool --eps 0.05,0.1,0.2
     robustcnn info    runs/lenet5.h5
+    robustcnn predict SqueezeNet_deploy.prototxt --weights compressed_SqueezeNet.net cat.jpg
     robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
     robustcnn compress runs/lenet5.h5 -o runs/lenet5-int8.rcnn --method int8   (or ttq, inq, …)
     robustcnn sensitivity runs/lenet5.h5 --plot runs/sensitivity.png   (to choose sparsities)
@@ -190,6 +191,14 @@ def _parser():
                    help="skip the sanity checks (Carlini et al. 2019): faster, unchecked")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
+
+    p = sub.add_parser("predict", help="the most probable classes of image files")
+    _model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (any format Pillow reads: robustcnn[images]), resized, "
+                        "cropped and normalised as the model's preprocessing says")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="how many classes to print per image (default %(default)s)")
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
     _model_args(p)
@@ -448,6 +457,17 @@ def _eval(args):
     print(f"{args.model} ({meta['loaded_from']['format']}) on {len(xt)} {args.dataset} test "
           f"images; {units}")
     print(f"clean test accuracy: {100 * model.accuracy(x, yt):.2f}%")
+
+
+def _predict(args):
+    from .models.images import class_names, predict_files
+
+    net, meta = _load(args)
+    names = class_names(net, meta)
+    for path, top in zip(args.images, predict_files(net, args.images, args.top, names)):
+        print(f"{path}:")
+        for index, name, p in top:
+            print(f"  {p:7.4f}  {index:>4}  {name or ''}".rstrip())
 
 
 def _attack_command(args):
@@ -878,6 +898,7 @@ _NUMBERS = {
     "sanity_examples": (1, math.inf, True, False), "rounds": (1, math.inf, True, False),
     "retrain_epochs": (0, math.inf, True, False), "finetune_epochs": (0, math.inf, True, False),
     "holdout": (0, math.inf, True, False), "lr": (0, math.inf, False, False),
+    "top": (1, math.inf, True, False),
     "finetune_lr": (0, math.inf, False, False), "momentum": (0, 1, True, False),
     "weight_decay": (0, math.inf, True, False), "max_drop": (0, 1, True, True),
 }
@@ -988,6 +1009,8 @@ def _run(args):
         _eval(args)
     elif args.command == "attack":
         _attack_command(args)
+    elif args.command == "predict":
+        _predict(args)
     elif args.command == "study":
         from .study.config import load_config
         from .study.runner import run_study
