@@ -85,6 +85,28 @@ def _model_input_args(p):
                         "or another image size for a fully convolutional model")
 
 
+def _output_arg(p):
+    p.add_argument("--output", default=None, metavar="NAME",
+                   help="the output (blob) to evaluate or attack, for a net with several "
+                        "(info lists them; default: the model's first)")
+
+
+def _with_output(net, args, labels):
+    """``net`` with --output as its output (``Net.with_output``), checked against the labels
+    (ValueError naming --output); the net itself without --output."""
+    if args.output is None:
+        return net
+    try:
+        net = net.with_output(args.output)
+    except ValueError as e:
+        raise ValueError(f"--output {args.output}: {e} (the net's outputs: "
+                         f"{', '.join(net.outputs)})") from None
+    if len(labels) and int(labels.max()) >= net.num_classes:
+        raise ValueError(f"--output {args.output}: {net.num_classes} values per example, but "
+                         f"{args.dataset}'s labels go up to {int(labels.max())}")
+    return net
+
+
 def _train_args(p, defaults):
     p.add_argument("--model", default=defaults["model"],
                    help="the architecture to train: lenet5 (default), lenet-300-100, "
@@ -157,12 +179,14 @@ def _parser():
 
     p = sub.add_parser("eval", help="clean test accuracy of a model file")
     _model_args(p)
+    _output_arg(p)
     _data_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
     p = sub.add_parser("attack", help="accuracy under attack per attack and eps, the worst case, "
                                       "sanity checks")
     _model_args(p)
+    _output_arg(p)
     # The names of attacks.registry, written out so that --help loads no attack (a test checks
     # that every name and alias is here, in its group).
     p.add_argument("--attack", default="fgsm",
@@ -453,9 +477,11 @@ def _eval(args):
 
     net, meta = _load(args)
     xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    net = _with_output(net, args, yt)
     model, x, _, units = _for_model(net, xt, args.dataset)
-    print(f"{args.model} ({meta['loaded_from']['format']}) on {len(xt)} {args.dataset} test "
-          f"images; {units}")
+    head = f", output {args.output}" if args.output else ""
+    print(f"{args.model} ({meta['loaded_from']['format']}{head}) on {len(xt)} {args.dataset} "
+          f"test images; {units}")
     print(f"clean test accuracy: {100 * model.accuracy(x, yt):.2f}%")
 
 
@@ -478,10 +504,12 @@ def _attack_command(args):
     eps = _eps_list(args.eps)
     net, meta = _load(args)
     xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    net = _with_output(net, args, yt)
     model, x, clip, units = _for_model(net, xt, args.dataset)
     sanity = (f"sanity checks on (on up to {args.sanity_examples} images)" if args.sanity
               else "sanity checks off (--no-sanity)")
-    print(f"robustcnn attack: {args.model} ({meta['loaded_from']['format']}, "
+    head = f"output {args.output}, " if args.output else ""
+    print(f"robustcnn attack: {args.model} ({meta['loaded_from']['format']}, {head}"
           f"{net.num_dense_params():,} parameters) on {len(x)} {args.dataset} test images, "
           f"true labels; attacks {', '.join(names)} at eps {', '.join(f'{e:g}' for e in eps)}; "
           f"{units}; {sanity}", flush=True)
