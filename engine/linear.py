@@ -6,7 +6,8 @@ engine's formats (``engine/formats``).
 A dense weight: each kernel splits one matrix product into column blocks, one per thread, each a
 single-threaded BLAS call (see blas.py for why BLAS runs inside Numba's threads). A codebook
 decodes blocks of rows for the same products; sparse formats (CSR, sparse codebook, Huffman)
-multiply each decoded row of stored weights (``row_entries``). The weight gradient is the
+multiply each decoded row of stored weights (``row_entries``) or, at a small batch, walk each
+row's stored entries once per example (``row_dot``, EIE). The weight gradient is the
 format's own: CSR's stored values', a codebook's per-centroid sums (Deep Compression eq. 3). The
 Net's Linear calls ``linear_forward_format`` / ``linear_backward_format``; ``linear_forward`` /
 ``linear_backward`` are the checked functional API on a dense weight array.
@@ -20,7 +21,7 @@ from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
 from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
-from .formats.base import row_entries, weight_rows
+from .formats.base import has_row_direct, row_dot, row_dot_backward, row_entries, weight_rows
 from . import quantized
 
 # Narrower blocks than this make per-call overhead dominate the product.
@@ -112,6 +113,36 @@ def linear_forward_sparse(xT, W, bias, chunks, max_row, yT):
 
 
 @njit(**JIT_PARALLEL)
+def linear_forward_direct(x, W, bias, chunks, y):
+    # x: (N, I); W: sparse operand with a direct walk (row_dot); bias: (O,)
+    # y: (N, O), every cell written
+    # y[n, o] = b[o] + Σ_{(k, v) ∈ row o} v · x[n, k]   (EIE: each example walks the row's stored
+    # entries; nothing is decoded into buffers, so the weight is read at its stored size)
+    N, O = y.shape
+    for t in prange(chunks):
+        lo, hi = chunk_bounds(t, chunks, O)
+        for o in range(lo, hi):
+            for n in range(N):
+                y[n, o] = bias[o] + row_dot(W, o, x[n])
+
+
+@njit(**JIT_PARALLEL)
+def linear_backward_direct(dy, x, W, chunks, need_input, need_weight, dx_parts, dvalue_parts):
+    # dy: (N, O); x: (N, I), read only for the weight gradient; dx_parts: (chunks, N, I) and
+    # dvalue_parts: (chunks, values), accumulated into, one partial per chunk
+    # dx[n, k] += dy[n, o] · v;   dvalues[slot] += dy[n, o] · x[n, k]   for each entry (o, k, v)
+    N, O = dy.shape
+    no_input = dx_parts.reshape(-1)[:0]
+    for t in prange(chunks):
+        lo, hi = chunk_bounds(t, chunks, O)
+        for o in range(lo, hi):
+            for n in range(N):
+                row_dot_backward(W, o, dy[n, o], x[n] if need_weight else no_input, need_input,
+                                 need_weight, dx_parts[t, n] if need_input else no_input,
+                                 dvalue_parts[t])
+
+
+@njit(**JIT_PARALLEL)
 def linear_backward_sparse(dyT, xT, W, chunks, max_row, need_input, need_weight, dxT_parts,
                            dvalue_parts):
     # dyT: (O, N); xT: (I, N); dxT_parts: (chunks, I, N) and dvalue_parts: (chunks, values),
@@ -137,9 +168,29 @@ def linear_backward_sparse(dyT, xT, W, chunks, max_row, need_input, need_weight,
 # Rows a codebook decodes into scratch at a time (64 rows of 4096 float32 = 1 MiB).
 _CODEBOOK_BLOCK = 64
 
+# Largest batch at which a sparse format's direct walk (linear_forward_direct: each example
+# walks the stored entries) beats decoding each row once for the whole batch
+# (linear_forward_sparse). Measured on FC 4096² at 90 % pruned, 5-bit codes and gaps, one thread,
+# CPU ms direct / rows: CSR 1.7 / 2.1 at batch 1, 3.1 / 3.6 at 2, 5.9 / 5.3 at 4; sparse codebook
+# 3.5 / 15.3, 6.7 / 17.1, 13.4 / 18.3; Huffman 14.4 / 27.0, 28.2 / 28.8 (bench.py shows the
+# kernel not picked beside the one picked).
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "huffman": 1}
 
-def linear_forward_format(x, fmt, bias):
-    """y = x · Wᵀ + b with W in any weight format (checked 2-D x; ``bias`` may be None)."""
+
+def direct_walk(fmt, W, N, direct=None):
+    """Whether a sparse layer of batch N runs the direct walk: ``direct`` if given, else
+    N ≤ ``DIRECT_MAX_BATCH`` of the format; a format without a ``row_dot`` never does."""
+    if not has_row_direct(W):
+        return False
+    return N <= DIRECT_MAX_BATCH.get(fmt.kind, 0) if direct is None else bool(direct)
+
+
+def linear_forward_format(x, fmt, bias, *, direct=None):
+    """y = x · Wᵀ + b with W in any weight format (checked 2-D x; ``bias`` may be None).
+
+    A sparse format runs the direct walk (every example walks the stored entries) or the row
+    kernel (each row decoded once for the batch) as ``direct_walk`` picks; ``direct`` forces
+    one (the bench and tests compare the two)."""
     _same_dtype(x, fmt)
     if fmt.kind == "dense":
         return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
@@ -150,9 +201,12 @@ def linear_forward_format(x, fmt, bias):
     if bias is None:
         bias = np.zeros(O, dtype=x.dtype)
     y = np.empty((N, O), dtype=x.dtype)
-    if fmt.sparse:
+    W = fmt.operand() if fmt.sparse else None
+    if fmt.sparse and direct_walk(fmt, W, N, direct):
+        linear_forward_direct(x, W, bias, chunk_count(O, _MIN_BLOCK), y)
+    elif fmt.sparse:
         yT = np.empty((O, N), dtype=x.dtype)
-        linear_forward_sparse(np.ascontiguousarray(x.T), fmt.operand(), bias,
+        linear_forward_sparse(np.ascontiguousarray(x.T), W, bias,
                               chunk_count(O, _MIN_BLOCK), max(fmt.max_row_entries(), 1), yT)
         y[...] = yT.T
     else:
@@ -161,9 +215,10 @@ def linear_forward_format(x, fmt, bias):
     return y
 
 
-def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True):
+def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True, direct=None):
     """Gradients with W in any format → (dx, {trainable array name: gradient}, dbias); the
-    weight gradient is the format's own (see ``conv2d_backward_format``)."""
+    weight gradient is the format's own (see ``conv2d_backward_format``); ``direct`` as in
+    ``linear_forward_format``."""
     _same_dtype(dy, fmt)
     if fmt.kind == "dense":
         dx, dw, db = linear_backward_dense(dy, x, fmt.weight.reshape(fmt.rows, fmt.cols),
@@ -175,12 +230,18 @@ def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True):
     dx_parts = np.zeros((chunks, N, I) if need_input else (chunks, 0, 0), dtype=dy.dtype)
     if x is None:  # only dx wanted; the kernels still read the input's width
         x = np.empty((0, I), dtype=dy.dtype)
-    if fmt.sparse:
+    W = fmt.operand() if fmt.sparse else None
+    if fmt.sparse and direct_walk(fmt, W, N, direct):
+        values = fmt.arrays()[fmt.trainable[0]]
+        parts = np.zeros((chunks, values.size if need_weight else 0), dtype=dy.dtype)
+        linear_backward_direct(dy, x, W, chunks, need_input, need_weight, dx_parts, parts)
+        grads = fmt.slot_grads(parts.sum(axis=0)) if need_weight else None
+    elif fmt.sparse:
         values = fmt.arrays()[fmt.trainable[0]]
         parts = np.zeros((chunks, values.size if need_weight else 0), dtype=dy.dtype)
         dxT_parts = np.zeros((chunks, I, N) if need_input else (chunks, 0, 0), dtype=dy.dtype)
         linear_backward_sparse(np.ascontiguousarray(dy.T), np.ascontiguousarray(x.T),
-                               fmt.operand(), chunks, max(fmt.max_row_entries(), 1), need_input,
+                               W, chunks, max(fmt.max_row_entries(), 1), need_input,
                                need_weight, dxT_parts, parts)
         grads = fmt.slot_grads(parts.sum(axis=0)) if need_weight else None
         dx_parts = dxT_parts.transpose(0, 2, 1)

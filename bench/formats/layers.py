@@ -100,12 +100,13 @@ LINEAR_PEERS = (
 )
 
 
-def sparse_linear_cases(in_features=4096, out_features=4096, batches=(1, 64), sparsity=0.9, *,
+def sparse_linear_cases(in_features=4096, out_features=4096, batches=(1, 8, 64), sparsity=0.9, *,
                         seed=0, match=None):
     """FC forward, y = x·Wᵀ + b, with a pruned W in each format against each of
     ``LINEAR_PEERS`` (torch dense, torch sparse CSR, scipy.sparse; at batch 1 also torch.mv on
     the CSR tensor), one case per batch. Ratios against every peer and our dense."""
-    from ...engine.linear import linear_forward_format
+    from ...engine.formats.base import has_row_direct
+    from ...engine.linear import direct_walk, linear_forward_format
 
     label = f"fc {in_features}->{out_features}"
     names = [f"{label} b{batch} {sparsity:.0%} sparse fwd" for batch in batches]
@@ -123,8 +124,18 @@ def sparse_linear_cases(in_features=4096, out_features=4096, batches=(1, 64), sp
         if nbytes is not None:
             pw.extra_bytes[peer.name] = nbytes
 
-    def ours(x, fmt):
-        return lambda: (linear_forward_format(x, fmt, b),)
+    def ours(x, fmt, direct=None):
+        return lambda: (linear_forward_format(x, fmt, b, direct=direct),)
+
+    def other_kernel(batch):
+        """Each sparse format's kernel that ``direct_walk`` does not pick at this batch (the
+        direct walk or the row kernel), to show the crossover: [(name, fmt, bits, direct)]."""
+        out = []
+        for n, (fmt, bits) in pw.formats.items():
+            if fmt.sparse and has_row_direct(fmt.operand()):
+                direct = not direct_walk(fmt, fmt.operand(), batch)
+                out.append((f"{n} ({'direct' if direct else 'rows'})", fmt, bits, direct))
+        return out
 
     cases = []
     for batch, name in zip(batches, names):
@@ -137,6 +148,8 @@ def sparse_linear_cases(in_features=4096, out_features=4096, batches=(1, 64), sp
         here = [(peer, bind) for peer, bind in peers if batch == 1 or not peer.batch1_only]
         contenders = [Contender(n, ours(x, fmt), expected[bits])
                       for n, (fmt, bits) in pw.formats.items()]
+        contenders += [Contender(n, ours(x, fmt, direct), expected[bits])
+                       for n, fmt, bits, direct in other_kernel(batch)]
         contenders += [Contender(peer.name, bind(x), expected[pw.code_bits])
                        for peer, bind in here]
         # the "vs" ratios: every peer and our dense, the matrix-vector paths last
@@ -146,6 +159,13 @@ def sparse_linear_cases(in_features=4096, out_features=4096, batches=(1, 64), sp
         if batch == 1 and sparsity == 0.9:
             targets = tuple(("robustcnn-csr", peer, minimum) for peer, minimum in
                             ((TORCH_DENSE, 3.0), (TORCH_SPARSE, 1.0), (TORCH_SPARSE_MV, 1.0)))
+            # EIE at batch 1: the sparse codebook reads ~1.3 bytes per kept weight, CSR 8
+            targets += (("robustcnn-sparse-codebook", TORCH_DENSE, 3.0),
+                        ("robustcnn-sparse-codebook", "robustcnn-csr", 1.0),
+                        ("robustcnn-huffman", TORCH_DENSE, 1.5))
+        if batch >= 8:  # dense-pattern codebooks: decoding must not cost more than it saves
+            targets = tuple((f"robustcnn-codebook{bits}", peer, 1.0)
+                            for bits in (4, 5) for peer in (OURS_DENSE, TORCH_DENSE))
         cases.append(FormatCase(name, contenders, baselines, weight=pw, targets=targets))
     return cases
 

@@ -72,7 +72,10 @@ FORMAT_NOTES = (
     "is torch.mv on the same weight, torch's faster path for a vector. "
     "robustcnn-huffman decodes each row's codes and gaps every time a kernel visits the row "
     "(streaming); robustcnn-huffman-cached computes on HuffmanCodebookWeight.decoded(), decoded "
-    "once, outside the timing. fwd+bwd: the forward, dx, the format's own weight gradient "
+    "once, outside the timing. FC, sparse formats: the row is the kernel linear.direct_walk "
+    "picks at that batch; the row marked (direct) or (rows) is the other kernel forced (the walk "
+    "over the stored entries per example, or each row decoded once for the batch), to show the "
+    "crossover. fwd+bwd: the forward, dx, the format's own weight gradient "
     "(CSR: dL/dW at the stored positions) and db; torch: dense autograd.")
 
 

@@ -13,8 +13,15 @@ through one of two doors:
 
 ``row_entries`` dispatches on the type of the format's operand (a NamedTuple of its arrays) when
 Numba compiles a kernel, so one sparse kernel per operation serves every sparse format.
-Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) both
-hubs look the operand's class up in the same registry and call the same decoder.
+
+A sparse format may also offer the direct hub, ``row_dot`` and ``row_dot_backward``: the product
+with a row computed while walking its stored entries (EIE), nothing decoded into buffers. At a
+small batch that reads the weight once per example at its stored size, which beats decoding the
+row into buffers first; at a larger batch decoding once for the whole batch wins (the FC kernels
+pick by batch size, ``linear.DIRECT_MAX_BATCH``).
+
+Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) every
+hub looks the operand's class up in the same registry and calls the same function.
 """
 
 from collections import namedtuple
@@ -60,13 +67,34 @@ def read_packed(packed, i, width):
         return np.int64(packed[i])
     if width == 4:
         return (np.int64(packed[i >> 1]) >> ((i & 1) << 2)) & 15
+    # Two bytes read whatever the value spans, no branch on it: the branch goes either way at
+    # random and its mispredictions made this read ten times slower (the clamped second byte
+    # of the stream's last value is masked off).
     bit = i * width
     byte = bit >> 3
-    shift = bit & 7
-    v = np.int64(packed[byte]) >> shift
-    if shift + width > 8:
-        v |= np.int64(packed[byte + 1]) << (8 - shift)
+    after = min(byte + 1, packed.shape[0] - 1)
+    v = (np.int64(packed[byte]) | (np.int64(packed[after]) << 8)) >> (bit & 7)
     return v & ((1 << width) - 1)
+
+
+@njit(**JIT)
+def read_word(packed, byte):
+    """Bytes byte .. byte + 7 of a packed stream as one little-endian int64: the next 8 values
+    of a ``width``-bit stream when byte = 8-value group × width (the caller checked byte + 8 ≤
+    len(packed))."""
+    i = np.uint64(byte)  # unsigned: no negative-index wraparound, so LLVM merges the 8 loads
+    one = np.uint64(1)
+    return (np.int64(packed[i]) | (np.int64(packed[i + one]) << 8)
+            | (np.int64(packed[i + 2 * one]) << 16) | (np.int64(packed[i + 3 * one]) << 24)
+            | (np.int64(packed[i + 4 * one]) << 32) | (np.int64(packed[i + 5 * one]) << 40)
+            | (np.int64(packed[i + 6 * one]) << 48) | (np.int64(packed[i + 7 * one]) << 56))
+
+
+@njit(**JIT)
+def word_groups(packed, width):
+    """How many leading 8-value groups of a ``width``-bit stream ``read_word`` may read (the
+    group's 8 bytes lie inside ``packed``)."""
+    return max(0, (packed.shape[0] - 8) // width + 1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,6 +134,68 @@ def _row_entries(W, o, cols, vals, slots, need_slots):
 
         def impl(W, o, cols, vals, slots, need_slots):
             return decoder(W, o, cols, vals, slots, need_slots)
+
+        return impl
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The direct hub: products computed while walking a row's stored entries (EIE)
+
+# NamedTuple class of an operand → (row_dot, row_dot_backward) njit functions
+_ROW_DIRECT = {}
+
+
+def register_row_direct(operand_class, dot, dot_backward):
+    """Declare how a sparse format computes on row o's stored entries directly (``row_dot``,
+    ``row_dot_backward``). Optional: a sparse format without it runs on ``row_entries``."""
+    _ROW_DIRECT[operand_class] = (dot, dot_backward)
+
+
+def has_row_direct(W):
+    """Whether the operand ``W`` has a direct walk (``row_dot``)."""
+    return type(W) in _ROW_DIRECT
+
+
+def row_dot(W, o, x):
+    """Σ_{(k, v) ∈ row o} v · x[k] for x (K,), computed while walking the row's stored entries:
+    a code and a gap (or a column) read, the centroid looked up, the product added, nothing
+    decoded into buffers (EIE's batch-1 product). Compiled kernels resolve it per operand type
+    (the overload below); this body is what runs with the JIT disabled."""
+    return _ROW_DIRECT[type(W)][0](W, o, x)
+
+
+def row_dot_backward(W, o, g, x, need_input, need_weight, dx, dvalues):
+    """The gradients of g · row_dot(W, o, x), accumulated by walking row o's stored entries:
+    dx[k] += g · v if ``need_input``, dvalues[slot] += g · x[k] if ``need_weight`` (the slot as in
+    ``row_entries``), for each entry (k, v, slot). Compiled kernels resolve it per operand
+    type (the overload below); this body is what runs with the JIT disabled."""
+    _ROW_DIRECT[type(W)][1](W, o, g, x, need_input, need_weight, dx, dvalues)
+
+
+def _direct(W, which):
+    if isinstance(W, types.BaseNamedTuple) and W.instance_class in _ROW_DIRECT:
+        return _ROW_DIRECT[W.instance_class][which]
+    return None
+
+
+@overload(row_dot, jit_options=JIT)
+def _row_dot(W, o, x):
+    dot = _direct(W, 0)
+    if dot is not None:
+        def impl(W, o, x):
+            return dot(W, o, x)
+
+        return impl
+    return None
+
+
+@overload(row_dot_backward, jit_options=JIT)
+def _row_dot_backward(W, o, g, x, need_input, need_weight, dx, dvalues):
+    backward = _direct(W, 1)
+    if backward is not None:
+        def impl(W, o, g, x, need_input, need_weight, dx, dvalues):
+            backward(W, o, g, x, need_input, need_weight, dx, dvalues)
 
         return impl
     return None

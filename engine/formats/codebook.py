@@ -15,7 +15,8 @@ from numba import njit
 
 from .._jit import JIT
 from .base import (WeightFormat, check_bits, check_bytes, check_values, pack_bits,
-                   packed_nbytes, read_packed, register_block_decoder, unpack_bits)
+                   packed_nbytes, read_packed, read_word, register_block_decoder, unpack_bits,
+                   word_groups)
 from .dense import HEADER_BYTES
 
 CodebookArrays = namedtuple("CodebookArrays", "codes bits centroids ncols")
@@ -24,22 +25,37 @@ CodebookArrays = namedtuple("CodebookArrays", "codes bits centroids ncols")
 @njit(**JIT)
 def codebook_rows(W, lo, hi, scratch):
     # scratch: (≥ hi − lo, K) → rows lo..hi of W decoded: scratch[r, j] = centroids[code(lo + r, j)]
+    # Below 8 bits, whole groups of 8 codes come from one 8-byte read (8 codes of b bits are b
+    # bytes), then shifts and masks; the codes before the first and after the last whole group
+    # one by one.
     K, codes, bits, centroids = W.ncols, W.codes, W.bits, W.centroids
     out = scratch[:hi - lo]
     flat = out.reshape(-1)
+    n = flat.shape[0]
     start = lo * K
     if bits == 8:  # one byte per code: a plain gather
-        src = codes[start:start + flat.shape[0]]
-        for i in range(flat.shape[0]):
+        src = codes[start:start + n]
+        for i in range(n):
             flat[i] = centroids[src[i]]
-    else:
-        mask = (1 << bits) - 1
-        for i in range(flat.shape[0]):
-            bit = (start + i) * bits
-            v = np.int64(codes[bit >> 3]) >> (bit & 7)
-            if (bit & 7) + bits > 8:
-                v |= np.int64(codes[(bit >> 3) + 1]) << (8 - (bit & 7))
-            flat[i] = centroids[v & mask]
+        return out
+    i = 0
+    while i < n and (start + i) & 7:
+        flat[i] = centroids[read_packed(codes, start + i, bits)]
+        i += 1
+    mask = (1 << bits) - 1
+    group = (start + i) >> 3
+    groups = min((start + n) >> 3, word_groups(codes, bits))
+    while group < groups:
+        word = read_word(codes, group * bits)
+        dst = np.uint64(group * 8 - start)  # unsigned: no negative-index wraparound
+        for k in range(8):
+            flat[dst + np.uint64(k)] = centroids[word & mask]
+            word >>= bits
+        group += 1
+    i = max(i, groups * 8 - start)
+    while i < n:
+        flat[i] = centroids[read_packed(codes, start + i, bits)]
+        i += 1
     return out
 
 

@@ -15,8 +15,9 @@ import numpy as np
 from numba import njit
 
 from .._jit import JIT, index_dtype
+from .._loops import sparse_dot
 from .base import (VALUE_BYTES, WeightFormat, check_structure_array, check_values,
-                   register_row_decoder)
+                   register_row_decoder, register_row_direct)
 from .dense import HEADER_BYTES
 
 CSRArrays = namedtuple("CSRArrays", "data indices indptr")
@@ -36,6 +37,28 @@ def csr_row_entries(W, o, cols, vals, slots, need_slots):
 
 
 register_row_decoder(CSRArrays, csr_row_entries)
+
+
+@njit(**JIT)
+def csr_row_dot(W, o, x):
+    # x: (K,) → Σ_{k ∈ [indptr[o], indptr[o+1])} data[k] · x[indices[k]]
+    a = W.indptr[o]
+    b = W.indptr[o + 1]
+    return sparse_dot(W.indices[a:b], W.data[a:b], x, b - a)
+
+
+@njit(**JIT)
+def csr_row_dot_backward(W, o, g, x, need_input, need_weight, dx, ddata):
+    # x, dx: (K,); ddata: (nnz,), accumulated into
+    # dx[indices[k]] += g · data[k];   ddata[k] += g · x[indices[k]]   for k in row o
+    for k in range(W.indptr[o], W.indptr[o + 1]):
+        if need_input:
+            dx[W.indices[k]] += g * W.data[k]
+        if need_weight:
+            ddata[k] += g * x[W.indices[k]]
+
+
+register_row_direct(CSRArrays, csr_row_dot, csr_row_dot_backward)
 
 
 class CSRWeight(WeightFormat):

@@ -16,7 +16,7 @@ The stream (``HuffmanStream``):
   lookup wants (DEFLATE packs LSB first and must bit-reverse its codes instead).
 - Blocks follow each other with no padding; the unused low bits of the last byte are zero.
 - Codes are at most ``MAX_LENGTH`` = 32 bits. A code fits a uint32, and any code fits the
-  decoder's 64-bit window, which holds ≥ 57 bits after a refill: one refill, one lookup and at
+  decoder's 64-bit window, which holds ≥ 56 bits after a refill: one refill, one lookup and at
   most 32 − ``primary_bits`` comparisons per symbol. The limit costs nothing in practice: a
   Huffman code of length l needs a stream of at least Fibonacci F(l + 2) symbols, so lengths
   above 32 appear only in streams of at least F(35) = 9,227,465 symbols, and there
@@ -420,6 +420,56 @@ def decode_tables(lengths):
 
 
 @njit(**JIT)
+def window_refill(bits, byte, window, avail):
+    # bits: (B,) uint8, MSB-first; window: the stream from some bit on, MSB-aligned, of which
+    # ``avail`` bits are loaded, and byte · 8 is the stream bit just after them
+    # → (byte, window, avail) with ≥ 56 bits loaded: eight bytes in one big-endian word where
+    # eight remain (the word's bits past the whole bytes taken are the stream's own, so OR-ing
+    # them in twice is harmless), else byte by byte with zeros past the end of ``bits``
+    nbytes = np.int64(bits.shape[0])
+    if byte + 8 <= nbytes:
+        i = np.uint64(byte)  # unsigned: no negative-index wraparound
+        word = ((np.uint64(bits[i]) << np.uint64(56)) | (np.uint64(bits[i + 1]) << np.uint64(48))
+                | (np.uint64(bits[i + 2]) << np.uint64(40)) | (np.uint64(bits[i + 3]) << np.uint64(32))
+                | (np.uint64(bits[i + 4]) << np.uint64(24)) | (np.uint64(bits[i + 5]) << np.uint64(16))
+                | (np.uint64(bits[i + 6]) << np.uint64(8)) | np.uint64(bits[i + 7]))
+        window |= word >> np.uint64(avail)
+        step = (63 - avail) >> 3
+        return byte + step, window, avail + 8 * step
+    while avail < 56:
+        if byte < nbytes:
+            window |= np.uint64(bits[byte]) << np.uint64(56 - avail)
+        byte += 1
+        avail += 8
+    return byte, window, avail
+
+
+@njit(**JIT)
+def window_at(bits, pos):
+    # → (byte, window, avail) for the stream from bit pos ≥ 0 on (see window_refill), avail ≥ 49
+    byte, window, avail = window_refill(bits, pos >> 3, np.uint64(0), np.int64(0))
+    skip = pos & 7
+    return byte, window << np.uint64(skip), avail - skip
+
+
+@njit(**JIT)
+def window_symbol(window, primary, primary_bits, canonical, sorted_symbols, longest):
+    # The symbol whose code begins the window → (symbol, code length); length 0: no code of at
+    # most ``longest`` bits matches. A short code is one lookup in the primary table; a longer
+    # one's l-bit prefix minus the first code of length l indexes the symbols of that length
+    # (canonical codes of one length are consecutive).
+    e = np.int64(primary[np.int64(window >> np.uint64(64 - primary_bits))])
+    length = e & 0xFF
+    if length != 0:
+        return e >> 8, length
+    for l in range(primary_bits + 1, longest + 1):
+        d = np.int64(window >> np.uint64(64 - l)) - canonical[0, l]
+        if d >= 0 and d < canonical[1, l]:
+            return np.int64(sorted_symbols[canonical[2, l] + d]), np.int64(l)
+    return np.int64(0), np.int64(0)
+
+
+@njit(**JIT)
 def decode_block_into(bits, nbits, primary, primary_bits, canonical, sorted_symbols,
                       bit_start, n, out):
     # bits: (B,) uint8, MSB-first stream of nbits bits; primary, primary_bits, canonical,
@@ -439,42 +489,15 @@ def decode_block_into(bits, nbits, primary, primary_bits, canonical, sorted_symb
     while longest > 0 and canonical[1, longest] == 0:  # the longest code in use
         longest -= 1
     pos = np.int64(bit_start)
-    byte = pos >> 3
-    # window: the stream from bit pos on, MSB-aligned (bit 63 is bit pos); ``avail`` of its bits
-    # are loaded. Refills load whole bytes, zeros past the end of ``bits``, until > 56 are held.
-    window = np.uint64(0)
-    avail = np.int64(0)
-    while avail <= 56:
-        if byte < nbytes:
-            window |= np.uint64(bits[byte]) << np.uint64(56 - avail)
-        byte += 1
-        avail += 8
-    skip = pos & 7
-    window <<= np.uint64(skip)
-    avail -= skip
-    primary_shift = np.uint64(64 - primary_bits)
+    byte, window, avail = window_at(bits, pos)
     for i in range(n):
         if avail < 32:  # the longest code is 32 bits
-            while avail <= 56:
-                if byte < nbytes:
-                    window |= np.uint64(bits[byte]) << np.uint64(56 - avail)
-                byte += 1
-                avail += 8
-        e = np.int64(primary[np.int64(window >> primary_shift)])
-        length = e & 0xFF
-        symbol = e >> 8
+            byte, window, avail = window_refill(bits, byte, window, avail)
+        symbol, length = window_symbol(window, primary, primary_bits, canonical,
+                                       sorted_symbols, longest)
         if length == 0:
-            # A longer code: its l-bit prefix minus the first code of length l indexes the
-            # symbols of that length (canonical codes of one length are consecutive).
-            for l in range(primary_bits + 1, longest + 1):
-                d = np.int64(window >> np.uint64(64 - l)) - canonical[0, l]
-                if d >= 0 and d < canonical[1, l]:
-                    symbol = np.int64(sorted_symbols[canonical[2, l] + d])
-                    length = l
-                    break
-            if length == 0:
-                # the bits that match no code reach past the end: the stream was cut short
-                return -2 if pos + longest > end else -1
+            # the bits that match no code reach past the end: the stream was cut short
+            return -2 if pos + longest > end else -1
         pos += length
         if pos > end:
             return -2

@@ -11,9 +11,10 @@ the position before the row:
     code_bit_starts[o] and gap_bit_starts[o]; positions continue from row_prev[o]
 
 The index is derived, like the sparse codebook's, and ``runtime_nbytes`` reports it apart from
-the stored size. Kernels decode a row into the caller's entry buffers every time they visit it
-(the streaming path); ``decoded()`` is the optional decode-once cache, the same weight as a
-SparseCodebookWeight, measured and reported apart.
+the stored size. Kernels decode a row every time they visit it (the streaming path): into the
+caller's entry buffers (``row_entries``), or symbol by symbol while computing the row's product
+(``row_dot``, the batch-1 walk); ``decoded()`` is the optional decode-once cache, the same weight
+as a SparseCodebookWeight, measured and reported apart.
 """
 
 from collections import namedtuple
@@ -24,7 +25,7 @@ from numba import njit
 from .._jit import JIT
 from . import huffman
 from .base import (WeightFormat, check_bits, check_bytes, check_structure_array, check_values,
-                   register_row_decoder)
+                   register_row_decoder, register_row_direct)
 from .dense import HEADER_BYTES
 from .sparse_codebook import SparseCodebookWeight
 
@@ -65,6 +66,74 @@ def huffman_row_entries(W, o, cols, vals, slots, need_slots):
 
 
 register_row_decoder(HuffmanArrays, huffman_row_entries)
+
+
+@njit(**JIT)
+def huffman_row_dot(W, o, x):
+    # x: (K,) → Σ_e centroids[code_e] · x[p_e − o·K] over row o's entries, p_e = p_{e−1} + gap_e + 1
+    # EIE on the stored bitstreams: each entry's gap and code are Huffman-decoded from two
+    # windows as the row is walked (two independent chains), nothing is written. Fillers add
+    # centroid 0 = 0.0 · x (no branch). The streams were verified at load; a code that matches
+    # nothing (impossible then) ends the walk instead of reading out of bounds.
+    gb, gw, ga = huffman.window_at(W.gap_bits, W.gap_starts[o])
+    cb, cw, ca = huffman.window_at(W.code_bits, W.code_starts[o])
+    glong = W.gap_canonical.shape[1] - 1
+    clong = W.code_canonical.shape[1] - 1
+    p = W.row_prev[o] - o * W.ncols  # column before the row's first entry (may be < 0)
+    s = W.centroids[0]  # 0.0 in the values' dtype
+    for _ in range(W.row_entry[o + 1] - W.row_entry[o]):
+        if ga < 32:
+            gb, gw, ga = huffman.window_refill(W.gap_bits, gb, gw, ga)
+        if ca < 32:
+            cb, cw, ca = huffman.window_refill(W.code_bits, cb, cw, ca)
+        gap, gl = huffman.window_symbol(gw, W.gap_primary, W.gap_primary_bits, W.gap_canonical,
+                                        W.gap_symbols, glong)
+        c, cl = huffman.window_symbol(cw, W.code_primary, W.code_primary_bits, W.code_canonical,
+                                      W.code_symbols, clong)
+        if gl == 0 or cl == 0:
+            break
+        gw <<= np.uint64(gl)
+        ga -= gl
+        cw <<= np.uint64(cl)
+        ca -= cl
+        p += gap + 1
+        s += W.centroids[c] * x[np.uint64(p)]
+    return s
+
+
+@njit(**JIT)
+def huffman_row_dot_backward(W, o, g, x, need_input, need_weight, dx, dcentroids):
+    # x, dx: (K,); dcentroids: (centroids,), accumulated into
+    # dx[k] += g · centroids[code_e];   dcentroids[code_e] += g · x[k]   (k = p_e − o·K; code 0,
+    # the zero, gets sums too: slot_grads drops them); decoded as in huffman_row_dot
+    gb, gw, ga = huffman.window_at(W.gap_bits, W.gap_starts[o])
+    cb, cw, ca = huffman.window_at(W.code_bits, W.code_starts[o])
+    glong = W.gap_canonical.shape[1] - 1
+    clong = W.code_canonical.shape[1] - 1
+    p = W.row_prev[o] - o * W.ncols
+    for _ in range(W.row_entry[o + 1] - W.row_entry[o]):
+        if ga < 32:
+            gb, gw, ga = huffman.window_refill(W.gap_bits, gb, gw, ga)
+        if ca < 32:
+            cb, cw, ca = huffman.window_refill(W.code_bits, cb, cw, ca)
+        gap, gl = huffman.window_symbol(gw, W.gap_primary, W.gap_primary_bits, W.gap_canonical,
+                                        W.gap_symbols, glong)
+        c, cl = huffman.window_symbol(cw, W.code_primary, W.code_primary_bits, W.code_canonical,
+                                      W.code_symbols, clong)
+        if gl == 0 or cl == 0:
+            break
+        gw <<= np.uint64(gl)
+        ga -= gl
+        cw <<= np.uint64(cl)
+        ca -= cl
+        p += gap + 1
+        if need_input:
+            dx[p] += g * W.centroids[c]
+        if need_weight:
+            dcentroids[c] += g * x[p]
+
+
+register_row_direct(HuffmanArrays, huffman_row_dot, huffman_row_dot_backward)
 
 
 @njit(**JIT)

@@ -23,7 +23,8 @@ from numba import njit
 
 from .._jit import JIT
 from .base import (WeightFormat, check_bits, check_bytes, check_structure_array, check_values,
-                   pack_bits, packed_nbytes, read_packed, register_row_decoder, unpack_bits)
+                   pack_bits, packed_nbytes, read_packed, read_word, register_row_decoder,
+                   register_row_direct, unpack_bits, word_groups)
 from .codebook import linear_centroids, nearest_codes
 from .dense import HEADER_BYTES
 
@@ -51,6 +52,88 @@ def sparse_codebook_row_entries(W, o, cols, vals, slots, need_slots):
 
 
 register_row_decoder(SparseCodebookArrays, sparse_codebook_row_entries)
+
+
+@njit(**JIT)
+def sparse_codebook_row_dot(W, o, x):
+    # x: (K,) → Σ_e centroids[code[e]] · x[p_e − o·K] over row o's entries, p_e = p_{e−1} + gap[e] + 1
+    # EIE's walk on the packed streams: 8 codes and 8 gaps come from one 8-byte read of each
+    # (8 values of w bits are w bytes), then shifts and masks. Fillers add centroid 0 = 0.0 · x:
+    # cheaper than a branch per entry (an inf or NaN in x then reaches the sum, as in a dense product).
+    codes, cb, gaps, gb, centroids = W.codes, W.code_bits, W.gaps, W.gap_bits, W.centroids
+    e = W.row_entry[o]
+    end = W.row_entry[o + 1]
+    p = W.row_prev[o] - o * W.ncols  # column before the row's first entry (may be < 0)
+    s0 = s1 = s2 = s3 = centroids[0]  # 0.0 in the values' dtype; four independent sums
+    while e < end and e & 7:  # to the first whole group
+        p += read_packed(gaps, e, gb) + 1
+        s0 += centroids[read_packed(codes, e, cb)] * x[p]
+        e += 1
+    cmask = (1 << cb) - 1
+    gmask = (1 << gb) - 1
+    group = e >> 3
+    groups = min(end >> 3, word_groups(codes, cb), word_groups(gaps, gb))
+    while group < groups:
+        cw = read_word(codes, group * cb)
+        gw = read_word(gaps, group * gb)
+        # q: the group's gaps so far; entry i sits at column p + q + i + 1 (≥ 0: unsigned index)
+        q = gw & gmask
+        s0 += centroids[cw & cmask] * x[np.uint64(p + q + 1)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s1 += centroids[cw & cmask] * x[np.uint64(p + q + 2)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s2 += centroids[cw & cmask] * x[np.uint64(p + q + 3)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s3 += centroids[cw & cmask] * x[np.uint64(p + q + 4)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s0 += centroids[cw & cmask] * x[np.uint64(p + q + 5)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s1 += centroids[cw & cmask] * x[np.uint64(p + q + 6)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s2 += centroids[cw & cmask] * x[np.uint64(p + q + 7)]
+        gw >>= gb
+        cw >>= cb
+        q += gw & gmask
+        s3 += centroids[cw & cmask] * x[np.uint64(p + q + 8)]
+        p += q + 8
+        group += 1
+    e = max(e, group << 3)
+    while e < end:  # the rest
+        p += read_packed(gaps, e, gb) + 1
+        s0 += centroids[read_packed(codes, e, cb)] * x[p]
+        e += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+@njit(**JIT)
+def sparse_codebook_row_dot_backward(W, o, g, x, need_input, need_weight, dx, dcentroids):
+    # x, dx: (K,); dcentroids: (centroids,), accumulated into
+    # dx[k] += g · centroids[code[e]];   dcentroids[code[e]] += g · x[k]   (k = p_e − o·K; code 0,
+    # the zero, gets sums too: slot_grads drops them)
+    codes, cb, gaps, gb, centroids = W.codes, W.code_bits, W.gaps, W.gap_bits, W.centroids
+    p = W.row_prev[o] - o * W.ncols
+    for e in range(W.row_entry[o], W.row_entry[o + 1]):
+        p += read_packed(gaps, e, gb) + 1
+        c = read_packed(codes, e, cb)
+        if need_input:
+            dx[p] += g * centroids[c]
+        if need_weight:
+            dcentroids[c] += g * x[p]
+
+
+register_row_direct(SparseCodebookArrays, sparse_codebook_row_dot, sparse_codebook_row_dot_backward)
 
 
 def entries_from_positions(positions, codes, gap_bits):

@@ -17,6 +17,10 @@ def test_tiny_sparse_linear_cases_agree_with_torch_and_scipy(tiny):
                 contenders.SCIPY} <= set(names)
         assert all(result.agrees(n) for n in names), [result.check(n) for n in names]
         assert set(result.seconds) == set(names)
+        # each sparse format's other FC kernel (the one direct_walk does not pick) beside it
+        others = sorted(n.rsplit(" (", 1)[0] for n in names if n.endswith(("(rows)", "(direct)")))
+        assert others == ["robustcnn-csr", "robustcnn-huffman", "robustcnn-huffman-cached",
+                          "robustcnn-sparse-codebook"], names
     assert layers.sparse_linear_cases(32, 16, match="no such case") == []
 
 

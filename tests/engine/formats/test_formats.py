@@ -19,7 +19,7 @@ import numba
 import numpy as np
 import pytest
 import scipy.sparse
-from helpers import F32, F64, assert_close
+from helpers import F32, F64, assert_close, check_gradients
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -355,14 +355,14 @@ def test_conv_format_random_geometry(kind, data):
 # Inner product: every format against the dense kernels
 
 
-def check_linear_format(fmt, x, b, what, rtol=TIGHT):
+def check_linear_format(fmt, x, b, what, rtol=TIGHT, direct=None):
     w = fmt.to_dense().reshape(fmt.rows, fmt.cols)
     b = None if b is None else b[:fmt.rows]
-    y = linear_forward_format(x, fmt, b)
+    y = linear_forward_format(x, fmt, b, direct=direct)
     assert y.dtype == x.dtype
     assert_close(y, linear_forward_dense(x, w, b), rtol, f"{what} forward")
     dy = np.random.default_rng(7).standard_normal(y.shape).astype(x.dtype)
-    dx, grads, db = linear_backward_format(dy, x, fmt)
+    dx, grads, db = linear_backward_format(dy, x, fmt, direct=direct)
     dx_ref, dw_ref, db_ref = linear_backward_dense(dy, x, w)
     assert_close(dx, dx_ref, rtol, f"{what} dx")
     assert_close(db, db_ref, rtol, f"{what} dbias")
@@ -387,6 +387,59 @@ def test_linear_format_matches_dense(shape, N, kind, sparsity, rng):
     assert np.array_equal(fmt.to_dense(), w)  # storage round trip
     check_linear_format(fmt, rng.standard_normal((N, shape[1])), rng.standard_normal(shape[0]),
                         f"{kind} {shape} N={N}")
+
+
+SPARSE_KINDS = ("csr", "sparse_codebook", "huffman")
+# Rows of 301 columns: the direct walk reads whole groups of 8 entries, with a head and a tail.
+WALK_SHAPE = (9, 301)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "rows"])
+@pytest.mark.parametrize("sparsity", [0.0, 0.5, 0.9, 1.0], ids=lambda s: f"sparse{s:g}")
+@pytest.mark.parametrize("kind", SPARSE_KINDS)
+@pytest.mark.parametrize("N", [1, 3])
+def test_linear_sparse_kernels_either_side_of_the_crossover(N, kind, sparsity, direct, rng):
+    # The direct walk and the row kernel, each forced at a batch on either side of
+    # DIRECT_MAX_BATCH, against the dense kernels and NumPy float64.
+    w = weight(rng, WALK_SHAPE, sparsity)
+    fmt = make(kind, w)
+    x, b = rng.standard_normal((N, WALK_SHAPE[1])), rng.standard_normal(WALK_SHAPE[0])
+    y, _, _ = check_linear_format(fmt, x, b, f"{kind} N={N} direct={direct}", direct=direct)
+    assert_close(y, x @ w.T + b, TIGHT, f"{kind} N={N} direct={direct} vs NumPy")
+
+
+@pytest.mark.parametrize("gap_bits", range(1, 6))
+@pytest.mark.parametrize("kind", ["sparse_codebook", "huffman"])
+def test_linear_direct_walk_over_fillers(kind, gap_bits, rng):
+    # Long runs of zeros: fillers (code 0) inside the walk's 8-entry groups, empty rows.
+    w = np.zeros((6, 36))
+    w.flat[GAP_POSITIONS] = levels(rng, len(GAP_POSITIONS))
+    fmt = make(kind, w, code_bits=4, gap_bits=gap_bits)
+    x, b = rng.standard_normal((1, 36)), rng.standard_normal(6)
+    y, _, _ = check_linear_format(fmt, x, b, f"{kind} {gap_bits}-bit gaps", direct=True)
+    assert_close(y, x @ w.T + b, TIGHT, f"{kind} {gap_bits}-bit gaps vs NumPy")
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "rows"])
+@pytest.mark.parametrize("kind", SPARSE_KINDS)
+def test_linear_sparse_backward_finite_differences(kind, direct, rng):
+    # dx and the stored values' gradient of both sparse kernels against central differences of
+    # Σ dy · y (codebooks: centroid 0 is the fixed zero, so only centroids 1.. vary).
+    fmt = make(kind, weight(rng, WALK_SHAPE, 0.7))
+    key = fmt.trainable[0]
+    skip = 1 if key == "centroids" else 0
+    fixed = fmt.arrays()[key][:skip]
+
+    def forward(x, values):
+        arrays = dict(fmt.arrays(), **{key: np.concatenate([fixed, values])})
+        again = type(fmt).from_arrays(fmt.shape, arrays, fmt.options(), dtype=np.float64)
+        return linear_forward_format(x, again, None, direct=direct)
+
+    x = rng.standard_normal((2, WALK_SHAPE[1]))
+    dy = rng.standard_normal((2, WALK_SHAPE[0]))
+    dx, grads, _ = linear_backward_format(dy, x, fmt, direct=direct)
+    check_gradients(forward, [x, fmt.arrays()[key][skip:].copy()], dy,
+                    (dx, grads[key][skip:]), wrt=(0, 1), what=f"{kind} direct={direct}")
 
 
 @pytest.mark.parametrize("kind", KERNEL_KINDS)
