@@ -322,6 +322,7 @@ def test_an_internal_error_still_shows_its_traceback(files, monkeypatch):
 def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
     """`robustcnn info --json MODEL | head -1`: the rest of the output has nowhere to go; the
     command stops with status 1 and no traceback."""
+    import os
     import subprocess
     import sys
 
@@ -330,10 +331,11 @@ def test_a_reader_that_leaves_early_ends_the_command_quietly(tmp_path):
 
     model = tmp_path / "m.rcnn"
     save_model(model, lenet5(seed=0))
+    read_end, write_end = os.pipe()
     cmd = subprocess.Popen([sys.executable, "-m", "robustcnn", "info", "--json", str(model)],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    cmd.stdout.read(10)
-    cmd.stdout.close()
+                           stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
+    os.close(read_end)  # gone before the command, still importing, writes a byte
     stderr = cmd.stderr.read().decode()
     assert cmd.wait(timeout=120) == 1
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
