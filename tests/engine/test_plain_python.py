@@ -21,8 +21,8 @@ import pytest
 
 WEIGHTED = ("conv1", "conv2", "ip1", "ip2")
 OPTIONS = {"dense": {}, "csr": {}, "codebook": dict(bits=4),
-           "sparse_codebook": dict(code_bits=4, gap_bits=4), "huffman": dict(code_bits=4, gap_bits=4),
-           "int8": {}, "ternary": {}, "ttq_latent": {}}
+           "sparse_codebook": dict(code_bits=4, gap_bits=4),
+           "huffman": dict(code_bits=4, gap_bits=4), "int8": {}, "ternary": {}, "ttq_latent": {}}
 
 
 def lenet5_in(kind):
