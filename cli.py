@@ -4,6 +4,7 @@
     robustcnn eval    runs/lenet5.h5
     robustcnn attack  runs/lenet5.h5 --attack fgsm,bim,pgd,deepfool --eps 0.05,0.1,0.2
     robustcnn info    runs/lenet5.h5
+    robustcnn predict SqueezeNet_deploy.prototxt --weights compressed_SqueezeNet.net cat.jpg
     robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
     robustcnn compress runs/lenet5.h5 -o runs/lenet5-int8.rcnn --method int8   (or ttq, inq, …)
     robustcnn sensitivity runs/lenet5.h5 --plot runs/sensitivity.png   (to choose sparsities)
@@ -85,6 +86,28 @@ def _model_input_args(p):
                         "or another image size for a fully convolutional model")
 
 
+def _output_arg(p):
+    p.add_argument("--output", default=None, metavar="NAME",
+                   help="the output (blob) to evaluate or attack, for a net with several "
+                        "(info lists them; default: the model's first)")
+
+
+def _with_output(net, args, labels):
+    """``net`` with --output as its output (``Net.with_output``), checked against the labels
+    (ValueError naming --output); the net itself without --output."""
+    if args.output is None:
+        return net
+    try:
+        net = net.with_output(args.output)
+    except ValueError as e:
+        raise ValueError(f"--output {args.output}: {e} (the net's outputs: "
+                         f"{', '.join(net.outputs)})") from None
+    if len(labels) and int(labels.max()) >= net.num_classes:
+        raise ValueError(f"--output {args.output}: {net.num_classes} values per example, but "
+                         f"{args.dataset}'s labels go up to {int(labels.max())}")
+    return net
+
+
 def _train_args(p, defaults):
     p.add_argument("--model", default=defaults["model"],
                    help="the architecture to train: lenet5 (default), lenet-300-100, "
@@ -157,12 +180,14 @@ def _parser():
 
     p = sub.add_parser("eval", help="clean test accuracy of a model file")
     _model_args(p)
+    _output_arg(p)
     _data_args(p)
     p.add_argument("--no-progress", dest="progress", action="store_false")
 
     p = sub.add_parser("attack", help="accuracy under attack per attack and eps, the worst case, "
                                       "sanity checks")
     _model_args(p)
+    _output_arg(p)
     # The names of attacks.registry, written out so that --help loads no attack (a test checks
     # that every name and alias is here, in its group).
     p.add_argument("--attack", default="fgsm",
@@ -233,6 +258,14 @@ def _parser():
                    help="certified accuracy vs radius (PNG) here; needs matplotlib")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     _data_args(p)
+
+    p = sub.add_parser("predict", help="the most probable classes of image files")
+    _model_args(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files (any format Pillow reads: robustcnn[images]), resized, "
+                        "cropped and normalised as the model's preprocessing says")
+    p.add_argument("--top", type=int, default=5, metavar="K",
+                   help="how many classes to print per image (default %(default)s)")
 
     p = sub.add_parser("info", help="architecture, per-layer sizes and metadata of a model file")
     _model_args(p)
@@ -487,10 +520,23 @@ def _eval(args):
 
     net, meta = _load(args)
     xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    net = _with_output(net, args, yt)
     model, x, _, units = _for_model(net, xt, args.dataset)
-    print(f"{args.model} ({meta['loaded_from']['format']}) on {len(xt)} {args.dataset} test "
-          f"images; {units}")
+    head = f", output {args.output}" if args.output else ""
+    print(f"{args.model} ({meta['loaded_from']['format']}{head}) on {len(xt)} {args.dataset} "
+          f"test images; {units}")
     print(f"clean test accuracy: {100 * model.accuracy(x, yt):.2f}%")
+
+
+def _predict(args):
+    from .models.images import class_names, predict_files
+
+    net, meta = _load(args)
+    names = class_names(net, meta)
+    for path, top in zip(args.images, predict_files(net, args.images, args.top, names)):
+        print(f"{path}:")
+        for index, name, p in top:
+            print(f"  {p:7.4f}  {index:>4}  {name or ''}".rstrip())
 
 
 def _attack_command(args):
@@ -501,10 +547,12 @@ def _attack_command(args):
     eps = _eps_list(args.eps)
     net, meta = _load(args)
     xt, yt = _limited(*load_dataset(args.dataset, "test", data_dir=args.data_dir), args.limit)
+    net = _with_output(net, args, yt)
     model, x, clip, units = _for_model(net, xt, args.dataset)
     sanity = (f"sanity checks on (on up to {args.sanity_examples} images)" if args.sanity
               else "sanity checks off (--no-sanity)")
-    print(f"robustcnn attack: {args.model} ({meta['loaded_from']['format']}, "
+    head = f"output {args.output}, " if args.output else ""
+    print(f"robustcnn attack: {args.model} ({meta['loaded_from']['format']}, {head}"
           f"{net.num_dense_params():,} parameters) on {len(x)} {args.dataset} test images, "
           f"true labels; attacks {', '.join(names)} at eps {', '.join(f'{e:g}' for e in eps)}; "
           f"{units}; {sanity}", flush=True)
@@ -994,6 +1042,7 @@ _NUMBERS = {
     "sanity_examples": (1, math.inf, True, False), "rounds": (1, math.inf, True, False),
     "retrain_epochs": (0, math.inf, True, False), "finetune_epochs": (0, math.inf, True, False),
     "holdout": (0, math.inf, True, False), "lr": (0, math.inf, False, False),
+    "top": (1, math.inf, True, False),
     "finetune_lr": (0, math.inf, False, False), "momentum": (0, 1, True, False),
     "weight_decay": (0, math.inf, True, False), "max_drop": (0, 1, True, True),
 }
@@ -1105,6 +1154,8 @@ def _run(args):
         _eval(args)
     elif args.command == "attack":
         _attack_command(args)
+    elif args.command == "predict":
+        _predict(args)
     elif args.command == "study":
         from .study.config import load_config
         from .study.runner import run_study

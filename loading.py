@@ -261,10 +261,12 @@ def _read_caffe(path, weights, dtype, input_shape, max_bytes):
 def _with_deep_compression(net, path, dtype, max_bytes=None):
     """``net`` (built from its prototxt) with the sparse-codebook weights of a Deep Compression
     file, computed on as stored (the packaged file verified against its known SHA-256)."""
-    from .models.squeezenet_dc import read_deep_compression, sparse_codebook_weight, \
-        weight_shapes
+    from .models.squeezenet_dc import BOUNDS, PREPROCESSING, is_packaged_weights, \
+        read_deep_compression, sparse_codebook_weight, weight_shapes
 
     layers = read_deep_compression(path, weight_shapes(net), max_bytes=max_bytes)
+    if is_packaged_weights(path) and net.bounds is None and not net.preprocessing:
+        net.bounds, net.preprocessing = BOUNDS, PREPROCESSING  # the published SqueezeNet's
     for name, layer in layers.items():
         target = net.layer(name)
         target.set_weight_format(sparse_codebook_weight(layer, dtype=dtype))

@@ -20,28 +20,35 @@ import llvmlite.binding as llvm
 import numpy as np
 import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS library that Numba also uses)
 from numba import njit, types
+from numba.core import config
 from numba.extending import get_cython_function_address
 
 from ._jit import JIT
 
 _INT32_MAX = np.iinfo(np.int32).max
 
-llvm.add_symbol("robustcnn_sgemm", get_cython_function_address("scipy.linalg.cython_blas", "sgemm"))
-llvm.add_symbol("robustcnn_dgemm", get_cython_function_address("scipy.linalg.cython_blas", "dgemm"))
-llvm.add_symbol("robustcnn_sgemv", get_cython_function_address("scipy.linalg.cython_blas", "sgemv"))
-llvm.add_symbol("robustcnn_dgemv", get_cython_function_address("scipy.linalg.cython_blas", "dgemv"))
+
+def _blas_function(name, nargs):
+    """SciPy's BLAS function ``name`` (all ``nargs`` arguments by pointer, no result) as the
+    kernels call it: a Numba external function under a fixed LLVM symbol (so the kernels that
+    call it stay cacheable) or, with the JIT disabled (``NUMBA_DISABLE_JIT=1``, kernels run as
+    plain Python), the same function through ctypes, which takes the arrays' ``.ctypes``."""
+    address = get_cython_function_address("scipy.linalg.cython_blas", name)
+    if config.DISABLE_JIT:
+        return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs))(address)
+    llvm.add_symbol(f"robustcnn_{name}", address)
+    return types.ExternalFunction(f"robustcnn_{name}", types.void(*([types.voidptr] * nargs)))
+
 
 # void gemm(char *transa, char *transb, int *m, int *n, int *k, T *alpha, T *a, int *lda,
 #           T *b, int *ldb, T *beta, T *c, int *ldc)   -- Fortran BLAS, column-major, by pointer
-_GEMM_SIGNATURE = types.void(*([types.voidptr] * 13))
-_sgemm = types.ExternalFunction("robustcnn_sgemm", _GEMM_SIGNATURE)
-_dgemm = types.ExternalFunction("robustcnn_dgemm", _GEMM_SIGNATURE)
+_sgemm = _blas_function("sgemm", 13)
+_dgemm = _blas_function("dgemm", 13)
 
 # void gemv(char *trans, int *m, int *n, T *alpha, T *a, int *lda, T *x, int *incx,
 #           T *beta, T *y, int *incy)
-_GEMV_SIGNATURE = types.void(*([types.voidptr] * 11))
-_sgemv = types.ExternalFunction("robustcnn_sgemv", _GEMV_SIGNATURE)
-_dgemv = types.ExternalFunction("robustcnn_dgemv", _GEMV_SIGNATURE)
+_sgemv = _blas_function("sgemv", 11)
+_dgemv = _blas_function("dgemv", 11)
 
 _NO_TRANSPOSE = ord("N")
 _TRANSPOSE = ord("T")

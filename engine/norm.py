@@ -315,12 +315,12 @@ def batch_norm_train_forward_nchw(x, gamma, beta, eps, y, mean, var):
     N, C, P = x.shape
     M = N * P
     for c in prange(C):
-        s = 0.0  # float64 sums, also for float32 data
+        s = np.float64(0.0)  # float64 sums, also for float32 data (and in plain Python)
         for n in range(N):
             for p in range(P):
                 s += x[n, c, p]
         m = s / M
-        s2 = 0.0  # two passes: no cancellation in Σx² − Mμ²
+        s2 = np.float64(0.0)  # two passes: no cancellation in Σx² − Mμ²
         for n in range(N):
             for p in range(P):
                 d = x[n, c, p] - m
@@ -344,8 +344,8 @@ def batch_norm_train_backward_nchw(dy, x, mean, var, gamma, eps, need_input, dx,
     for c in prange(C):
         m = mean[c]
         inv_std = 1.0 / np.sqrt(var[c] + eps)
-        sdy = 0.0
-        sdyx = 0.0
+        sdy = np.float64(0.0)
+        sdyx = np.float64(0.0)
         for n in range(N):
             for p in range(P):
                 g = dy[n, c, p]

@@ -32,7 +32,7 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
-from numba.core import cgutils
+from numba.core import cgutils, config
 from numba.extending import intrinsic
 
 from ._jit import JIT, JIT_PARALLEL, chunk_bounds, chunk_count
@@ -64,6 +64,8 @@ def tile_dots_intrinsic(rows, cols, pmaddwd):
     pairs and adds them into 8 int32 lanes), else portable 32-bit vector code.
     """
     n_out = rows * cols
+    if config.DISABLE_JIT:  # plain Python cannot run LLVM code: the sums it stands for
+        return _plain_tile(rows)
 
     @intrinsic
     def tile(typingctx, a, a_row, b, b_rows, blocks):
@@ -155,6 +157,18 @@ def tile_dots_intrinsic(rows, cols, pmaddwd):
             return context.make_tuple(builder, signature.return_type, sums)
 
         return sig, codegen
+
+    return tile
+
+
+def _plain_tile(rows):
+    """``tile`` for ``NUMBA_DISABLE_JIT=1``: the same int32 sums as one NumPy product (k only
+    up to b's row length: beyond it the intrinsic reads padding that meets a's zeros)."""
+
+    def tile(a, a_row, b, b_rows, blocks):
+        k = min(BLOCK * blocks, b.shape[1])
+        sums = a[a_row:a_row + rows, :k].astype(np.int32) @ b[list(b_rows), :k].astype(np.int32).T
+        return tuple(np.int32(v) for v in sums.reshape(-1))
 
     return tile
 

@@ -1,9 +1,9 @@
 """The model zoo, the data and model files: the LeNets (``lenet``), the ImageNet and small
 zoo architectures with data-dependent initialisation (``zoo``), Deep Compression's SqueezeNet
 (``squeezenet_dc``), every architecture by name for a dataset's images (``architectures``),
-IDX files (``idx``) and datasets (``datasets``: MNIST, Fashion-MNIST,
-CIFAR-10), Caffe and Keras files (the subpackages ``caffe``, whose binary files need protobuf,
-and ``keras``). ``robustcnn.load`` reads any model file.
+IDX files (``idx``) and datasets (``datasets``: MNIST, Fashion-MNIST, CIFAR-10), image files as
+a net's input (``images``, with Pillow), Caffe and Keras files (the subpackages ``caffe``, whose
+binary files need protobuf, and ``keras``). ``robustcnn.load`` reads any model file.
 
 The public names of these modules are attributes of this package, loaded on first use (so
 ``import robustcnn.models`` imports neither NumPy nor protobuf): ``models.lenet5()``,
@@ -24,7 +24,8 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
     "datasets": ("load_dataset", "load_mnist_like", "load_cifar10", "DATASETS", "data_dir",
                  "MNIST_CLASSES", "FASHION_MNIST_CLASSES"),
     "idx": ("read_idx", "write_idx"),
-}, submodules=("lenet", "zoo", "squeezenet_dc", "datasets", "idx", "caffe", "keras",
+    "images": ("read_image", "read_images", "net_input", "class_names", "predict_files"),
+}, submodules=("lenet", "zoo", "squeezenet_dc", "datasets", "idx", "images", "caffe", "keras",
                "architectures"))
 
 del lazy_exports

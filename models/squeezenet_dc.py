@@ -57,6 +57,11 @@ CLASSES = DATA / "imagenet_classes.txt"
 # a 227×227 crop of an image resized to 256×256.
 MEAN_BGR = (104.0, 117.0, 123.0)
 CROP = 227
+# The same as the net's bounds and preprocessing (``engine.preprocess``); ``robustcnn.load``
+# gives them to the packaged file's net too.
+BOUNDS = (0.0, 255.0)
+PREPROCESSING = {"mean": list(MEAN_BGR), "channel_order": "bgr", "resize": [256, 256],
+                 "crop": CROP}
 
 
 @dataclass(frozen=True, eq=False)
@@ -247,9 +252,8 @@ def squeezenet_v1_0_deep_compression(dense=False, *, dtype=np.float32):
     0–255 crops and does the rest).
     """
     net = _architecture(dtype)
-    net.bounds = (0.0, 255.0)
-    net.preprocessing = {"mean": list(MEAN_BGR), "channel_order": "bgr", "resize": [256, 256],
-                         "crop": CROP}
+    net.bounds = BOUNDS
+    net.preprocessing = PREPROCESSING
     layers = read_deep_compression(WEIGHTS, weight_shapes(net))
     if dense:
         net.load_state_dict(dense_state_dict(layers), source=os.fspath(WEIGHTS))

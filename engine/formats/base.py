@@ -19,6 +19,9 @@ with a row computed while walking its stored entries (EIE), nothing decoded into
 small batch that reads the weight once per example at its stored size, which beats decoding the
 row into buffers first; at a larger batch decoding once for the whole batch wins (the FC kernels
 pick by batch size, ``linear.DIRECT_MAX_BATCH``).
+
+Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) every
+hub looks the operand's class up in the same registry and calls the same function.
 """
 
 import copy
@@ -117,9 +120,12 @@ def row_entries(W, o, cols, vals, slots, need_slots):
     uses (an empty array unless ``need_slots``). A format whose rows are stored plainly (CSR)
     returns views of its own arrays; the others decode into the buffers given (each at least
     the longest row) and return views of those. Entries that are stored zeros (Deep
-    Compression's fillers) are left out. Only callable from Numba kernels.
+    Compression's fillers) are left out.
+
+    In a compiled kernel Numba resolves the decoder once per operand type (the overload below);
+    this body is what runs with the JIT disabled.
     """
-    raise NotImplementedError("row_entries is resolved by Numba for each format's operand")
+    return _ROW_DECODERS[type(W)](W, o, cols, vals, slots, need_slots)
 
 
 @overload(row_entries, jit_options=JIT)
@@ -155,15 +161,17 @@ def has_row_direct(W):
 def row_dot(W, o, x):
     """Σ_{(k, v) ∈ row o} v · x[k] for x (K,), computed while walking the row's stored entries:
     a code and a gap (or a column) read, the centroid looked up, the product added, nothing
-    decoded into buffers (EIE's batch-1 product). Only callable from Numba kernels."""
-    raise NotImplementedError("row_dot is resolved by Numba for each format's operand")
+    decoded into buffers (EIE's batch-1 product). Compiled kernels resolve it per operand type
+    (the overload below); this body is what runs with the JIT disabled."""
+    return _ROW_DIRECT[type(W)][0](W, o, x)
 
 
 def row_dot_backward(W, o, g, x, need_input, need_weight, dx, dvalues):
     """The gradients of g · row_dot(W, o, x), accumulated by walking row o's stored entries:
     dx[k] += g · v if ``need_input``, dvalues[slot] += g · x[k] if ``need_weight`` (the slot as in
-    ``row_entries``), for each entry (k, v, slot). Only callable from Numba kernels."""
-    raise NotImplementedError("row_dot_backward is resolved by Numba for each format's operand")
+    ``row_entries``), for each entry (k, v, slot). Compiled kernels resolve it per operand
+    type (the overload below); this body is what runs with the JIT disabled."""
+    _ROW_DIRECT[type(W)][1](W, o, g, x, need_input, need_weight, dx, dvalues)
 
 
 def _direct(W, which):
@@ -210,8 +218,9 @@ def register_block_decoder(operand_class, decoder):
 
 def weight_rows(W, lo, hi, scratch):
     """Rows lo..hi of the weight matrix as a (hi − lo, K) array: a view for dense weights, the
-    rows decoded into ``scratch`` for a codebook. Only callable from Numba kernels."""
-    raise NotImplementedError("weight_rows is resolved by Numba for each format's operand")
+    rows decoded into ``scratch`` for a codebook. Compiled kernels resolve the decoder per
+    operand type (the overload below); this body is what runs with the JIT disabled."""
+    return _BLOCK_DECODERS[type(W)](W, lo, hi, scratch)
 
 
 @njit(**JIT)
