@@ -479,6 +479,18 @@ def _train(args, out):
     return net, xt, yt
 
 
+def _planned_for(net, x, dataset):
+    """``net``, planned for the size of the dataset's images ``x`` where it differs (a fully
+    convolutional net; any other is refused with both sizes)."""
+    if tuple(x.shape[1:]) == net.input_shape:
+        return net
+    try:
+        return net.at_input_shape(x.shape[1:])
+    except ValueError as e:
+        raise ValueError(f"the model takes {net.input_shape} inputs, {dataset}'s images are "
+                         f"{tuple(x.shape[1:])} ({e})") from None
+
+
 def _for_model(net, x, dataset):
     """(the net to run, the images in its units, the clip range, a line saying the units) for
     the dataset's [0, 1] images ``x``: the net with its preprocessing in front
@@ -487,12 +499,7 @@ def _for_model(net, x, dataset):
     from .attacks._common import model_clip
     from .engine.preprocess import describe_bounds, to_bounds
 
-    if tuple(x.shape[1:]) != net.input_shape:
-        try:
-            net = net.at_input_shape(x.shape[1:])
-        except ValueError as e:
-            raise ValueError(f"the model takes {net.input_shape} inputs, {dataset}'s images are "
-                             f"{tuple(x.shape[1:])} ({e})") from None
+    net = _planned_for(net, x, dataset)
     units = (f"eps in image units of {describe_bounds(net.bounds)}" if net.bounds is not None
              else "pixels in [0, 1] (the model declares no bounds)")
     if net.preprocessing:
@@ -506,12 +513,7 @@ def _net_inputs(net, x, dataset):
     training, compression and sensitivity feed the net they change."""
     from .engine.preprocess import apply, to_bounds
 
-    if tuple(x.shape[1:]) != net.input_shape:
-        try:
-            net = net.at_input_shape(x.shape[1:])
-        except ValueError as e:
-            raise ValueError(f"the model takes {net.input_shape} inputs, {dataset}'s images are "
-                             f"{tuple(x.shape[1:])} ({e})") from None
+    net = _planned_for(net, x, dataset)
     return net, apply(to_bounds(x, net.bounds), net.preprocessing)
 
 
