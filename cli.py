@@ -996,6 +996,9 @@ def _certify(args):
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset
     xt, yt = load_dataset(dataset, "test", data_dir=args.data_dir)
     xt, yt = xt[:args.limit], yt[:args.limit]
+    # The images in the model's units (--bounds, or its own), its preprocessing in front; the
+    # radii are in those units and the boxes stay inside its bounds.
+    net, xt, clip, units = _for_model(net, xt, dataset)
     default = "0,0.25,0.5,0.75,1" if args.method == "smoothing" else "0.01,0.02,0.05,0.1"
     eps = _eps_list(args.eps or default)
     from .progress import progress_bar
@@ -1004,11 +1007,11 @@ def _certify(args):
                       total=len(xt) if args.method == "smoothing" else len(eps),
                       unit="image" if args.method == "smoothing" else "eps") as bar:
         result = certify_model(net, xt, yt, args.method, eps, sigma=args.sigma, n0=args.n0,
-                               n=args.n, alpha=args.alpha, batch_size=args.batch_size,
-                               seed=args.seed, progress=bar.update)
+                               n=args.n, alpha=args.alpha, clip=clip,
+                               batch_size=args.batch_size, seed=args.seed, progress=bar.update)
     result["model"] = args.model
-    print(f"{args.method} on {len(xt)} test images of {dataset} ({args.dtype}), clean accuracy "
-          f"{100 * result['clean_accuracy']:.2f}%; certified accuracy:")
+    print(f"{args.method} on {len(xt)} test images of {dataset} ({args.dtype}; {units}), clean "
+          f"accuracy {100 * result['clean_accuracy']:.2f}%; certified accuracy:")
     print(format_certification(result))
     if args.json:
         with atomic_path(args.json) as tmp, open(tmp, "w") as f:
