@@ -44,7 +44,7 @@ from ..engine import conv, linear
 from ..engine._jit import JIT_PARALLEL
 from ..engine.layers import (AvgPool2d, BatchNorm, Concat, Context, Conv2d, Dropout,
                              EltwiseSum, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Pad2d,
-                             Permute, ReLU, Reshape, Scale)
+                             Permute, Preprocess, ReLU, Reshape, Scale)
 from ..engine.pool import max_pool2d_backward_nchw, max_pool2d_forward_nchw
 from .ibp import channel_coefficients, channel_param_grads, input_box, interval_forward
 
@@ -82,6 +82,29 @@ def _g(g, ndim):
 
 def _add(d, key, value):
     d[key] = value if key not in d else d[key] + value
+
+
+class _Preprocess:
+    """A model's preprocessing, y[:, c] = a_c · x[:, order[c]] + b_c: Λ_in[:, order[c]] ←
+    a_c · Λ[:, c], c += Σ b·Λ; nothing trains."""
+
+    def back(self, layer, lams, bt):
+        lam = lams[0]
+        shape = (1, -1) + (1,) * (lam.ndim - 2)
+        a = np.asarray(layer.scale, lam.dtype).reshape(shape)
+        lam_in = np.empty_like(lam)
+        lam_in[:, layer.order] = lam * a
+        axes = tuple(range(2, lam.ndim))
+        const = (lam.sum(axis=axes) if axes else lam) @ np.asarray(layer.shift, lam.dtype)
+        return [lam_in], const, lam
+
+    def reverse(self, layer, bars, saved, g, bt, grads):
+        lam, bar = saved, bars[0]
+        shape = (1, -1) + (1,) * (lam.ndim - 2)
+        a = np.asarray(layer.scale, lam.dtype).reshape(shape)
+        b = np.asarray(layer.shift, lam.dtype).reshape(shape)
+        out = bar[:, layer.order] * a + _g(g, lam.ndim) * b
+        return [np.ascontiguousarray(out, dtype=lam.dtype)]
 
 
 def _add_grads(grads, new):
@@ -328,7 +351,8 @@ class _Cut:
 
 _CUT = _Cut()
 CROWN_RULES = {Conv2d: _Weighted(), Linear: _Weighted(), BatchNorm: _ChannelAffine(),
-               Scale: _ChannelAffine(), ReLU: _ReLU(), MaxPool2d: _MaxPool(),
+               Scale: _ChannelAffine(), Preprocess: _Preprocess(), ReLU: _ReLU(),
+               MaxPool2d: _MaxPool(),
                **{cls: _LinearFree() for cls in (AvgPool2d, GlobalAvgPool2d, Flatten, Reshape,
                                                   Permute, Pad2d, Concat, EltwiseSum,
                                                   Dropout)}}

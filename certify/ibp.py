@@ -9,6 +9,7 @@ blob takes for an input in the box. The rules, by layer:
     Conv2d, Linear            centre and radius: μ = (l + u)/2, r = (u − l)/2,
                               μ' = W μ + b,  r' = |W| r,  [l', u'] = [μ' − r', μ' + r']
     BatchNorm (eval), Scale   the same per channel: μ' = a μ + b,  r' = |a| r
+    Preprocess                the channels reordered, then the same with its fixed a and b
     EltwiseSum                Σ_i c_i⁺ l_i + c_i⁻ u_i  (and the same with l and u swapped)
     ReLU, ReLU6, QuantizedReLU, PReLU with slopes ≥ 0, MaxPool2d, AvgPool2d, GlobalAvgPool2d,
     MedianFilter, Dropout (eval: identity), Flatten, Reshape, Permute, Pad2d, Concat, EltwiseMax
@@ -37,8 +38,8 @@ import numpy as np
 from ..engine import conv, linear, norm
 from ..engine.layers import (AvgPool2d, BatchNorm, Concat, Context, Conv2d, Dropout,
                              EltwiseMax, EltwiseSum, Flatten, GlobalAvgPool2d, Linear,
-                             MaxPool2d, MedianFilter, Pad2d, Permute, PReLU, QuantizedReLU, ReLU,
-                             ReLU6, Reshape, Scale)
+                             MaxPool2d, MedianFilter, Pad2d, Permute, Preprocess, PReLU,
+                             QuantizedReLU, ReLU, ReLU6, Reshape, Scale)
 
 
 def input_box(x, eps, clip=(0.0, 1.0)):
@@ -164,6 +165,28 @@ class _ChannelAffine:
         return [((dmu - dr) * half, (dmu + dr) * half)]
 
 
+class _Preprocess:
+    """A model's preprocessing: the channels reordered, then y = a·x + b per channel with fixed
+    a, b; each end of the box maps to the end its coefficient's sign says."""
+
+    def forward(self, layer, boxes):
+        lo, hi = (v[:, layer.order] for v in boxes[0])
+        a = _per_channel(np.asarray(layer.scale), lo)
+        b = _per_channel(np.asarray(layer.shift), lo)
+        at_lo, at_hi = a * lo + b, a * hi + b
+        return [(np.ascontiguousarray(np.minimum(at_lo, at_hi)),
+                 np.ascontiguousarray(np.maximum(at_lo, at_hi)))], a
+
+    def backward(self, layer, dboxes, saved, grads):
+        dlo, dhi = dboxes[0]
+        a = saved
+        rising = a >= 0  # the output's low end is the input's low end times a, else its high end
+        lo, hi = np.empty_like(dlo), np.empty_like(dhi)
+        lo[:, layer.order] = np.where(rising, a * dlo, a * dhi)
+        hi[:, layer.order] = np.where(rising, a * dhi, a * dlo)
+        return [(lo, hi)]
+
+
 class _EltwiseSum:
     """y = Σ_i c_i x_i: each input's lower or upper bound by the sign of its coefficient."""
 
@@ -209,7 +232,7 @@ _MONOTONE = (ReLU, ReLU6, QuantizedReLU, PReLU, MaxPool2d, AvgPool2d, GlobalAvgP
              Flatten, Reshape, Permute, Pad2d, Concat, EltwiseMax, MedianFilter)
 # The rule of each layer class (exact classes first, then by inheritance).
 INTERVAL_RULES = {Conv2d: _Weighted(), Linear: _Weighted(), BatchNorm: _ChannelAffine(),
-                  Scale: _ChannelAffine(), EltwiseSum: _EltwiseSum(),
+                  Scale: _ChannelAffine(), EltwiseSum: _EltwiseSum(), Preprocess: _Preprocess(),
                   **{cls: _Monotone() for cls in _MONOTONE}}
 
 

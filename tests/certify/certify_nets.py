@@ -12,7 +12,7 @@ import numpy as np
 from robustcnn.engine import (AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                               EltwiseSum, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Net, Pad2d,
                               Permute, PReLU, ReLU, ReLU6, Reshape, Scale)
-from robustcnn.engine.layers import QuantizedReLU
+from robustcnn.engine.layers import Preprocess, QuantizedReLU
 
 KINDS = ("dense", "csr", "codebook", "sparse_codebook", "huffman")
 OPTIONS = {"dense": {}, "csr": {}, "codebook": dict(bits=4),
@@ -51,6 +51,7 @@ def in_format(net, kind):
 def every_layer_net(kind="dense", seed=0):
     """A DAG with a layer of every type that has an interval rule; input (2, 6, 6), 5 classes."""
     layers = [
+        Preprocess("pre", order=[1, 0], scale=[2.0, -3.0], shift=[0.5, 1.0]),
         Conv2d("c1", 4, kernel=3, padding=1), BatchNorm("bn"), ReLU("r1", negative_slope=0.1),
         MaxPool2d("p1", kernel=2, stride=2),                                  # (4, 3, 3)
         Conv2d("c2", 3, kernel=3, padding=1, bottom="p1"), ReLU6("r6"),
