@@ -31,7 +31,7 @@ import sys
 import time
 
 import numpy as np
-from torch_nets import torch_sequential
+from torch_sequential import torch_sequential
 
 from robustcnn.bench.attacks import torchattacks_attacks  # the bench's, one home
 

@@ -22,7 +22,7 @@ from autoattack_oracle import compare  # noqa: E402
 from torchattacks.attacks.apgd import APGD  # noqa: E402
 from torchattacks.attacks.apgdt import APGDT  # noqa: E402
 from torchattacks.attacks.fab import projection_l2, projection_linf  # noqa: E402
-from torch_nets import torch_sequential  # noqa: E402
+from torch_sequential import torch_sequential  # noqa: E402
 
 from robustcnn.attacks.apgd import apgd, apgd_t  # noqa: E402
 from robustcnn.attacks.dlr import dlr, dlr_targeted  # noqa: E402

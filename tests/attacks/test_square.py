@@ -259,7 +259,7 @@ def torch_one_thread():
 @pytest.mark.parametrize("norm, eps", [("linf", 0.2), ("l2", 1.2)])
 def test_robust_accuracy_matches_torchattacks_on_small_images(nets, torch_one_thread, monkeypatch,
                                                               norm, eps):
-    from torch_nets import torch_sequential
+    from torch_sequential import torch_sequential
 
     module = importlib.import_module("robustcnn.attacks.square")  # not the function
     net, _ = nets
@@ -282,7 +282,7 @@ def test_robust_accuracy_matches_torchattacks_on_small_images(nets, torch_one_th
 def test_robust_accuracy_matches_torchattacks_on_fashion_mnist(torch_one_thread, norm, eps):
     """The issue's check: 1,000 Fashion-MNIST test images, a trained LeNet-5, 5,000 queries:
     robust accuracy within ±1 point of torchattacks'."""
-    from torch_nets import fashion_lenet5, fashion_mnist, torch_sequential
+    from torch_sequential import fashion_lenet5, fashion_mnist, torch_sequential
 
     net, source = fashion_lenet5()
     x, y = fashion_mnist("test")
