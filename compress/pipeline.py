@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 
 from ..engine.formats import HuffmanCodebookWeight
 from ..engine.train import SGD, Schedule, fit
-from .prune import prune, schedule
 from .quantize import quantize_layer
 
 
@@ -129,21 +128,6 @@ class Stage:
         ``lr`` over ``epochs`` epochs, on ``objective`` (default: the caller's) → history."""
         return _train(self.net, self.x, self.y, epochs, lr, self.settings, None, self.progress,
                       None, objective if objective is not None else self.objective)
-
-
-def magnitude_stage(stage, options):
-    """Deep Compression's pruning: ``rounds`` rounds of magnitude pruning (each removing the
-    same share of what remains) with ``retrain_epochs`` of retraining after each."""
-    settings, net = stage.settings, stage.net
-    pruned = {k: v for k, v in settings.kept.items() if v < 1.0}
-    if not pruned:
-        return
-    steps = {name: schedule(kept, settings.rounds) for name, kept in pruned.items()}
-    for r in range(settings.rounds):
-        t0 = time.perf_counter()
-        prune(net, {name: 1.0 - steps[name][r] for name in pruned})
-        stage.train(settings.retrain_epochs, settings.lr)
-        stage.record(f"prune+retrain {r + 1}/{settings.rounds}", time.perf_counter() - t0)
 
 
 def kmeans_stage(stage):

@@ -7,6 +7,8 @@ the standard deviation of the layer's weights. The pruned layer is stored as CSR
 updates only the stored values: pruned weights stay exactly zero through retraining.
 """
 
+import time
+
 import numpy as np
 
 from ..engine.formats import CSRWeight
@@ -68,3 +70,18 @@ def schedule(final_kept, rounds):
     if not 0.0 < final_kept <= 1.0:
         raise ValueError(f"the kept fraction must be in (0, 1], got {final_kept}")
     return [final_kept ** ((r + 1) / rounds) for r in range(rounds)]
+
+
+def magnitude_stage(stage, options):
+    """Deep Compression's pruning: ``rounds`` rounds of magnitude pruning (each removing the
+    same share of what remains) with ``retrain_epochs`` of retraining after each."""
+    settings, net = stage.settings, stage.net
+    pruned = {k: v for k, v in settings.kept.items() if v < 1.0}
+    if not pruned:
+        return
+    steps = {name: schedule(kept, settings.rounds) for name, kept in pruned.items()}
+    for r in range(settings.rounds):
+        t0 = time.perf_counter()
+        prune(net, {name: 1.0 - steps[name][r] for name in pruned})
+        stage.train(settings.retrain_epochs, settings.lr)
+        stage.record(f"prune+retrain {r + 1}/{settings.rounds}", time.perf_counter() - t0)

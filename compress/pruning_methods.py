@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from . import admm, dns, hydra, obd
-from .pipeline import magnitude_stage
+from .prune import magnitude_stage
 
 
 @dataclass
