@@ -599,7 +599,29 @@ class GlobalAvgPool2d(Layer):
         return [np.ascontiguousarray(np.broadcast_to(dy, (dy.shape[0], C, H, W)))]
 
 
-class ReLU(Layer):
+class _Elementwise(Layer):
+    """An elementwise layer run by a pair of flat kernels: ``_forward(x, y)`` fills y from x,
+    ``_backward(dy, saved, dx)`` fills dx, where ``saved`` is the layer's output, or its input
+    when ``saves_input`` (what the derivative is written in)."""
+
+    saves_input = False
+
+    def forward(self, xs, ctx):
+        y = np.empty(xs[0].shape, xs[0].dtype)
+        self._forward(xs[0].reshape(-1), y.reshape(-1))
+        if ctx.keep:
+            self._saved = xs[0] if self.saves_input else y
+        return [y]
+
+    def backward(self, dys, ctx):
+        if not ctx.input_grad:
+            return [None]
+        dx = np.empty(dys[0].shape, dys[0].dtype)
+        self._backward(dys[0].reshape(-1), self._saved.reshape(-1), dx.reshape(-1))
+        return [dx]
+
+
+class ReLU(_Elementwise):
     type = "ReLU"
 
     def __init__(self, name, negative_slope=0.0, **kw):
@@ -611,41 +633,24 @@ class ReLU(Layer):
     def _config(self):
         return dict(negative_slope=self.negative_slope)
 
-    def forward(self, xs, ctx):
-        y = np.empty(xs[0].shape, xs[0].dtype)
-        activation.relu_forward_flat(xs[0].reshape(-1), self.negative_slope, y.reshape(-1))
-        if ctx.keep:
-            self._saved = y
-        return [y]
+    def _forward(self, x, y):
+        activation.relu_forward_flat(x, self.negative_slope, y)
 
-    def backward(self, dys, ctx):
-        if not ctx.input_grad:
-            return [None]
-        dx = np.empty(dys[0].shape, dys[0].dtype)
-        activation.relu_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
-                                      self.negative_slope, dx.reshape(-1))
-        return [dx]
+    def _backward(self, dy, saved, dx):
+        activation.relu_backward_flat(dy, saved, self.negative_slope, dx)
 
 
-class ReLU6(Layer):
+class ReLU6(_Elementwise):
     type = "ReLU6"
 
-    def forward(self, xs, ctx):
-        y = np.empty(xs[0].shape, xs[0].dtype)
-        activation.relu6_forward_flat(xs[0].reshape(-1), y.reshape(-1))
-        if ctx.keep:
-            self._saved = y
-        return [y]
+    def _forward(self, x, y):
+        activation.relu6_forward_flat(x, y)
 
-    def backward(self, dys, ctx):
-        if not ctx.input_grad:
-            return [None]
-        dx = np.empty(dys[0].shape, dys[0].dtype)
-        activation.relu6_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), dx.reshape(-1))
-        return [dx]
+    def _backward(self, dy, saved, dx):
+        activation.relu6_backward_flat(dy, saved, dx)
 
 
-class QuantizedReLU(Layer):
+class QuantizedReLU(_Elementwise):
     """A clipped ReLU followed by a k-level uniform quantiser, as in low-precision nets:
     y = s · round(clip(x, 0, max_value) / s) with s = max_value / (2**bits − 1).
 
@@ -657,6 +662,7 @@ class QuantizedReLU(Layer):
     """
 
     type = "QuantizedReLU"
+    saves_input = True
 
     def __init__(self, name, bits=8, max_value=6.0, straight_through=False, **kw):
         super().__init__(name, **kw)
@@ -669,22 +675,13 @@ class QuantizedReLU(Layer):
         return dict(bits=self.bits, max_value=self.max_value,
                     straight_through=self.straight_through)
 
-    def forward(self, xs, ctx):
+    def _forward(self, x, y):
         levels, top = activation.check_quantizer(self.bits, self.max_value, self.at)
-        y = np.empty(xs[0].shape, xs[0].dtype)
-        activation.quantized_relu_forward_flat(xs[0].reshape(-1), levels, top, y.reshape(-1))
-        if ctx.keep:
-            self._saved = xs[0]
-        return [y]
+        activation.quantized_relu_forward_flat(x, levels, top, y)
 
-    def backward(self, dys, ctx):
-        if not ctx.input_grad:
-            return [None]
-        dx = np.empty(dys[0].shape, dys[0].dtype)
-        activation.quantized_relu_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
-                                                self.max_value, bool(self.straight_through),
-                                                dx.reshape(-1))
-        return [dx]
+    def _backward(self, dy, saved, dx):
+        activation.quantized_relu_backward_flat(dy, saved, self.max_value,
+                                                bool(self.straight_through), dx)
 
 
 class MedianFilter(Layer):
@@ -1245,31 +1242,24 @@ class Permute(Layer):
         return [merge.permute_backward(dys[0], self.axes) if ctx.input_grad else None]
 
 
-class Sigmoid(Layer):
+class Sigmoid(_Elementwise):
     """The logistic sigmoid 1 / (1 + e^−x), elementwise."""
 
     type = "Sigmoid"
 
-    def forward(self, xs, ctx):
-        y = np.empty(xs[0].shape, xs[0].dtype)
-        sigmoid.sigmoid_forward_flat(xs[0].reshape(-1), y.reshape(-1))
-        if ctx.keep:
-            self._saved = y
-        return [y]
+    def _forward(self, x, y):
+        sigmoid.sigmoid_forward_flat(x, y)
 
-    def backward(self, dys, ctx):
-        if not ctx.input_grad:
-            return [None]
-        dx = np.empty(dys[0].shape, dys[0].dtype)
-        sigmoid.sigmoid_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1), dx.reshape(-1))
-        return [dx]
+    def _backward(self, dy, saved, dx):
+        sigmoid.sigmoid_backward_flat(dy, saved, dx)
 
 
-class HardSigmoid(Layer):
+class HardSigmoid(_Elementwise):
     """max(0, min(1, alpha · x + beta)), elementwise (ONNX's HardSigmoid; torch's
     Hardsigmoid is alpha = 1/6, beta = 1/2)."""
 
     type = "HardSigmoid"
+    saves_input = True
 
     def __init__(self, name, alpha=0.2, beta=0.5, **kw):
         super().__init__(name, **kw)
@@ -1278,41 +1268,24 @@ class HardSigmoid(Layer):
     def _config(self):
         return dict(alpha=self.alpha, beta=self.beta)
 
-    def forward(self, xs, ctx):
-        y = np.empty(xs[0].shape, xs[0].dtype)
-        sigmoid.hard_sigmoid_forward_flat(xs[0].reshape(-1), self.alpha, self.beta, y.reshape(-1))
-        if ctx.keep:
-            self._saved = xs[0]
-        return [y]
+    def _forward(self, x, y):
+        sigmoid.hard_sigmoid_forward_flat(x, self.alpha, self.beta, y)
 
-    def backward(self, dys, ctx):
-        if not ctx.input_grad:
-            return [None]
-        dx = np.empty(dys[0].shape, dys[0].dtype)
-        sigmoid.hard_sigmoid_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
-                                           self.alpha, self.beta, dx.reshape(-1))
-        return [dx]
+    def _backward(self, dy, saved, dx):
+        sigmoid.hard_sigmoid_backward_flat(dy, saved, self.alpha, self.beta, dx)
 
 
-class HardSwish(Layer):
+class HardSwish(_Elementwise):
     """x · max(0, min(1, x/6 + 1/2)), elementwise (MobileNetV3's activation)."""
 
     type = "HardSwish"
+    saves_input = True
 
-    def forward(self, xs, ctx):
-        y = np.empty(xs[0].shape, xs[0].dtype)
-        sigmoid.hard_swish_forward_flat(xs[0].reshape(-1), y.reshape(-1))
-        if ctx.keep:
-            self._saved = xs[0]
-        return [y]
+    def _forward(self, x, y):
+        sigmoid.hard_swish_forward_flat(x, y)
 
-    def backward(self, dys, ctx):
-        if not ctx.input_grad:
-            return [None]
-        dx = np.empty(dys[0].shape, dys[0].dtype)
-        sigmoid.hard_swish_backward_flat(dys[0].reshape(-1), self._saved.reshape(-1),
-                                         dx.reshape(-1))
-        return [dx]
+    def _backward(self, dy, saved, dx):
+        sigmoid.hard_swish_backward_flat(dy, saved, dx)
 
 
 # Every layer class by its spec name, to rebuild a Net from JSON without evaluating anything.
