@@ -83,8 +83,9 @@ def read_file(path, max_bytes=None, what="file"):
 # HDF5
 
 # What h5py raises for a damaged file: its C library's errors come as OSError or RuntimeError,
-# an object that cannot be opened as KeyError, an unreadable type as TypeError.
-HDF5_ERRORS = (OSError, RuntimeError, KeyError, TypeError)
+# an object that cannot be opened as KeyError, an unreadable type as TypeError; a RuntimeError
+# inside a link visit leaves h5py's lock as SystemError (its cause is the RuntimeError).
+HDF5_ERRORS = (OSError, RuntimeError, KeyError, TypeError, SystemError)
 
 
 @contextlib.contextmanager
@@ -117,6 +118,7 @@ def hdf5_file(path, what="HDF5 file"):
             raise
         raise ValueError(f"{path}: {_one_line(e)}") from None
     except HDF5_ERRORS as e:
+        e = e.__cause__ if isinstance(e, SystemError) and e.__cause__ is not None else e
         raise ValueError(f"{path}: damaged {what} ({type(e).__name__}: {_one_line(e)})") \
             from None
 

@@ -204,7 +204,7 @@ def _check_entry(entry, source):
         name, dtype, shape, nbytes = entry["name"], entry["dtype"], entry["shape"], entry["nbytes"]
     except (KeyError, TypeError):
         raise ValueError(f"{source}: malformed array entry {entry!r}") from None
-    if not isinstance(name, str) or dtype not in _DTYPES:
+    if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in _DTYPES:
         raise ValueError(f"{source}: array {name!r} has an unsupported dtype {dtype!r}")
     if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
         raise ValueError(f"{source}: array {name} has a bad shape {shape!r}")

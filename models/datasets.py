@@ -382,7 +382,8 @@ def _read_cifar_tar(tarball: str, files: tuple[str, ...]) -> list[tuple[str, np.
                 _check_cifar_size(where, member.size)
                 data[member.name] = np.frombuffer(tar.extractfile(member).read(), np.uint8)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
-        raise ValueError(f"{tarball}: not a readable tar archive ({e})") from e
+        raise ValueError(f"{tarball}: not a readable tar archive "
+                         f"({' '.join(str(e).split())})") from e
     missing = [f for member, f in wanted.items() if member not in data]
     if missing:
         raise FileNotFoundError(

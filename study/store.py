@@ -95,8 +95,9 @@ def check_store(path, *, option=None):
                 .fetchone() if columns["meta"] else None
         finally:
             conn.close()
-    except sqlite3.Error as e:
-        raise ValueError(f"{where}: not a robustcnn study database ({e})") from None
+    except (sqlite3.Error, UnicodeDecodeError) as e:  # a damaged schema's text may not decode
+        raise ValueError(f"{where}: not a robustcnn study database "
+                         f"({' '.join(str(e).split())})") from None
     lacking = [t for t, cols in _TABLES.items() if not set(cols) <= columns[t]]
     if lacking or version is None:
         raise ValueError(f"{where}: not a robustcnn study database (no {', '.join(lacking)} "

@@ -173,3 +173,26 @@ def test_what_h5py_raises_reading_a_damaged_dataset_is_one_line_naming_the_file(
             load()
         message = str(caught.value)
         assert str(path) in message and "RuntimeError" in message and "\n" not in message
+
+
+def test_a_damaged_link_table_is_one_clean_error(tmp_path, monkeypatch):
+    """h5py's lock turns a RuntimeError raised while visiting a damaged file's links into a
+    SystemError (found by the long fuzzing run): still one ValueError naming the file."""
+    import h5py
+
+    from robustcnn.limits import hdf5_file
+
+    path = tmp_path / "m.h5"
+    with h5py.File(path, "w") as f:
+        f["x"] = [1.0]
+
+    def broken(self, func):
+        try:
+            raise RuntimeError("unable to offset into local heap data block")
+        except RuntimeError as e:
+            raise SystemError("FastRLock.__exit__ returned a result with an exception set") from e
+
+    monkeypatch.setattr(h5py.Group, "visititems_links", broken)
+    with pytest.raises(ValueError, match=r"m.h5: damaged .*RuntimeError: unable to offset"):
+        with hdf5_file(path):
+            pass

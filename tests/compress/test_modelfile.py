@@ -233,3 +233,12 @@ def test_a_header_whose_meta_is_not_an_object_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match=f"{path}: the header's meta is not a JSON object"):
         robustcnn.load(path)
+
+
+@pytest.mark.parametrize("dtype", [{}, [], None, 3])
+def test_an_array_entry_with_a_dtype_that_is_not_a_name_is_refused(dtype):
+    """Found by the long fuzzing run: a header whose dtype is a JSON object raised TypeError."""
+    from robustcnn.compress.modelfile import _check_entry
+
+    with pytest.raises(ValueError, match="unsupported dtype"):
+        _check_entry({"name": "w", "dtype": dtype, "shape": [1], "nbytes": 4}, "m.rcnn")

@@ -452,6 +452,11 @@ def test_cifar_unreadable_tarball(tmp_path):
     (tmp_path / "cifar-10-binary.tar.gz").write_bytes(b"\x1f\x8b" + b"garbage" * 10)
     with pytest.raises(ValueError, match="cifar-10-binary.tar.gz: not a readable tar archive"):
         load_cifar10("test", data_dir=tmp_path)
+    # tarfile lists every compression it tried, one per line: the message stays one line
+    (tmp_path / "cifar-10-binary.tar.gz").write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="not a readable tar archive") as e:
+        load_cifar10("test", data_dir=tmp_path)
+    assert "\n" not in str(e.value)
 
 
 def test_cifar_unknown_split_and_wrong_loader(tmp_path):
