@@ -145,16 +145,22 @@ def torch_lenet5_passes(net, x, labels, train_batch, dtype):
     return forward, input_grad, train
 
 
+def lenet5_inputs(batch, seed=0):
+    """The benchmark's LeNet-5 (nonzero biases, so that the output checks cover them), ``batch``
+    images and labels → (net, x, labels)."""
+    rng = np.random.default_rng(seed)
+    net = lenet5(seed=seed)
+    for params in net.params.values():
+        params["bias"][...] = rng.uniform(-0.1, 0.1, params["bias"].shape)
+    x = rng.random((batch,) + net.input_shape, dtype=np.float32)
+    return net, x, rng.integers(0, net.num_classes, batch)
+
+
 def lenet5_cases(*, eval_batch=256, train_batch=64, seed=0):
     """Net.forward, Net.loss_and_input_grad and Net.loss_and_grad against the same net in torch."""
     import torch
 
-    rng = np.random.default_rng(seed)
-    net = lenet5(seed=seed)
-    for params in net.params.values():  # nonzero biases, so that the check covers them
-        params["bias"][...] = rng.uniform(-0.1, 0.1, params["bias"].shape)
-    x = rng.random((eval_batch,) + net.input_shape, dtype=np.float32)
-    labels = rng.integers(0, net.num_classes, eval_batch)
+    net, x, labels = lenet5_inputs(eval_batch, seed)
     names = [key.rsplit("/", 1) for key, _ in net.named_params()]  # in torch's parameter order
 
     def forward():

@@ -8,10 +8,8 @@ every graph optimisation on): the same cores as our kernels and torch.
 import sys
 
 import numba
-import numpy as np
 
-from ..models.lenet import lenet5
-from .dense import lenet5_flops
+from .dense import lenet5_flops, lenet5_inputs
 from .pairs import Case
 
 ONNXRUNTIME = "onnxruntime"
@@ -34,11 +32,7 @@ def onnxruntime_session(net):
 
 def lenet5_case(*, batch=256, seed=0):
     """LeNet-5 forward, ours against onnxruntime on the same weights (nonzero biases)."""
-    rng = np.random.default_rng(seed)
-    net = lenet5(seed=seed)
-    for params in net.params.values():
-        params["bias"][...] = rng.uniform(-0.1, 0.1, params["bias"].shape)
-    x = rng.random((batch,) + net.input_shape, dtype=np.float32)
+    net, x, _ = lenet5_inputs(batch, seed)
     session = onnxruntime_session(net)
     feed = {session.get_inputs()[0].name: x}
 
