@@ -987,9 +987,6 @@ def _certify(args):
 
         if importlib.util.find_spec("matplotlib") is None:
             raise ValueError("--plot needs matplotlib: pip install 'robustcnn[plot]'")
-    for option, value in (("--limit", args.limit), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise ValueError(f"{option} must be >= 1, got {value}")
     net, meta = _load(args)
     if net.dtype.name != args.dtype:
         net = net.copy(dtype=args.dtype)
