@@ -398,8 +398,8 @@ class StructuredLinear(Layer):
     ``h`` (rank, n), n = max(inputs, outputs)) and a bias, and forward and backward run by FFT
     in O(rank · n log n) per example. Flattens (N, C, H, W) inputs as InnerProduct does.
 
-    Generators are drawn N(0, σ²) with σ chosen so that W's entries have variance 1/fan_in
-    (Caffe's xavier variance); the paper's own initialisation is not reproduced."""
+    Initial generators give W's entries variance ≈ 1/fan_in, a Toeplitz-like W starting near a
+    circulant (``structured.initial_generators`` says why)."""
 
     type = "StructuredInnerProduct"
     decay = ("g", "h")
@@ -447,11 +447,10 @@ class StructuredLinear(Layer):
         return [(self.out_features,)]
 
     def init_params(self, rng):
-        std = structured.generator_std(self.structure, self.n, self.rank, self.in_features)
-        for key in ("g", "h"):
-            if key in self.params:
-                w = self.params[key]
-                w[...] = _drawn(w.shape, w.dtype, lambda k: rng.standard_normal(k) * std)
+        values = structured.initial_generators(self.structure, self.n, self.rank,
+                                               self.in_features, rng.standard_normal)
+        for key, value in values.items():
+            self.params[key][...] = value
         if self.bias:
             self.params["bias"][...] = 0
 

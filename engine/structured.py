@@ -59,13 +59,25 @@ def generator_shapes(structure, n, rank):
     return {"g": (rank, n), "h": (rank, n)}
 
 
-def generator_std(structure, n, rank, fan_in):
-    """Standard deviation of N(0, σ²) generators that gives W's entries variance 1/fan_in
-    (Caffe's xavier variance): an entry of Σ_k Z_1(g_k) Z_−1(h_k) sums r·n products g·(±h),
-    so Var W = r n σ⁴; a circulant entry is one g, Var W = σ²."""
+# The Toeplitz-like generators h_k start at e_0/√r plus noise of this standard deviation × 1/√n.
+H_NOISE = 0.01
+
+
+def initial_generators(structure, n, rank, fan_in, normal):
+    """Initial generators {name: array} whose W has entries of variance ≈ 1/fan_in (Caffe's
+    xavier variance); ``normal(shape)`` draws N(0, 1) values.
+
+    Circulant: g ~ N(0, 1/fan_in). Toeplitz-like: the same g_k and h_k = e_0/√r + small noise,
+    so that W starts near the circulant Σ_k Z_1(g_k)/√r: drawing both g and h at random with
+    the product's variance (r n σ⁴ = 1/fan_in) starts at the saddle of a product, and trained
+    more slowly in our runs (Fashion-MNIST, 6,000 images, 2 epochs at lr 0.002, rank 1: 59.9%
+    train accuracy against 68.7%). The paper's initialisation is not reproduced."""
+    g = normal(generator_shapes(structure, n, rank)["g"]) / np.sqrt(fan_in)
     if structure == "circulant":
-        return fan_in ** -0.5
-    return (rank * n * fan_in) ** -0.25
+        return {"g": g}
+    h = normal((rank, n)) * (H_NOISE / np.sqrt(n))
+    h[:, 0] += 1.0 / np.sqrt(rank)
+    return {"g": g, "h": h}
 
 
 def _twiddles(n, dtype):
