@@ -162,9 +162,15 @@ def structured_backward(structure, dy, saved, params, in_features, *, need_input
     return dx, ({"g": dg, "h": dh} if need_weight else None)
 
 
-def structured_dense(structure, params, out_features, in_features):
+def structured_dense(structure, params, out_features, in_features, *, chunk=256):
     """The layer's matrix W[:O, :I] (O, I) as a dense array, by applying the transform to the
-    identity: for export and inspection (tests build W entry by entry instead)."""
-    eye = np.eye(in_features, dtype=params["g"].dtype)
-    y, _ = structured_forward(structure, eye, params, out_features)
-    return np.ascontiguousarray(y.T)
+    identity ``chunk`` columns at a time: for export and inspection (tests build W entry by
+    entry instead)."""
+    dtype = params["g"].dtype
+    W = np.empty((out_features, in_features), dtype)
+    for lo in range(0, in_features, chunk):
+        hi = min(lo + chunk, in_features)
+        eye = np.zeros((hi - lo, in_features), dtype)
+        eye[np.arange(hi - lo), np.arange(lo, hi)] = 1
+        W[:, lo:hi] = structured_forward(structure, eye, params, out_features)[0].T
+    return W
