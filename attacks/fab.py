@@ -38,9 +38,8 @@ def _dual(g, norm):
 
 
 def _boundaries(net, x1, y, target, max_rows):
-    """The linearised boundaries at x1 → (f (m, S), ∇f (m, S, D)) float64 and the logits
-    (m, K): f_s = z_s − z_y for every class s (z_y − z_y is set to +inf: never chosen), or only
-    s = target when given."""
+    """The linearised boundaries at x1 → (f (m, S), ∇f (m, S, D)) float64: f_s = z_s − z_y for
+    every class s (z_y − z_y is set to +inf: never chosen), or only s = target when given."""
     m, k = len(x1), net.num_classes
     rows = np.arange(m)
     if target is not None:
@@ -50,14 +49,14 @@ def _boundaries(net, x1, y, target, max_rows):
         logits, grad = logits_and_grad(net, x1, lambda z, s: coeffs[s], max_rows=max_rows)
         z = logits.astype(np.float64)
         f = (z[rows, target] - z[rows, y])[:, None]
-        return f, grad.reshape(m, 1, -1).astype(np.float64), logits
+        return f, grad.reshape(m, 1, -1).astype(np.float64)
     coeffs = np.repeat(np.eye(k)[None], m, axis=0)
     coeffs[:, :, :] -= np.eye(k)[y][:, None, :]                     # e_s − e_y
     grads, logits = logit_grads(net, x1, coeffs, max_rows=max_rows)
     z = logits.astype(np.float64)
     f = z - z[rows, y][:, None]
     f[rows, y] = np.inf
-    return f, grads.reshape(m, k, -1).astype(np.float64), logits
+    return f, grads.reshape(m, k, -1).astype(np.float64)
 
 
 def fab_run(net, x0, y, start, *, target, success_of, eps, norm, n_iter, alpha_max, eta, beta,
@@ -69,12 +68,6 @@ def fab_run(net, x0, y, start, *, target, success_of, eps, norm, n_iter, alpha_m
     With ``eps``, an example stops once it has an adversarial point within eps (the authors'
     code keeps shrinking it; whether it counts does not change).
     → (best (m,) smallest adversarial norm found, inf if none; x_best (m, …)).
-
-    Targeted, the pass that checks an iterate (its logits) is the forward + backward that
-    linearises its one boundary, so an iterate that is not adversarial goes into the next
-    iteration already linearised: one pass per iteration instead of a forward and a pass (the
-    same numbers; only a pulled-back iterate is linearised anew). Untargeted, linearising takes
-    K passes, so the check stays a plain forward.
     """
     bounds = flat_bounds(bounds, x0.shape[1:])  # the iterates are flattened rows
     m = len(x0)
@@ -84,21 +77,12 @@ def fab_run(net, x0, y, start, *, target, success_of, eps, norm, n_iter, alpha_m
     best = np.full(m, np.inf)
     x_best = x0.copy()
     active = np.arange(m)
-    known = np.zeros(m, dtype=bool)  # the boundary at x1[n] is in f_at[n], g_at[n]
-    f_at = g_at = None
     for _ in range(n_iter):
         if not active.size:
             break
         xa = x1[active]
-        stale = active[~known[active]]
-        if len(stale):
-            f, g, _ = _boundaries(net, x1[stale].reshape((-1,) + shape[1:]).astype(x0.dtype),
-                                  y[stale], None if target is None else target[stale], max_rows)
-            if f_at is None:
-                f_at = np.empty((m,) + f.shape[1:])
-                g_at = np.empty((m,) + g.shape[1:])
-            f_at[stale], g_at[stale] = f, g
-        f, g = f_at[active], g_at[active]
+        f, g = _boundaries(net, xa.reshape((-1,) + shape[1:]).astype(x0.dtype), y[active],
+                           None if target is None else target[active], max_rows)
         dist = np.abs(f) / (1e-12 + _dual(g, norm))
         s = dist.argmin(axis=1)
         pick = np.arange(len(active))
@@ -112,14 +96,7 @@ def fab_run(net, x0, y, start, *, target, success_of, eps, norm, n_iter, alpha_m
         alpha = np.clip(a1 / (a1 + a2), 0.0, alpha_max)[:, None]
         nxt = clip_to((xa + eta * d1) * (1 - alpha) + (flat0[active] + eta * d2) * alpha, bounds)
         nxt = nxt.astype(x0.dtype).astype(np.float64)  # what the net sees, and its size
-        seen = nxt.reshape((-1,) + shape[1:]).astype(x0.dtype)
-        if target is None:
-            logits = net.logits(seen, batch_size=max_rows)
-            known[active] = False
-        else:
-            f_at[active], g_at[active], logits = _boundaries(net, seen, y[active],
-                                                             target[active], max_rows)
-            known[active] = True
+        logits = net.logits(nxt.reshape((-1,) + shape[1:]).astype(x0.dtype), batch_size=max_rows)
         adv = success_of(logits, active)
         size = _norms(nxt - flat0[active], norm)
         smaller = adv & (size < best[active])
@@ -127,7 +104,6 @@ def fab_run(net, x0, y, start, *, target, success_of, eps, norm, n_iter, alpha_m
         best[keep] = size[smaller]
         x_best[keep] = nxt[smaller].reshape((-1,) + shape[1:]).astype(x0.dtype)
         nxt[adv] = flat0[active[adv]] + beta * (nxt[adv] - flat0[active[adv]])
-        known[active[adv]] = False  # pulled back: not where the boundary was linearised
         x1[active] = nxt
         if eps is not None:
             active = active[~(best[active] <= eps)]
