@@ -21,7 +21,8 @@ from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
 from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
-from .formats.base import has_row_direct, row_dot, row_dot_backward, row_entries, weight_rows
+from .formats.base import (has_row_direct, row_dot, row_dot_backward, row_entries, row_pair_dot,
+                           weight_rows)
 from . import quantized
 
 # Narrower blocks than this make per-call overhead dominate the product.
@@ -117,13 +118,19 @@ def linear_forward_direct(x, W, bias, chunks, y):
     # x: (N, I); W: sparse operand with a direct walk (row_dot); bias: (O,)
     # y: (N, O), every cell written
     # y[n, o] = b[o] + Σ_{(k, v) ∈ row o} v · x[n, k]   (EIE: each example walks the row's stored
-    # entries; nothing is decoded into buffers, so the weight is read at its stored size)
+    # entries; nothing is decoded into buffers, so the weight is read at its stored size).
+    # Rows go in pairs (row_pair_dot): a format may walk both at once.
     N, O = y.shape
     for t in prange(chunks):
         lo, hi = chunk_bounds(t, chunks, O)
-        for o in range(lo, hi):
+        for o in range(lo, hi - 1, 2):
             for n in range(N):
-                y[n, o] = bias[o] + row_dot(W, o, x[n])
+                s0, s1 = row_pair_dot(W, o, x[n])
+                y[n, o] = bias[o] + s0
+                y[n, o + 1] = bias[o + 1] + s1
+        if (hi - lo) & 1:
+            for n in range(N):
+                y[n, hi - 1] = bias[hi - 1] + row_dot(W, hi - 1, x[n])
 
 
 @njit(**JIT_PARALLEL)
