@@ -85,11 +85,10 @@ def read_word(packed, byte):
     of a ``width``-bit stream when byte = 8-value group × width (the caller checked byte + 8 ≤
     len(packed))."""
     i = np.uint64(byte)  # unsigned: no negative-index wraparound, so LLVM merges the 8 loads
-    one = np.uint64(1)
-    return (np.int64(packed[i]) | (np.int64(packed[i + one]) << 8)
-            | (np.int64(packed[i + 2 * one]) << 16) | (np.int64(packed[i + 3 * one]) << 24)
-            | (np.int64(packed[i + 4 * one]) << 32) | (np.int64(packed[i + 5 * one]) << 40)
-            | (np.int64(packed[i + 6 * one]) << 48) | (np.int64(packed[i + 7 * one]) << 56))
+    return (np.int64(packed[i]) | (np.int64(packed[i + np.uint64(1)]) << 8)
+            | (np.int64(packed[i + np.uint64(2)]) << 16) | (np.int64(packed[i + np.uint64(3)]) << 24)
+            | (np.int64(packed[i + np.uint64(4)]) << 32) | (np.int64(packed[i + np.uint64(5)]) << 40)
+            | (np.int64(packed[i + np.uint64(6)]) << 48) | (np.int64(packed[i + np.uint64(7)]) << 56))
 
 
 @njit(**JIT)
