@@ -178,10 +178,10 @@ _CODEBOOK_BLOCK = 64
 # Largest batch at which a sparse format's direct walk (linear_forward_direct: each example
 # walks the stored entries) beats decoding each row once for the whole batch
 # (linear_forward_sparse). Measured on FC 4096² at 90 % pruned, 5-bit codes and gaps, one thread,
-# CPU ms direct / rows: CSR 1.7 / 2.1 at batch 1, 3.1 / 3.6 at 2, 5.9 / 5.3 at 4; sparse codebook
-# 3.5 / 15.3, 6.7 / 17.1, 13.4 / 18.3; Huffman 14.4 / 27.0, 28.2 / 28.8 (bench.py shows the
-# kernel not picked beside the one picked).
-DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "huffman": 1}
+# CPU ms direct / rows at batch 1, 2, 4, 8: CSR 1.4 / 1.8, 2.8 / 3.2, 5.5 / 4.7, 10.5 / 5.7;
+# sparse codebook 1.4 / 5.7, 3.1 / 7.0, 6.0 / 8.3, 11.5 / 8.9; Huffman 7.0 / 24.0, 13.8 / 26.2,
+# 27.6 / 27.5, 55.3 / 28.0 (bench.py shows the kernel not picked beside the one picked).
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "huffman": 3}
 
 
 def direct_walk(fmt, W, N, direct=None):
