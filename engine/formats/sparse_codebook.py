@@ -65,9 +65,8 @@ def read_pairs(pairs, e):
     """Entries e .. e + 3 of the pair array as one little-endian int64 (the caller checked
     e + 4 ≤ len(pairs)): entry e + i's gap in bits 16i .. 16i + 7, its code in the next 8."""
     i = np.uint64(e)  # unsigned: no negative-index wraparound, so LLVM merges the 4 loads
-    one = np.uint64(1)
-    return (np.int64(pairs[i]) | (np.int64(pairs[i + one]) << 16)
-            | (np.int64(pairs[i + 2 * one]) << 32) | (np.int64(pairs[i + 3 * one]) << 48))
+    return (np.int64(pairs[i]) | (np.int64(pairs[i + np.uint64(1)]) << 16)
+            | (np.int64(pairs[i + np.uint64(2)]) << 32) | (np.int64(pairs[i + np.uint64(3)]) << 48))
 
 
 @njit(**JIT)
