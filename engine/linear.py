@@ -174,7 +174,7 @@ _CODEBOOK_BLOCK = 64
 # CPU ms direct / rows: CSR 1.7 / 2.1 at batch 1, 3.1 / 3.6 at 2, 5.9 / 5.3 at 4; sparse codebook
 # 3.5 / 15.3, 6.7 / 17.1, 13.4 / 18.3; Huffman 14.4 / 27.0, 28.2 / 28.8 (bench.py shows the
 # kernel not picked beside the one picked).
-DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "huffman": 1}
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "huffman": 1}
 
 
 def direct_walk(fmt, W, N, direct=None):
@@ -192,7 +192,7 @@ def linear_forward_format(x, fmt, bias, *, direct=None):
     kernel (each row decoded once for the batch) as ``direct_walk`` picks; ``direct`` forces
     one (the bench and tests compare the two)."""
     _same_dtype(x, fmt)
-    if fmt.kind == "dense":
+    if fmt.dense_view:
         return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
     y = quantized.linear_forward(x, fmt, bias)  # the format's integer kernel, where it applies
     if y is not None:
@@ -220,7 +220,7 @@ def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True, dir
     weight gradient is the format's own (see ``conv2d_backward_format``); ``direct`` as in
     ``linear_forward_format``."""
     _same_dtype(dy, fmt)
-    if fmt.kind == "dense":
+    if fmt.dense_view:
         dx, dw, db = linear_backward_dense(dy, x, fmt.weight.reshape(fmt.rows, fmt.cols),
                                            need_input=need_input, need_weight=need_weight)
         return dx, (fmt.reduce_dense_grad(dw.reshape(fmt.shape)) if need_weight else None), db

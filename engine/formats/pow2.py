@@ -217,6 +217,7 @@ class INQLatentWeight(WeightFormat):
     creation_options = ("bits",)
     trainable = ("weight",)
     decay = ()  # weight decay would move the frozen weights
+    dense_view = True  # the dense kernels run on ``weight``; only the gradient is masked
 
     def __init__(self, weight, frozen, n1, bits, *, at="inq_latent"):
         super().__init__(weight.shape, weight.dtype)
