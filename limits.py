@@ -194,6 +194,8 @@ def _finishes_in_child(path, read, what, max_bytes):
     """Run ``read`` on the file in a forked child; refuse (ValueError) a file it did not finish
     (timed out or died of a signal)."""
     seconds = HDF5_SECONDS + os.path.getsize(path) / 20e6
+    # h5py holds its global lock across fork (its own at-fork hooks), so no other thread of
+    # this process is inside the HDF5 library when the child starts (tests/test_limits.py).
     pid = os.fork()
     if pid == 0:  # the child: h5py and NumPy only
         try:

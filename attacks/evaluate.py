@@ -409,19 +409,12 @@ def plot_evaluation(result, path, *, title=None):
     """Accuracy vs eps as a PNG: one line per bounded attack and the worst case, one panel per
     norm, starting from the clean accuracy at eps 0. Needs matplotlib (the ``plot`` extra),
     imported here only. Written atomically."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ValueError("plot_evaluation needs matplotlib: pip install 'robustcnn[plot]'") \
-            from None
-    from ..atomic import atomic_path
+    from .. import plotting
 
     norms = list(dict.fromkeys(w["norm"] for w in result["worst_case"]))
     if not norms:
         raise ValueError("plot_evaluation: nothing to plot (no eps)")
-    fig = Figure(figsize=(5.5 * len(norms), 4.2))
-    FigureCanvasAgg(fig)  # an Agg canvas of its own: no pyplot, no global backend
+    fig = plotting.figure("plot_evaluation", (5.5 * len(norms), 4.2))
     clean = result["clean_accuracy"]
     for i, norm in enumerate(norms):
         ax = fig.add_subplot(1, len(norms), i + 1)
@@ -437,16 +430,10 @@ def plot_evaluation(result, path, *, title=None):
         ax.plot([0.0] + [w["eps"] for w in worst],
                 [100 * clean] + [100 * w["robust_accuracy"] for w in worst], color="black",
                 linestyle="--", linewidth=2, label="worst case")
-        ax.set_xlabel(f"eps ({'L∞' if norm == 'linf' else norm.upper()}, data units)")
-        ax.set_ylabel("accuracy under attack (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        if title:
-            ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        plotting.finish_percent_axes(
+            ax, f"eps ({'L∞' if norm == 'linf' else norm.upper()}, data units)",
+            "accuracy under attack (%)", title)
+    plotting.save_png(fig, path)
 
 
 __all__ = ["robustness_table", "attack_row", "attack_details", "format_table", "worst_case",

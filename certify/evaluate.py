@@ -99,16 +99,9 @@ def csv_rows(result):
 def plot_certification(result, path, *, title=None):
     """Certified accuracy vs radius as a PNG (matplotlib, the ``plot`` extra; written
     atomically): the points of the rows, and for smoothing the whole curve of the radii."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise ValueError("plot_certification needs matplotlib: pip install 'robustcnn[plot]'") \
-            from None
-    from ..atomic import atomic_path
+    from .. import plotting
 
-    fig = Figure(figsize=(5.5, 4.2))
-    FigureCanvasAgg(fig)
+    fig = plotting.figure("plot_certification", (5.5, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     if result["method"] == "smoothing":
         radius = np.asarray(result["radius"])
@@ -120,16 +113,10 @@ def plot_certification(result, path, *, title=None):
     rows = sorted(result["rows"], key=lambda r: r["eps"])
     ax.plot([r["eps"] for r in rows], [100 * r["certified_accuracy"] for r in rows], "o",
             label=result["method"])
-    ax.set_xlabel(f"radius ({'L∞' if result['norm'] == 'linf' else 'L2'}, data units)")
-    ax.set_ylabel("certified accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+    plotting.finish_percent_axes(
+        ax, f"radius ({'L∞' if result['norm'] == 'linf' else 'L2'}, data units)",
+        "certified accuracy (%)", title)
+    plotting.save_png(fig, path)
 
 
 __all__ = ["certify_model", "format_certification", "csv_rows", "plot_certification",

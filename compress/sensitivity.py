@@ -103,32 +103,19 @@ def sensitivity_csv(result):
 def plot_sensitivity(result, path):
     """Accuracy against sparsity, one line per layer, written to ``path`` (PNG, atomically).
     Needs matplotlib (the ``plot`` extra)."""
-    try:
-        import matplotlib
-    except ImportError:
-        raise ValueError("plotting needs matplotlib: pip install 'robustcnn[plot]'") from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from .. import plotting
 
-    from ..atomic import atomic_path
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = plotting.figure("plot_sensitivity", (6, 4))
+    ax = fig.add_subplot(1, 1, 1)
     for name in result["layers"]:
         rows = sorted((r for r in result["rows"] if r["layer"] == name),
                       key=lambda r: r["sparsity"])
         ax.plot([100 * r["sparsity"] for r in rows], [100 * r["accuracy"] for r in rows],
                 marker="o", label=name)
     ax.axhline(100 * result["baseline"], color="grey", linestyle=":", label="unpruned")
-    ax.set_xlabel("weights pruned in the layer (%)")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title("Sensitivity to pruning, one layer at a time, no retraining")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
+    plotting.finish_percent_axes(ax, "weights pruned in the layer (%)", "accuracy (%)",
+                                 "Sensitivity to pruning, one layer at a time, no retraining")
+    return plotting.save_png(fig, path, dpi=120)
 
 
 def accuracy_curve(result, layer):

@@ -5,6 +5,7 @@ crashes on is refused instead of hanging or killing the process."""
 import os
 import signal
 import time
+import threading
 import tracemalloc
 from pathlib import Path
 
@@ -196,3 +197,30 @@ def test_a_damaged_link_table_is_one_clean_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"m.h5: damaged .*RuntimeError: unable to offset"):
         with hdf5_file(path):
             pass
+
+
+def test_a_thread_inside_h5py_at_the_fork_does_not_stall_the_child(tmp_path, monkeypatch):
+    """Forking while another thread holds h5py's lock would leave the child's copy of the lock
+    held forever: the child would time out on a good file. h5py takes its lock around every
+    fork (os.register_at_fork), so the fork waits for the other thread instead."""
+    from h5py._objects import phil
+
+    path = tmp_path / "ok.h5"
+    _write_small(path)
+    monkeypatch.setattr(limits, "HDF5_SECONDS", 2.0)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_lock():
+        with phil:
+            holding.set()
+            release.wait(10)
+
+    other = threading.Thread(target=hold_the_lock)
+    other.start()
+    holding.wait(10)
+    threading.Timer(0.5, release.set).start()
+    try:
+        assert limits.read_hdf5(path, lambda f: f["w"][()].sum()) == 3.0
+    finally:
+        release.set()
+        other.join()

@@ -1,12 +1,13 @@
 """The report's figures (PNG): accuracy against eps, robust accuracy against compression ratio,
 and file size against robust accuracy with the Pareto front.
 
-They need matplotlib (the ``plot`` extra), imported only when drawing (``write_figures``), on
-an Agg canvas of each figure's own: no pyplot, no global backend.
+They need matplotlib (the ``plot`` extra), imported only when drawing (``write_figures``,
+through robustcnn.plotting).
 """
 
 import os
 
+from ... import plotting
 from .tables import column_label, fixed_eps, pareto_front, pareto_points, stats, summarise
 
 FIGURES = ("accuracy_vs_eps.png", "robust_vs_ratio.png", "pareto_size_vs_robust.png")
@@ -31,12 +32,8 @@ def _grid(fig, n):
 def _robust_axes(ax, column, xlabel):
     """A panel of robust accuracy (%) against a log-scale x: title, labels, grid, legend."""
     ax.set_xscale("log")
-    ax.set_title(column_label(column))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("robust accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
+    plotting.finish_percent_axes(ax, xlabel, "robust accuracy (%)", column_label(column),
+                                 legend_size=7, grid="both")
 
 
 def _kind_scatter(ax, models, points, errs):
@@ -54,27 +51,17 @@ def _kind_scatter(ax, models, points, errs):
 def write_figures(rows, out_dir, *, eps=None):
     """Draw ``FIGURES`` for ``rows`` into ``out_dir`` (atomically) → the paths written (a
     figure with nothing to show is left out). Needs matplotlib (the ``plot`` extra), imported
-    here only; raises ImportError without it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from ...atomic import atomic_path
-
+    here only; raises plotting.PlotUnavailable without it."""
     models, columns = summarise(rows)
     fixed = fixed_eps(columns, eps)
     attacks = list(dict.fromkeys(a for a, e in columns if e is not None))
     paths = []
 
     def save(fig, name):
-        fig.tight_layout()
-        path = os.path.join(out_dir, name)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        paths.append(path)
+        paths.append(plotting.save_png(fig, os.path.join(out_dir, name)))
 
     if attacks:  # accuracy vs eps: a panel per bounded attack, a line per model
-        fig = Figure()
-        FigureCanvasAgg(fig)  # an Agg canvas of its own: no pyplot, no global backend
+        fig = plotting.figure("the report's figures")
         for ax, attack in zip(_grid(fig, len(attacks)), attacks):
             grid = sorted(e for a, e in columns if a == attack and e is not None)
             for i, (name, m) in enumerate(models.items()):
@@ -89,12 +76,8 @@ def write_figures(rows, out_dir, *, eps=None):
                 ax.errorbar([p[0] for p in pts], [100 * p[1] for p in pts],
                             yerr=[100 * p[2] for p in pts], linestyle=line, marker=marker,
                             color=f"C{i % 10}", capsize=3, label=f"{name} ({m['kind']})")
-            ax.set_title(attack)
-            ax.set_xlabel("eps (data units; 0 = clean)")
-            ax.set_ylabel("accuracy under attack (%)")
-            ax.set_ylim(0, 100)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            plotting.finish_percent_axes(ax, "eps (data units; 0 = clean)",
+                                         "accuracy under attack (%)", attack, legend_size=7)
         save(fig, FIGURES[0])
 
     robust = {a: [(n, m, m["adv"].get((a, e), [])) for n, m in models.items()]
@@ -103,8 +86,7 @@ def write_figures(rows, out_dir, *, eps=None):
              if any(m["info"].get("compression_ratio") and stats(v)[0] is not None
                     for _, m, v in robust[a])]
     if drawn:  # robust accuracy at the fixed eps vs compression ratio, log x
-        fig = Figure()
-        FigureCanvasAgg(fig)
+        fig = plotting.figure("the report's figures")
         for ax, attack in zip(_grid(fig, len(drawn)), drawn):
             pts = [(n, m["info"]["compression_ratio"], stats(v)[0]) for n, m, v in robust[attack]
                    if m["info"].get("compression_ratio") and stats(v)[0] is not None]
@@ -115,8 +97,7 @@ def write_figures(rows, out_dir, *, eps=None):
 
     points = {a: p for a, p in pareto_points(models, fixed).items() if p}
     if points:  # file size vs robust accuracy and the Pareto front, log x
-        fig = Figure()
-        FigureCanvasAgg(fig)
+        fig = plotting.figure("the report's figures")
         for ax, (attack, pts) in zip(_grid(fig, len(points)), points.items()):
             errs = {n: stats(models[n]["adv"][(attack, fixed[attack])])[1] or 0.0
                     for n, _, _ in pts}

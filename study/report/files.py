@@ -5,6 +5,7 @@ import csv
 import io
 import os
 
+from ... import plotting
 from ...atomic import atomic_path
 from ..store import Store
 from .figures import write_figures
@@ -48,7 +49,7 @@ def write_report(db, out_dir, *, eps=None):
     if prepare(rows)[0]:  # figures first: the report never points at a missing file
         try:
             figures = write_figures(rows, out_dir, eps=eps)
-        except ImportError:
+        except plotting.PlotUnavailable:
             note = PLOT_NOTE
         else:
             note = None if figures else "No figure drawn: no bounded attack has results."

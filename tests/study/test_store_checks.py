@@ -31,6 +31,18 @@ def test_a_foreign_database_is_refused_and_left_as_it_was(tmp_path):
         check_store(text, option="--db")
 
 
+def test_a_schema_whose_text_does_not_decode_is_refused(tmp_path):
+    """Found by the fuzzer: a damaged table name in the schema makes SQLite's own error
+    message undecodable, so Python raises UnicodeDecodeError instead of sqlite3.Error."""
+    db = tmp_path / "study.sqlite"
+    Store(db).close()
+    raw = db.read_bytes()
+    assert raw.count(b"tablemetameta") == 1  # the schema row of table meta: type, name, table
+    db.write_bytes(raw.replace(b"tablemetameta", b"tablem\xfftameta"))
+    with pytest.raises(ValueError, match=f"^{db}: not a robustcnn study database \\(.*decode"):
+        check_store(db)
+
+
 def test_the_report_reads_a_store_without_writing_to_it(tmp_path):
     db = tmp_path / "study.sqlite"
     with Store(db) as store:
