@@ -111,7 +111,8 @@ def _with_output(net, args, labels):
 def _train_args(p, defaults):
     p.add_argument("--model", default=defaults["model"],
                    help="the architecture to train: lenet5 (default), lenet-300-100, "
-                        "squeezenet_small, mobilenet_small (any image size), or an ImageNet one "
+                        "lenet-300-100-structured (circulant or Toeplitz-like hidden layers: "
+                        "--arch-options structure=circulant, or rank=R), squeezenet_small, mobilenet_small (any image size), or an ImageNet one "
                         "(alexnet, vgg16, googlenet, squeezenet_v1_0, mobilenet_v1, …: their "
                         "own image sizes); see --from for a model file's")
     p.add_argument("--from", dest="from_file", default=None, metavar="MODEL_FILE",

@@ -21,7 +21,9 @@ The weight-format section runs FC and conv layers with pruned weights in every f
 ``robustcnn.engine.formats`` (dense, CSR, sparse codebook, Huffman streaming and decode-once,
 dense-pattern codebooks) side by side with torch dense, torch sparse CSR and scipy.sparse; our
 Huffman decoder against a NumPy one (MB/s); and the bytes of weights each format reads, per
-case and per layer of the Deep Compression SqueezeNet and LeNet-5.
+case and per layer of the Deep Compression SqueezeNet and LeNet-5. The structured section runs
+FC 4096² layers whose weight is circulant or Toeplitz-like (FFT on generators) against the
+dense product with the same matrix, in torch and in our dense kernel.
 """
 
 import argparse
@@ -34,7 +36,7 @@ from ..atomic import atomic_path
 from ..engine import conv2d_forward
 from . import attacks, coldstart, dense, pairs, runtime
 from .common import FULL, QUICK, format_table
-from .formats import quantized
+from .formats import quantized, structured
 from .formats.suite import SUITE as FORMATS
 from .machine import print_header
 
@@ -48,6 +50,8 @@ SUITES = (
     FORMATS,
     pairs.suite("quantized formats (int8, ternary, pow2) against our float32 and torch",
                 (quantized.cases,), formats=True),
+    pairs.suite("structured FC (circulant, Toeplitz-like r=4) against the dense product",
+                (structured.cases,), formats=True),
 )
 
 

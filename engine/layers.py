@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import activation, conv, linear, loss, median, merge, norm, pool, prelu, sigmoid
+from . import (activation, conv, linear, loss, median, merge, norm, pool, prelu, sigmoid,
+               structured)
 from ._args import pair
 from .dropout import check_ratio, dropout_mask
 from .formats import FORMATS
@@ -386,6 +387,97 @@ class Linear(_Weighted):
                                                       need_input=ctx.input_grad,
                                                       need_weight=ctx.param_grads)
         self._store_grads(grads, db, ctx)
+        return [None if dx is None else dx.reshape((dx.shape[0],) + self.in_shapes[0])]
+
+
+
+class StructuredLinear(Layer):
+    """A fully connected layer whose weight is circulant or Toeplitz-like of displacement rank
+    ``rank`` (Sindhwani, Sainath & Kumar, NIPS 2015; ``engine/structured.py`` has the
+    equations): its parameters are the generators (circulant ``g`` (n,); Toeplitz-like ``g``,
+    ``h`` (rank, n), n = max(inputs, outputs)) and a bias, and forward and backward run by FFT
+    in O(rank · n log n) per example. Flattens (N, C, H, W) inputs as InnerProduct does.
+
+    Initial generators give W's entries variance ≈ 1/fan_in, a Toeplitz-like W starting near a
+    circulant (``structured.initial_generators`` says why)."""
+
+    type = "StructuredInnerProduct"
+    decay = ("g", "h")
+
+    def __init__(self, name, out_features, structure="toeplitz-like", rank=1, bias=True, **kw):
+        super().__init__(name, **kw)
+        if structure not in structured.STRUCTURES:
+            raise ValueError(f"{self.at}: unknown structure {structure!r}; known: "
+                             f"{', '.join(structured.STRUCTURES)}")
+        for key, value in (("out_features", out_features), ("rank", rank)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{self.at}: {key} must be an integer >= 1, got {value!r}")
+        if structure == "circulant" and rank != 1:
+            raise ValueError(f"{self.at}: a circulant weight has rank 1, got rank={rank!r}")
+        self.out_features = int(out_features)
+        self.structure = structure
+        self.rank = int(rank)
+        self.bias = bool(bias)
+        self.n = None
+
+    def _config(self):
+        return dict(out_features=self.out_features, structure=self.structure, rank=self.rank,
+                    bias=self.bias)
+
+    def _shapes(self, in_shapes):
+        inputs = 1
+        for d in in_shapes[0] if in_shapes else ():
+            inputs *= int(d)
+        n = structured.transform_size(inputs, self.out_features)
+        return inputs, n, structured.generator_shapes(self.structure, n, self.rank)
+
+    def param_values(self, in_shapes):
+        _, _, shapes = self._shapes(in_shapes)
+        return sum(int(np.prod(s)) for s in shapes.values()) + (
+            self.out_features if self.bias else 0)
+
+    def _setup(self, in_shapes, dtype):
+        self.in_features, self.n, shapes = self._shapes(in_shapes)
+        if self.rank > self.n:
+            raise ValueError(f"{self.at}: rank {self.rank} exceeds the transform size {self.n} "
+                             f"(max of {self.in_features} inputs and {self.out_features} outputs)")
+        self.params = {k: np.zeros(s, dtype=dtype) for k, s in shapes.items()}
+        if self.bias:
+            self.params["bias"] = np.zeros(self.out_features, dtype=dtype)
+        return [(self.out_features,)]
+
+    def init_params(self, rng):
+        values = structured.initial_generators(self.structure, self.n, self.rank,
+                                               self.in_features, rng.standard_normal)
+        for key, value in values.items():
+            self.params[key][...] = value
+        if self.bias:
+            self.params["bias"][...] = 0
+
+    def dense_weight(self):
+        """W[:out, :in] as a dense (out, in) array (a new array)."""
+        return structured.structured_dense(self.structure, self.params, self.out_features,
+                                           self.in_features)
+
+    def forward(self, xs, ctx):
+        x = merge.flatten_forward(xs[0])
+        y, saved = structured.structured_forward(self.structure, x, self.params,
+                                                 self.out_features)
+        if ctx.keep:
+            self._saved = saved
+        if self.bias:
+            y += self.params["bias"]
+        return [y]
+
+    def backward(self, dys, ctx):
+        dy = np.ascontiguousarray(dys[0])
+        dx, grads = structured.structured_backward(
+            self.structure, dy, self._saved, self.params, self.in_features,
+            need_input=ctx.input_grad, need_weight=ctx.param_grads)
+        if ctx.param_grads:
+            self.grads = dict(grads)
+            if self.bias:
+                self.grads["bias"] = dy.sum(axis=0).astype(dy.dtype)
         return [None if dx is None else dx.reshape((dx.shape[0],) + self.in_shapes[0])]
 
 
@@ -1293,7 +1385,7 @@ LAYER_CLASSES = {cls.__name__: cls for cls in (
     Conv2d, Linear, BatchNorm, MaxPool2d, AvgPool2d, GlobalAvgPool2d, ReLU, ReLU6, QuantizedReLU,
     QuantizeActivation, LRN, Dropout, Flatten, Softmax, Concat, EltwiseSum, Scale, PReLU,
     EltwiseProd, EltwiseMax, Reshape, Pad2d, Permute, LRNWithin, Sigmoid, HardSigmoid, HardSwish,
-    Preprocess, MedianFilter)}
+    Preprocess, MedianFilter, StructuredLinear)}
 
 
 def layer_from_config(cfg):

@@ -21,7 +21,8 @@ from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
 from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
-from .formats.base import has_row_direct, row_dot, row_dot_backward, row_entries, weight_rows
+from .formats.base import (has_row_direct, row_dot, row_dot_backward, row_entries, row_pair_dot,
+                           weight_rows)
 from . import quantized
 
 # Narrower blocks than this make per-call overhead dominate the product.
@@ -117,13 +118,19 @@ def linear_forward_direct(x, W, bias, chunks, y):
     # x: (N, I); W: sparse operand with a direct walk (row_dot); bias: (O,)
     # y: (N, O), every cell written
     # y[n, o] = b[o] + Σ_{(k, v) ∈ row o} v · x[n, k]   (EIE: each example walks the row's stored
-    # entries; nothing is decoded into buffers, so the weight is read at its stored size)
+    # entries; nothing is decoded into buffers, so the weight is read at its stored size).
+    # Rows go in pairs (row_pair_dot): a format may walk both at once.
     N, O = y.shape
     for t in prange(chunks):
         lo, hi = chunk_bounds(t, chunks, O)
-        for o in range(lo, hi):
+        for o in range(lo, hi - 1, 2):
             for n in range(N):
-                y[n, o] = bias[o] + row_dot(W, o, x[n])
+                s0, s1 = row_pair_dot(W, o, x[n])
+                y[n, o] = bias[o] + s0
+                y[n, o + 1] = bias[o + 1] + s1
+        if (hi - lo) & 1:
+            for n in range(N):
+                y[n, hi - 1] = bias[hi - 1] + row_dot(W, hi - 1, x[n])
 
 
 @njit(**JIT_PARALLEL)
@@ -171,10 +178,10 @@ _CODEBOOK_BLOCK = 64
 # Largest batch at which a sparse format's direct walk (linear_forward_direct: each example
 # walks the stored entries) beats decoding each row once for the whole batch
 # (linear_forward_sparse). Measured on FC 4096² at 90 % pruned, 5-bit codes and gaps, one thread,
-# CPU ms direct / rows: CSR 1.7 / 2.1 at batch 1, 3.1 / 3.6 at 2, 5.9 / 5.3 at 4; sparse codebook
-# 3.5 / 15.3, 6.7 / 17.1, 13.4 / 18.3; Huffman 14.4 / 27.0, 28.2 / 28.8 (bench.py shows the
-# kernel not picked beside the one picked).
-DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "huffman": 1}
+# CPU ms direct / rows at batch 1, 2, 4, 8: CSR 1.4 / 1.8, 2.8 / 3.2, 5.5 / 4.7, 10.5 / 5.7;
+# sparse codebook 1.4 / 5.7, 3.1 / 7.0, 6.0 / 8.3, 11.5 / 8.9; Huffman 7.0 / 24.0, 13.8 / 26.2,
+# 27.6 / 27.5, 55.3 / 28.0 (bench.py shows the kernel not picked beside the one picked).
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "huffman": 3}  # rans: a sparse codebook
 
 
 def direct_walk(fmt, W, N, direct=None):

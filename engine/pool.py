@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._args import float_array, pair, where
-from ._jit import JIT_PARALLEL
+from ._jit import JIT, JIT_PARALLEL
 
 
 def pool_output_size(size, kernel, stride, padding, ceil_mode=True, *, padded=None):
@@ -40,16 +40,48 @@ def pool_output_size(size, kernel, stride, padding, ceil_mode=True, *, padded=No
 # Kernels
 
 
+@njit(**JIT)
+def max_pool_plane_2x2(plane, y, argmax):
+    # plane: (H, W); y, argmax: (oh, ow) with 2·oh ≤ H, 2·ow ≤ W (every window inside)
+    # y[oy, ox] = max of plane[2oy:2oy+2, 2ox:2ox+2], argmax its flat index (first maximum in
+    # scan order), the general loop's result with the four reads written out
+    W = plane.shape[1]
+    for oy in range(y.shape[0]):
+        top = plane[2 * oy]
+        bottom = plane[2 * oy + 1]
+        for ox in range(y.shape[1]):
+            i = 2 * ox
+            best = top[i]
+            where_best = 2 * oy * W + i
+            if top[i + 1] > best:
+                best = top[i + 1]
+                where_best = 2 * oy * W + i + 1
+            if bottom[i] > best:
+                best = bottom[i]
+                where_best = (2 * oy + 1) * W + i
+            if bottom[i + 1] > best:
+                best = bottom[i + 1]
+                where_best = (2 * oy + 1) * W + i + 1
+            y[oy, ox] = best
+            argmax[oy, ox] = where_best
+
+
 @njit(**JIT_PARALLEL)
 def max_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y, argmax):
     # x: (N, C, H, W); y: (N, C, oh, ow); argmax: (N, C, oh, ow) int64, every cell written
     # y[n, c, oy, ox] = max over the window; argmax = its flat index iy·W + ix (first maximum)
     N, C, H, W = x.shape
     oh, ow = y.shape[2], y.shape[3]
+    # The common 2×2, stride-2 pooling with every window inside: ~3× faster written out.
+    two_by_two = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+                  and 2 * oh <= H and 2 * ow <= W)
     for nc in prange(N * C):
         n = nc // C
         c = nc % C
         plane = x[n, c]
+        if two_by_two:
+            max_pool_plane_2x2(plane, y[n, c], argmax[n, c])
+            continue
         for oy in range(oh):
             y0 = max(oy * sh - ph, 0)
             y1 = min(oy * sh - ph + kh, H)

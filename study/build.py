@@ -8,6 +8,8 @@ worker — and where the result is stored is the runner's business (``runner.py`
 
 import time
 
+from .config import TRAINED_FROM_SCRATCH
+
 
 def training_objective(recipe, seed, teacher=None, options=None):
     """The ``fit`` objective of a recipe: adversarial (``recipe["adversarial"]``), distillation
@@ -90,7 +92,7 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
     say = log or (lambda line: None)
     t0 = time.perf_counter()
     extra = {}
-    if spec.kind in ("dense", "compact", "distilled"):
+    if spec.kind in TRAINED_FROM_SCRATCH:
         net, kwargs = architecture(study, spec, seed, x)
         if kwargs != spec.kwargs:
             extra["kwargs"] = kwargs

@@ -27,6 +27,11 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      study's)
     [[models]]  kind = "finetuned"   name, base (an earlier model), train: more training of the
                                      base in its own weight formats (e.g. adversarially)
+    [[models]]  kind = "structured"  name, structure ("circulant" or "toeplitz-like"), rank
+                                     (displacement rank, 1; circulant: 1), arch (default
+                                     "lenet-300-100-structured"), train: a net whose hidden
+                                     FC layers are structured matrices trained from scratch
+                                     (Sindhwani, Sainath & Kumar 2015)
     [[models]]  kind = "distilled"   as compact, plus teacher (an earlier model), temperature
                                      (4), alpha (0.9): Hinton et al.'s knowledge distillation
     [[models]]  kind = "lowrank"     name, base, ratio or ranks (a table layer → rank), train
@@ -63,12 +68,13 @@ from dataclasses import asdict, dataclass, field
 
 # The study's vocabulary: every other module of study/ takes these names from here.
 KINDS = ("dense", "compact", "compressed", "quantized", "finetuned", "distilled", "lowrank",
-         "imported")
-TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled")
+         "imported", "structured")
+TRAINED_FROM_SCRATCH = ("dense", "compact", "distilled", "structured")
 # The headline's two sides: models made small by compression, and models designed (or
 # distilled, or factorised) small.
 COMPRESSED_KINDS = ("compressed", "quantized", "finetuned")
-COMPACT_KINDS = ("compact", "distilled", "lowrank")
+COMPACT_KINDS = ("compact", "distilled", "lowrank", "structured")
+STRUCTURED_ARCH = "lenet-300-100-structured"  # a structured model's architecture by default
 # How a model's lineage was trained adversarially (``Study.adversarial``) → what it is called.
 ADVERSARIAL_LINEAGE = {"": "none", "compressed": "adversarial-aware compression",
                        "finetuned": "compress, then adversarial training",
@@ -90,6 +96,7 @@ _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
                              "temperature", "alpha"},
                "lowrank": {"name", "kind", "base", "ratio", "ranks", "train"},
+               "structured": {"name", "kind", "arch", "structure", "rank", "train"},
                "imported": {"name", "kind", "path", "weights", "bounds", "preprocessing",
                             "train"}}
 
@@ -559,7 +566,8 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
     fields = {"name": name, "kind": kind}
     options = {}
     if kind in TRAINED_FROM_SCRATCH:
-        arch = _str(m.get("arch"), source, f"{where}.arch")
+        arch = _str(m.get("arch", STRUCTURED_ARCH if kind == "structured" else None), source,
+                    f"{where}.arch")
         if arch not in archs:
             raise _err(source, f"{where}.arch",
                        f"unknown architecture {arch!r} (known: {', '.join(sorted(archs))})")
@@ -567,6 +575,8 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
         bad = sorted(set(kwargs) & {"seed", "dtype", "num_classes", "input_shape"})
         if bad:
             raise _err(source, f"{where}.kwargs.{bad[0]}", "set by the study, not the model")
+        if kind == "structured":
+            kwargs = _structure(m, source, where)
         fields.update(arch=arch, kwargs=kwargs)
         if "params" in m:
             options["params"] = _int(m["params"], source, f"{where}.params", 1)
@@ -612,6 +622,20 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
             options["ranks"] = {k: _int(v, source, f"{where}.ranks.{k}", 1)
                                 for k, v in ranks.items()}
     return ModelSpec(options=options, **fields)
+
+
+def _structure(m, source, where):
+    """A structured model's {structure, rank}, checked: the architecture's keyword arguments."""
+    from ..engine.structured import STRUCTURES
+
+    structure = _str(m.get("structure"), source, f"{where}.structure")
+    if structure not in STRUCTURES:
+        raise _err(source, f"{where}.structure",
+                   f"expected one of {', '.join(STRUCTURES)}, got {structure!r}")
+    rank = _int(m.get("rank", 1), source, f"{where}.rank", 1)
+    if structure == "circulant" and rank != 1:
+        raise _err(source, f"{where}.rank", f"a circulant matrix has rank 1, got {rank}")
+    return {"structure": structure, "rank": rank}
 
 
 def _imported(m, source, where):

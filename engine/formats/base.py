@@ -18,7 +18,8 @@ A sparse format may also offer the direct hub, ``row_dot`` and ``row_dot_backwar
 with a row computed while walking its stored entries (EIE), nothing decoded into buffers. At a
 small batch that reads the weight once per example at its stored size, which beats decoding the
 row into buffers first; at a larger batch decoding once for the whole batch wins (the FC kernels
-pick by batch size, ``linear.DIRECT_MAX_BATCH``).
+pick by batch size, ``linear.DIRECT_MAX_BATCH``). ``row_pair_dot`` walks two rows at once for a
+format whose walk waits on a chain of dependent reads (Huffman), the others one after the other.
 
 Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) every
 hub looks the operand's class up in the same registry and calls the same function.
@@ -84,11 +85,10 @@ def read_word(packed, byte):
     of a ``width``-bit stream when byte = 8-value group × width (the caller checked byte + 8 ≤
     len(packed))."""
     i = np.uint64(byte)  # unsigned: no negative-index wraparound, so LLVM merges the 8 loads
-    one = np.uint64(1)
-    return (np.int64(packed[i]) | (np.int64(packed[i + one]) << 8)
-            | (np.int64(packed[i + 2 * one]) << 16) | (np.int64(packed[i + 3 * one]) << 24)
-            | (np.int64(packed[i + 4 * one]) << 32) | (np.int64(packed[i + 5 * one]) << 40)
-            | (np.int64(packed[i + 6 * one]) << 48) | (np.int64(packed[i + 7 * one]) << 56))
+    return (np.int64(packed[i]) | (np.int64(packed[i + np.uint64(1)]) << 8)
+            | (np.int64(packed[i + np.uint64(2)]) << 16) | (np.int64(packed[i + np.uint64(3)]) << 24)
+            | (np.int64(packed[i + np.uint64(4)]) << 32) | (np.int64(packed[i + np.uint64(5)]) << 40)
+            | (np.int64(packed[i + np.uint64(6)]) << 48) | (np.int64(packed[i + np.uint64(7)]) << 56))
 
 
 @njit(**JIT)
@@ -143,14 +143,15 @@ def _row_entries(W, o, cols, vals, slots, need_slots):
 # ---------------------------------------------------------------------------------------------
 # The direct hub: products computed while walking a row's stored entries (EIE)
 
-# NamedTuple class of an operand → (row_dot, row_dot_backward) njit functions
+# NamedTuple class of an operand → (row_dot, row_dot_backward, row_pair_dot or None) njit functions
 _ROW_DIRECT = {}
 
 
-def register_row_direct(operand_class, dot, dot_backward):
+def register_row_direct(operand_class, dot, dot_backward, pair_dot=None):
     """Declare how a sparse format computes on row o's stored entries directly (``row_dot``,
-    ``row_dot_backward``). Optional: a sparse format without it runs on ``row_entries``."""
-    _ROW_DIRECT[operand_class] = (dot, dot_backward)
+    ``row_dot_backward``, and optionally ``row_pair_dot``, two rows walked together). Optional:
+    a sparse format without it runs on ``row_entries``."""
+    _ROW_DIRECT[operand_class] = (dot, dot_backward, pair_dot)
 
 
 def has_row_direct(W):
@@ -164,6 +165,17 @@ def row_dot(W, o, x):
     decoded into buffers (EIE's batch-1 product). Compiled kernels resolve it per operand type
     (the overload below); this body is what runs with the JIT disabled."""
     return _ROW_DIRECT[type(W)][0](W, o, x)
+
+
+def row_pair_dot(W, o, x):
+    """(row_dot(W, o, x), row_dot(W, o + 1, x)). A format whose walk waits on a chain of
+    dependent reads (Huffman: each code's length says where the next code starts) may walk the
+    two rows together, twice the independent chains; the others walk them one after the other.
+    Compiled kernels resolve it per operand type (the overload below)."""
+    pair = _ROW_DIRECT[type(W)][2]
+    if pair is not None:
+        return pair(W, o, x)
+    return row_dot(W, o, x), row_dot(W, o + 1, x)
 
 
 def row_dot_backward(W, o, g, x, need_input, need_weight, dx, dvalues):
@@ -186,6 +198,22 @@ def _row_dot(W, o, x):
     if dot is not None:
         def impl(W, o, x):
             return dot(W, o, x)
+
+        return impl
+    return None
+
+
+@overload(row_pair_dot, jit_options=JIT)
+def _row_pair_dot(W, o, x):
+    dot, pair = _direct(W, 0), _direct(W, 2)
+    if pair is not None:
+        def impl(W, o, x):
+            return pair(W, o, x)
+
+        return impl
+    if dot is not None:
+        def impl(W, o, x):
+            return dot(W, o, x), dot(W, o + 1, x)
 
         return impl
     return None

@@ -12,8 +12,14 @@ A gap too wide for its bits is bridged by filler entries with code 0, whose cent
 code 0 means "zero" and is never trained. Codes and gaps are packed LSB first.
 
 At load, one pass over the gaps finds where each row starts in the stream (``row_entry``) and the
-position just before it (``row_prev``), so kernels can decode rows in parallel. That index is
-derived, not stored: ``runtime_nbytes`` reports it apart from the stored size.
+position just before it (``row_prev``), so kernels can decode rows in parallel, and the packed
+codes and gaps are unpacked into one uint16 per entry (``pairs``: the code in the high byte, the
+gap in the low one), the layout the kernels walk: 2 bytes per entry against CSR's 8, read four
+at a time, no bit fields straddling bytes. On FC 4096² at 90 % pruned with 5-bit codes and
+gaps, one thread, batch 1: 1.23 ms against 3.0 ms for the walk over the packed bit streams and
+1.4 ms for CSR's; two separate uint8 arrays (code, gap) took 1.77 ms, a uint16 column plus a
+uint8 code 1.72 ms. All of it is derived, not stored: ``runtime_nbytes`` reports it apart from
+the stored size.
 """
 
 from collections import namedtuple
@@ -23,25 +29,25 @@ from numba import njit
 
 from .._jit import JIT
 from .base import (WeightFormat, check_bits, check_bytes, check_structure_array, check_values,
-                   pack_bits, packed_nbytes, read_packed, read_word, register_row_decoder,
-                   register_row_direct, unpack_bits, word_groups)
+                   pack_bits, packed_nbytes, register_row_decoder, register_row_direct,
+                   unpack_bits)
 from .codebook import linear_centroids, nearest_codes
 from .dense import HEADER_BYTES
 
-SparseCodebookArrays = namedtuple(
-    "SparseCodebookArrays", "codes code_bits gaps gap_bits centroids row_entry row_prev ncols")
+SparseCodebookArrays = namedtuple("SparseCodebookArrays", "pairs centroids row_entry row_prev ncols")
 
 
 @njit(**JIT)
 def sparse_codebook_row_entries(W, o, cols, vals, slots, need_slots):
     # Row o: walk its entries from the position before the row; fillers (code 0) are skipped.
-    codes, code_bits, gaps, gap_bits, centroids = W.codes, W.code_bits, W.gaps, W.gap_bits, W.centroids
+    pairs, centroids = W.pairs, W.centroids
     p = W.row_prev[o]
     base = o * W.ncols
     n = 0
     for e in range(W.row_entry[o], W.row_entry[o + 1]):
-        p += read_packed(gaps, e, gap_bits) + 1
-        c = read_packed(codes, e, code_bits)
+        a = np.int64(pairs[e])
+        p += (a & 255) + 1
+        c = a >> 8
         if c != 0:
             cols[n] = p - base
             vals[n] = centroids[c]
@@ -55,64 +61,47 @@ register_row_decoder(SparseCodebookArrays, sparse_codebook_row_entries)
 
 
 @njit(**JIT)
+def read_pairs(pairs, e):
+    """Entries e .. e + 3 of the pair array as one little-endian int64 (the caller checked
+    e + 4 ≤ len(pairs)): entry e + i's gap in bits 16i .. 16i + 7, its code in the next 8."""
+    i = np.uint64(e)  # unsigned: no negative-index wraparound, so LLVM merges the 4 loads
+    return (np.int64(pairs[i]) | (np.int64(pairs[i + np.uint64(1)]) << 16)
+            | (np.int64(pairs[i + np.uint64(2)]) << 32) | (np.int64(pairs[i + np.uint64(3)]) << 48))
+
+
+@njit(**JIT)
 def sparse_codebook_row_dot(W, o, x):
     # x: (K,) → Σ_e centroids[code[e]] · x[p_e − o·K] over row o's entries, p_e = p_{e−1} + gap[e] + 1
-    # EIE's walk on the packed streams: 8 codes and 8 gaps come from one 8-byte read of each
-    # (8 values of w bits are w bytes), then shifts and masks. Fillers add centroid 0 = 0.0 · x:
-    # cheaper than a branch per entry (an inf or NaN in x then reaches the sum, as in a dense product).
-    codes, cb, gaps, gb, centroids = W.codes, W.code_bits, W.gaps, W.gap_bits, W.centroids
+    # EIE's walk on the pair array: four (code, gap) pairs come from one 8-byte read, so an
+    # entry costs two loads (its centroid and x), as few as CSR's walk but on 2 bytes instead
+    # of 8. Fillers add centroid 0 = 0.0 · x: cheaper than a branch per entry (an inf or NaN in
+    # x then reaches the sum, as in a dense product).
+    pairs, centroids = W.pairs, W.centroids
     e = W.row_entry[o]
     end = W.row_entry[o + 1]
     p = W.row_prev[o] - o * W.ncols  # column before the row's first entry (may be < 0)
     s0 = s1 = s2 = s3 = centroids[0]  # 0.0 in the values' dtype; four independent sums
-    while e < end and e & 7:  # to the first whole group
-        p += read_packed(gaps, e, gb) + 1
-        s0 += centroids[read_packed(codes, e, cb)] * x[p]
+    while e < end and e & 3:  # to the first whole group of four
+        a = np.int64(pairs[e])
+        p += (a & 255) + 1
+        s0 += centroids[a >> 8] * x[p]
         e += 1
-    cmask = (1 << cb) - 1
-    gmask = (1 << gb) - 1
-    group = e >> 3
-    groups = min(end >> 3, word_groups(codes, cb), word_groups(gaps, gb))
-    while group < groups:
-        cw = read_word(codes, group * cb)
-        gw = read_word(gaps, group * gb)
-        # q: the group's gaps so far; entry i sits at column p + q + i + 1 (≥ 0: unsigned index)
-        q = gw & gmask
-        s0 += centroids[cw & cmask] * x[np.uint64(p + q + 1)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s1 += centroids[cw & cmask] * x[np.uint64(p + q + 2)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s2 += centroids[cw & cmask] * x[np.uint64(p + q + 3)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s3 += centroids[cw & cmask] * x[np.uint64(p + q + 4)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s0 += centroids[cw & cmask] * x[np.uint64(p + q + 5)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s1 += centroids[cw & cmask] * x[np.uint64(p + q + 6)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s2 += centroids[cw & cmask] * x[np.uint64(p + q + 7)]
-        gw >>= gb
-        cw >>= cb
-        q += gw & gmask
-        s3 += centroids[cw & cmask] * x[np.uint64(p + q + 8)]
-        p += q + 8
-        group += 1
-    e = max(e, group << 3)
+    while e + 4 <= end:
+        w = read_pairs(pairs, e)
+        q0 = p + (w & 255) + 1  # each entry's column (≥ 0: unsigned index)
+        q1 = q0 + ((w >> 16) & 255) + 1
+        q2 = q1 + ((w >> 32) & 255) + 1
+        q3 = q2 + ((w >> 48) & 255) + 1
+        s0 += centroids[(w >> 8) & 255] * x[np.uint64(q0)]
+        s1 += centroids[(w >> 24) & 255] * x[np.uint64(q1)]
+        s2 += centroids[(w >> 40) & 255] * x[np.uint64(q2)]
+        s3 += centroids[(w >> 56) & 255] * x[np.uint64(q3)]
+        p = q3
+        e += 4
     while e < end:  # the rest
-        p += read_packed(gaps, e, gb) + 1
-        s0 += centroids[read_packed(codes, e, cb)] * x[p]
+        a = np.int64(pairs[e])
+        p += (a & 255) + 1
+        s0 += centroids[a >> 8] * x[p]
         e += 1
     return (s0 + s1) + (s2 + s3)
 
@@ -122,11 +111,12 @@ def sparse_codebook_row_dot_backward(W, o, g, x, need_input, need_weight, dx, dc
     # x, dx: (K,); dcentroids: (centroids,), accumulated into
     # dx[k] += g · centroids[code[e]];   dcentroids[code[e]] += g · x[k]   (k = p_e − o·K; code 0,
     # the zero, gets sums too: slot_grads drops them)
-    codes, cb, gaps, gb, centroids = W.codes, W.code_bits, W.gaps, W.gap_bits, W.centroids
+    pairs, centroids = W.pairs, W.centroids
     p = W.row_prev[o] - o * W.ncols
     for e in range(W.row_entry[o], W.row_entry[o + 1]):
-        p += read_packed(gaps, e, gb) + 1
-        c = read_packed(codes, e, cb)
+        a = np.int64(pairs[e])
+        p += (a & 255) + 1
+        c = a >> 8
         if need_input:
             dx[p] += g * centroids[c]
         if need_weight:
@@ -200,6 +190,7 @@ class SparseCodebookWeight(WeightFormat):
             raise ValueError(f"{at}: a code is >= the codebook size {self.centroids.size}")
         gaps = unpack_bits(self.gaps, self.count, self.gap_bits)
         self.row_entry, self.row_prev, positions = row_index(gaps, self.rows, self.cols)
+        self.pairs = (codes.astype(np.uint16) << 8) | gaps
         if self.count and positions[-1] >= self.size:
             raise ValueError(f"{at}: the entries run to position {positions[-1]}, past the "
                              f"{self.size} weights of shape {self.shape}")
@@ -265,8 +256,8 @@ class SparseCodebookWeight(WeightFormat):
         return {"code_bits": self.code_bits, "gap_bits": self.gap_bits}
 
     def operand(self):
-        return SparseCodebookArrays(self.codes, self.code_bits, self.gaps, self.gap_bits,
-                                    self.centroids, self.row_entry, self.row_prev, self.cols)
+        return SparseCodebookArrays(self.pairs, self.centroids, self.row_entry, self.row_prev,
+                                    self.cols)
 
     def entries(self):
         """Unpacked (codes, gaps, positions) of the whole stream."""
@@ -311,5 +302,5 @@ class SparseCodebookWeight(WeightFormat):
                 "centroids": self.centroids.size * 4, "header": HEADER_BYTES + 6}
 
     def runtime_nbytes(self):
-        """The row index built at load (not stored)."""
-        return self.row_entry.nbytes + self.row_prev.nbytes
+        """The row index and the entry pairs built at load (not stored)."""
+        return self.row_entry.nbytes + self.row_prev.nbytes + self.pairs.nbytes

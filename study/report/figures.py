@@ -14,7 +14,8 @@ FIGURES = ("accuracy_vs_eps.png", "robust_vs_ratio.png", "pareto_size_vs_robust.
 # Line style, marker and colour per model kind (config.KINDS); any other kind gets OTHER_STYLE.
 KIND_STYLES = {"dense": ("-", "o", "C0"), "compressed": ("--", "s", "C1"),
                "compact": (":", "^", "C2"), "distilled": ("-.", "D", "C3"),
-               "lowrank": ((0, (5, 1)), "v", "C4"), "finetuned": ((0, (3, 1, 1, 1)), "P", "C5")}
+               "lowrank": ((0, (5, 1)), "v", "C4"), "finetuned": ((0, (3, 1, 1, 1)), "P", "C5"),
+               "structured": ((0, (4, 2)), "*", "C6")}
 OTHER_STYLE = ((0, (1, 2)), "X", "C7")
 
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from robustcnn.engine import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
                               global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
                               pool_output_size)
+from robustcnn.engine.pool import max_pool_plane_2x2
 
 # ---------------------------------------------------------------------------------------------
 # References (float64, one window at a time)
@@ -173,6 +174,10 @@ def test_padding_on_one_axis_applies_the_rule_to_both(kind, rng):
 # (id, N, C, H, W, geometry)
 CASES = [
     ("k2s2", 2, 3, 8, 8, dict(kernel=2)),
+    # Odd sizes: floor mode drops the last row and column (every window inside: the written-out
+    # 2×2 path); ceil mode adds clipped windows (the general loop).
+    ("k2s2_odd_floor", 2, 3, 7, 9, dict(kernel=2, ceil_mode=False)),
+    ("k2s2_odd_ceil", 2, 3, 7, 9, dict(kernel=2)),
     ("k3s2_ceil", 2, 3, 7, 8, dict(kernel=3, stride=2)),
     ("k3s2_floor", 2, 3, 7, 8, dict(kernel=3, stride=2, ceil_mode=False)),
     ("k3s2p1_ceil", 2, 2, 6, 9, dict(kernel=3, stride=2, padding=1)),
@@ -291,6 +296,23 @@ def test_max_pool_ties_inside_window_and_overlapping():
     want[1, 2] = 1000.0
     assert_close(dx[0, 0], want, 0.0, "ties, overlapping windows")
     assert_close(dx, max_pool_ref_backward(dy, x, 2, 1), 0.0, "reference on ties")
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("shape", [(6, 8), (7, 9), (2, 2)])
+def test_max_pool_plane_2x2_matches_numpy(shape, dtype, rng):
+    # The written-out 2×2 kernel against NumPy: the max of each window and the flat index of
+    # its first maximum in scan order, on few distinct values (many ties).
+    plane = rng.integers(0, 3, size=shape).astype(dtype)
+    oh, ow = shape[0] // 2, shape[1] // 2
+    y, argmax = np.empty((oh, ow), dtype=dtype), np.empty((oh, ow), dtype=np.int64)
+    max_pool_plane_2x2(plane, y, argmax)
+    windows = plane[:2 * oh, :2 * ow].reshape(oh, 2, ow, 2).transpose(0, 2, 1, 3).reshape(oh, ow, 4)
+    first = windows.argmax(axis=2)  # NumPy's argmax is the first maximum
+    rows = 2 * np.arange(oh)[:, None] + first // 2
+    cols = 2 * np.arange(ow)[None, :] + first % 2
+    np.testing.assert_array_equal(y, windows.max(axis=2))
+    np.testing.assert_array_equal(argmax, rows * shape[1] + cols)
 
 
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])

@@ -631,7 +631,7 @@ def test_stored_sizes(dtype, kind, sparsity, rng):
         assert fmt.indices.dtype == np.int32 and fmt.indptr.dtype == np.int32
     if kind == "sparse_codebook":
         assert fmt.count == np.count_nonzero(w) + fmt.fillers()
-        assert fmt.runtime_nbytes() == (w.shape[0] + 1) * 8 + w.shape[0] * 8
+        assert fmt.runtime_nbytes() == (w.shape[0] + 1) * 8 + w.shape[0] * 8 + 2 * fmt.count
     assert str(fmt.stored_bytes()) in repr(fmt).replace(",", "") and kind in fmt.summary()
 
 
