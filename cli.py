@@ -309,7 +309,10 @@ def _parser():
     p.add_argument("--finetune-lr", type=float, default=None,
                    help="centroid fine-tuning learning rate")
     p.add_argument("--huffman", action=argparse.BooleanOptionalAction, default=True,
-                   help="Huffman-code the codes and relative indices")
+                   help="entropy-code the codes and relative indices (--entropy)")
+    p.add_argument("--entropy", choices=("huffman", "rans"), default="huffman",
+                   help="the entropy coder of the codes and relative indices: Huffman (Deep "
+                        "Compression's) or rANS (static frequencies per stream)")
     # The names of compress.pruning_methods.PRUNING_METHODS, written out so that --help
     # imports nothing (a test checks that they agree).
     p.add_argument("--pruning", default="magnitude",
@@ -812,7 +815,8 @@ def _compress(args):
     overrides.update(pruning=spec.name, pruning_options=options)
     if args.adversarial:
         overrides["adversarial"] = _adversarial_pairs(args.adversarial)
-    settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman, seed=args.seed)
+    settings = CompressionSettings(**{**base, **overrides}, huffman=args.huffman,
+                                   entropy=args.entropy, seed=args.seed)
     objective = adversarial_objective(settings.adversarial, settings.seed,
                                       where="--adversarial")
     dataset = meta.get("dataset", args.dataset) if args.dataset == "fashion-mnist" else args.dataset

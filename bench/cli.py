@@ -48,7 +48,7 @@ SUITES = (
     attacks.ENSEMBLE_SUITE,
     coldstart.SUITE,
     FORMATS,
-    pairs.suite("quantized formats (int8, ternary) against our float32 and torch",
+    pairs.suite("quantized formats (int8, ternary, pow2) against our float32 and torch",
                 (quantized.cases,), formats=True),
     pairs.suite("structured FC (circulant, Toeplitz-like r=4) against the dense product",
                 (structured.cases,), formats=True),

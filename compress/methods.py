@@ -3,6 +3,7 @@
     deep-compression  prune, k-means quantize, Huffman-code (``pipeline.py``, the default)
     int8              8-bit linear quantization, integer kernels (``int8.py``)
     ttq               Trained Ternary Quantization (``ttq.py``)
+    inq               Incremental Network Quantization (``inq.py``)
 
 Each method's ``run(net, x, y, options, *, val, progress, log)`` compresses a trained net on
 training data (x, y) and returns (the compressed net, a report: {"settings", "stages"}, each
@@ -63,6 +64,23 @@ def _ttq(net, x, y, options, *, val=None, progress=True, log=print):
     return net, stages.report
 
 
+def _inq(net, x, y, options, *, val=None, progress=True, log=print):
+    from .inq import inq
+
+    stages = Stages(options, val, log)
+    stages.record("dense", net)
+    portions = [p for p in str(options["portions"]).split("/") if p]
+    try:
+        portions = [float(p) for p in portions]
+    except ValueError:
+        raise ValueError(f"method inq: portions must be numbers separated by '/', got "
+                         f"{options['portions']!r}") from None
+    inq(net, x, y, bits=options["bits"], portions=portions, epochs=options["epochs"],
+        lr=options["lr"], batch_size=options["batch_size"], seed=options["seed"],
+        progress=progress, stages=stages)
+    return net, stages.report
+
+
 METHODS = {m.name: m for m in (
     Method("int8", "Vanhoucke, Senior & Mao 2011, Improving the speed of neural networks on CPUs",
            _int8, dict(calibration=2048, percentile=100.0),
@@ -73,6 +91,12 @@ METHODS = {m.name: m for m in (
            dict(threshold="t of the threshold t * max|w| (the paper's 0.05)",
                 epochs="training epochs (Adam)", lr="Adam's learning rate (cosine-annealed)",
                 huffman="store the ternary layers as Huffman-coded sparse codebooks")),
+    Method("inq", "Zhou, Yao, Guo, Xu & Chen 2017, Incremental Network Quantization (ICLR)", _inq,
+           dict(bits=5, portions="0.5/0.75/0.875/1", epochs=1, lr=1e-3, batch_size=64, seed=0),
+           dict(bits="bits per weight, one of them for zero (2..8): 2^(bits-2) exponents a sign",
+                portions="accumulated portions quantized, '/'-separated (the paper's)",
+                epochs="retraining epochs after each portion but the last (SGD, momentum 0.9)",
+                lr="SGD's learning rate (cosine-annealed in each retraining)")),
 )}
 
 

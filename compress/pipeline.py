@@ -17,7 +17,9 @@ caller from ``settings.adversarial`` (this module does not import the attacks).
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..engine.formats import HuffmanCodebookWeight
+from ..engine.formats import HuffmanCodebookWeight, RansCodebookWeight
+
+ENTROPY_CODERS = {"huffman": HuffmanCodebookWeight, "rans": RansCodebookWeight}
 from ..engine.train import SGD, Schedule, fit
 from .quantize import quantize_layer
 
@@ -34,7 +36,9 @@ class CompressionSettings:
     finetune_epochs epochs of centroid fine-tuning after quantization
     lr, finetune_lr learning rates (cosine-annealed within each stage)
     init           k-means initialisation: linear (the paper's choice), density or random
-    huffman        Huffman-code the sparse codebooks (each layer where that makes it smaller)
+    huffman        entropy-code the sparse codebooks (each layer where that makes it smaller)
+    entropy        the entropy coder: "huffman" (Deep Compression's) or "rans" (rANS,
+                   ``engine/formats/rans.py``)
     adversarial    None, or the settings of the adversarial training the retraining and the
                    centroid fine-tuning use (attack, eps, fraction, steps, alpha; seeded with
                    ``seed``): the record of the objective the caller passes to ``compress``,
@@ -57,6 +61,7 @@ class CompressionSettings:
     weight_decay: float = 5e-4
     init: str = "linear"
     huffman: bool = True
+    entropy: str = "huffman"
     seed: int = 0
     adversarial: dict = None
     pruning: str = "magnitude"
@@ -185,18 +190,22 @@ def compress(net, x, y, settings, *, objective=None, val=None, progress=True, lo
         log(f"{stage:<24} " + (f"accuracy {100 * acc:.2f}%  " if acc is not None else "")
             + f"{seconds:.1f} s")
 
+    if settings.entropy not in ENTROPY_CODERS:
+        raise ValueError(f"unknown entropy coder {settings.entropy!r}; coders: "
+                         f"{', '.join(ENTROPY_CODERS)}")
     record("dense", 0.0)
     stage = Stage(net, x, y, settings, objective, progress, record, report)
     prune_stage(stage)
     kmeans_stage(stage)
     if settings.huffman:
         t0 = time.perf_counter()
+        coder = ENTROPY_CODERS[settings.entropy]
         for layer in net.layers:
             fmt = getattr(layer, "weight_format", None)
             if fmt is not None and fmt.kind == "sparse_codebook":
-                coded = HuffmanCodebookWeight.from_sparse_codebook(fmt, at=layer.at)
-                # A small layer's code tables can outweigh what Huffman coding saves.
+                coded = coder.from_sparse_codebook(fmt, at=layer.at)
+                # A small layer's code tables can outweigh what entropy coding saves.
                 if coded.stored_bytes() < fmt.stored_bytes():
                     layer.set_weight_format(coded)
-        record("huffman", time.perf_counter() - t0)
+        record(settings.entropy, time.perf_counter() - t0)
     return report

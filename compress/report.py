@@ -7,7 +7,7 @@ bytes:
 
     P      the pruned weight as CSR (float32 values, narrowest integer indices)
     P+Q    the same non-zeros as a sparse codebook (code and gap bits of the layer)
-    P+Q+H  the sparse codebook's codes and gaps Huffman-coded
+    P+Q+H  the sparse codebook's codes and gaps Huffman-coded (rANS-coded for a ``rans`` layer)
 
 A layer that was never pruned or quantized counts at its own format in every column. The total
 row adds the layers; ``file_bytes`` is the size of the actual file on disk, biases, architecture
@@ -25,6 +25,14 @@ from ..engine.formats import CSRWeight, HuffmanCodebookWeight, SparseCodebookWei
 
 def _stages(fmt):
     """Stored bytes of a layer's weight at P, P+Q and P+Q+H, plus its code/gap bits."""
+    if fmt.kind == "rans":  # the entropy-coded column holds rANS's bytes and bits
+        sc = fmt.decoded()
+        csr = CSRWeight.from_dense(sc.to_dense())
+        count = max(fmt.count, 1)
+        return {"P": csr.stored_bytes(), "P+Q": sc.stored_bytes(), "P+Q+H": fmt.stored_bytes(),
+                "code_bits": sc.code_bits, "gap_bits": sc.gap_bits,
+                "huffman_code_bits": 8 * fmt.code_stream.nbytes / count,
+                "huffman_gap_bits": 8 * fmt.gap_stream.nbytes / count}
     if fmt.kind == "huffman":
         sc, hf = fmt.decoded(), fmt
     elif fmt.kind == "sparse_codebook":

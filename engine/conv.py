@@ -656,8 +656,8 @@ def conv2d_forward_format(x, fmt, bias, geom):
     depthwise kernels.
     """
     _same_dtype(x, fmt)
-    if fmt.kind == "dense" or geom.depthwise:
-        weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
+    if fmt.dense_view or geom.depthwise:
+        weight = fmt.weight if fmt.dense_view else fmt.to_dense()
         return conv2d_forward_dense(x, weight, bias, geom)
     y = quantized.conv2d_forward(x, fmt, bias, geom)  # the format's integer kernel, if it applies
     if y is not None:
@@ -691,8 +691,8 @@ def conv2d_backward_format(dy, x, fmt, geom, *, need_input=True, need_weight=Tru
     (pruned weights stay exactly zero); a codebook's per-centroid sums (Deep Compression eq. 3).
     """
     _same_dtype(dy, fmt)
-    if fmt.kind == "dense" or geom.depthwise:
-        weight = fmt.weight if fmt.kind == "dense" else fmt.to_dense()
+    if fmt.dense_view or geom.depthwise:
+        weight = fmt.weight if fmt.dense_view else fmt.to_dense()
         dx, dweight, dbias = conv2d_backward_dense(dy, x, weight, geom, need_input=need_input,
                                                    need_weight=need_weight)
         return dx, (fmt.reduce_dense_grad(dweight) if need_weight else None), dbias

@@ -181,7 +181,7 @@ _CODEBOOK_BLOCK = 64
 # CPU ms direct / rows at batch 1, 2, 4, 8: CSR 1.4 / 1.8, 2.8 / 3.2, 5.5 / 4.7, 10.5 / 5.7;
 # sparse codebook 1.4 / 5.7, 3.1 / 7.0, 6.0 / 8.3, 11.5 / 8.9; Huffman 7.0 / 24.0, 13.8 / 26.2,
 # 27.6 / 27.5, 55.3 / 28.0 (bench.py shows the kernel not picked beside the one picked).
-DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "huffman": 3}
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "huffman": 3}  # rans: a sparse codebook
 
 
 def direct_walk(fmt, W, N, direct=None):
@@ -199,7 +199,7 @@ def linear_forward_format(x, fmt, bias, *, direct=None):
     kernel (each row decoded once for the batch) as ``direct_walk`` picks; ``direct`` forces
     one (the bench and tests compare the two)."""
     _same_dtype(x, fmt)
-    if fmt.kind == "dense":
+    if fmt.dense_view:
         return linear_forward_dense(x, fmt.weight.reshape(fmt.rows, fmt.cols), bias)
     y = quantized.linear_forward(x, fmt, bias)  # the format's integer kernel, where it applies
     if y is not None:
@@ -227,7 +227,7 @@ def linear_backward_format(dy, x, fmt, *, need_input=True, need_weight=True, dir
     weight gradient is the format's own (see ``conv2d_backward_format``); ``direct`` as in
     ``linear_forward_format``."""
     _same_dtype(dy, fmt)
-    if fmt.kind == "dense":
+    if fmt.dense_view:
         dx, dw, db = linear_backward_dense(dy, x, fmt.weight.reshape(fmt.rows, fmt.cols),
                                            need_input=need_input, need_weight=need_weight)
         return dx, (fmt.reduce_dense_grad(dw.reshape(fmt.shape)) if need_weight else None), db

@@ -292,6 +292,8 @@ class Study:
         out = asdict(CompressionSettings(**fields))
         if out["pruning"] == "magnitude" and not out["pruning_options"]:
             del out["pruning"], out["pruning_options"]  # keys of models from before stay
+        if out["entropy"] == "huffman":
+            del out["entropy"]  # likewise
         return out
 
     def cell_key(self, cell):

@@ -10,6 +10,10 @@ the decoded weights (the int8 sums are exact).
 
 ternary (Zhu et al. 2017): the add/subtract kernel against our float32 dense kernels on the
 decoded weights (+wp, 0, −wn at TTQ's ~50% zeros).
+
+pow2 (Zhou et al. 2017, INQ at 5 bits): rows decoded block by block for BLAS, against our float32
+dense kernels on the decoded weights; and the decode itself, table lookup (ours) against an
+``ldexp`` per weight (``pow2_rows_ldexp``), which picked the table.
 """
 
 import warnings
@@ -18,7 +22,9 @@ import numpy as np
 
 from ...engine.activation import quantize_forward
 from ...engine.conv import conv2d_forward_format, conv2d_geometry
-from ...engine.formats import DenseWeight, Int8Weight, TernaryWeight
+from ...engine.formats import DenseWeight, Int8Weight, Pow2Weight, TernaryWeight
+from ...engine.formats.base import weight_rows
+from ...engine.formats.pow2 import pow2_rows_ldexp
 from ...engine.linear import linear_forward_format
 from ..common import OURS_DENSE, relative_error
 from ..pairs import Case
@@ -151,6 +157,34 @@ def ternary_cases(seed=0):
     return cases
 
 
+def pow2_cases(seed=0, bits=5):
+    rng = np.random.default_rng(seed)
+    w, b = _fc_weights(rng)
+    fc = Pow2Weight.from_dense(w, bits)
+    fc_dense = DenseWeight.from_dense(fc.to_dense())
+    geom, cw, cb = _conv2(rng)
+    conv = Pow2Weight.from_dense(cw, bits)
+    conv_dense = DenseWeight.from_dense(conv.to_dense())
+    scratch = np.empty((FC, FC), np.float32)
+    operand = fc.operand()
+    cases = [Case(f"pow2 {bits}-bit decode {FC}² rows: table vs ldexp",
+                  lambda: (weight_rows(operand, 0, FC, scratch).copy(),),
+                  lambda: (pow2_rows_ldexp(fc.codes, bits, fc.n1, FC, 0, FC, scratch).copy(),),
+                  FC * FC, ours_name="robustcnn-pow2-table", peer_name="robustcnn-pow2-ldexp")]
+    for n in BATCHES:
+        x = rng.standard_normal((n, FC)).astype(np.float32)
+        xc = rng.standard_normal((n,) + CONV2["input_shape"]).astype(np.float32)
+        cases.append(Case(f"pow2 {bits}-bit FC {FC}² batch {n} fwd vs our float32",
+                          lambda x=x: (linear_forward_format(x, fc, b),),
+                          lambda x=x: (linear_forward_format(x, fc_dense, b),),
+                          2 * n * FC * FC, ours_name="robustcnn-pow2", peer_name=OURS_DENSE))
+        cases.append(Case(f"pow2 {bits}-bit AlexNet conv2 batch {n} fwd vs our float32",
+                          lambda x=xc: (conv2d_forward_format(x, conv, cb, geom),),
+                          lambda x=xc: (conv2d_forward_format(x, conv_dense, cb, geom),),
+                          geom.flops(n), ours_name="robustcnn-pow2", peer_name=OURS_DENSE))
+    return cases
+
+
 def cases():
     """Every quantized-format case (a ``pairs`` case family)."""
-    return int8_fc_cases() + int8_conv_cases() + ternary_cases()
+    return int8_fc_cases() + int8_conv_cases() + ternary_cases() + pow2_cases()

@@ -291,6 +291,7 @@ class WeightFormat:
 
     kind = "?"
     sparse = False  # served by row_entries (else by dense row blocks)
+    dense_view = False  # ``weight`` is the dense weight array itself: the dense kernels run on it
     array_names = ()  # every stored array, in state_dict order
     creation_options = ()  # the options from_dense takes
     trainable = ()  # names of the arrays that get gradients

@@ -15,6 +15,7 @@ class DenseWeight(WeightFormat):
     creation_options = ()  # the options from_dense takes
     trainable = ("weight",)
     decay = ("weight",)
+    dense_view = True
 
     def __init__(self, weight):
         super().__init__(weight.shape, weight.dtype)

@@ -154,3 +154,29 @@ def test_the_pipeline_does_not_import_the_attacks():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_rans_entropy_stage_stores_the_same_weights():
+    from robustcnn.engine.formats import RansCodebookWeight
+
+    x, y = bars()
+    nets = {}
+    for coder in ("huffman", "rans"):
+        net = tiny_lenet()
+        report = compress_as_callers_do(net, x, y, tiny_settings(entropy=coder, retrain_epochs=0,
+                                                                 finetune_epochs=0),
+                                        val=(x, y), progress=False, log=None)
+        assert report["stages"][-1]["stage"] == coder
+        nets[coder] = net
+    # each layer rANS-coded where that is smaller (these tiny layers' tables outweigh it)
+    kinds = {n: nets["rans"][n].weight_format.kind for n in ("conv1", "ip1", "ip2")}
+    assert set(kinds.values()) <= {"rans", "sparse_codebook"}
+    for n in kinds:
+        fmt = nets["rans"][n].weight_format
+        sc = fmt.decoded() if fmt.kind == "rans" else fmt
+        coded = RansCodebookWeight.from_sparse_codebook(sc)
+        assert (fmt.kind == "rans") == (coded.stored_bytes() < sc.stored_bytes())
+        np.testing.assert_array_equal(nets["rans"][n].dense_weight(),
+                                      nets["huffman"][n].dense_weight())
+    with pytest.raises(ValueError, match="unknown entropy coder 'zip'"):
+        compress(tiny_lenet(), x, y, tiny_settings(entropy="zip"), progress=False, log=None)

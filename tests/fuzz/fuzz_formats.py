@@ -140,6 +140,19 @@ def compressed_net():
     return net
 
 
+def quantized_net():
+    """``small_net`` with a rANS-coded sparse codebook layer and a power-of-two layer."""
+    from robustcnn.compress.prune import prune
+    from robustcnn.engine.formats import Pow2Weight, RansCodebookWeight
+
+    net = small_net()
+    prune(net, {"ip1": 0.7})
+    sparse = net.convert("ip1", "sparse_codebook", code_bits=4, gap_bits=3)
+    net["ip1"].set_weight_format(RansCodebookWeight.from_sparse_codebook(sparse))
+    net["conv2"].set_weight_format(Pow2Weight.from_dense(net["conv2"].dense_weight(), 4))
+    return net
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints (HDF5)
 
@@ -330,7 +343,8 @@ def rcnn_seeds(directory):
     from robustcnn.compress.modelfile import encode_model
 
     return {"small.rcnn": encode_model(compressed_net(), {"model": "small", "dataset": "mnist"}),
-            "dense.rcnn": encode_model(small_net(), {})}
+            "dense.rcnn": encode_model(small_net(), {}),
+            "quantized.rcnn": encode_model(quantized_net(), {})}
 
 
 # ---------------------------------------------------------------------------------------------

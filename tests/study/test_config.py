@@ -162,6 +162,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
         {"name": "q8", "kind": "quantized", "base": "dense", "method": "int8",
          "options": {"calibration": 64}},
         {"name": "ttq", "kind": "quantized", "base": "dc", "method": "ttq"},
+        {"name": "inq", "kind": "quantized", "base": "dense", "method": "inq",
+         "options": {"bits": 4, "epochs": 1}},
     ]
     raw["attacks"] += [{"name": "deepfool", "eps": [0.5, 1.0], "options": {"max_iter": 5}},
                        {"name": "cw"},
@@ -176,6 +178,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     assert study.arch("dc-then-adv") == "lenet-300-100"
     assert study.model("q8").options == {"method": "int8", "method_options": {"calibration": 64}}
     assert study.model("ttq").parents == ["dc"]
+    assert study.model("inq").options == {"method": "inq", "method_options": {"bits": 4,
+                                                                             "epochs": 1}}
     assert [study.adversarial(n) for n in ("dense", "dc", "adv", "dc-aware", "dc-90",
                                            "dc-then-adv", "kd")] == \
         ["", "", "dense", "compressed", "dense", "finetuned", ""]

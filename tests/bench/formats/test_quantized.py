@@ -21,7 +21,7 @@ def small(monkeypatch):
 def test_every_case_agrees_with_its_peer(small, tiny):
     cases = quantized.cases()
     names = [c.name for c in cases]
-    assert len(names) == len(set(names)) == 10
+    assert len(names) == len(set(names)) == 15
     assert sum("vs torch dynamic" in n for n in names) == 2
     for case in cases:
         result = pairs.run_case(case, tiny)
