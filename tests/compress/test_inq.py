@@ -22,18 +22,10 @@ def trained():
         return trained_tiny_lenet()
 
 
-def _copy(net):
-    from robustcnn.engine import Net
-
-    out = Net.from_spec(net.spec(), dtype=net.dtype)
-    out.load_state_dict(net.state_dict())
-    return out
-
-
 @pytest.mark.parametrize("bits", [5, 3])
 def test_inq_quantizes_every_layer_and_keeps_accuracy(trained, bits, tmp_path):
     net, x, y = trained
-    q = _copy(net)
+    q = net.copy()
     with single_thread():
         inq(q, x, y, bits=bits, epochs=1, lr=0.01, batch_size=32, progress=False)
     xt, yt = bars(300, seed=9)
@@ -55,7 +47,7 @@ def test_inq_quantizes_every_layer_and_keeps_accuracy(trained, bits, tmp_path):
 
 def test_run_method_stages_and_options(trained):
     net, x, y = trained
-    out, report = run_method("inq", _copy(net), x, y, {"epochs": 0, "bits": "4"},
+    out, report = run_method("inq", net.copy(), x, y, {"epochs": 0, "bits": "4"},
                              val=bars(64, seed=1), progress=False, log=None)
     assert [s["stage"] for s in report["stages"]] == [
         "dense", "50% quantized, 0 ep", "75% quantized, 0 ep", "87.5% quantized, 0 ep",
@@ -63,9 +55,9 @@ def test_run_method_stages_and_options(trained):
     assert out["ip2"].weight_format.bits == 4
     assert method_options("inq", {"bits": "3"})["bits"] == 3
     with pytest.raises(ValueError, match="pow2 bits must be an integer 2..8, got 9"):
-        run_method("inq", _copy(net), x, y, {"bits": 9}, progress=False, log=None)
+        run_method("inq", net.copy(), x, y, {"bits": 9}, progress=False, log=None)
     with pytest.raises(ValueError, match="portions must be numbers"):
-        run_method("inq", _copy(net), x, y, {"portions": "half/1"}, progress=False, log=None)
+        run_method("inq", net.copy(), x, y, {"portions": "half/1"}, progress=False, log=None)
     for bad in [(0.5, 0.75), (0.5, 0.5, 1), (0, 1), (0.75, 0.5, 1)]:
         with pytest.raises(ValueError, match="must increase within"):
             check_portions(bad)

@@ -22,20 +22,12 @@ def trained():
         return trained_tiny_lenet()
 
 
-def _copy(net):
-    from robustcnn.engine import Net
-
-    out = Net.from_spec(net.spec(), dtype=net.dtype)
-    out.load_state_dict(net.state_dict())
-    return out
-
-
 def test_ttq_ternarizes_every_layer_and_keeps_accuracy(trained):
     net, x, y = trained
-    start = _copy(net)
+    start = net.copy()
     to_latent(start, LAYERS, 0.05)
     before = {name: start[name].weight_format.scales.copy() for name in LAYERS}
-    q = _copy(net)
+    q = net.copy()
     with single_thread():
         ttq(q, x, y, epochs=2, lr=1e-3, batch_size=32, progress=False)
     xt, yt = bars(300, seed=9)
@@ -54,7 +46,7 @@ def test_ttq_ternarizes_every_layer_and_keeps_accuracy(trained):
 
 def test_ttq_huffman_and_model_file(trained, tmp_path):
     net, x, y = trained
-    plain, coded = _copy(net), _copy(net)
+    plain, coded = net.copy(), net.copy()
     with single_thread():
         ttq(plain, x, y, epochs=1, batch_size=32, progress=False)
         ttq(coded, x, y, epochs=1, batch_size=32, progress=False, huffman=True)
@@ -79,7 +71,7 @@ def test_methods_registry_and_options(trained):
         method_options("ttq", {"epochs": "two"})
     with pytest.raises(ValueError, match="unknown compression method 'zip'"):
         method_options("zip", {})
-    out, report = run_method("ttq", _copy(net), x, y, {"epochs": 0}, val=bars(64, seed=1),
+    out, report = run_method("ttq", net.copy(), x, y, {"epochs": 0}, val=bars(64, seed=1),
                              progress=False, log=None)
     assert [s["stage"] for s in report["stages"]] == ["dense", "ternarized (no training)",
                                                       "TTQ 0 epoch(s)"]
