@@ -103,7 +103,7 @@ def hdf5_file(path, what="HDF5 file"):
     except HDF5_ERRORS + (ValueError,) as e:
         kind = what if what.endswith("HDF5 file") else f"HDF5 file ({what})"
         raise ValueError(f"{path}: not a readable {kind.replace('Keras HDF5', 'HDF5')} "
-                         f"({_one_line(e)})") from None
+                         f"({one_line(e)})") from None
     try:
         with f:
             external = []
@@ -116,15 +116,19 @@ def hdf5_file(path, what="HDF5 file"):
     except ValueError as e:
         if str(e).startswith(path):
             raise
-        raise ValueError(f"{path}: {_one_line(e)}") from None
+        raise ValueError(f"{path}: {one_line(e)}") from None
     except HDF5_ERRORS as e:
         e = e.__cause__ if isinstance(e, SystemError) and e.__cause__ is not None else e
-        raise ValueError(f"{path}: damaged {what} ({type(e).__name__}: {_one_line(e)})") \
+        raise ValueError(f"{path}: damaged {what} ({type(e).__name__}: {one_line(e)})") \
             from None
 
 
-def _one_line(e):
-    return " ".join(str(e).split()) or type(e).__name__
+def one_line(e, limit=None):
+    """An exception's message on one line (whitespace runs, newlines included, as one space),
+    cut to ``limit`` characters; its type's name when it has none. Error messages name a file
+    and say what is wrong in one line, whatever the library below wrote."""
+    text = " ".join(str(e).split())[:limit]
+    return text or type(e).__name__
 
 
 def dataset_nbytes(ds, source, name):

@@ -206,7 +206,9 @@ def _check_entry(entry, source):
         raise ValueError(f"{source}: malformed array entry {entry!r}") from None
     if not isinstance(name, str) or not isinstance(dtype, str) or dtype not in _DTYPES:
         raise ValueError(f"{source}: array {name!r} has an unsupported dtype {dtype!r}")
-    if not isinstance(shape, list) or not all(isinstance(s, int) and s >= 0 for s in shape):
+    # JSON's true/false are Python ints, and NumPy refuses dimensions of 2^63 or more
+    if not isinstance(shape, list) or not all(type(s) is int and 0 <= s < 1 << 62
+                                              for s in shape):
         raise ValueError(f"{source}: array {name} has a bad shape {shape!r}")
     if nbytes != int(np.prod(shape, dtype=object)) * np.dtype(dtype).itemsize:
         raise ValueError(f"{source}: array {name} declares {nbytes} bytes for shape {shape} "

@@ -383,7 +383,7 @@ def _read_cifar_tar(tarball: str, files: tuple[str, ...]) -> list[tuple[str, np.
                 data[member.name] = np.frombuffer(tar.extractfile(member).read(), np.uint8)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ValueError(f"{tarball}: not a readable tar archive "
-                         f"({' '.join(str(e).split())})") from e
+                         f"({limits.one_line(e)})") from e
     missing = [f for member, f in wanted.items() if member not in data]
     if missing:
         raise FileNotFoundError(

@@ -35,6 +35,8 @@ import sqlite3
 import time
 import urllib.parse
 
+from .. import limits
+
 SCHEMA_VERSION = 2  # 2: eps may be NULL (unbounded attacks, sanity cells)
 COLUMNS = ("key", "study", "model", "model_key", "kind", "arch", "settings", "attack", "norm",
            "eps", "seed", "examples", "clean_accuracy", "adversarial_accuracy", "success_rate",
@@ -97,7 +99,7 @@ def check_store(path, *, option=None):
             conn.close()
     except (sqlite3.Error, UnicodeDecodeError) as e:  # a damaged schema's text may not decode
         raise ValueError(f"{where}: not a robustcnn study database "
-                         f"({' '.join(str(e).split())})") from None
+                         f"({limits.one_line(e)})") from None
     lacking = [t for t, cols in _TABLES.items() if not set(cols) <= columns[t]]
     if lacking or version is None:
         raise ValueError(f"{where}: not a robustcnn study database (no {', '.join(lacking)} "
@@ -200,7 +202,8 @@ class Store:
             for i, values in enumerate(self.conn.execute(sql + " ORDER BY rowid", args)):
                 out.append(_checked_row(dict(zip(COLUMNS, values)), f"{self.path}: row {i}"))
         except sqlite3.Error as e:
-            raise ValueError(f"{self.path}: unreadable results database ({e})") from None
+            raise ValueError(f"{self.path}: unreadable results database ({limits.one_line(e)})") \
+                from None
         return out
 
     # -- what each study planned --------------------------------------------------------------
@@ -261,7 +264,7 @@ def _checked_row(row, where):
             try:
                 row[c] = json.loads(row[c])
             except (ValueError, RecursionError) as e:
-                raise ValueError(f"{where}: {c} is not JSON ({e})") from None
+                raise ValueError(f"{where}: {c} is not JSON ({limits.one_line(e)})") from None
     for c in ("settings", "metrics", "model_info", "versions"):
         if row[c] is not None and not isinstance(row[c], dict):
             raise ValueError(f"{where}: {c} is not a JSON object")

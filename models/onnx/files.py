@@ -154,15 +154,10 @@ def read_model(path_or_bytes, *, max_bytes=None):
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError, RecursionError) as e:
-        raise ValueError(f"{source}: not an ONNX model ({_one_line(e)})") from None
+        raise ValueError(f"{source}: not an ONNX model ({limits.one_line(e, 200)})") from None
     if not model.HasField("graph"):
         raise ValueError(f"{source}: not an ONNX model (it holds no graph)")
     return model, source, folder
-
-
-def _one_line(e):
-    text = " ".join(str(e).split())
-    return text[:200] or type(e).__name__
 
 
 def text(value):

@@ -377,7 +377,7 @@ def _node(g, node, index):
     except (IndexError, KeyError, TypeError, AttributeError, OverflowError, ZeroDivisionError,
             MemoryError) as e:  # a combination of fields not foreseen
         raise ValueError(f"{at}: cannot be built ({type(e).__name__}: "
-                         f"{' '.join(str(e).split())[:160]})") from None
+                         f"{limits.one_line(e, 160)})") from None
     for i, v in enumerate(outs):
         name = text(node.output[i]) if i < len(node.output) else ""
         if name and v is not None:

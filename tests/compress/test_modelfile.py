@@ -242,3 +242,14 @@ def test_an_array_entry_with_a_dtype_that_is_not_a_name_is_refused(dtype):
 
     with pytest.raises(ValueError, match="unsupported dtype"):
         _check_entry({"name": "w", "dtype": dtype, "shape": [1], "nbytes": 4}, "m.rcnn")
+
+
+@pytest.mark.parametrize("shape", [[True, 0], [0, False], [0, 2**70], [2.0], [-1]])
+def test_an_array_entry_whose_shape_is_not_sizes_is_refused(shape):
+    """Found by the long fuzzing run (10,000 mutants): a header shape [true, 0] declares 0
+    bytes, passed the check (a JSON true is a Python int) and NumPy's reshape raised
+    TypeError."""
+    from robustcnn.compress.modelfile import _check_entry
+
+    with pytest.raises(ValueError, match=f"^m.rcnn: array w has a bad shape"):
+        _check_entry({"name": "w", "dtype": "<f4", "shape": shape, "nbytes": 0}, "m.rcnn")

@@ -93,3 +93,18 @@ def test_rows_of_the_wrong_types_are_refused(tmp_path, column, value, message):
     with pytest.raises(ValueError, match=f"{db}: row 0.*{message}"):
         with Store(db, readonly=True) as store:
             store.rows()
+
+
+def test_a_column_that_does_not_decode_is_one_line(tmp_path):
+    """Found by the long fuzzing run: SQLite's message quotes the undecodable text, newlines
+    and all."""
+    db = tmp_path / "study.sqlite"
+    with Store(db) as store:
+        store.write_cell(_row(0))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE cells SET model_info = CAST(X'ff0a7b7d0a' AS TEXT)")
+    with Store(db, readonly=True) as store:
+        with pytest.raises(ValueError, match=f"^{db}: unreadable results database .*model_info")\
+                as error:
+            store.rows()
+    assert "\n" not in str(error.value)
