@@ -174,6 +174,11 @@ def read_dataset(ds, source, name):
 # The HDF5 library in a child first
 
 HDF5_SECONDS = 10.0
+# What reading an HDF5 file may add to the child's address space beyond the arrays the file
+# can hold (their bytes are at most the file's size: compressed data is refused): h5py's and
+# the library's own structures. A damaged file can make the library allocate gigabytes.
+HDF5_SLACK_BYTES = 256 << 20
+_HDF5_OUT_OF_MEMORY = 3  # the child's exit status when an allocation failed under its limit
 
 
 def read_hdf5(path, read, what="HDF5 file", max_bytes=None):
@@ -181,8 +186,9 @@ def read_hdf5(path, read, what="HDF5 file", max_bytes=None):
 
     The HDF5 library can loop forever or crash on a damaged file. So ``read`` runs first in a
     forked child, under a time limit (``HDF5_SECONDS`` plus 1 s per 20 MB of file) and an
-    address-space limit; only if it finished there (returning or raising) does it run in this
-    process. The same calls on the same bytes behave the same way, so this process makes no
+    address-space limit (the bytes the file can hold, up to ``max_bytes``, plus
+    ``HDF5_SLACK_BYTES``); only if it finished there (returning or raising, but not for want of
+    memory) does it run in this process. The same calls on the same bytes behave the same way, so this process makes no
     call the child did not finish. ``read`` must use h5py and NumPy only (no Numba: a forked
     child must not start its thread pool) and return plain data. Without ``os.fork``
     (Windows), ``read`` runs here directly.
@@ -196,21 +202,25 @@ def read_hdf5(path, read, what="HDF5 file", max_bytes=None):
 
 def _finishes_in_child(path, read, what, max_bytes):
     """Run ``read`` on the file in a forked child; refuse (ValueError) a file it did not finish
-    (timed out or died of a signal)."""
+    (timed out, died of a signal or ran out of the memory its file can need)."""
     seconds = HDF5_SECONDS + os.path.getsize(path) / 20e6
     # h5py holds its global lock across fork (its own at-fork hooks), so no other thread of
     # this process is inside the HDF5 library when the child starts (tests/test_limits.py).
     pid = os.fork()
     if pid == 0:  # the child: h5py and NumPy only
+        status = 0
         try:
             faulthandler.disable()  # a crash here is reported by the parent, in one line
-            _limit_address_space(resolve(max_bytes))
+            _limit_address_space(min(resolve(max_bytes), 16 * os.path.getsize(path))
+                                 + HDF5_SLACK_BYTES)
             with hdf5_file(path, what) as f:
                 read(f)
-        except BaseException:  # noqa: BLE001: this process's own run reports it
-            pass
+        except BaseException as e:  # noqa: BLE001: this process's own run reports the others
+            text = f"{e} {e.__context__}"
+            if isinstance(e, MemoryError) or "memory allocation failed" in text:
+                status = _HDF5_OUT_OF_MEMORY
         finally:
-            os._exit(0)
+            os._exit(status)
     deadline = time.monotonic() + seconds
     done, status, pause = 0, 0, 0.0005
     while not done and time.monotonic() < deadline:
@@ -223,18 +233,21 @@ def _finishes_in_child(path, read, what, max_bytes):
         os.waitpid(pid, 0)
         raise ValueError(f"{path}: damaged {what}: the HDF5 library did not finish reading it "
                          f"in {seconds:.0f} s")
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _HDF5_OUT_OF_MEMORY:
+        raise ValueError(f"{path}: damaged {what}: the HDF5 library ran out of the memory a "
+                         f"file of {os.path.getsize(path):,} bytes can need while reading it")
     if os.WIFSIGNALED(status):
         raise ValueError(f"{path}: damaged {what}: the HDF5 library crashed reading it "
                          f"({signal.Signals(os.WTERMSIG(status)).name})")
 
 
-def _limit_address_space(max_bytes):
-    """Hold this (child) process to what it has mapped plus ``max_bytes`` and 1 GiB."""
+def _limit_address_space(extra_bytes):
+    """Hold this (child) process to what it has mapped plus ``extra_bytes``."""
     import resource
 
     with open("/proc/self/statm") as f:
         mapped = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
-    cap = mapped + max_bytes + (1 << 30)
+    cap = mapped + extra_bytes
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY or soft > cap:
         resource.setrlimit(resource.RLIMIT_AS, (cap, hard))

@@ -224,3 +224,22 @@ def test_a_thread_inside_h5py_at_the_fork_does_not_stall_the_child(tmp_path, mon
     finally:
         release.set()
         other.join()
+
+
+def test_a_read_that_runs_out_of_memory_in_the_child_is_not_repeated_here(tmp_path,
+                                                                          monkeypatch):
+    """Found by the long fuzzing run: a damaged Keras file made the HDF5 library allocate
+    2.5 GiB. The child's limit stopped it, but this process then repeated the read without
+    one. Now the child's failed allocation is the answer."""
+    path = tmp_path / "ok.h5"
+    _write_small(path)
+    done = []
+
+    def greedy(f):
+        block = np.ones(400 << 17)  # 400 MiB, more than the file and the slack allow
+        done.append(block.size)  # reached only where the allocation succeeded
+
+    with pytest.raises(ValueError, match=f"^{path}: damaged HDF5 file: the HDF5 library ran "
+                                         f"out of the memory"):
+        limits.read_hdf5(path, greedy)
+    assert done == []
