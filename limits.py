@@ -203,7 +203,8 @@ def read_hdf5(path, read, what="HDF5 file", max_bytes=None):
 def _finishes_in_child(path, read, what, max_bytes):
     """Run ``read`` on the file in a forked child; refuse (ValueError) a file it did not finish
     (timed out, died of a signal or ran out of the memory its file can need)."""
-    seconds = HDF5_SECONDS + os.path.getsize(path) / 20e6
+    size = os.path.getsize(path)
+    seconds = HDF5_SECONDS + size / 20e6
     # h5py holds its global lock across fork (its own at-fork hooks), so no other thread of
     # this process is inside the HDF5 library when the child starts (tests/test_limits.py).
     pid = os.fork()
@@ -211,8 +212,7 @@ def _finishes_in_child(path, read, what, max_bytes):
         status = 0
         try:
             faulthandler.disable()  # a crash here is reported by the parent, in one line
-            _limit_address_space(min(resolve(max_bytes), 16 * os.path.getsize(path))
-                                 + HDF5_SLACK_BYTES)
+            _limit_address_space(min(resolve(max_bytes), 16 * size) + HDF5_SLACK_BYTES)
             with hdf5_file(path, what) as f:
                 read(f)
         except BaseException as e:  # noqa: BLE001: this process's own run reports the others
@@ -235,7 +235,7 @@ def _finishes_in_child(path, read, what, max_bytes):
                          f"in {seconds:.0f} s")
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == _HDF5_OUT_OF_MEMORY:
         raise ValueError(f"{path}: damaged {what}: the HDF5 library ran out of the memory a "
-                         f"file of {os.path.getsize(path):,} bytes can need while reading it")
+                         f"file of {size:,} bytes can need while reading it")
     if os.WIFSIGNALED(status):
         raise ValueError(f"{path}: damaged {what}: the HDF5 library crashed reading it "
                          f"({signal.Signals(os.WTERMSIG(status)).name})")
