@@ -236,7 +236,12 @@ def test_a_read_that_runs_out_of_memory_in_the_child_is_not_repeated_here(tmp_pa
     done = []
 
     def greedy(f):
-        block = np.ones(400 << 17)  # 400 MiB, more than the file and the slack allow
+        # More than all this process has mapped plus the slack: no free block it already holds
+        # (a long-lived test worker keeps some) can serve it, so only a failed allocation or a
+        # missing limit can follow. np.empty does not touch the pages if the limit is missing.
+        with open("/proc/self/statm") as statm:
+            mapped = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        block = np.empty((mapped + limits.HDF5_SLACK_BYTES + (64 << 20)) // 8)
         done.append(block.size)  # reached only where the allocation succeeded
 
     with pytest.raises(ValueError, match=f"^{path}: damaged HDF5 file: the HDF5 library ran "
