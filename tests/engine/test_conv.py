@@ -120,7 +120,7 @@ CASES = [
     ("single_output_channel", 3, 4, 6, 6, 1, 3, 3, {}),
     ("single_pixel_input", 2, 3, 1, 1, 2, 1, 1, {}),
     ("single_pixel_padded", 2, 3, 1, 1, 2, 3, 3, dict(padding=1)),
-    # im2col copies rows of up to 16 values element by element, longer ones as slices.
+    # Rows wider than a vector register, plain and strided, through im2col and col2im.
     ("wide_rows", 1, 2, 5, 24, 3, 3, 3, dict(padding=1)),
     ("wide_rows_stride2", 1, 2, 5, 40, 3, 3, 3, dict(stride=(1, 2))),
 ]
