@@ -237,24 +237,36 @@ def linf_update(x, best, eps, side, bounds, rng):
     """x̂ with one random side × side square per example set to x + eps · (a random sign per
     channel); signs that would leave the square as it is are redrawn."""
     n, c, h, w = x.shape
-    window = window_mask(rng.integers(0, h - side + 1, n), rng.integers(0, w - side + 1, n),
-                         side, h, w)[:, None]
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n, c, 1, 1))
-    corner = x + (eps * signs).astype(x.dtype)
-    if bounds is not None:
-        np.clip(corner, *bounds, out=corner)
+    window = window_index(rng.integers(0, h - side + 1, n), rng.integers(0, w - side + 1, n),
+                          side)
+    # Only the windows are computed, (n, side, side, C) each: late in a run a window is a few
+    # pixels of the image.
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n, c))
+    inside, current = x[window], best[window]
+    if bounds is not None:  # an end per channel or per pixel: the windows' own values
+        bounds = tuple(b if np.ndim(b) == 0 else np.broadcast_to(b, x.shape)[window]
+                       for b in bounds)
+    corner = _corner(inside, signs, eps, bounds)
     # A query that changes nothing is wasted (the reference code redraws the same way).
-    same = np.flatnonzero(~((corner != best) & window).any(axis=(1, 2, 3)))
+    same = np.flatnonzero(~(corner != current).any(axis=(1, 2, 3)))
     for _ in range(_REDRAWS):
         if not len(same):
             break
-        signs[same] = rng.choice(np.array([-1.0, 1.0]), size=(len(same), c, 1, 1))
-        corner[same] = x[same] + (eps * signs[same]).astype(x.dtype)
-        if bounds is not None:
-            corner[same] = np.clip(corner[same], *bounds)
-        unchanged = ~((corner[same] != best[same]) & window[same]).any(axis=(1, 2, 3))
+        signs[same] = rng.choice(np.array([-1.0, 1.0]), size=(len(same), c))
+        corner[same] = _corner(inside[same], signs[same], eps, None if bounds is None else
+                               tuple(b if np.ndim(b) == 0 else b[same] for b in bounds))
+        unchanged = ~(corner[same] != current[same]).any(axis=(1, 2, 3))
         same = same[unchanged]
-    return np.where(window, corner, best)
+    out = best.copy()
+    out[window] = corner
+    return out
+
+
+def _corner(inside, signs, eps, bounds):
+    """x + eps · sign on windows (n, side, side, C) of x, a sign per (example, channel),
+    clipped to ``bounds`` (None, or (low, high), each a scalar or of the windows' shape)."""
+    corner = inside + (eps * signs).astype(inside.dtype)[:, None, None, :]
+    return corner if bounds is None else np.clip(corner, *bounds, out=corner)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -91,6 +91,53 @@ def test_one_linf_update_changes_one_square_to_the_corners():
     np.testing.assert_allclose(new[changed], corners[changed], atol=1e-6)
 
 
+def whole_image_linf_update(x, best, eps, side, bounds, rng):
+    """The L∞ update written on whole images (a mask per example), drawing the same numbers in
+    the same order as ``linf_update``: its reference."""
+    n, c, h, w = x.shape
+    top, left = rng.integers(0, h - side + 1, n), rng.integers(0, w - side + 1, n)
+    rows, cols = np.arange(h), np.arange(w)
+    window = (((rows >= top[:, None]) & (rows < top[:, None] + side))[:, :, None]
+              & ((cols >= left[:, None]) & (cols < left[:, None] + side))[:, None, :])[:, None]
+    signs = rng.choice([-1.0, 1.0], size=(n, c)).reshape(n, c, 1, 1)
+
+    def corners():
+        corner = x + (eps * signs).astype(x.dtype)
+        return corner if bounds is None else np.clip(corner, *bounds, out=corner)
+
+    corner = corners()
+    for _ in range(100):
+        same = np.flatnonzero(~((corner != best) & window).any(axis=(1, 2, 3)))
+        if not len(same):
+            break
+        signs[same] = rng.choice([-1.0, 1.0], size=(len(same), c)).reshape(-1, c, 1, 1)
+        corner[same] = corners()[same]
+    return np.where(window, corner, best)
+
+
+@pytest.mark.parametrize("bounds", [None, (0.0, 1.0), "channel", "pixel"])
+@pytest.mark.parametrize("side", [1, 3, 9])
+def test_the_linf_update_on_windows_is_the_whole_image_update(bounds, side):
+    # linf_update computes only the drawn windows; the same seed must give the same query.
+    # One channel and the point at a corner of the ball: side-1 squares often need redraws.
+    rng = np.random.default_rng(side)
+    for c in (1, 3):
+        x = rng.uniform(0.2, 0.8, (30, c, 9, 9)).astype(np.float32)
+        if bounds == "channel":
+            ends = (np.full((c, 1, 1), 0.25), np.full((c, 1, 1), 0.7))
+        elif bounds == "pixel":
+            ends = (rng.uniform(0.1, 0.2, (c, 9, 9)), rng.uniform(0.8, 0.9, (c, 9, 9)))
+        else:
+            ends = bounds
+        best = x + 0.1 * rng.choice([-1.0, 1.0], (30, c, 1, 9)).astype(np.float32)
+        best = best if ends is None else np.clip(best, *ends).astype(np.float32)
+        seed = int(rng.integers(1 << 30))
+        ours = linf_update(x, best, 0.1, side, ends, np.random.default_rng(seed))
+        ref = whole_image_linf_update(x, best, 0.1, side, ends, np.random.default_rng(seed))
+        assert ours.dtype == ref.dtype == np.float32
+        np.testing.assert_array_equal(ours, ref)  # the same float32 operations on each value
+
+
 def test_one_l2_update_moves_mass_between_two_squares_on_the_sphere():
     rng = np.random.default_rng(1)
     x = rng.uniform(0, 1, (30, 1, 12, 12))
