@@ -82,6 +82,15 @@ def number(values):
     return f"{mean:.3g}" + (f" ± {std:.2g}" if std is not None else "")
 
 
+def markdown_table(header, rows):
+    """A Markdown table; ``|`` in a cell escaped."""
+    def cells(row):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+
+    return "\n".join([cells(header), "|" + "|".join("---" for _ in header) + "|"]
+                     + [cells(r) for r in rows])
+
+
 def file_size(n):
     """Bytes as KiB or MiB."""
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
@@ -103,9 +112,11 @@ def _column_order(column):
 def summarise(rows):
     """{model: {"kind", "arch", "info" (of the first seed), "clean": [per seed],
     "adv": {(attack, eps): [per seed]}, "success", "l2_median": {(attack, None): [per seed]},
-    "failed": {(attack, eps) whose checks failed for some seed}}} and the sorted (attack, eps)
-    columns, bounded ones first; eps is None for an unbounded attack. Sanity rows are not
-    columns; their checks count for every cell of their (model, seed)."""
+    "failed": {(attack, eps) whose checks failed for some seed}, and by seed for the paired
+    statistics: "clean_by_seed": {seed: accuracy}, "by_seed": {(attack, eps): {seed:
+    accuracy}}, "outcomes": {(attack, eps): {seed: store.Outcomes or None}}}} and the sorted
+    (attack, eps) columns, bounded ones first; eps is None for an unbounded attack. Sanity rows
+    are not columns; their checks count for every cell of their (model, seed)."""
     models, columns = {}, set()
     clean_seen = set()
     for r in prepare(rows)[0]:
@@ -113,13 +124,18 @@ def summarise(rows):
                                            "info": r["model_info"] or {}, "clean": [],
                                            "adv": defaultdict(list), "sizes": [],
                                            "success": defaultdict(list),
-                                           "l2_median": defaultdict(list), "failed": set()})
+                                           "l2_median": defaultdict(list), "failed": set(),
+                                           "clean_by_seed": {}, "by_seed": defaultdict(dict),
+                                           "outcomes": defaultdict(dict)})
         if (r["model"], r["seed"]) not in clean_seen and not missing(r["clean_accuracy"]):
             clean_seen.add((r["model"], r["seed"]))
             m["clean"].append(r["clean_accuracy"])
+            m["clean_by_seed"][r["seed"]] = r["clean_accuracy"]
             m["sizes"].append((r["model_info"] or {}).get("file_bytes"))
         column = (r["attack"], r["eps"])
         m["adv"][column].append(r["adversarial_accuracy"])
+        m["by_seed"][column][r["seed"]] = r["adversarial_accuracy"]
+        m["outcomes"][column][r["seed"]] = r.get("outcomes")
         if r["eps"] is None:
             metrics = r.get("metrics") or {}
             success = r["success_rate"]
