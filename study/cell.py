@@ -59,7 +59,7 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
     clean_ok = net.predict(xt, batch_size=study.batch_size) == yt
     adv_ok = net.predict(x_adv, batch_size=study.batch_size) == yt
     row = attack_row(xt, x_adv, clean_ok, adv_ok, cell.eps)
-    extra = {}
+    extra = {"options": dict(spec.options)} if spec.options else {}
     if spec.source:
         extra["source"] = spec.source
         extra["source_clean_accuracy"] = float(

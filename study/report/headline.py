@@ -39,6 +39,26 @@ def _ci(interval):
     return f"{_pct(t.mean)} (one seed, no per-image data)"
 
 
+def _autoattack_words(models, attack):
+    """What the AutoAttack cells ran: the standard evaluation, unless the study file set its
+    options (another version, fewer iterations or queries)."""
+    options = next((o for m in models.values() for c, o in m["options"].items()
+                    if c[0] == attack and o), None)
+    ran = ("AutoAttack's standard evaluation" if not options else
+           "AutoAttack with the study's options " + ", ".join(f"{k}={v}" for k, v in
+                                                            sorted(options.items()))
+           + (" (not the standard evaluation's budget)"
+              if set(options) - {"version"} or options.get("version") != "standard" else ""))
+    return f"{ran} (the per-image worst case of its attacks), robust accuracy at each eps"
+
+
+def _mean_ci(interval):
+    """A mean over seeds with its t-interval, or alone with one seed."""
+    if interval.low is None:
+        return f"{_pct(interval.mean)} (one seed)"
+    return f"{_pct(interval.mean)} {_bounds(interval.low, interval.high)}"
+
+
 def sampling_sentence(examples):
     """The sampling error of a robust accuracy at the study's image counts."""
     if not examples:
@@ -121,11 +141,11 @@ def _pair_sentence(models, comp, small, attack, columns):
     better = sum(t.significant and t.first > t.second for t in tests)
     worse = sum(t.significant and t.second > t.first for t in tests)
     if w.significant:
-        verdict = (f"**significant**: the {'compressed' if mean > 0 else 'compact'} model is "
-                   f"more robust")
+        verdict = (f"**significant** across seeds and cells: the "
+                   f"{'compressed' if mean > 0 else 'compact'} model is more robust")
     else:
-        verdict = ("**not significant** (p ≥ 0.05): these numbers do not show either model "
-                   "more robust")
+        verdict = ("**not significant** across seeds and cells (p ≥ 0.05): these numbers do "
+                   "not show either model more robust")
     floor = _min_p(w.first + w.second)
     limit = (f" (with {w.first + w.second} non-zero pair(s) the test cannot go below "
              f"p = {floor:.3g})" if floor >= stats.ALPHA else "")
@@ -149,15 +169,14 @@ def tests_section(models, columns, examples):
         return out + ["No bounded white-box attack has results: nothing to head the report."]
     secondary = list(dict.fromkeys(c[0] for c in columns if white_box(c) and c[0] != attack))
     out.append(f"Headline robustness: **{attack}**, "
-               + ("AutoAttack's standard evaluation (the per-image worst case of its attacks), "
-                  "robust accuracy at each eps"
-                  if why == "autoattack" else
+               + (_autoattack_words(models, attack) if why == "autoattack" else
                   "the strongest attack this study has (the lowest mean robust accuracy over "
                   "the cells its bounded white-box attacks share; the study has no AutoAttack "
                   "cells)")
                + (f"; {', '.join(secondary)} are secondary rows." if secondary else ".")
-               + " Unbounded attacks (DeepFool, C&W) are compared by perturbation size in the "
-                 "sections below, not here.")
+               + " An unbounded attack (DeepFool, C&W) is a secondary row at each radius its "
+                 "study entry lists (the accuracy that remains when only perturbations within "
+                 "it count); its median perturbation size is compared below.")
     sampling = sampling_sentence(examples)
     if sampling:
         out += ["", sampling]
@@ -178,14 +197,30 @@ def tests_section(models, columns, examples):
             if not pairs_c:
                 continue
             ia, ib = cell_interval(a, c), cell_interval(b, c)
-            diff = 100 * (ia["t"].mean - ib["t"].mean)
             diffs = [va - vb for _, va, vb, _ in pairs_c]
+            diff = 100 * sum(diffs) / len(diffs)  # over the seeds both have
             seeds_test = stats.wilcoxon_test(diffs) if len(diffs) > 1 else None
             row = [comp, small, column_label(c) + ("" if c[0] == attack else " (secondary)"),
                    _ci(ia), _ci(ib), f"{diff:+.2f}", _mcnemar(pairs_c),
                    f"{_p(seeds_test.p)} ({_verdict(seeds_test)})" if seeds_test else
                    "– (one seed)"]
             flagged = [n for n, m in ((comp, a), (small, b)) if c in m["failed"]]
+            (apart if flagged else rows).append(row + ([", ".join(flagged)] if flagged else []))
+        for (unbounded, threshold) in sorted(set(a["within"]) & set(b["within"])):
+            by_a, by_b = a["within"][(unbounded, threshold)], b["within"][(unbounded, threshold)]
+            seeds = sorted(set(by_a) & set(by_b))
+            if not seeds:
+                continue
+            ia = stats.t_interval([by_a[s] for s in seeds])
+            ib = stats.t_interval([by_b[s] for s in seeds])
+            diffs = [by_a[s] - by_b[s] for s in seeds]
+            seeds_test = stats.wilcoxon_test(diffs) if len(diffs) > 1 else None
+            row = [comp, small, f"{unbounded} within ε={threshold} (secondary)",
+                   _mean_ci(ia), _mean_ci(ib), f"{100 * (ia.mean - ib.mean):+.2f}",
+                   "– (sizes per image not stored)",
+                   f"{_p(seeds_test.p)} ({_verdict(seeds_test)})" if seeds_test else
+                   "– (one seed)"]
+            flagged = [n for n, m in ((comp, a), (small, b)) if (unbounded, None) in m["failed"]]
             (apart if flagged else rows).append(row + ([", ".join(flagged)] if flagged else []))
     header = ["compressed", "compact", "attack", "compressed, 95% CI", "compact, 95% CI",
               "difference (pp)", "McNemar p per seed (only compressed / only compact right)",

@@ -114,9 +114,11 @@ def summarise(rows):
     "adv": {(attack, eps): [per seed]}, "success", "l2_median": {(attack, None): [per seed]},
     "failed": {(attack, eps) whose checks failed for some seed}, and by seed for the paired
     statistics: "clean_by_seed": {seed: accuracy}, "by_seed": {(attack, eps): {seed:
-    accuracy}}, "outcomes": {(attack, eps): {seed: store.Outcomes or None}}}} and the sorted
-    (attack, eps) columns, bounded ones first; eps is None for an unbounded attack. Sanity rows
-    are not columns; their checks count for every cell of their (model, seed)."""
+    accuracy}}, "outcomes": {(attack, eps): {seed: store.Outcomes or None}}, "within":
+    {(unbounded attack, threshold): {seed: accuracy counting only perturbations within the
+    threshold}}, "options": {(attack, eps): the attack's options the study file set}}} and the
+    sorted (attack, eps) columns, bounded ones first; eps is None for an unbounded attack.
+    Sanity rows are not columns; their checks count for every cell of their (model, seed)."""
     models, columns = {}, set()
     clean_seen = set()
     for r in prepare(rows)[0]:
@@ -126,7 +128,8 @@ def summarise(rows):
                                            "success": defaultdict(list),
                                            "l2_median": defaultdict(list), "failed": set(),
                                            "clean_by_seed": {}, "by_seed": defaultdict(dict),
-                                           "outcomes": defaultdict(dict)})
+                                           "outcomes": defaultdict(dict),
+                                           "within": defaultdict(dict), "options": {}})
         if (r["model"], r["seed"]) not in clean_seen and not missing(r["clean_accuracy"]):
             clean_seen.add((r["model"], r["seed"]))
             m["clean"].append(r["clean_accuracy"])
@@ -136,12 +139,19 @@ def summarise(rows):
         m["adv"][column].append(r["adversarial_accuracy"])
         m["by_seed"][column][r["seed"]] = r["adversarial_accuracy"]
         m["outcomes"][column][r["seed"]] = r.get("outcomes")
+        options = (r.get("metrics") or {}).get("options")
+        if isinstance(options, dict) and options:
+            m["options"][column] = options
         if r["eps"] is None:
             metrics = r.get("metrics") or {}
             success = r["success_rate"]
             m["success"][column].append(metrics.get("success_rate") if missing(success)
                                         else success)
             m["l2_median"][column].append(metrics.get("l2_median"))
+            within = metrics.get("accuracy_within")
+            for threshold, v in (within.items() if isinstance(within, dict) else ()):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    m["within"][(r["attack"], threshold)][r["seed"]] = v
         if r["sanity_passed"] is False:
             m["failed"].add(column)
         columns.add(column)

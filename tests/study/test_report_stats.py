@@ -83,17 +83,17 @@ def test_the_sentence_says_significant_or_not_from_the_wilcoxon_p():
     sentence = next(line for line in md.splitlines() if line.startswith("- **dc vs small**"))
     assert "over 3 seed(s) × 2 eps = 6 pairs (6 higher, 0 lower, 0 tied)" in sentence
     assert f"Wilcoxon signed-rank p = {2 / 64:.3f}" in sentence
-    assert "**significant**: the compressed model is more robust" in sentence
+    assert "**significant** across seeds and cells: the compressed model is more robust" in sentence
     assert "compressed significantly more robust in 6, compact in 0, of 6" in sentence
     # One seed: two pairs, p cannot go below 0.5 — not significant, and said why.
     md = markdown(_grid(["autoattack-linf"], seeds=(0,)))
     sentence = next(line for line in md.splitlines() if line.startswith("- **dc vs small**"))
-    assert "**not significant** (p ≥ 0.05)" in sentence
+    assert "**not significant** across seeds and cells (p ≥ 0.05)" in sentence
     assert "with 2 non-zero pair(s) the test cannot go below p = 0.5" in sentence
     # The other way round: the compact model right on 3 more images in every cell.
     md = markdown(_grid(["autoattack-linf"], gain=-3))
     assert "(0 higher, 6 lower, 0 tied)" in md
-    assert "**significant**: the compact model is more robust" in md
+    assert "**significant** across seeds and cells: the compact model is more robust" in md
     # No difference at all: the compact model right exactly where dc is.
     rows = _grid(["autoattack-linf"])
     dc = {(r["seed"], r["eps"]): r for r in rows if r["model"] == "dc"}
@@ -156,3 +156,38 @@ def test_cells_without_per_image_data_and_flagged_cells_are_reported_apart():
     assert _table_row(apart, "dc", "small", "fgsm ε=0.2")[-1] == "small"
     # Counted: the eps 0.1 cells only, 3 seeds.
     assert "over 3 seed(s) × 1 eps = 3 pairs" in md
+
+
+def test_an_unbounded_attack_is_a_secondary_row_at_its_radii():
+    rows = _grid(["autoattack-linf"], seeds=(0, 1))
+    for seed, (va, vb) in enumerate(((0.40, 0.30), (0.50, 0.20))):
+        for model, kind, size, v in (("dc", "compressed", 100, va), ("small", "compact", 110, vb)):
+            rows.append(dict(_row(model, kind, seed, "deepfool", None, np.zeros(N, bool),
+                                  size=size), metrics={"accuracy_within": {"0.5": v}},
+                             key=f"{model}-{seed}-deepfool"))
+    md = markdown(rows)
+    row = _table_row(md, "dc", "small", "deepfool within ε=0.5 (secondary)")
+    low, high = sp.t.interval(0.95, 1, loc=0.45, scale=sp.sem([0.4, 0.5]))
+    assert row[3] == f"45.00 [{100 * max(low, 0):.2f}, {100 * min(high, 1):.2f}]"
+    assert row[5] == "+20.00" and row[6] == "– (sizes per image not stored)"
+
+
+def test_the_csv_carries_code_version_and_config_hash():
+    from robustcnn.study.report import csv_text
+
+    row = _grid(["fgsm"], seeds=(0,))[0]
+    row["provenance"] = {"config": "cd" * 32, "code": {"version": "0.1.0", "commit": "ab" * 20}}
+    lines = csv_text([row, dict(row, key="other", provenance=None)]).splitlines()
+    assert lines[0].endswith(",key,code_version,config_hash")
+    assert lines[1].endswith(f",{row['key']},git {'ab' * 6},{'cd' * 32}")
+    assert lines[2].endswith(",other,,")
+
+
+def test_autoattack_run_with_the_studys_options_is_not_called_standard():
+    rows = _grid(["autoattack-linf"], seeds=(0,))
+    assert "AutoAttack's standard evaluation (the per-image worst case" in markdown(rows)
+    for r in rows:
+        r["metrics"] = {"options": {"n_iter": 20, "n_queries": 300}}
+    md = markdown(rows)
+    assert "AutoAttack with the study's options n_iter=20, n_queries=300 (not the standard " \
+           "evaluation's budget)" in md and "standard evaluation (the" not in md

@@ -233,6 +233,7 @@ def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
             assert r["eps"] != r["eps"]  # NaN: no radius
             m = r["metrics"]
             if attack == "deepfool":
+                assert m["options"] == {"max_iter": 10}  # what the study file set, kept
                 within = m["accuracy_within"]
                 # A larger radius admits more of the perturbations found.
                 assert within["2"] <= within["0.5"] + 1e-12
