@@ -139,3 +139,14 @@ def test_a_version_3_database_without_its_columns_is_refused(tmp_path):
         conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
     with pytest.raises(ValueError, match="schema version 3 without its outcomes, provenance"):
         Store(db, readonly=True)
+
+
+def test_the_report_of_a_version_2_database_says_what_it_lacks(tmp_path):
+    from robustcnn.study.report import write_report
+
+    db = tmp_path / "old.sqlite"
+    _version_2(db)
+    md = open(write_report(str(db), str(tmp_path / "report"))[1]).read()
+    assert "| m | fgsm ε=0.1 | 1 | 25.00 | – (one seed) | – (no per-image data) |" in md
+    assert "results schema version 2" in md
+    assert "1 of 1 cells record no provenance" in md
