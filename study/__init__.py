@@ -7,6 +7,7 @@ cells into an SQLite database (``store.Store``), in this process or on a Dask cl
 (``distributed``), from two pure steps: ``build.build_model`` (train, compress, fine-tune,
 distil or factorise a model; ``models`` makes it once and keeps its ``.rcnn`` file) and
 ``cell.evaluate_cell`` (one attack at one eps, or the sanity checks); and
-``report.write_report`` renders the database as CSV, Markdown and figures. The command line:
+``report.write_report`` renders the database as CSV, Markdown and figures, with the intervals
+and paired tests of ``stats`` and the provenance each row records (``provenance``). The command line:
 ``robustcnn study CONFIG.toml``, ``robustcnn report DB`` and ``robustcnn demo``.
 """

@@ -2,7 +2,9 @@
 
 ``evaluate_cell(study, cell, nets, infos, xt, yt)`` is a pure step (the nets are only read),
 so the runner can call it in this process or on a Dask worker. The row it returns has the
-columns of ``store.COLUMNS`` except ``key``.
+columns of ``store.COLUMNS`` except ``key``: an attack cell's ``outcomes`` say per test image
+whether the model was right on the clean and on the adversarial image (the paired tests of
+the report need them), and every row's ``provenance`` where it was computed.
 
 - A bounded attack (FGSM, BIM, PGD, …) at eps: white-box on the model, or crafted on a
   ``source`` model and transferred (Papernot et al. 2016).
@@ -20,7 +22,8 @@ import numpy as np
 
 from ..progress import progress_bar
 from .config import SANITY
-from .store import versions
+from .provenance import cell_provenance
+from .store import encode_outcomes, versions
 
 # ‖x' − x‖ ≤ eps holds up to float32 rounding of x'.
 _NORM_SLACK = 1e-6
@@ -39,7 +42,8 @@ def _cell_bar(progress, label, total):
 
 
 def run_attack(study, cell, nets, xt, yt, *, progress=False):
-    """(metrics row of ``attacks.evaluate.attack_row``, extra metrics) of an attack cell."""
+    """(metrics row of ``attacks.evaluate.attack_row``, extra metrics, (clean_ok, adv_ok): per
+    image, right on the clean and on the adversarial image) of an attack cell."""
     from ..attacks.evaluate import attack_row
     from ..attacks.norms import perturbation_norms
     from ..attacks.registry import resolve_attack
@@ -55,7 +59,7 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
     clean_ok = net.predict(xt, batch_size=study.batch_size) == yt
     adv_ok = net.predict(x_adv, batch_size=study.batch_size) == yt
     row = attack_row(xt, x_adv, clean_ok, adv_ok, cell.eps)
-    extra = {}
+    extra = {"options": dict(spec.options)} if spec.options else {}
     if spec.source:
         extra["source"] = spec.source
         extra["source_clean_accuracy"] = float(
@@ -68,7 +72,7 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
         extra["size_mean_fooled"] = float(sizes[found].mean()) if found.any() else None
         extra["accuracy_within"] = {f"{e:g}": _accuracy_within(clean_ok, adv_ok, sizes, e)
                                     for e in spec.eps}
-    return row, extra
+    return row, extra, (clean_ok, adv_ok)
 
 
 def run_sanity(study, cell, net, xt, yt, *, progress=False):
@@ -89,9 +93,10 @@ def run_sanity(study, cell, net, xt, yt, *, progress=False):
     return float(clean_ok.mean()), [c.to_dict() for c in checks]
 
 
-def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False):
+def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False, images=None):
     """One cell's row (without its key). ``nets`` / ``infos``: name → Net / artifact info for
-    every model of ``study.cell_models(cell)``. ``progress``: a bar of the cell's examples."""
+    every model of ``study.cell_models(cell)``. ``progress``: a bar of the cell's examples.
+    ``images``: the test-set indices of ``xt`` (default: the first ``len(xt)``)."""
     spec = study.model(cell.model)
     started = time.time()
     t0 = time.perf_counter()
@@ -112,8 +117,11 @@ def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False):
                    sanity=checks, sanity_passed=all(c["passed"] for c in checks),
                    metrics={"checked_eps": study.bounded_eps()})
     else:
-        metrics, extra = run_attack(study, cell, nets, xt, yt, progress=progress)
+        metrics, extra, (clean_ok, adv_ok) = run_attack(study, cell, nets, xt, yt,
+                                                        progress=progress)
         metrics.update(extra)
+        row["outcomes"] = encode_outcomes(np.arange(len(xt)) if images is None else images,
+                                          clean_ok, adv_ok)
         row.update(norm=study.attacks[cell.attack].norm, examples=metrics["examples"],
                    clean_accuracy=metrics["clean_accuracy"],
                    adversarial_accuracy=metrics["adversarial_accuracy"],
@@ -121,5 +129,5 @@ def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False):
                    l2_mean=metrics["l2_mean"], metrics=metrics)
     # Timings stay out of the metrics: equal seeds give equal metrics.
     row.update(seconds=time.perf_counter() - t0, started=started, finished=time.time(),
-               versions=versions())
+               versions=versions(), provenance=cell_provenance(study))
     return row

@@ -210,6 +210,7 @@ class Study:
     models: list          # [ModelSpec], parents before the models made from them
     attacks: dict         # label → AttackSpec
     source: str = None
+    config_hash: str = None  # of the parsed document (provenance.config_hash)
 
     def model(self, name):
         for m in self.models:
@@ -712,6 +713,8 @@ def _parse_attack(a, i, attacks, models, source):
 
 def parse_config(data, *, source="<config>"):
     """Validate a parsed TOML document (a dict) → ``Study``."""
+    from .provenance import config_hash
+
     data = _table(data, source, "<top level>")
     _unknown(data, {"study", "train", "models", "attacks"}, source, "<top level>")
     st = _table(data.get("study", {}), source, "study")
@@ -761,4 +764,4 @@ def parse_config(data, *, source="<config>"):
                  sanity_examples=_int(st.get("sanity_examples", 256), source,
                                       "study.sanity_examples", 1),
                  batch_size=_int(st.get("batch_size", 256), source, "study.batch_size", 1),
-                 models=models, attacks=attacks, source=source)
+                 models=models, attacks=attacks, source=source, config_hash=config_hash(data))

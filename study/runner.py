@@ -18,6 +18,7 @@ from .cell import evaluate_cell
 from .config import SANITY, Cell
 from .data import load_data
 from .models import obtain_model
+from .provenance import code_version
 from .store import Store
 
 
@@ -50,6 +51,7 @@ def run_study(study, db, *, limit=None, progress=True, log=None, scheduler=None)
         raise ValueError(f"--limit must be >= 1, got {limit}")
     t0 = time.perf_counter()
     say = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    code_version()  # read at the start: a checkout changed during the run is not recorded
     with Store(db) as store:
         cells = [(study.cell_key(c), c) for c in study.cells()]
         store.set_plan(study.name, {"cells": len(cells), "sanity": study.sanity,

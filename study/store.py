@@ -7,7 +7,10 @@ Tables:
                examples, clean_accuracy, adversarial_accuracy, success_rate, linf_mean, l2_mean,
                sanity_passed, metrics (JSON: the whole evaluate row), sanity (JSON: the checks),
                model_info (JSON: params, bytes, ratio), seconds, started, finished, versions
-               (JSON: robustcnn, numpy, numba, python)
+               (JSON: robustcnn, numpy, numba, python), outcomes (JSON: per test image, right
+               or not on the clean and on the adversarial image: ``encode_outcomes``; NULL for
+               sanity cells and for cells of a version-2 database), provenance (JSON: the
+               config's hash, the code version and the machine: ``provenance.cell_provenance``)
     artifacts  key (the model key), name, kind, path (relative to the database's directory),
                sha256, info (JSON), created: trained and compressed models, made once, reused
     meta       name, value: the schema version, and per study ``plan:<study>`` (JSON: its
@@ -21,11 +24,16 @@ stored twice, even by two runners racing for it.
 
 A database that is not a robustcnn study store (no ``meta`` table with ``schema_version``, or
 tables without these columns) is refused before anything is written to it; ``Store(path,
-readonly=True)`` (the report's) opens it read-only (``file:…?mode=ro``). Rows are checked as they
-are read (each column's type, the JSON columns' structure): a damaged or foreign row is a
-ValueError naming the database and the row, and so is every error SQLite reports.
+readonly=True)`` (the report's) opens it read-only (``file:…?mode=ro``). A version-2 database
+(before per-image outcomes and provenance) reads with those columns NULL; opened for writing
+it gains the two columns and becomes version 3. Rows are checked as they are read (each
+column's type, the JSON columns' structure, the outcomes' encoding and their agreement with
+the row's accuracies): a damaged or foreign row is a ValueError naming the database and the
+row, and so is every error SQLite reports.
 """
 
+import base64
+import binascii
 import hashlib
 import json
 import math
@@ -34,15 +42,21 @@ import platform
 import sqlite3
 import time
 import urllib.parse
+from dataclasses import dataclass
+
+import numpy as np
 
 from .. import limits
 
-SCHEMA_VERSION = 2  # 2: eps may be NULL (unbounded attacks, sanity cells)
+# 2: eps may be NULL (unbounded attacks, sanity cells); 3: outcomes and provenance columns.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
+ADDED_IN_3 = ("outcomes", "provenance")
 COLUMNS = ("key", "study", "model", "model_key", "kind", "arch", "settings", "attack", "norm",
            "eps", "seed", "examples", "clean_accuracy", "adversarial_accuracy", "success_rate",
            "linf_mean", "l2_mean", "sanity_passed", "metrics", "sanity", "model_info", "seconds",
-           "started", "finished", "versions")
-_JSON = {"settings", "metrics", "sanity", "model_info", "versions"}
+           "started", "finished", "versions") + ADDED_IN_3
+_JSON = {"settings", "metrics", "sanity", "model_info", "versions", "outcomes", "provenance"}
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -51,7 +65,8 @@ CREATE TABLE IF NOT EXISTS cells (
     arch TEXT, settings TEXT, attack TEXT NOT NULL, norm TEXT, eps REAL,
     seed INTEGER NOT NULL, examples INTEGER, clean_accuracy REAL, adversarial_accuracy REAL,
     success_rate REAL, linf_mean REAL, l2_mean REAL, sanity_passed INTEGER, metrics TEXT,
-    sanity TEXT, model_info TEXT, seconds REAL, started REAL, finished REAL, versions TEXT);
+    sanity TEXT, model_info TEXT, seconds REAL, started REAL, finished REAL, versions TEXT,
+    outcomes TEXT, provenance TEXT);
 CREATE TABLE IF NOT EXISTS artifacts (
     key TEXT PRIMARY KEY, name TEXT, kind TEXT, path TEXT NOT NULL, sha256 TEXT NOT NULL,
     info TEXT, created REAL);
@@ -68,6 +83,77 @@ def versions():
 
     return {"robustcnn": __version__, "numpy": numpy.__version__, "numba": numba.__version__,
             "python": platform.python_version()}
+
+
+@dataclass(frozen=True, eq=False)
+class Outcomes:
+    """Per test image of one cell: its index in the test set and whether the model was right
+    on the clean and on the adversarial image."""
+
+    images: np.ndarray       # (n,) int64, test-set indices, distinct
+    clean: np.ndarray        # (n,) bool
+    adversarial: np.ndarray  # (n,) bool
+
+    def __eq__(self, other):
+        return isinstance(other, Outcomes) and all(
+            np.array_equal(getattr(self, f), getattr(other, f))
+            for f in ("images", "clean", "adversarial"))
+
+    __hash__ = None
+
+
+def encode_outcomes(images, clean_ok, adv_ok):
+    """The ``outcomes`` column's JSON-ready value: {"images": [[start, stop], ...] (the test-set
+    indices as runs of consecutive ones, in the order of the flags), "clean", "adversarial":
+    the flags bit-packed (``numpy.packbits``, zero-padded to whole bytes) in base64}."""
+    images = np.asarray(images, np.int64).ravel()
+    clean_ok, adv_ok = np.asarray(clean_ok, bool).ravel(), np.asarray(adv_ok, bool).ravel()
+    if not len(images) == len(clean_ok) == len(adv_ok):
+        raise ValueError(f"outcomes: {len(images)} images, {len(clean_ok)} clean and "
+                         f"{len(adv_ok)} adversarial flags")
+    if len(images) and (images.min() < 0 or len(np.unique(images)) != len(images)):
+        raise ValueError("outcomes: image indices must be distinct and >= 0")
+    breaks = np.flatnonzero(np.diff(images) != 1) + 1
+    starts = np.concatenate([[0], breaks]) if len(images) else np.zeros(0, np.int64)
+    stops = np.concatenate([breaks, [len(images)]]) if len(images) else starts
+    runs = [[int(images[a]), int(images[b - 1]) + 1] for a, b in zip(starts, stops)]
+
+    def bits(flags):
+        return base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")
+
+    return {"images": runs, "clean": bits(clean_ok), "adversarial": bits(adv_ok)}
+
+
+def decode_outcomes(value, where, *, examples=None):
+    """``Outcomes`` from the ``outcomes`` column's decoded JSON ``value``; ``examples``, when
+    known, is the count it must have. A damaged value is a ValueError naming ``where``."""
+    if not isinstance(value, dict) or set(value) != {"images", "clean", "adversarial"}:
+        raise ValueError(f"{where}: outcomes is not an object of images, clean, adversarial")
+    flags = {}
+    for name in ("clean", "adversarial"):
+        try:
+            flags[name] = np.frombuffer(base64.b64decode(value[name], validate=True), np.uint8)
+        except (TypeError, ValueError, binascii.Error) as e:
+            raise ValueError(f"{where}: outcomes.{name} is not base64 "
+                             f"({limits.one_line(e)})") from None
+    runs = value["images"]
+    if not (isinstance(runs, list) and all(
+            isinstance(r, list) and len(r) == 2 and all(type(v) is int for v in r)
+            and 0 <= r[0] < r[1] for r in runs)):
+        raise ValueError(f"{where}: outcomes.images is not a list of [start, stop) runs")
+    n = sum(b - a for a, b in runs)
+    if examples is not None and n != examples:
+        raise ValueError(f"{where}: outcomes hold {n} images, the row {examples} examples")
+    for name, packed in flags.items():
+        if len(packed) != -(-n // 8) or np.unpackbits(packed)[n:].any():
+            raise ValueError(f"{where}: outcomes.{name} holds {len(packed)} bytes, not the "
+                             f"{n} bits of its images")
+    images = np.concatenate([np.arange(a, b, dtype=np.int64) for a, b in runs]) if runs \
+        else np.zeros(0, np.int64)
+    if len(np.unique(images)) != n:
+        raise ValueError(f"{where}: outcomes.images repeats an image")
+    return Outcomes(images, *(np.unpackbits(flags[k])[:n].astype(bool)
+                              for k in ("clean", "adversarial")))
 
 
 # The columns each table must have (what the code reads and writes).
@@ -100,13 +186,17 @@ def check_store(path, *, option=None):
     except (sqlite3.Error, UnicodeDecodeError) as e:  # a damaged schema's text may not decode
         raise ValueError(f"{where}: not a robustcnn study database "
                          f"({limits.one_line(e)})") from None
-    lacking = [t for t, cols in _TABLES.items() if not set(cols) <= columns[t]]
+    lacking = [t for t, cols in _TABLES.items()
+               if not set(cols) - set(ADDED_IN_3) <= columns[t]]
     if lacking or version is None:
         raise ValueError(f"{where}: not a robustcnn study database (no {', '.join(lacking)} "
                          f"table of a study store{'' if version else ', no schema_version'})")
-    if str(version[0]) != str(SCHEMA_VERSION):
+    if str(version[0]) not in map(str, READABLE_VERSIONS):
         raise ValueError(f"{where}: results schema version {version[0]}, this robustcnn "
-                         f"reads version {SCHEMA_VERSION}")
+                         f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
+    if str(version[0]) == str(SCHEMA_VERSION) and not set(ADDED_IN_3) <= columns["cells"]:
+        raise ValueError(f"{where}: not a robustcnn study database (schema version "
+                         f"{SCHEMA_VERSION} without its {', '.join(ADDED_IN_3)} columns)")
 
 
 def sha256_file(path):
@@ -131,6 +221,7 @@ class Store:
             check_store(self.path)  # before a foreign database gets our tables
         if readonly:
             self.conn = _read_only(self.path)
+            self._read_columns()
             return
         os.makedirs(self.root, exist_ok=True)
         self.conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -138,11 +229,35 @@ class Store:
         self.conn.execute("PRAGMA synchronous=FULL")
         # Idempotent statements; executescript runs them as one script (autocommit mode).
         self.conn.executescript(_SCHEMA)
+        self._upgrade()
         found = self.conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone()
         if found is None or int(found[0]) != SCHEMA_VERSION:
             self.conn.close()
             raise ValueError(f"{self.path}: results schema version {found and found[0]}, this "
                              f"robustcnn writes version {SCHEMA_VERSION}")
+        self._read_columns()
+
+    def _upgrade(self):
+        """A version-2 store gains the columns of version 3 (its cells keep them NULL), in one
+        transaction: two runners opening it at once upgrade it once."""
+        with self._transaction():
+            found = self.conn.execute("SELECT value FROM meta WHERE name='schema_version'") \
+                .fetchone()
+            if found is None or str(found[0]) != "2":
+                return
+            have = {c for (c,) in self.conn.execute(
+                "SELECT name FROM pragma_table_info('cells')")}
+            for column in ADDED_IN_3:
+                if column not in have:
+                    self.conn.execute(f"ALTER TABLE cells ADD COLUMN {column} TEXT")
+            self.conn.execute("UPDATE meta SET value=? WHERE name='schema_version'",
+                              (str(SCHEMA_VERSION),))
+
+    def _read_columns(self):
+        """The columns of ``COLUMNS`` this database has (a version-2 one lacks
+        ``ADDED_IN_3``)."""
+        have = {c for (c,) in self.conn.execute("SELECT name FROM pragma_table_info('cells')")}
+        self.columns = tuple(c for c in COLUMNS if c in have)
 
     def _transaction(self):
         store = self
@@ -182,6 +297,9 @@ class Store:
         row = dict(row)
         if row.get("eps") is not None and math.isnan(row["eps"]):
             row["eps"] = None
+        if isinstance(row.get("outcomes"), Outcomes):
+            o = row["outcomes"]
+            row["outcomes"] = encode_outcomes(o.images, o.clean, o.adversarial)
         values = [json.dumps(row.get(c), sort_keys=True) if c in _JSON and row.get(c) is not None
                   else row.get(c) for c in COLUMNS]
         with self._transaction():
@@ -193,14 +311,16 @@ class Store:
     def rows(self, study=None):
         """Every cell as a dict (JSON columns decoded), in insertion order, each checked
         (``_checked_row``)."""
-        sql = f"SELECT {', '.join(COLUMNS)} FROM cells"
+        sql = f"SELECT {', '.join(self.columns)} FROM cells"
         args = ()
         if study is not None:
             sql, args = sql + " WHERE study=?", (study,)
         out = []
+        absent = dict.fromkeys(c for c in COLUMNS if c not in self.columns)  # version 2: NULL
         try:
             for i, values in enumerate(self.conn.execute(sql + " ORDER BY rowid", args)):
-                out.append(_checked_row(dict(zip(COLUMNS, values)), f"{self.path}: row {i}"))
+                out.append(_checked_row({**dict(zip(self.columns, values)), **absent},
+                                        f"{self.path}: row {i}"))
         except sqlite3.Error as e:
             raise ValueError(f"{self.path}: unreadable results database ({limits.one_line(e)})") \
                 from None
@@ -265,9 +385,21 @@ def _checked_row(row, where):
                 row[c] = json.loads(row[c])
             except (ValueError, RecursionError) as e:
                 raise ValueError(f"{where}: {c} is not JSON ({limits.one_line(e)})") from None
-    for c in ("settings", "metrics", "model_info", "versions"):
+    for c in ("settings", "metrics", "model_info", "versions", "provenance"):
         if row[c] is not None and not isinstance(row[c], dict):
             raise ValueError(f"{where}: {c} is not a JSON object")
+    for k in ("code", "machine"):
+        v = (row["provenance"] or {}).get(k)
+        if v is not None and not isinstance(v, dict):
+            raise ValueError(f"{where}: provenance.{k} is {v!r}, expected a JSON object")
+    if row["outcomes"] is not None:
+        row["outcomes"] = outcomes = decode_outcomes(row["outcomes"], where,
+                                                     examples=row["examples"])
+        for c, flags in (("clean_accuracy", outcomes.clean),
+                         ("adversarial_accuracy", outcomes.adversarial)):
+            if len(flags) and row[c] is not None and abs(flags.mean() - row[c]) > 1e-9:
+                raise ValueError(f"{where}: outcomes give {c} {flags.mean():.6g}, the row "
+                                 f"{row[c]:.6g}")
     for c in ("metrics", "model_info"):
         for k, v in (row[c] or {}).items():
             if k != "adversarial" and not (v is None or isinstance(v, (int, float, str, bool,

@@ -7,6 +7,7 @@ import os
 
 from ... import plotting
 from ...atomic import atomic_path
+from ..provenance import code_label
 from ..store import Store
 from .figures import write_figures
 from .markdown import markdown
@@ -15,21 +16,25 @@ from .tables import prepare
 CSV_COLUMNS = ("study", "model", "kind", "arch", "attack", "norm", "eps", "seed", "examples",
                "clean_accuracy", "adversarial_accuracy", "success_rate", "linf_mean", "l2_mean",
                "sanity_passed", "params", "file_bytes", "compression_ratio", "seconds",
-               "robustcnn", "numpy", "numba", "python", "key")
+               "robustcnn", "numpy", "numba", "python", "key", "code_version", "config_hash")
 PLOT_NOTE = "Figures need matplotlib: `pip install robustcnn[plot]`."
 
 
 def csv_text(rows):
-    """Every row (sanity rows too) as CSV with ``CSV_COLUMNS``; model info and versions
-    flattened into columns. An attack row's ``sanity_passed`` is its verdict as the report
-    gives it: with its model's sanity checks folded in (``tables.prepare``)."""
+    """Every row (sanity rows too) as CSV with ``CSV_COLUMNS``; model info, versions and
+    provenance (``provenance.code_label``, the config's hash) flattened into columns. An
+    attack row's ``sanity_passed`` is its verdict as the report gives it: with its model's
+    sanity checks folded in (``tables.prepare``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     folded = {r["key"]: r["sanity_passed"] for r in prepare(rows)[0]}
     for r in rows:
         r = dict(r, sanity_passed=folded.get(r["key"], r["sanity_passed"]))
-        flat = {**r, **(r["model_info"] or {}), **(r["versions"] or {})}
+        origin = r.get("provenance") or {}
+        flat = {**r, **(r["model_info"] or {}), **(r["versions"] or {}),
+                "code_version": code_label(origin["code"]) if origin.get("code") else None,
+                "config_hash": origin.get("config")}
         writer.writerow([flat.get(c) for c in CSV_COLUMNS])
     return out.getvalue()
 

@@ -7,16 +7,21 @@ adversarial-aware compression (when a model's making was adversarial); the Paret
 size against robust accuracy; the headline comparison — each compressed model beside the compact
 models of matched file size, per attack and eps, then all pairs in one table and a statement
 generated from it; and the sanity checks that failed. Values are the mean over seeds, with the
-standard deviation when there is more than one seed.
+standard deviation when there is more than one seed. The statistical sections (``headline``:
+every cell with its 95% intervals; the headline attack's paired tests and the sentences drawn
+from them) and the provenance (``provenance``: config hashes, code versions, packages,
+machines) have modules of their own.
 """
 
 import math
 
 from ..config import ADVERSARIAL_LINEAGE, COMPRESSED_KINDS
 from .figures import FIGURES
+from .headline import intervals_section, sampling_sentence, tests_section
+from .provenance import mixed_warning, provenance_section
 from .tables import (MATCHED, column_label, compare, file_size, fixed_eps, headline_pairs,
-                     non_monotone, number, pareto_front, pareto_points, percent, prepare,
-                     summarise)
+                     markdown_table, non_monotone, number, pareto_front, pareto_points, percent,
+                     prepare, summarise)
 
 
 def markdown(rows, *, source="the database", figures=(), note=None, eps=None, plans=None):
@@ -37,11 +42,13 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None, pl
     sections = [_introduction(rows, cells, sanity_rows, source, seeds, examples, plans),
                 _models(models),
                 _accuracy(models, columns, figures),
+                intervals_section(models, columns),
                 _robust_vs_ratio(models, columns, fixed, figures),
                 _adversarial_aware(models, fixed),
                 _pareto(models, fixed, figures),
                 _headline(models, columns, seeds, examples),
                 _sanity(rows, cells, sanity_rows, plans),
+                provenance_section(rows),
                 _figures_note(note)]
     # Each section is a list of lines; one blank line between sections.
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
@@ -58,15 +65,7 @@ def headline_section(markdown_text):
     return "\n".join(lines).strip() or "The report has no headline section."
 
 
-def _escape(s):
-    return str(s).replace("|", "\\|")
-
-
-def _table(header, rows):
-    lines = ["| " + " | ".join(_escape(c) for c in header) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+_table = markdown_table
 
 
 def _value(m, column):
@@ -97,11 +96,15 @@ def _introduction(rows, cells, sanity_rows, source, seeds, examples, plans):
                     f"what has run)")
     elif plans and len(studies) == len(plans):
         counted += f" (all {planned} cells planned)" if len(rows) == planned else ""
+    warning = mixed_warning(rows)
     return [f"# Study report: {', '.join(studies)}", "",
             f"{counted} from {source}; seeds {seeds} (values: mean over seeds, ± sample "
-            f"standard deviation when there are several); {', '.join(map(str, examples))} "
+            f"standard deviation when there are several; 95% confidence intervals and paired "
+            f"tests in their own sections); {', '.join(map(str, examples))} "
             f"attacked test images per cell; accuracies in %. robustcnn {v.get('robustcnn')}, "
-            f"NumPy {v.get('numpy')}, Numba {v.get('numba')}, Python {v.get('python')}."]
+            f"NumPy {v.get('numpy')}, Numba {v.get('numba')}, Python {v.get('python')}."] \
+        + (["", sampling_sentence(examples)] if examples else []) \
+        + (["", warning] if warning else [])
 
 
 def _models(models):
@@ -193,6 +196,7 @@ def _headline(models, columns, seeds, examples):
     pairs = headline_pairs(models)
     if not pairs:
         return out + ["", "Needs at least one compressed and one compact model in the database."]
+    out += [""] + tests_section(models, columns, examples)
     results = []
     for comp, small in pairs:
         lines, matched, res = _pair(models, comp, small, columns, seeds)

@@ -82,6 +82,15 @@ def number(values):
     return f"{mean:.3g}" + (f" ± {std:.2g}" if std is not None else "")
 
 
+def markdown_table(header, rows):
+    """A Markdown table; ``|`` in a cell escaped."""
+    def cells(row):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+
+    return "\n".join([cells(header), "|" + "|".join("---" for _ in header) + "|"]
+                     + [cells(r) for r in rows])
+
+
 def file_size(n):
     """Bytes as KiB or MiB."""
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
@@ -103,9 +112,13 @@ def _column_order(column):
 def summarise(rows):
     """{model: {"kind", "arch", "info" (of the first seed), "clean": [per seed],
     "adv": {(attack, eps): [per seed]}, "success", "l2_median": {(attack, None): [per seed]},
-    "failed": {(attack, eps) whose checks failed for some seed}}} and the sorted (attack, eps)
-    columns, bounded ones first; eps is None for an unbounded attack. Sanity rows are not
-    columns; their checks count for every cell of their (model, seed)."""
+    "failed": {(attack, eps) whose checks failed for some seed}, and by seed for the paired
+    statistics: "clean_by_seed": {seed: accuracy}, "by_seed": {(attack, eps): {seed:
+    accuracy}}, "outcomes": {(attack, eps): {seed: store.Outcomes or None}}, "within":
+    {(unbounded attack, threshold): {seed: accuracy counting only perturbations within the
+    threshold}}, "options": {(attack, eps): the attack's options the study file set}}} and the
+    sorted (attack, eps) columns, bounded ones first; eps is None for an unbounded attack.
+    Sanity rows are not columns; their checks count for every cell of their (model, seed)."""
     models, columns = {}, set()
     clean_seen = set()
     for r in prepare(rows)[0]:
@@ -113,19 +126,32 @@ def summarise(rows):
                                            "info": r["model_info"] or {}, "clean": [],
                                            "adv": defaultdict(list), "sizes": [],
                                            "success": defaultdict(list),
-                                           "l2_median": defaultdict(list), "failed": set()})
+                                           "l2_median": defaultdict(list), "failed": set(),
+                                           "clean_by_seed": {}, "by_seed": defaultdict(dict),
+                                           "outcomes": defaultdict(dict),
+                                           "within": defaultdict(dict), "options": {}})
         if (r["model"], r["seed"]) not in clean_seen and not missing(r["clean_accuracy"]):
             clean_seen.add((r["model"], r["seed"]))
             m["clean"].append(r["clean_accuracy"])
+            m["clean_by_seed"][r["seed"]] = r["clean_accuracy"]
             m["sizes"].append((r["model_info"] or {}).get("file_bytes"))
         column = (r["attack"], r["eps"])
         m["adv"][column].append(r["adversarial_accuracy"])
+        m["by_seed"][column][r["seed"]] = r["adversarial_accuracy"]
+        m["outcomes"][column][r["seed"]] = r.get("outcomes")
+        options = (r.get("metrics") or {}).get("options")
+        if isinstance(options, dict) and options:
+            m["options"][column] = options
         if r["eps"] is None:
             metrics = r.get("metrics") or {}
             success = r["success_rate"]
             m["success"][column].append(metrics.get("success_rate") if missing(success)
                                         else success)
             m["l2_median"][column].append(metrics.get("l2_median"))
+            within = metrics.get("accuracy_within")
+            for threshold, v in (within.items() if isinstance(within, dict) else ()):
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    m["within"][(r["attack"], threshold)][r["seed"]] = v
         if r["sanity_passed"] is False:
             m["failed"].add(column)
         columns.add(column)

@@ -676,7 +676,14 @@ def _toml_layer_edit(data, rng):
 
 
 def store_seeds(directory):
-    from robustcnn.study.store import Store
+    """A study database with per-image outcomes and provenance (schema version 3)."""
+    import numpy as np
+
+    from robustcnn.study.store import Store, encode_outcomes
+
+    def outcomes(adversarial):
+        right = np.arange(100)
+        return encode_outcomes(right, right < 90, right < round(100 * adversarial))
 
     path = os.path.join(directory, "seed.sqlite")
     with Store(path) as store:
@@ -696,7 +703,11 @@ def store_seeds(directory):
                         "sanity": [{"name": "large_eps", "passed": True, "detail": ""}],
                         "model_info": {"params": 1000, "dense_bytes": 4000, "file_bytes": size,
                                        "compression_ratio": 4000 / size},
-                        "seconds": 1.0, "versions": {"robustcnn": "0", "numpy": "1"}})
+                        "seconds": 1.0, "versions": {"robustcnn": "0", "numpy": "1"},
+                        "outcomes": outcomes(0.5 + 0.1 * i),
+                        "provenance": {"config": "ab" * 32, "code": {"version": "0",
+                                                                    "commit": None},
+                                       "machine": {"platform": "p", "cpus": 2, "cpu": "c"}}})
     with open(path, "rb") as f:
         return {"study.sqlite": f.read()}
 
@@ -724,7 +735,7 @@ def _sql_edit(data, rng):
                 conn.execute(f"DROP TABLE {_pick(rng, ('meta', 'cells', 'artifacts'))}")
             else:
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'",
-                             (str(_pick(rng, (1, 3, "x", 2**40))),))
+                             (str(_pick(rng, (1, 2, 4, "x", 2**40))),))
         except sqlite3.Error:
             pass
         finally:

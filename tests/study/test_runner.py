@@ -2,6 +2,7 @@
 ``study`` / ``report`` commands."""
 
 import copy
+import os
 
 import pytest
 from study_helpers import tiny_config
@@ -68,6 +69,13 @@ def test_tiny_grid_resumes_reuses_models_and_reports(tiny_mnist, tmp_path):
         assert r["sanity"] is None and r["sanity_passed"] is None
         assert set(r["versions"]) == {"robustcnn", "numpy", "numba", "python"}
         assert r["seconds"] > 0
+        # Per image, right or not before and after the attack: the row's accuracies again.
+        o = r["outcomes"]
+        assert o.images.tolist() == list(range(32))
+        assert o.adversarial.mean() == pytest.approx(r["adversarial_accuracy"])
+        assert o.clean.mean() == pytest.approx(r["clean_accuracy"])
+        assert r["provenance"]["config"] == study.config_hash
+        assert r["provenance"]["machine"]["cpus"] == os.cpu_count()
     info = {r["model"]: r["model_info"] for r in rows}
     assert info["dense"]["params"] == 266_610 == info["dc"]["params"]
     assert info["dc"]["compression_ratio"] > 10 > info["dense"]["compression_ratio"]
@@ -91,6 +99,13 @@ def test_tiny_grid_resumes_reuses_models_and_reports(tiny_mnist, tmp_path):
     assert csv_text.count("\n") == 1 + 21
     assert "## Headline: at equal size, compressed vs compact" in md
     assert "### dc (" in md and "fgsm ε=0.2" in md
+    assert "## Accuracy with 95% confidence intervals" in md
+    assert "### Robust accuracy with 95% intervals and paired tests" in md
+    assert "Headline robustness: **pgd-linf**, the strongest attack this study has" in md
+    assert "- **dc vs compact**" in md and "McNemar's exact test per seed and eps" in md
+    # Two configs ran (the second added an eps): two config hashes, one code version.
+    provenance = md[md.index("## Provenance"):]
+    assert provenance.count("| tiny: ") == 2 and "one code version" in provenance
 
 
 def test_study_and_report_commands(tiny_mnist, tmp_path, capsys):
@@ -218,6 +233,7 @@ def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
             assert r["eps"] != r["eps"]  # NaN: no radius
             m = r["metrics"]
             if attack == "deepfool":
+                assert m["options"] == {"max_iter": 10}  # what the study file set, kept
                 within = m["accuracy_within"]
                 # A larger radius admits more of the perturbations found.
                 assert within["2"] <= within["0.5"] + 1e-12
