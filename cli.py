@@ -44,7 +44,8 @@ DEMO_EPS = (0.05, 0.1, 0.2)
 
 def _data_args(p):
     p.add_argument("--dataset", default="fashion-mnist",
-                   help="fashion-mnist (default), mnist or cifar-10 (its binary version)")
+                   help="fashion-mnist (default), mnist, cifar-10 (its binary version) or digits "
+                        "(scikit-learn's handwritten digits at 28x28; no files: robustcnn[digits])")
     p.add_argument("--data-dir", default=None,
                    help="directory with the dataset's files (default: $ROBUSTCNN_DATA, then "
                         "/usr/share/datasets/<dataset>)")
