@@ -406,6 +406,15 @@ def check_bytes(a, what, at):
     return a.astype(np.uint8, copy=False)
 
 
+def check_weight(weight, shape, at, dtype):
+    """A copy of a stored full-precision weight: the layer's ``shape``, finite, cast to ``dtype``
+    (the dense format's and the latent formats' one array)."""
+    weight = np.asarray(weight)
+    if weight.shape != tuple(shape):
+        raise ValueError(f"{at}: weight has shape {weight.shape}, the layer expects {tuple(shape)}")
+    return check_values(weight.reshape(-1), "weight", at, dtype).reshape(shape)
+
+
 def check_values(a, what, at, dtype):
     """A copy of stored float values: finite, cast to ``dtype``."""
     a = np.asarray(a)

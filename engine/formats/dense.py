@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from .base import VALUE_BYTES, WeightFormat, check_values
+from .base import VALUE_BYTES, WeightFormat, check_weight
 
 HEADER_BYTES = 8  # kind, rank, and room for the shape in a model file's layer record
 
@@ -28,11 +28,7 @@ class DenseWeight(WeightFormat):
 
     @classmethod
     def from_arrays(cls, shape, arrays, options=None, *, dtype=np.float32, at="dense"):
-        weight = np.asarray(arrays["weight"])
-        if weight.shape != tuple(shape):
-            raise ValueError(f"{at}: weight has shape {weight.shape}, the layer expects {tuple(shape)}")
-        values = check_values(weight.reshape(-1), "weight", at, dtype)
-        return cls(values.reshape(shape))
+        return cls(check_weight(arrays["weight"], shape, at, dtype))
 
     def arrays(self):
         return {"weight": self.weight}

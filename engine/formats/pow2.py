@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import JIT
-from .base import (DenseArrays, WeightFormat, check_bytes, check_structure_array, check_values,
+from .base import (DenseArrays, WeightFormat, check_bytes, check_structure_array, check_weight,
                    pack_bits, packed_nbytes, register_block_decoder, unpack_bits)
 from .codebook import codebook_rows
 from .dense import HEADER_BYTES
@@ -240,10 +240,7 @@ class INQLatentWeight(WeightFormat):
 
     @classmethod
     def from_arrays(cls, shape, arrays, options, *, dtype=np.float32, at="inq_latent"):
-        weight = np.asarray(arrays["weight"])
-        if weight.shape != tuple(shape):
-            raise ValueError(f"{at}: weight has shape {weight.shape}, the layer expects {tuple(shape)}")
-        values = check_values(weight.reshape(-1), "weight", at, dtype).reshape(shape)
+        values = check_weight(arrays["weight"], shape, at, dtype)
         frozen = check_structure_array(np.asarray(arrays["frozen"]), "frozen", at)
         for key in ("bits", "n1"):
             if key not in options:

@@ -32,7 +32,7 @@ import numpy as np
 from numba import njit
 
 from .._jit import JIT
-from .base import (WeightFormat, check_bytes, check_values, pack_bits, packed_nbytes,
+from .base import (WeightFormat, check_bytes, check_values, check_weight, pack_bits, packed_nbytes,
                    register_block_decoder, unpack_bits)
 from .dense import HEADER_BYTES
 
@@ -187,10 +187,7 @@ class TTQLatentWeight(WeightFormat):
 
     @classmethod
     def from_arrays(cls, shape, arrays, options, *, dtype=np.float32, at="ttq_latent"):
-        weight = np.asarray(arrays["weight"])
-        if weight.shape != tuple(shape):
-            raise ValueError(f"{at}: weight has shape {weight.shape}, the layer expects {tuple(shape)}")
-        values = check_values(weight.reshape(-1), "weight", at, dtype).reshape(shape)
+        values = check_weight(arrays["weight"], shape, at, dtype)
         return cls(values, check_scales(arrays["scales"], at, dtype),
                    options.get("threshold", THRESHOLD), at=at)
 
