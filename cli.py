@@ -158,7 +158,8 @@ def _demo(args):
     study = load_config(config)
     if args.data_dir:
         study.data_dir = args.data_dir
-    result = run_study(study, args.db, progress=args.progress, scheduler=args.scheduler)
+    result = run_study(study, args.db, progress=args.progress, scheduler=args.scheduler,
+                       estimate=True)
     out = os.path.join(os.path.dirname(args.db) or ".", "report")
     paths = write_report(args.db, out)
     with open(paths[1]) as f:
@@ -1170,7 +1171,7 @@ def _run(args):
 
         study = load_config(args.config)
         result = run_study(study, args.db, limit=args.limit, progress=args.progress,
-                           scheduler=args.scheduler)
+                           scheduler=args.scheduler, estimate=True)
         print(f"{result['written']} cell(s) written, {result['done_before']} already done, "
               f"{result['remaining']} remaining of {result['cells']} ({result['seconds']:.1f} s); "
               f"results in {args.db}")
