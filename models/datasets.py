@@ -98,7 +98,8 @@ def data_dir(name: str) -> str:
     FileNotFoundError
         If no place holds the files; the message lists the places tried and how to fix it.
     ValueError
-        If ``name`` is not a plain directory name.
+        If ``name`` is not a plain directory name, or is ``"digits"`` (no files: its images
+        ship with scikit-learn).
     """
     return _locate(name)
 
@@ -106,6 +107,9 @@ def data_dir(name: str) -> str:
 def _locate(name: str) -> str:
     # data_dir's body; load_mnist_like's argument of the same name shadows data_dir.
     _check_name(name)
+    if name == DIGITS:
+        raise ValueError(f"{name}: has no data directory: its images ship with scikit-learn "
+                         f"(load it with load_dataset)")
     root = os.environ.get(ENV_VAR)
     places = [os.path.join(root, name), root] if root else []
     places.append(os.path.join(SYSTEM_DIR, name))

@@ -166,6 +166,10 @@ def test_registered_as_a_dataset(splits, tmp_path):
 
 
 def test_bad_split_and_wrong_loader():
+    from robustcnn.models.datasets import data_dir
+
+    with pytest.raises(ValueError, match="digits: has no data directory"):
+        data_dir("digits")
     with pytest.raises(ValueError, match="digits: unknown split 'valid'"):
         load_dataset("digits", "valid")
     with pytest.raises(ValueError, match="load_digits_split"):
