@@ -49,9 +49,10 @@ $(PY):
 		$(PYTHON) -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 
-# The demo draws the study's figures: the runtime with the plot extra (matplotlib).
+# The demo draws the study's figures: the runtime with the plot extra (matplotlib), and the
+# digits extra (scikit-learn, which ships the second dataset's images).
 $(VENV)/.runtime: pyproject.toml | $(PY)
-	$(PY) -m pip install -q -e '.[plot]'
+	$(PY) -m pip install -q -e '.[plot,digits]'
 	touch $@
 
 # torchattacks (the attacks' oracle) declares torchvision, which does not install beside the

@@ -44,7 +44,8 @@ DEMO_EPS = (0.05, 0.1, 0.2)
 
 def _data_args(p):
     p.add_argument("--dataset", default="fashion-mnist",
-                   help="fashion-mnist (default), mnist or cifar-10 (its binary version)")
+                   help="fashion-mnist (default), mnist, cifar-10 (its binary version) or digits "
+                        "(scikit-learn's handwritten digits at 28x28; no files: robustcnn[digits])")
     p.add_argument("--data-dir", default=None,
                    help="directory with the dataset's files (default: $ROBUSTCNN_DATA, then "
                         "/usr/share/datasets/<dataset>)")
@@ -157,7 +158,8 @@ def _demo(args):
     study = load_config(config)
     if args.data_dir:
         study.data_dir = args.data_dir
-    result = run_study(study, args.db, progress=args.progress, scheduler=args.scheduler)
+    result = run_study(study, args.db, progress=args.progress, scheduler=args.scheduler,
+                       estimate=True)
     out = os.path.join(os.path.dirname(args.db) or ".", "report")
     paths = write_report(args.db, out)
     with open(paths[1]) as f:
@@ -1169,7 +1171,7 @@ def _run(args):
 
         study = load_config(args.config)
         result = run_study(study, args.db, limit=args.limit, progress=args.progress,
-                           scheduler=args.scheduler)
+                           scheduler=args.scheduler, estimate=True)
         print(f"{result['written']} cell(s) written, {result['done_before']} already done, "
               f"{result['remaining']} remaining of {result['cells']} ({result['seconds']:.1f} s); "
               f"results in {args.db}")

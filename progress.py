@@ -8,13 +8,14 @@ is shown. tqdm is imported on the first bar: importing robustcnn stays light.
 
 
 def progress_bar(iterable=None, *, enabled=True, desc=None, total=None, unit="it", leave=True,
-                 position=None):
+                 position=None, bar_format=None):
     """A tqdm bar over ``iterable`` (or counting to ``total``; None: a count without an ETA).
 
     ``leave``: keep the finished bar on screen; ``position``: its line when bars nest (0 the
-    outer one, 1 the bar of the step inside it). In a notebook the bar is a widget
+    outer one, 1 the bar of the step inside it); ``bar_format``: tqdm's, for a bar whose count
+    is not of items (the study's estimated seconds). In a notebook the bar is a widget
     (``tqdm.auto``)."""
     from tqdm.auto import tqdm
 
     return tqdm(iterable, desc=desc, total=total, unit=unit, leave=leave, position=position,
-                disable=not enabled)
+                disable=not enabled, bar_format=bar_format)

@@ -299,11 +299,25 @@ def sanity_work(net, x, y, correct, eps_list, *, clip=(0.0, 1.0), subset=256, la
     """How many examples ``sanity_checks`` with these arguments will run through the net (the
     gradient check's and those of every attack it runs itself) — a progress bar's total. Runs
     nothing: the checks are walked with attacks that answer at once."""
-    plan = _setup(net, x, y, correct, eps_list, np.ones(len(x), dtype=bool), clip, subset,
-                  large_eps, 0.01, 0.02, 0.99, 0.01, batch_size, 0, None, _Plan)
-    runs, eps, large_eps, tols = plan
+    return len(x) + sum(n for _, _, n in _planned(net, x, y, correct, eps_list, clip, subset,
+                                                  large_eps, batch_size))
+
+
+def sanity_runs(n, eps_list, *, clip=(0.0, 1.0), subset=256, large_eps=None):
+    """The (attack, eps, examples) runs ``sanity_checks`` makes itself on ``n`` examples with
+    no results given (``correct={}``, as a study's sanity cell calls it), besides its gradient
+    check on all n: what a cost estimate multiplies. Runs nothing."""
+    x = np.zeros((n, 1), dtype=np.float32)  # the plan looks at the count only
+    return _planned(None, x, np.zeros(n, dtype=np.int64), {}, eps_list, clip, subset,
+                    large_eps, 256)
+
+
+def _planned(net, x, y, correct, eps_list, clip, subset, large_eps, batch_size):
+    runs, eps, large_eps, tols = _setup(net, x, y, correct, eps_list,
+                                        np.ones(len(x), dtype=bool), clip, subset, large_eps,
+                                        0.01, 0.02, 0.99, 0.01, batch_size, 0, None, _Plan)
     _checks(runs, correct, eps, large_eps, *tols)
-    return len(x) + sum(n for _, _, n in runs.asked)
+    return runs.asked
 
 
 def _setup(net, x, y, correct, eps_list, clean_ok, clip, subset, large_eps, tol, near_zero,
@@ -360,5 +374,5 @@ def format_checks(checks):
     return "\n".join(lines)
 
 
-__all__ = ["Check", "sanity_checks", "sanity_work", "format_checks", "check_gradients",
-           "saturation_margin"]
+__all__ = ["Check", "sanity_checks", "sanity_work", "sanity_runs", "format_checks",
+           "check_gradients", "saturation_margin"]

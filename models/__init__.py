@@ -1,7 +1,8 @@
 """The model zoo, the data and model files: the LeNets (``lenet``), the ImageNet and small
 zoo architectures with data-dependent initialisation (``zoo``), Deep Compression's SqueezeNet
 (``squeezenet_dc``), every architecture by name for a dataset's images (``architectures``),
-IDX files (``idx``) and datasets (``datasets``: MNIST, Fashion-MNIST, CIFAR-10), image files as
+IDX files (``idx``) and datasets (``datasets``: MNIST, Fashion-MNIST, CIFAR-10, and ``digits``:
+scikit-learn's handwritten digits at 28×28), image files as
 a net's input (``images``, with Pillow), Caffe and Keras files (the subpackages ``caffe``, whose
 binary files need protobuf, and ``keras``). ``robustcnn.load`` reads any model file.
 
@@ -23,9 +24,10 @@ __all__, __getattr__, __dir__ = lazy_exports(__name__, {
                       "top_k"),
     "datasets": ("load_dataset", "load_mnist_like", "load_cifar10", "DATASETS", "data_dir",
                  "MNIST_CLASSES", "FASHION_MNIST_CLASSES"),
+    "digits": ("load_digits_split", "split_indices", "upsample_bilinear"),
     "idx": ("read_idx", "write_idx"),
     "images": ("read_image", "read_images", "net_input", "class_names", "predict_files"),
-}, submodules=("lenet", "zoo", "squeezenet_dc", "datasets", "idx", "images", "caffe", "keras",
-               "architectures"))
+}, submodules=("lenet", "zoo", "squeezenet_dc", "datasets", "digits", "idx", "images", "caffe",
+               "keras", "architectures"))
 
 del lazy_exports

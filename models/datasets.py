@@ -1,4 +1,5 @@
-"""MNIST and Fashion-MNIST from their IDX files, CIFAR-10 from its binary version.
+"""MNIST and Fashion-MNIST from their IDX files, CIFAR-10 from its binary version, and
+scikit-learn's handwritten digits (``"digits"``, upsampled to 28×28: ``models/digits.py``).
 
 Files are looked up in ``$ROBUSTCNN_DATA`` (either a ``<name>/`` sub-directory or the files
 directly), then in ``/usr/share/datasets/<name>``, where Debian's ``dataset-fashion-mnist``
@@ -13,6 +14,8 @@ package installs them.
   record is 1 label byte then 3,072 pixel bytes (the red, green, blue planes, each 32×32
   row-major). The Python version (``cifar-10-batches-py``) is refused: robustcnn never
   unpickles data files.
+- digits: read from the scikit-learn package (its ``digits`` extra), not from files: a
+  ``data_dir`` is not used.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import zlib
 import numpy as np
 
 from .. import limits
+from .digits import DIGITS, load_digits_split
 from .idx import read_idx
 
 FASHION_MNIST_CLASSES = (
@@ -40,6 +44,7 @@ CIFAR10_CLASSES = (
 # Known datasets -> class names, indexed by label.
 DATASETS = {
     "cifar-10": CIFAR10_CLASSES,
+    DIGITS: MNIST_CLASSES,
     "fashion-mnist": FASHION_MNIST_CLASSES,
     "mnist": MNIST_CLASSES,
 }
@@ -93,7 +98,8 @@ def data_dir(name: str) -> str:
     FileNotFoundError
         If no place holds the files; the message lists the places tried and how to fix it.
     ValueError
-        If ``name`` is not a plain directory name.
+        If ``name`` is not a plain directory name, or is ``"digits"`` (no files: its images
+        ship with scikit-learn).
     """
     return _locate(name)
 
@@ -101,6 +107,9 @@ def data_dir(name: str) -> str:
 def _locate(name: str) -> str:
     # data_dir's body; load_mnist_like's argument of the same name shadows data_dir.
     _check_name(name)
+    if name == DIGITS:
+        raise ValueError(f"{name}: has no data directory: its images ship with scikit-learn "
+                         f"(load it with load_dataset)")
     root = os.environ.get(ENV_VAR)
     places = [os.path.join(root, name), root] if root else []
     places.append(os.path.join(SYSTEM_DIR, name))
@@ -145,8 +154,9 @@ def load_mnist_like(
         the files are malformed or inconsistent (wrong type or shape, different counts,
         labels >= 10); the message names the files.
     """
-    if name == CIFAR10:
-        raise ValueError(f"{name}: not an MNIST-format dataset; use load_cifar10 or load_dataset")
+    if name in (CIFAR10, DIGITS):
+        loader = "load_cifar10" if name == CIFAR10 else "load_digits_split"
+        raise ValueError(f"{name}: not an MNIST-format dataset; use {loader} or load_dataset")
     if split not in _FILES:
         raise ValueError(f"{name}: unknown split {split!r} (expected 'train' or 'test')")
     directory = _directory(name, data_dir)
@@ -188,9 +198,10 @@ def load_dataset(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Load a split of a known dataset (a key of ``DATASETS``) by name.
 
-    Returns ``(images, labels)`` as :func:`load_cifar10` (for ``"cifar-10"``) or
-    :func:`load_mnist_like` (the others) does: float32 images (N, C, H, W) in [0, 1] and
-    int64 labels; class names are ``DATASETS[name][label]``.
+    Returns ``(images, labels)`` as :func:`load_cifar10` (for ``"cifar-10"``),
+    ``digits.load_digits_split`` (for ``"digits"``, which ships with scikit-learn and ignores
+    ``data_dir``) or :func:`load_mnist_like` (the others) does: float32 images (N, C, H, W) in
+    [0, 1] and int64 labels; class names are ``DATASETS[name][label]``.
 
     Raises
     ------
@@ -203,6 +214,8 @@ def load_dataset(
         raise ValueError(f"unknown dataset {name!r} (known: {', '.join(sorted(DATASETS))})")
     if name == CIFAR10:
         return load_cifar10(split, data_dir)
+    if name == DIGITS:
+        return load_digits_split(split)
     return load_mnist_like(name, split, data_dir)
 
 

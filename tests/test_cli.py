@@ -258,3 +258,29 @@ def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
     assert main(["compress", str(model), "-o", str(out), "--method", method,
                  "--options", "nope=1"] + common) == 2
     assert "unknown option 'nope'" in capsys.readouterr().err
+
+
+def test_digits_train_eval_attack_compress(tmp_path, capsys):
+    # The digits need no files: every command takes --dataset digits, and compress finds it in
+    # the model file's metadata.
+    pytest.importorskip("sklearn")
+    model, out = tmp_path / "m.h5", tmp_path / "m.rcnn"
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "2", "--batch-size", "32",
+                 "--lr", "0.05", "--no-progress", "--dataset", "digits", "-o", str(model)]) == 0
+    text = capsys.readouterr().out
+    assert "lenet-300-100 on digits: 1198 training and 599 test images" in text
+    trained = float(text.split("clean test accuracy:")[1].split("%")[0])
+    assert trained > 50  # ten classes: chance is 10 %
+
+    assert main(["eval", str(model), "--dataset", "digits"]) == 0
+    text = capsys.readouterr().out
+    assert "on 599 digits test images" in text and f"clean test accuracy: {trained:.2f}%" in text
+    with single_thread():
+        assert main(["attack", str(model), "--dataset", "digits", "--limit", "40", "--eps",
+                     "0.1", "--no-sanity", "--no-progress"]) == 0
+    assert "40 digits test images" in capsys.readouterr().out
+    assert main(["compress", str(model), "-o", str(out), "--rounds", "1", "--retrain-epochs",
+                 "0", "--finetune-epochs", "0", "--no-progress"]) == 0
+    assert "(lenet-300-100) on digits: 1198 training images" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    assert '"dataset": "digits"' in capsys.readouterr().out

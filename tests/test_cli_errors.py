@@ -53,6 +53,21 @@ def files(tmp_path_factory):
     for split in ("train", "t10k"):  # a dataset of zero images
         write_idx(f["empty"] / f"{split}-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
         write_idx(f["empty"] / f"{split}-labels-idx1-ubyte", np.zeros(0, np.uint8))
+    for name, damage in (("idx_truncated", "truncate"), ("idx_no_labels", "drop_labels")):
+        f[name] = write_tiny_mnist(_subdir(d, name))  # then one file damaged or removed
+        if damage == "truncate":
+            images = f[name] / "t10k-images-idx3-ubyte.gz"
+            images.write_bytes(images.read_bytes()[:200])
+        else:
+            (f[name] / "t10k-labels-idx1-ubyte.gz").unlink()
+    record = bytes([3]) + bytes(3072)  # CIFAR-10 binary: a label byte, 3,072 pixel bytes
+    f["cifar_truncated"] = _subdir(d, "cifar_truncated")
+    (f["cifar_truncated"] / "test_batch.bin").write_bytes(record * 2 + record[:100])
+    f["cifar_no_test"] = _subdir(d, "cifar_no_test")
+    (f["cifar_no_test"] / "data_batch_1.bin").write_bytes(record)
+    f["cifar_pickled"] = _subdir(d, "cifar_pickled")
+    (f["cifar_pickled"] / "cifar-10-batches-py").mkdir()
+    (f["cifar_pickled"] / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x04junk")
     net = lenet_300_100()
     f["model"] = d / "model.h5"
     save_checkpoint(f["model"], net, meta={"model": "lenet-300-100", "dataset": "mnist"})
@@ -129,6 +144,12 @@ def files(tmp_path_factory):
     f["study_nested"] = d / "nested.toml"
     f["study_nested"].write_text("a = " + "[" * 5000 + "]" * 5000 + "\n")
     return f
+
+
+def _subdir(root, name):
+    path = root / name
+    path.mkdir()
+    return path
 
 
 def _resealed_rcnn(data, key, value):
@@ -226,6 +247,17 @@ CASES = [
     ("zero-images", "eval {model} --dataset mnist --data-dir {empty}", "holds no images"),
     ("data-dir-missing", "eval {model} --dataset mnist --data-dir {tmp}/nowhere",
      "data directory does not exist"),
+    ("idx-truncated", "eval {model} --dataset mnist --data-dir {idx_truncated}",
+     "{idx_truncated}/t10k-images-idx3-ubyte.gz: "),
+    ("idx-labels-missing", "eval {model} --dataset mnist --data-dir {idx_no_labels}",
+     "{idx_no_labels}/t10k-labels-idx1-ubyte[.gz]: file not found"),
+    ("cifar-truncated", "eval {model} --dataset cifar-10 --data-dir {cifar_truncated}",
+     "{cifar_truncated}/test_batch.bin: size 6246 bytes is not a positive multiple of 3,073"),
+    ("cifar-batch-missing", "eval {model} --dataset cifar-10 --data-dir {cifar_no_test}",
+     "{cifar_no_test}: missing CIFAR-10 batch file(s) test_batch.bin of the test split"),
+    ("cifar-pickled", "eval {model} --dataset cifar-10 --data-dir {cifar_pickled}",
+     "{cifar_pickled}/cifar-10-batches-py: this is CIFAR-10's Python (pickled) "
+     "version, which robustcnn does not read"),
     ("config-missing", "study {tmp}/none.toml --db {tmp}/s.sqlite", "none.toml"),
     ("config-directory", "study {dir} --db {tmp}/s.sqlite", "is a directory, not a study file"),
     ("config-text", "study {text} --db {tmp}/s.sqlite", "{text}: not valid TOML"),

@@ -112,7 +112,7 @@ def test_gzipped_file_without_gz_suffix(tmp_path, no_system_data):
 
 
 def test_class_names():
-    assert sorted(DATASETS) == ["cifar-10", "fashion-mnist", "mnist"]
+    assert sorted(DATASETS) == ["cifar-10", "digits", "fashion-mnist", "mnist"]
     assert DATASETS["fashion-mnist"][0] == "T-shirt/top"
     assert DATASETS["fashion-mnist"][9] == "Ankle boot"
     assert DATASETS["mnist"] == tuple("0123456789")
@@ -175,7 +175,7 @@ def test_bad_files_name_the_file(tmp_path, case):
 
 
 def test_unknown_dataset_lists_known_names():
-    with pytest.raises(ValueError, match="'cifar10'.*cifar-10, fashion-mnist, mnist"):
+    with pytest.raises(ValueError, match="'cifar10'.*cifar-10, digits, fashion-mnist, mnist"):
         load_dataset("cifar10", "test")
 
 

@@ -220,3 +220,24 @@ def test_attack_labels_are_built_and_parsed_in_one_place():
     assert not is_unbounded_attack("transfer:fgsm<-dense") and not is_unbounded_attack("pgd")
     assert Cell("dc", "fgsm", 0.1, 2).describe() == "dc fgsm eps 0.1 seed 2"
     assert Cell("dc", "sanity", None, 0).describe() == "dc sanity seed 0"
+
+
+def test_digits_example_config_and_its_data():
+    pytest.importorskip("sklearn")
+    from robustcnn.study.data import load_data
+
+    study = load_config(resources.files("robustcnn.study") / "examples" / "digits.toml")
+    assert study.dataset == "digits" and study.data_dir is None
+    assert [m.kind for m in study.models] == ["dense"] + ["compressed"] * 2 + ["compact"]
+    assert len(study.cells()) == 4 * 2 * 3 + 4
+    x, y, xt, yt = load_data(study)
+    assert x.shape == (1198, 1, 28, 28) and xt.shape == (200, 1, 28, 28)
+    study.test_examples = None
+    assert load_data(study)[2].shape == (599, 1, 28, 28)
+    # The digits are another dataset: a model of the same recipe is another model.
+    raw = {"study": {"dataset": "digits"}, "models": [{"name": "d", "kind": "dense",
+                                                       "arch": "lenet5"}],
+           "attacks": [{"name": "fgsm", "eps": [0.1]}]}
+    other = copy.deepcopy(raw)
+    other["study"]["dataset"] = "fashion-mnist"
+    assert parse_config(raw).model_key("d", 0) != parse_config(other).model_key("d", 0)
