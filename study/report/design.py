@@ -15,7 +15,7 @@ import math
 
 from ...compress.pipeline import STAGES, stages_of
 from .. import stats
-from ..config import COMPACT_KINDS
+from ..config import COMPACT_KINDS, TRAINED_FROM_SCRATCH
 from .headline import ci_text
 from .inference import cell_interval, headline_attack
 from .tables import MATCHED, column_label, file_size, markdown_table
@@ -69,8 +69,8 @@ def arm(models, name):
     m = models[name]
     if m["info"].get("adversarial"):
         return ""
-    if m["kind"] in COMPACT_KINDS:
-        return "(b)"
+    if m["kind"] in COMPACT_KINDS:  # a low-rank model is factorised, not trained small
+        return "(b)" if m["kind"] in TRAINED_FROM_SCRATCH else ""
     base = base_of(m)
     from_kind = models[base]["kind"] if base in models else None
     if m["kind"] == "quantized" and from_kind in COMPACT_KINDS:

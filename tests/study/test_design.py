@@ -213,6 +213,10 @@ def test_methods_arms_and_groups_by_bytes():
     assert {n: arm(models, n) for n in models} == {
         "dense": "", "dc": "(a)", "prune-only": "(e)", "quant-only": "(e)", "compact": "(b)",
         "big": "(b)", "big-dc": "(c)", "big-int8": "(d)", "mid": "(b)"}
+    models["factorised"] = {**models["compact"], "kind": "lowrank"}
+    models["student"] = {**models["compact"], "kind": "distilled"}
+    assert (arm(models, "factorised"), arm(models, "student")) == ("", "(b)")
+    del models["factorised"], models["student"]
     assert method(models, "dc") == "dense: Deep Compression"
     assert method(models, "prune-only") == "dense: prune only"
     assert method(models, "big-dc") == "compact: Deep Compression"
