@@ -83,7 +83,8 @@ def imported(study, spec, x):
 
 
 def sized_settings(study, spec, net, parent_bytes, extra):
-    """A compressed model's CompressionSettings fields (``Study.compression``) with its kept
+    """A compressed model's CompressionSettings fields (``Study.compression``) with its
+    ``code_bits`` given to every weighted layer ``settings.bits`` does not name, and its kept
     shares scaled to its size target (``compress.target.settings_for_ratio``): ``target_ratio``,
     or ``match_bytes``, the matched model's file size (``parent_bytes``: name → bytes) as a
     ratio of ``net``'s dense float32 bytes. A base without a preset's shares starts from
@@ -96,6 +97,12 @@ def sized_settings(study, spec, net, parent_bytes, extra):
     from ..compress.target import generic_settings, settings_for_ratio
 
     settings = study.compression(spec)
+    code_bits = spec.options.get("code_bits")
+    if code_bits:  # every weighted layer, but those settings.bits names
+        weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
+        settings["bits"] = {**{n: code_bits for n in weighted},
+                            **spec.settings.get("bits", {})}
+        extra["bits"] = settings["bits"]
     ratio = spec.options.get("target_ratio")
     what = f"target_ratio {ratio:g}" if ratio else None
     if spec.match:

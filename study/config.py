@@ -26,7 +26,10 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      reach), stages (optional: the pipeline stages to run,
                                      a non-empty list of "prune", "quantize", "huffman"; the
                                      default all three: ["prune"] keeps the preset's shares
-                                     unquantized, ["quantize"] its code bits unpruned). A
+                                     unquantized, ["quantize"] its code bits unpruned),
+                                     code_bits (optional: every layer with a weight gets
+                                     these code bits where settings.bits does not name it,
+                                     e.g. 8 with stages = ["quantize"]: 8-bit weights). A
                                      base without a preset (a compact model) with a
                                      target_ratio or match_bytes starts from every layer with
                                      5-bit codes (compress.target.generic_settings)
@@ -100,7 +103,7 @@ _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_e
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "compact": {"name", "kind", "arch", "kwargs", "params", "train"},
                "compressed": {"name", "kind", "base", "preset", "settings", "target_ratio",
-                              "match_bytes", "stages"},
+                              "match_bytes", "stages", "code_bits"},
                "quantized": {"name", "kind", "base", "method", "options"},
                "finetuned": {"name", "kind", "base", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
@@ -635,12 +638,20 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
                 raise _err(source, f"{where}.match_bytes", f"the base {fields['base']} itself: "
                                                            f"a file its own size needs no "
                                                            f"compression")
+        if "code_bits" in m:
+            bits = m["code_bits"]
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+                raise _err(source, f"{where}.code_bits",
+                           f"expected an integer in [1, 8] (the weight formats' code widths), "
+                           f"got {bits!r}")
+            options["code_bits"] = bits
         if "stages" in m:
             options["stages"] = _stages(m["stages"], settings, options, fields, source, where)
         if preset is None and not (settings.get("kept") or settings.get("bits")
-                                   or options.get("target_ratio") or fields.get("match")):
-            raise _err(source, where, "give a preset, settings.kept / settings.bits, a "
-                                      "target_ratio or match_bytes")
+                                   or options.get("target_ratio") or fields.get("match")
+                                   or options.get("code_bits")):
+            raise _err(source, where, "give a preset, settings.kept / settings.bits, "
+                                      "code_bits, a target_ratio or match_bytes")
         fields.update(preset=preset, settings=settings)
         _check_layer_names(fields, models, dataset, source, where)
     if kind == "distilled":
@@ -684,6 +695,8 @@ def _stages(value, settings, options, fields, source, where):
         if stage not in value and setting in settings:
             raise _err(source, f"{where}.settings.{setting}", f"set, but stages leave out "
                                                               f"{stage}")
+    if "quantize" not in value and "code_bits" in options:
+        raise _err(source, f"{where}.code_bits", "set, but stages leave out quantize")
     if "huffman" not in value and settings.get("huffman"):
         raise _err(source, f"{where}.settings.huffman", "true, but stages leave out huffman")
     if "prune" not in value and (options.get("target_ratio") or fields.get("match")):

@@ -302,7 +302,8 @@ def build_seconds(study, name, n_train, timings):
         stages = m.options.get("stages", STAGES)
         sized = m.options.get("target_ratio") or m.match  # a base without a preset: every layer
         pruned = "prune" in stages and (sized or any(v < 1 for v in s["kept"].values()))
-        quantized = "quantize" in stages and (s["bits"] or (sized and not s["kept"]))
+        quantized = "quantize" in stages and (s["bits"] or m.options.get("code_bits")
+                                              or (sized and not s["kept"]))
         epochs = (s["rounds"] * s["retrain_epochs"] if pruned else 0) \
             + (s["finetune_epochs"] if quantized else 0)
         passes = 1.0 + _adversarial_passes(s.get("adversarial")) * t.grad / t.train

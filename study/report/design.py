@@ -41,6 +41,13 @@ def stages(m):
     return tuple(recorded) if recorded is not None else stages_of(m["settings"])
 
 
+def code_widths(m):
+    """The code bits of a compressed model's layers, as a sorted tuple of the distinct ones
+    (those its ``code_bits`` gave, else its settings')."""
+    bits = m["info"].get("bits") or m["settings"].get("bits") or {}
+    return tuple(sorted(set(bits.values())))
+
+
 def method(models, name):
     """How a model was made small, in words: its kind for the models trained as they are
     ("dense", "compact", …); for a model made from another, the base's kind and what was done
@@ -55,6 +62,8 @@ def method(models, name):
     else:
         st = stages(m)
         done = STAGE_WORDS.get(st, " + ".join(st) or "no stage")
+        if st == ("quantize",) and len(code_widths(m)) == 1:
+            done += f" ({code_widths(m)[0]}-bit)"
         pruning = m["settings"].get("pruning")
         if pruning and pruning != "magnitude" and "prune" in st:
             done += f" ({pruning} pruning)"
@@ -65,7 +74,7 @@ def method(models, name):
 def arm(models, name):
     """The design arm a model is, or "" ((a) Deep Compression of the dense model, (b) a
     compact model from scratch, (c) a compact model compressed, (d) a compact model with 8-bit
-    weights, (e) the dense model through some of the stages)."""
+    weights: int8, or quantized only with 8-bit codes, (e) the dense model through some of the stages)."""
     m = models[name]
     if m["info"].get("adversarial"):
         return ""
@@ -80,7 +89,9 @@ def arm(models, name):
     full = stages(m) == STAGES
     if from_kind == "dense":
         return "(a)" if full else "(e)"
-    return "(c)" if from_kind in COMPACT_KINDS else ""
+    if from_kind not in COMPACT_KINDS:
+        return ""
+    return "(d)" if stages(m) == ("quantize",) and code_widths(m) == (8,) else "(c)"
 
 
 def reference_dense(models):
@@ -158,7 +169,7 @@ def design_section(models, columns):
            f"others are grouped among themselves (files within {MATCHED:g}× of a group's "
            "smallest). Arms: (a) Deep Compression of the dense model; (b) compact models "
            "trained from scratch; (c) compact models compressed; (d) compact models with 8-bit "
-           "weights (int8); (e) the dense model through some of Deep Compression's stages. "
+           "weights (int8, or 8-bit codebooks); (e) the dense model through some of Deep Compression's stages. "
            "At the same bytes, (a) holds many more weights than (b): if (a) is more robust "
            "than (b) but not than (c) or (d), parameters, not compression, made the "
            "difference. Bits per weight: the file's bits over the architecture's convolution "

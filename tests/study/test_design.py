@@ -96,12 +96,16 @@ def test_match_bytes_is_a_parent_and_part_of_the_identity():
      "stages must include prune"),
     (_compressed(stages=["quantize"], match_bytes="small"), "models[3] (x).match_bytes",
      "stages must include prune"),
+    (_compressed(code_bits=9), "models[3] (x).code_bits", "expected an integer in [1, 8]"),
+    (_compressed(code_bits=True), "models[3] (x).code_bits", "expected an integer in [1, 8]"),
+    (_compressed(stages=["prune"], code_bits=8), "models[3] (x).code_bits",
+     "stages leave out quantize"),
     (_compressed(match_bytes="nothing"), "models[3] (x).match_bytes", "no model named"),
     (_compressed(match_bytes="dense"), "models[3] (x).match_bytes", "the base dense itself"),
     (_compressed(match_bytes="small", target_ratio=10), "models[3] (x).match_bytes",
      "either target_ratio or match_bytes"),
     ({"name": "x", "kind": "compressed", "base": "small"}, "models[3] (x)",
-     "target_ratio or match_bytes"),
+     "code_bits, a target_ratio or match_bytes"),
     ({"name": "x", "kind": "compact", "arch": "lenet5", "match_bytes": "dc"},
      "models[3] (x).match_bytes", "unknown key"),
 ])
@@ -141,6 +145,25 @@ def test_a_compact_model_is_sized_to_the_matched_file():
         assert abs(estimate - target) / target < 0.01
     with pytest.raises(ValueError, match=r"model small-dc: match_bytes dc \(100 bytes"):
         sized_settings(study, study.model("small-dc"), net, {"dc": 100}, {})
+
+
+def test_code_bits_quantize_every_layer_but_those_settings_name():
+    import numpy as np
+
+    from robustcnn.models.architectures import fresh_net
+    from robustcnn.study.build import sized_settings
+
+    study = parse_config(_raw({"name": "small-8", "kind": "compressed", "base": "small",
+                               "stages": ["quantize"], "code_bits": 8,
+                               "settings": {"bits": {"fc": 6}}}))
+    assert study.model("small-8").options == {"code_bits": 8, "stages": ["quantize"]}
+    x = np.random.default_rng(0).random((16, 1, 28, 28), dtype=np.float32)
+    net, _ = fresh_net("mobilenet_small", x, 10, seed=0, params=20000, blocks=5)
+    extra = {}
+    settings = sized_settings(study, study.model("small-8"), net, {}, extra)
+    weighted = [l.name for l in net.layers if hasattr(l, "weight_format")]
+    assert settings["bits"] == {**{n: 8 for n in weighted}, "fc": 6} == extra["bits"]
+    assert settings["kept"] == {} and settings["huffman"] is False
 
 
 def test_the_estimate_counts_the_stages_that_run():
@@ -222,6 +245,14 @@ def test_methods_arms_and_groups_by_bytes():
     assert method(models, "big-dc") == "compact: Deep Compression"
     assert method(models, "big-int8") == "compact: int8"
     assert method(models, "compact") == "compact"
+    eight = {**models["big-dc"], "info": {**models["big-dc"]["info"], "bits": {"a": 8, "b": 8},
+                                          "compression_stages": ["quantize"]}}
+    models["eight"] = eight
+    assert (arm(models, "eight"), method(models, "eight")) == ("(d)",
+                                                               "compact: quantize only (8-bit)")
+    models["eight"] = {**eight, "info": {**eight["info"], "bits": {"a": 8, "b": 6}}}
+    assert (arm(models, "eight"), method(models, "eight")) == ("(c)", "compact: quantize only")
+    del models["eight"]
     # dc (arm (a), 10,000 bytes) heads 9,000 .. 12,000 bytes; 40,000 and 61,000 are not within
     # 1.5x of each other.
     assert byte_groups(models) == [("dc", ["big-dc", "dc", "compact", "prune-only", "big-int8"]),
@@ -286,7 +317,7 @@ def test_a_cut_down_design_runs_end_to_end(tmp_path):
     raw["train"].update(epochs=1)
     keep = {"lenet5", "dc-40x", "lenet5-prune-40x", "lenet5-quantize", "lenet5-prune-quantize",
             "mobilenet-108k", "mobilenet-30k", "mobilenet-11k", "mobilenet-108k-dc",
-            "mobilenet-30k-int8"}
+            "mobilenet-30k-int8", "mobilenet-30k-8bit"}
     raw["models"] = [m for m in raw["models"] if m["name"] in keep]
     for m in raw["models"]:
         if m["kind"] == "compressed":
@@ -304,6 +335,8 @@ def test_a_cut_down_design_runs_end_to_end(tmp_path):
         assert info[name]["target_bytes"] == target
         assert 1 / 1.5 < info[name]["file_bytes"] / target < 1.5
     assert info["lenet5-prune-40x"]["compression_stages"] == ["prune"]
+    assert set(info["mobilenet-30k-8bit"]["bits"].values()) == {8}
+    assert info["mobilenet-30k-8bit"]["compression_stages"] == ["quantize"]
     assert info["lenet5-quantize"]["nonzero_weights"] == info["lenet5"]["weights"]
     assert info["dc-40x"]["nonzero_weights"] < info["dc-40x"]["weights"] / 10
     paths = write_report(str(db), str(tmp_path / "report"))
