@@ -150,9 +150,7 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
               objective=objective)
     elif spec.kind == "compressed":
         from ..attacks.adversarial_training import adversarial_objective
-        from ..compress.pipeline import CompressionSettings, compress
-
-        from ..compress.pipeline import stages_of
+        from ..compress.pipeline import CompressionSettings, compress, stages_of
 
         net = parents[spec.base].copy()
         settings = sized_settings(study, spec, net, parent_bytes or {}, extra)

@@ -153,7 +153,7 @@ class ModelSpec:
     train; ``base`` names the model a compressed, finetuned or lowrank one starts from,
     ``teacher`` the one a distilled model learns from and ``match`` the one whose file size a
     compressed model is compressed to (``match_bytes``); ``options`` holds the kind's own
-    fields (target_ratio, stages, params, temperature, alpha, ratio, ranks; a quantized model's
+    fields (target_ratio, stages, code_bits, params, temperature, alpha, ratio, ranks; a quantized model's
     method and method_options; an imported model's bounds, preprocessing and its files'
     digest); ``path`` and ``weights`` are an imported model's files (absolute)."""
 

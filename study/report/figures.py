@@ -49,7 +49,7 @@ def _kind_scatter(ax, models, points, bounds):
         _, marker, colour = _style(kind)
         mine = [(n, x, y) for n, x, y in points if models[n]["kind"] == kind]
         ax.errorbar([x for _, x, _ in mine], [100 * y for _, _, y in mine],
-                    yerr=_yerr([bounds.get(n, (y, None, None)) for n, _, y in mine]),
+                    yerr=_yerr([bounds.get(n) or (y, None, None) for n, _, y in mine]),
                     fmt=marker, color=colour, capsize=3, label=str(kind))
         for n, x, y in mine:
             ax.annotate(n, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -65,12 +65,13 @@ def _band(ax, points, colour):
 
 
 def _yerr(points):
-    """Asymmetric error bars (in %) of points [(…, mean, low, high)]: 0 where unknown."""
-    return [[100 * (p[-3] - p[-2]) if p[-2] is not None else 0.0 for p in points],
-            [100 * (p[-1] - p[-3]) if p[-1] is not None else 0.0 for p in points]]
+    """Asymmetric error bars (in %) of points [(…, mean, low, high)]: 0 where unknown (and
+    never negative: a percentile interval need not hold its mean)."""
+    return [[max(100 * (p[-3] - p[-2]), 0.0) if p[-2] is not None else 0.0 for p in points],
+            [max(100 * (p[-1] - p[-3]), 0.0) if p[-1] is not None else 0.0 for p in points]]
 
 
-def _by_method(ax, models, points, label_points=True):
+def _by_method(ax, models, points):
     """Curves [(name, x, mean, low, high)] one per method (``design.method``): markers by
     kind, a line through the method's points in x order, its 95% band."""
     methods = {}
@@ -83,7 +84,7 @@ def _by_method(ax, models, points, label_points=True):
         ax.plot([p[1] for p in pts], [100 * p[2] for p in pts], linestyle=line, marker=marker,
                 color=colour, label=str(name))
         _band(ax, [p[1:] for p in pts], colour)
-        for n, x, y, _, _ in pts if label_points else ():
+        for n, x, y, _, _ in pts:
             ax.annotate(n, (x, 100 * y), textcoords="offset points", xytext=(4, 4), fontsize=7)
 
 
