@@ -82,19 +82,31 @@ def imported(study, spec, x):
     return net.with_preprocessing(from_range=(0.0, 1.0))
 
 
-def sized_settings(study, spec, net, parent_bytes, extra):
+def file_meta(study, name, seed):
+    """The ``meta`` of the model file of ``name`` for ``seed`` (its header: part of its
+    bytes, so a ``match_bytes`` model's trials count it too)."""
+    return {"model": name, "kind": study.model(name).kind, "dataset": study.dataset,
+            "identity": study.model_identity(name, seed)}
+
+
+MATCH_TOLERANCE = 0.01  # the share a match_bytes model's trial file may miss its target by
+
+
+def sized_settings(study, spec, net, parent_bytes, extra, *, meta=None):
     """A compressed model's CompressionSettings fields (``Study.compression``) with its
     ``code_bits`` given to every weighted layer ``settings.bits`` does not name, and its kept
-    shares scaled to its size target (``compress.target.settings_for_ratio``): ``target_ratio``,
-    or ``match_bytes``, the matched model's file size (``parent_bytes``: name → bytes) as a
-    ratio of ``net``'s dense float32 bytes. A base without a preset's shares starts from
+    shares scaled to its size target: ``target_ratio`` by the estimate
+    (``compress.target.settings_for_ratio``); ``match_bytes``, the matched model's file size
+    (``parent_bytes``: name → bytes), by trials that compress ``net`` without training and
+    count the file's bytes, ``meta`` (``file_meta``) included (``settings_for_bytes``, to
+    ``MATCH_TOLERANCE``). A base without a preset's shares starts from
     ``compress.target.generic_settings`` (the code bits only if the quantize stage runs).
-    Records the target and the shares chosen in ``extra``."""
+    Records the target, the shares chosen and the trials in ``extra``."""
     from dataclasses import replace
 
     from ..compress.pipeline import CompressionSettings
     from ..compress.report import dense_parameter_bytes
-    from ..compress.target import generic_settings, settings_for_ratio
+    from ..compress.target import generic_settings, settings_for_bytes, settings_for_ratio
 
     settings = study.compression(spec)
     code_bits = spec.options.get("code_bits")
@@ -105,6 +117,7 @@ def sized_settings(study, spec, net, parent_bytes, extra):
         extra["bits"] = settings["bits"]
     ratio = spec.options.get("target_ratio")
     what = f"target_ratio {ratio:g}" if ratio else None
+    target = None
     if spec.match:
         target = int(parent_bytes[spec.match])
         ratio = dense_parameter_bytes(net) / target
@@ -120,7 +133,12 @@ def sized_settings(study, spec, net, parent_bytes, extra):
                        bits=base.bits or (generic.bits if quantized else {}),
                        gap_bits={**generic.gap_bits, **base.gap_bits})
     try:
-        chosen = settings_for_ratio(net, ratio, base=base)
+        if target is None:
+            chosen = settings_for_ratio(net, ratio, base=base)
+        else:
+            chosen, trials = settings_for_bytes(net, target, base=base, meta=meta,
+                                                tolerance=MATCH_TOLERANCE)
+            extra["size_trials"] = [[round(r, 4), int(b)] for r, b in trials]
     except ValueError as e:
         raise ValueError(f"{study.source}: model {spec.name}: {what}: {e}") from None
     extra["kept"] = chosen.kept
@@ -153,7 +171,8 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
         from ..compress.pipeline import CompressionSettings, compress, stages_of
 
         net = parents[spec.base].copy()
-        settings = sized_settings(study, spec, net, parent_bytes or {}, extra)
+        settings = sized_settings(study, spec, net, parent_bytes or {}, extra,
+                                  meta=file_meta(study, name, seed))
         settings["seed"] = seed
         extra["compression_stages"] = list(stages_of(settings))
         say(f"compressing {spec.base} → {name} (seed {seed})")
