@@ -358,3 +358,37 @@ def test_a_cut_down_design_runs_end_to_end(tmp_path):
     first = next(line for line in design.splitlines() if "| dc-40x |" in line).split(" | ")[0]
     same = {line.split(" | ")[1] for line in design.splitlines() if line.startswith(first + " |")}
     assert {"dc-40x", "lenet5-prune-40x", "mobilenet-108k-dc", "mobilenet-11k"} <= same
+
+
+@pytest.mark.slow
+def test_a_huffman_coded_match_is_compressed_again_when_retraining_moves_its_size():
+    """LeNet-5 trained an epoch on 600 digits, Deep Compression to a 38,000-byte file: the
+    retrained survivors' codes Huffman-code less tightly than the untrained trial's, so the
+    first file misses the target; a second compression aims off by the drift. Measured on
+    this machine: first 39,936 bytes (+5.1%), then 38,201 (+0.5%)."""
+    pytest.importorskip("sklearn")
+    from robustcnn.compress.modelfile import encode_model
+    from robustcnn.study.build import MATCH_RETRY, build_model, file_meta
+    from robustcnn.study.data import load_data
+
+    raw = {"study": {"dataset": "digits", "seeds": [0], "train_examples": 600,
+                     "test_examples": 40},
+           "train": {"epochs": 1, "lr": 0.02},
+           "models": [{"name": "dense", "kind": "dense", "arch": "lenet5"},
+                      {"name": "small", "kind": "compact", "arch": "lenet5"},
+                      {"name": "dc", "kind": "compressed", "base": "dense", "preset": "lenet5",
+                       "match_bytes": "small",
+                       "settings": {"rounds": 2, "retrain_epochs": 1, "finetune_epochs": 1}}],
+           "attacks": [{"name": "fgsm", "eps": [0.1]}]}
+    study = parse_config(raw)
+    data = load_data(study)
+    dense, _ = build_model(study, "dense", 0, data, {})
+    target = 38_000
+    lines = []
+    net, extra = build_model(study, "dc", 0, data, {"dense": dense}, log=lines.append,
+                             parent_bytes={"small": target})
+    size = len(encode_model(net, file_meta(study, "dc", 0)))
+    assert extra["target_bytes"] == target
+    assert abs(size - target) <= 0.05 * target
+    assert abs(extra["first_bytes"] - target) > MATCH_RETRY * target
+    assert len(lines) == 2 and "again aiming at" in lines[1]
