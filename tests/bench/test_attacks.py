@@ -89,6 +89,54 @@ def test_ensemble_rows_are_produced_side_by_side(capsys):
     assert [r["case"] for r in records] == [aa["case"], sq["case"]]
     assert records[0]["ratio"] == pytest.approx(aa["peer_s"] / aa["ours_s"])
     assert records[1]["ratio"] == pytest.approx(sq["ours_rate"] / sq["peer_rate"])
+    for r, record in zip(rows, records):
+        assert r["ours_cpu_s"] > 0 and r["peer_cpu_s"] > 0 and r["threads"] == 1
+        assert r["basis"] in ("wall", "cpu") and record["basis"] == r["basis"]
+        assert record["ours_cpu_s"] == r["ours_cpu_s"] and record["peer_cpu_s"] == r["peer_cpu_s"]
+    assert records[0]["cpu_ratio"] == pytest.approx(aa["peer_cpu_s"] / aa["ours_cpu_s"])
+    assert records[1]["cpu_ratio"] == pytest.approx(sq["ours_cpu_rate"] / sq["peer_cpu_rate"])
+
+
+def test_the_ratio_is_judged_on_cpu_time_when_others_take_the_idle_cores():
+    # 2 CPUs: one thread leaves one idle, so one busy process beside it does not count.
+    assert attacks.ratio_basis((0.9, 0.1), threads=1, cpus=2) == "wall"
+    assert attacks.ratio_basis((0.1, 1.6), threads=1, cpus=2) == "cpu"
+    assert attacks.ratio_basis((0.6, 0.0), threads=2, cpus=2) == "cpu"
+    assert attacks.ratio_basis((0.1, 0.2), threads=2, cpus=2) == "wall"
+    assert attacks.ratio_basis((None, None), threads=2, cpus=2) == "wall"
+
+
+def _row(unit, ours_s, peer_s, ours_cpu_s, peer_cpu_s, basis, count=100.0):
+    return dict(case=f"case {unit}", unit=unit, target=1.5, failure="", ours_s=ours_s,
+                peer_s=peer_s, ours_cpu_s=ours_cpu_s, peer_cpu_s=peer_cpu_s,
+                ours_rate=count / ours_s, peer_rate=count / peer_s,
+                ours_cpu_rate=count / ours_cpu_s, peer_cpu_rate=count / peer_cpu_s,
+                ours_robust=0.5, peer_robust=0.5, ours_background=0.0, peer_background=0.0,
+                ours_load=1.0, peer_load=1.0, threads=1, basis=basis)
+
+
+def test_targets_and_records_follow_the_rows_basis():
+    # Wall time says 1.0x (a loaded peer side would look slower); CPU time says 2.0x.
+    rows = [_row("img/s", 10.0, 10.0, 5.0, 10.0, "cpu"),
+            _row("queries/s", 10.0, 10.0, 5.0, 10.0, "wall")]
+    targets = attacks.ENSEMBLE_SUITE.targets(rows)
+    assert targets[0][2] == "PASS" and "on CPU time" in targets[0][1]
+    assert targets[1][2] == "FALL SHORT" and "on wall time" in targets[1][1]
+    records = attacks.ENSEMBLE_SUITE.records(rows)
+    assert [r["ratio"] for r in records] == pytest.approx([1.0, 1.0])
+    assert [r["cpu_ratio"] for r in records] == pytest.approx([2.0, 2.0])
+    assert [r["judged_ratio"] for r in records] == pytest.approx([2.0, 1.0])
+
+
+def test_robust_share_measures_the_move_in_the_attacks_norm():
+    x = np.zeros((2, 4), np.float32)
+    adv = np.array([[0.05, 0.05, 0.05, 0.05], [0.5, 0, 0, 0]], np.float32)
+    always_wrong = lambda a: np.ones(len(a), dtype=np.int64)  # noqa: E731
+    y = np.zeros(2, dtype=np.int64)
+    # Both fool the net; a move past eps does not count. L∞: 0.05 and 0.5; L2: 0.1 and 0.5.
+    assert attacks._robust(always_wrong, x, adv, y, 0.1, "linf") == pytest.approx(0.5)
+    assert attacks._robust(always_wrong, x, adv, y, 0.2, "l2") == pytest.approx(0.5)
+    assert attacks._robust(always_wrong, x, adv, y, 0.6, "l2") == pytest.approx(0.0)
 
 
 def test_torchattacks_members_take_the_authors_settings():
