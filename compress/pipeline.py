@@ -98,6 +98,26 @@ PRESETS = {
     **PAPER_PRESETS,
 }
 
+# The pipeline's stages, in order; a study's stage-only arms name them (``stages_of``).
+STAGES = ("prune", "quantize", "huffman")
+
+
+def stages_of(settings):
+    """The stages of ``STAGES`` that settings (a CompressionSettings or its dict) run: prune
+    when a layer keeps less than all its weights, quantize when a layer has code bits, huffman
+    (the entropy coder: huffman or rans) when both run and ``huffman`` is on — the coder codes
+    the pruned layers' sparse codebooks only."""
+    fields = asdict(settings) if isinstance(settings, CompressionSettings) else dict(settings)
+    out = []
+    if any(v < 1 for v in (fields.get("kept") or {}).values()):
+        out.append("prune")
+    if fields.get("bits"):
+        out.append("quantize")
+    if len(out) == 2 and fields.get("huffman", True):
+        out.append("huffman")
+    return tuple(out)
+
+
 def preset(name, **overrides):
     """CompressionSettings of a preset (see ``PRESETS``), with fields overridden."""
     if name not in PRESETS:

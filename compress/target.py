@@ -146,6 +146,12 @@ def _base_settings(net, base):
                          f"got {type(base).__name__}")
     if net.name in PRESETS:
         return preset(net.name)
+    return generic_settings(net)
+
+
+def generic_settings(net):
+    """The settings for a net without a preset: every Conv2d and Linear layer whole (kept 1),
+    ``GENERIC_BITS``-bit codes, 4-bit (conv) or 5-bit (fully connected) relative indices."""
     layers = [l for l in net.layers if isinstance(l, (Conv2d, Linear))]
     if not layers:
         raise ValueError(f"{net.name}: has no Conv2d or Linear layer to compress")

@@ -82,11 +82,57 @@ def imported(study, spec, x):
     return net.with_preprocessing(from_range=(0.0, 1.0))
 
 
+def sized_settings(study, spec, net, parent_bytes, extra):
+    """A compressed model's CompressionSettings fields (``Study.compression``) with its
+    ``code_bits`` given to every weighted layer ``settings.bits`` does not name, and its kept
+    shares scaled to its size target (``compress.target.settings_for_ratio``): ``target_ratio``,
+    or ``match_bytes``, the matched model's file size (``parent_bytes``: name → bytes) as a
+    ratio of ``net``'s dense float32 bytes. A base without a preset's shares starts from
+    ``compress.target.generic_settings`` (the code bits only if the quantize stage runs).
+    Records the target and the shares chosen in ``extra``."""
+    from dataclasses import replace
+
+    from ..compress.pipeline import CompressionSettings
+    from ..compress.report import dense_parameter_bytes
+    from ..compress.target import generic_settings, settings_for_ratio
+
+    settings = study.compression(spec)
+    code_bits = spec.options.get("code_bits")
+    if code_bits:  # every weighted layer, but those settings.bits names
+        weighted = [layer.name for layer in net.layers if hasattr(layer, "weight_format")]
+        settings["bits"] = {**{n: code_bits for n in weighted},
+                            **spec.settings.get("bits", {})}
+        extra["bits"] = settings["bits"]
+    ratio = spec.options.get("target_ratio")
+    what = f"target_ratio {ratio:g}" if ratio else None
+    if spec.match:
+        target = int(parent_bytes[spec.match])
+        ratio = dense_parameter_bytes(net) / target
+        what = f"match_bytes {spec.match} ({target:,} bytes, {ratio:.3g}× its base)"
+        extra["target_bytes"] = target
+    if ratio is None:
+        return settings
+    base = CompressionSettings(**settings)
+    if not base.kept:  # no preset's shares to scale: every weighted layer, generic
+        generic = generic_settings(net)
+        quantized = "quantize" in spec.options.get("stages", ("quantize",))
+        base = replace(base, kept=generic.kept,
+                       bits=base.bits or (generic.bits if quantized else {}),
+                       gap_bits={**generic.gap_bits, **base.gap_bits})
+    try:
+        chosen = settings_for_ratio(net, ratio, base=base)
+    except ValueError as e:
+        raise ValueError(f"{study.source}: model {spec.name}: {what}: {e}") from None
+    extra["kept"] = chosen.kept
+    return {**settings, "kept": chosen.kept, "bits": chosen.bits, "gap_bits": chosen.gap_bits}
+
+
 def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=None,
-                log=None):
+                log=None, parent_bytes=None):
     """Make the model ``name`` for ``seed`` from the data (x, y, xt, yt) and its built
     ``parents`` (name → Net; they are not modified) → (net, extra), ``extra`` a JSON-ready
-    record of how it was made (seconds, stages, sizes chosen)."""
+    record of how it was made (seconds, stages, sizes chosen). ``parent_bytes`` (name → file
+    bytes of the parents) gives a ``match_bytes`` model its target."""
     spec = study.model(name)
     x, y = data[0], data[1]
     say = log or (lambda line: None)
@@ -104,18 +150,12 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
               objective=objective)
     elif spec.kind == "compressed":
         from ..attacks.adversarial_training import adversarial_objective
-        from ..compress.pipeline import CompressionSettings, compress
+        from ..compress.pipeline import CompressionSettings, compress, stages_of
 
         net = parents[spec.base].copy()
-        settings = {**study.compression(spec), "seed": seed}
-        if "target_ratio" in spec.options:
-            from ..compress.target import settings_for_ratio
-
-            chosen = settings_for_ratio(net, spec.options["target_ratio"],
-                                        base=CompressionSettings(**settings))
-            settings = {**settings, "kept": chosen.kept, "bits": chosen.bits,
-                        "gap_bits": chosen.gap_bits}
-            extra["kept"] = chosen.kept
+        settings = sized_settings(study, spec, net, parent_bytes or {}, extra)
+        settings["seed"] = seed
+        extra["compression_stages"] = list(stages_of(settings))
         say(f"compressing {spec.base} → {name} (seed {seed})")
         objective = adversarial_objective(settings.get("adversarial"), seed,
                                           where=f"{study.source}: model {name}: adversarial")

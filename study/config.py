@@ -20,7 +20,19 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      adversarial = {...}: adversarial-aware compression;
                                      pruning = "hydra" and pruning_options = {...}: another
                                      pruning method, compress.pruning_methods), target_ratio
-                                     (optional: scale the kept shares to reach it)
+                                     (optional: scale the kept shares to reach it),
+                                     match_bytes (optional, instead: an earlier model whose
+                                     file size, per seed, the kept shares are scaled to
+                                     reach), stages (optional: the pipeline stages to run,
+                                     a non-empty list of "prune", "quantize", "huffman"; the
+                                     default all three: ["prune"] keeps the preset's shares
+                                     unquantized, ["quantize"] its code bits unpruned),
+                                     code_bits (optional: every layer with a weight gets
+                                     these code bits where settings.bits does not name it,
+                                     e.g. 8 with stages = ["quantize"]: 8-bit weights). A
+                                     base without a preset (a compact model) with a
+                                     target_ratio or match_bytes starts from every layer with
+                                     5-bit codes (compress.target.generic_settings)
     [[models]]  kind = "quantized"   name, base (an earlier model), method (a name of
                                      compress.methods.METHODS: int8, ttq, …), options (a table of
                                      the method's own options, e.g. epochs; its seed is the
@@ -90,7 +102,8 @@ _STUDY_KEYS = {"name", "dataset", "data_dir", "seeds", "train_examples", "test_e
                "sanity", "sanity_examples", "batch_size"}
 _MODEL_KEYS = {"dense": {"name", "kind", "arch", "kwargs", "train"},
                "compact": {"name", "kind", "arch", "kwargs", "params", "train"},
-               "compressed": {"name", "kind", "base", "preset", "settings", "target_ratio"},
+               "compressed": {"name", "kind", "base", "preset", "settings", "target_ratio",
+                              "match_bytes", "stages", "code_bits"},
                "quantized": {"name", "kind", "base", "method", "options"},
                "finetuned": {"name", "kind", "base", "train"},
                "distilled": {"name", "kind", "arch", "kwargs", "params", "train", "teacher",
@@ -137,11 +150,12 @@ def is_unbounded_attack(label):
 @dataclass(frozen=True)
 class ModelSpec:
     """One model of the grid. ``train`` is the full recipe (defaults merged) of the kinds that
-    train; ``base`` names the model a compressed, finetuned or lowrank one starts from and
-    ``teacher`` the one a distilled model learns from; ``options`` holds the kind's own fields
-    (target_ratio, params, temperature, alpha, ratio, ranks; a quantized model's method and
-    method_options; an imported model's bounds, preprocessing and its files' digest); ``path``
-    and ``weights`` are an imported model's files (absolute)."""
+    train; ``base`` names the model a compressed, finetuned or lowrank one starts from,
+    ``teacher`` the one a distilled model learns from and ``match`` the one whose file size a
+    compressed model is compressed to (``match_bytes``); ``options`` holds the kind's own
+    fields (target_ratio, stages, code_bits, params, temperature, alpha, ratio, ranks; a quantized model's
+    method and method_options; an imported model's bounds, preprocessing and its files'
+    digest); ``path`` and ``weights`` are an imported model's files (absolute)."""
 
     name: str
     kind: str
@@ -155,11 +169,13 @@ class ModelSpec:
     options: dict = field(default_factory=dict)
     path: str = None
     weights: str = None
+    match: str = None
 
     @property
     def parents(self):
-        """The models this one is made from."""
-        return [m for m in (self.base, self.teacher) if m]
+        """The models this one is made from (its base first), and the one whose file size it
+        matches: all built before it."""
+        return [m for m in (self.base, self.teacher, self.match) if m]
 
 
 @dataclass(frozen=True)
@@ -276,6 +292,8 @@ class Study:
             ident.update(base=self.model_identity(m.base, seed))
         if m.teacher:
             ident.update(teacher=self.model_identity(m.teacher, seed))
+        if m.match:  # its file's size, hence the target, is that model's
+            ident.update(match=self.model_identity(m.match, seed))
         if m.options:
             ident.update(options=m.options)
         return ident
@@ -285,11 +303,20 @@ class Study:
         return _digest(self.model_identity(name, seed))[:16]
 
     def compression(self, m):
-        """The CompressionSettings fields of a compressed model as a dict (preset + settings)."""
+        """The CompressionSettings fields of a compressed model as a dict (preset + settings,
+        then its ``stages``: a stage left out clears what it reads)."""
         from ..compress.pipeline import PRESETS, CompressionSettings
 
         fields = dict(PRESETS[m.preset]) if m.preset else {"kept": {}, "bits": {}}
         fields.update(m.settings)
+        stages = m.options.get("stages")
+        if stages is not None:
+            if "prune" not in stages:
+                fields["kept"] = {}
+            if "quantize" not in stages:
+                fields["bits"], fields["gap_bits"] = {}, {}
+            if "huffman" not in stages:
+                fields["huffman"] = False
         out = asdict(CompressionSettings(**fields))
         if out["pruning"] == "magnitude" and not out["pruning_options"]:
             del out["pruning"], out["pruning_options"]  # keys of models from before stay
@@ -599,13 +626,32 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
             raise _err(source, f"{where}.preset",
                        f"unknown preset {preset!r} (presets: {', '.join(sorted(PRESETS))})")
         settings = _compression_settings(m, source, where)
+        if "target_ratio" in m and "match_bytes" in m:
+            raise _err(source, f"{where}.match_bytes", "give either target_ratio or "
+                                                       "match_bytes, not both")
         if "target_ratio" in m:
             options["target_ratio"] = _number(m["target_ratio"], source,
                                               f"{where}.target_ratio", 1, low_open=True)
+        if "match_bytes" in m:
+            fields["match"] = parent("match_bytes")
+            if fields["match"] == fields["base"]:
+                raise _err(source, f"{where}.match_bytes", f"the base {fields['base']} itself: "
+                                                           f"a file its own size needs no "
+                                                           f"compression")
+        if "code_bits" in m:
+            bits = m["code_bits"]
+            if isinstance(bits, bool) or not isinstance(bits, int) or not 1 <= bits <= 8:
+                raise _err(source, f"{where}.code_bits",
+                           f"expected an integer in [1, 8] (the weight formats' code widths), "
+                           f"got {bits!r}")
+            options["code_bits"] = bits
+        if "stages" in m:
+            options["stages"] = _stages(m["stages"], settings, options, fields, source, where)
         if preset is None and not (settings.get("kept") or settings.get("bits")
-                                   or options.get("target_ratio")):
-            raise _err(source, where, "give a preset, settings.kept / settings.bits or a "
-                                      "target_ratio")
+                                   or options.get("target_ratio") or fields.get("match")
+                                   or options.get("code_bits")):
+            raise _err(source, where, "give a preset, settings.kept / settings.bits, "
+                                      "code_bits, a target_ratio or match_bytes")
         fields.update(preset=preset, settings=settings)
         _check_layer_names(fields, models, dataset, source, where)
     if kind == "distilled":
@@ -623,6 +669,41 @@ def _parse_model(m, i, models, train, archs, source, dataset="fashion-mnist"):
             options["ranks"] = {k: _int(v, source, f"{where}.ranks.{k}", 1)
                                 for k, v in ranks.items()}
     return ModelSpec(options=options, **fields)
+
+
+def _stages(value, settings, options, fields, source, where):
+    """A compressed model's ``stages`` → the list in pipeline order, checked: known and
+    distinct names; huffman only with prune and quantize (the coder codes the pruned layers'
+    codes); no setting of a stage left out; a size target only with the prune stage (it scales
+    the kept shares)."""
+    from ..compress.pipeline import STAGES
+
+    key = f"{where}.stages"
+    if not isinstance(value, list) or not value:
+        raise _err(source, key, f"expected a non-empty list of {', '.join(STAGES)}, got "
+                                f"{value!r}")
+    for v in value:
+        if v not in STAGES:
+            raise _err(source, key, f"unknown stage {v!r} (stages: {', '.join(STAGES)})")
+    if len(set(value)) != len(value):
+        raise _err(source, key, f"repeated stage in {value}")
+    if "huffman" in value and not {"prune", "quantize"} <= set(value):
+        raise _err(source, key, "huffman codes the pruned and quantized layers' codes: give "
+                                "it with prune and quantize (Huffman coding alone is lossless: "
+                                "the model it leaves is the base itself)")
+    for stage, setting in (("prune", "kept"), ("quantize", "bits"), ("quantize", "gap_bits")):
+        if stage not in value and setting in settings:
+            raise _err(source, f"{where}.settings.{setting}", f"set, but stages leave out "
+                                                              f"{stage}")
+    if "quantize" not in value and "code_bits" in options:
+        raise _err(source, f"{where}.code_bits", "set, but stages leave out quantize")
+    if "huffman" not in value and settings.get("huffman"):
+        raise _err(source, f"{where}.settings.huffman", "true, but stages leave out huffman")
+    if "prune" not in value and (options.get("target_ratio") or fields.get("match")):
+        target = "target_ratio" if options.get("target_ratio") else "match_bytes"
+        raise _err(source, f"{where}.{target}", "reaches its size by scaling the kept shares: "
+                                                "stages must include prune")
+    return [s for s in STAGES if s in value]
 
 
 def _structure(m, source, where):

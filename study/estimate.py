@@ -296,8 +296,16 @@ def build_seconds(study, name, n_train, timings):
     m = study.model(name)
     t = timings[name]
     if m.kind == "compressed":
+        from ..compress.pipeline import STAGES
+
         s = study.compression(m)
-        epochs = s["rounds"] * s["retrain_epochs"] + s["finetune_epochs"]
+        stages = m.options.get("stages", STAGES)
+        sized = m.options.get("target_ratio") or m.match  # a base without a preset: every layer
+        pruned = "prune" in stages and (sized or any(v < 1 for v in s["kept"].values()))
+        quantized = "quantize" in stages and (s["bits"] or m.options.get("code_bits")
+                                              or (sized and not s["kept"]))
+        epochs = (s["rounds"] * s["retrain_epochs"] if pruned else 0) \
+            + (s["finetune_epochs"] if quantized else 0)
         passes = 1.0 + _adversarial_passes(s.get("adversarial")) * t.grad / t.train
         return epochs * n_train * t.train * passes
     if m.kind == "quantized":

@@ -20,10 +20,13 @@ def model_info(net, size, extra=None):
     from ..compress.report import dense_parameter_bytes
 
     dense = dense_parameter_bytes(net)
+    formats = [layer.weight_format for layer in net.layers if hasattr(layer, "weight_format")]
     # params: every weight and bias of the architecture (a compressed net's trainable
-    # parameters are its centroids, which says nothing about its size).
+    # parameters are its centroids, which says nothing about its size); weights: those of its
+    # convolution and fully connected layers, nonzero_weights: those pruning left.
     return {"params": net.num_dense_params(), "dense_bytes": int(dense), "file_bytes": int(size),
-            "compression_ratio": dense / size, **(extra or {})}
+            "compression_ratio": dense / size, "weights": int(sum(f.size for f in formats)),
+            "nonzero_weights": int(sum(f.nnz() for f in formats)), **(extra or {})}
 
 
 def net_from_bytes(blob, name="model"):
@@ -41,7 +44,8 @@ def make_model(study, name, seed, data, parent_blobs, *, progress=False, checkpo
 
     parents = {n: net_from_bytes(b, n) for n, b in parent_blobs.items()}
     net, extra = build_model(study, name, seed, data, parents, progress=progress,
-                             checkpoint=checkpoint, log=log)
+                             checkpoint=checkpoint, log=log,
+                             parent_bytes={n: len(b) for n, b in parent_blobs.items()})
     spec = study.model(name)
     blob = encode_model(net, {"model": name, "kind": spec.kind, "dataset": study.dataset,
                               "identity": study.model_identity(name, seed)})

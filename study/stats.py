@@ -3,9 +3,10 @@
 Every function takes plain numbers or arrays (the report gathers them from the database) and
 returns numbers; scipy.stats does the tests it has.
 
-- ``t_interval``: the mean over seeds with a Student-t interval, mean ± t_{n−1, 1−α/2} · s/√n.
-  With one seed there is no spread to estimate: the interval is None and the report gives the
-  bootstrap over test images instead.
+- ``t_interval``: the mean over seeds with a Student-t interval, mean ± t_{n−1, 1−α/2} · s/√n,
+  and the sample standard deviation s (the tables' "± spread"). With one seed there is no
+  spread to estimate: the interval is None and the report gives the bootstrap over test images
+  instead.
 - ``bootstrap_interval``: the percentile bootstrap of a mean over test images, ``RESAMPLES``
   resamples from a fixed ``SEED``. An image's score is the share of seeds on which the model was
   right on it, so with several seeds the images are resampled jointly (the seeds attack the same
@@ -36,12 +37,14 @@ SEED = 0            # the bootstrap's generator seed: the same database gives th
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean over ``n`` values with its interval (``low``, ``high``; None when ``n`` < 2)."""
+    """A mean over ``n`` values with its interval (``low``, ``high``) and their sample standard
+    deviation ``std`` (None when ``n`` < 2)."""
 
     mean: float
     low: float = None
     high: float = None
     n: int = 0
+    std: float = None
 
 
 @dataclass(frozen=True)
@@ -72,8 +75,9 @@ def t_interval(values, confidence=CONFIDENCE):
     mean = float(values.mean())
     if n < 2:
         return Interval(mean, n=1)
-    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * values.std(ddof=1) / math.sqrt(n)
-    return Interval(mean, mean - half, mean + half, n)
+    std = float(values.std(ddof=1))
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n)
+    return Interval(mean, mean - half, mean + half, n, std)
 
 
 def bootstrap_interval(scores, *, resamples=RESAMPLES, seed=SEED, confidence=CONFIDENCE):

@@ -85,6 +85,27 @@ def _long_code(bits, pos, primary, primary_bits, canonical, symbols):
 
 
 @njit(**JIT)
+def _code_from(W, window, pos, shift):
+    # The next code symbol of a walk: (symbol << 8 | length, the window after it) from the
+    # primary table, or from _long_code when the table does not hold it; (0, …): no match
+    c = np.int64(W.code_primary[window >> shift])
+    if c == 0:
+        return _long_code(W.code_bits, pos, W.code_primary, W.code_primary_bits,
+                          W.code_canonical, W.code_symbols)
+    return c, window << np.uint64(c & 255)
+
+
+@njit(**JIT)
+def _gap_from(W, window, pos, shift):
+    # _code_from for the gap stream
+    g = np.int64(W.gap_primary[window >> shift])
+    if g == 0:
+        return _long_code(W.gap_bits, pos, W.gap_primary, W.gap_primary_bits,
+                          W.gap_canonical, W.gap_symbols)
+    return g, window << np.uint64(g & 255)
+
+
+@njit(**JIT)
 def _walk_row(W, cpos, gpos, p, n, x):
     # Σ centroids[code_e] · x[p_e] over the next n entries of a row, its codes from bit cpos of
     # the code stream, its gaps from bit gpos of the gap stream, p_e = p_{e−1} + gap_e + 1 from p
@@ -99,18 +120,8 @@ def _walk_row(W, cpos, gpos, p, n, x):
         cw = huffman.window_from(W.code_bits, cpos)
         gw = huffman.window_from(W.gap_bits, gpos)
         for _ in range(min(n - i, 4)):
-            c = np.int64(W.code_primary[cw >> cshift])  # symbol << 8 | length
-            if c == 0:
-                c, cw = _long_code(W.code_bits, cpos, W.code_primary, W.code_primary_bits,
-                                   W.code_canonical, W.code_symbols)
-            else:
-                cw <<= np.uint64(c & 255)
-            g = np.int64(W.gap_primary[gw >> gshift])
-            if g == 0:
-                g, gw = _long_code(W.gap_bits, gpos, W.gap_primary, W.gap_primary_bits,
-                                   W.gap_canonical, W.gap_symbols)
-            else:
-                gw <<= np.uint64(g & 255)
+            c, cw = _code_from(W, cw, cpos, cshift)  # symbol << 8 | length
+            g, gw = _gap_from(W, gw, gpos, gshift)
             if c == 0 or g == 0:
                 return s
             cpos += c & 255
@@ -153,30 +164,10 @@ def huffman_row_pair_dot(W, o, x):
         cwb = huffman.window_from(W.code_bits, cb)
         gwb = huffman.window_from(W.gap_bits, gb)
         for _ in range(4):
-            c = np.int64(W.code_primary[cwa >> cshift])
-            if c == 0:
-                c, cwa = _long_code(W.code_bits, ca, W.code_primary, W.code_primary_bits,
-                                    W.code_canonical, W.code_symbols)
-            else:
-                cwa <<= np.uint64(c & 255)
-            g = np.int64(W.gap_primary[gwa >> gshift])
-            if g == 0:
-                g, gwa = _long_code(W.gap_bits, ga, W.gap_primary, W.gap_primary_bits,
-                                    W.gap_canonical, W.gap_symbols)
-            else:
-                gwa <<= np.uint64(g & 255)
-            d = np.int64(W.code_primary[cwb >> cshift])
-            if d == 0:
-                d, cwb = _long_code(W.code_bits, cb, W.code_primary, W.code_primary_bits,
-                                    W.code_canonical, W.code_symbols)
-            else:
-                cwb <<= np.uint64(d & 255)
-            h = np.int64(W.gap_primary[gwb >> gshift])
-            if h == 0:
-                h, gwb = _long_code(W.gap_bits, gb, W.gap_primary, W.gap_primary_bits,
-                                    W.gap_canonical, W.gap_symbols)
-            else:
-                gwb <<= np.uint64(h & 255)
+            c, cwa = _code_from(W, cwa, ca, cshift)
+            g, gwa = _gap_from(W, gwa, ga, gshift)
+            d, cwb = _code_from(W, cwb, cb, cshift)
+            h, gwb = _gap_from(W, gwb, gb, gshift)
             if c == 0 or g == 0 or d == 0 or h == 0:
                 return sa, sb
             ca += c & 255

@@ -1,7 +1,8 @@
-"""A study database → ``cells.csv``, ``report.md`` and three figures (PNG).
+"""A study database → ``cells.csv``, ``report.md`` and four figures (PNG).
 
 ``tables`` shapes the rows (attack cells with their model's sanity checks, per-model means and
-spreads over seeds, the size-matched headline pairs, the Pareto front); ``markdown`` writes the
+spreads over seeds, the size-matched headline pairs, the Pareto front); ``design`` names each
+model's method and arm and groups the models by file size; ``markdown`` writes the
 report, one function per section; ``figures`` draws ``FIGURES`` with matplotlib (the ``plot``
 extra, imported only when drawing: without it the CSV and Markdown are written and the report
 says how to get the figures); ``files`` writes them all from a database (``write_report``).

@@ -9,7 +9,7 @@ from .. import stats
 from .inference import across, cell_interval, headline_attack, paired_seeds, white_box
 from .tables import MATCHED, column_label, file_size, headline_pairs, markdown_table
 
-_Z95 = 1.959963984540054  # the standard normal's 97.5% point
+Z95 = 1.959963984540054  # the standard normal's 97.5% point
 
 
 def _pct(v):
@@ -26,7 +26,7 @@ def _p(p):
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
-def _ci(interval):
+def ci_text(interval):
     """A cell's figure with its interval: over seeds (t) when there are several, else over test
     images (bootstrap); "–" when none."""
     if interval is None:
@@ -64,7 +64,7 @@ def sampling_sentence(examples):
     if not examples:
         return ""
     parts = [f"at most {100 * stats.max_sampling_error(n):.2f} pp at n = {n} images (95%: "
-             f"±{100 * _Z95 * stats.max_sampling_error(n):.2f} pp)" for n in examples]
+             f"±{100 * Z95 * stats.max_sampling_error(n):.2f} pp)" for n in examples]
     return ("Sampling error: an accuracy p measured on n test images has standard error "
             "√(p(1−p)/n), " + "; ".join(parts) + ". Differences smaller than that are noise "
             "of the image sample, whatever the seeds say.")
@@ -201,7 +201,7 @@ def tests_section(models, columns, examples):
             diff = 100 * sum(diffs) / len(diffs)  # over the seeds both have
             seeds_test = stats.wilcoxon_test(diffs) if len(diffs) > 1 else None
             row = [comp, small, column_label(c) + ("" if c[0] == attack else " (secondary)"),
-                   _ci(ia), _ci(ib), f"{diff:+.2f}", _mcnemar(pairs_c),
+                   ci_text(ia), ci_text(ib), f"{diff:+.2f}", _mcnemar(pairs_c),
                    f"{_p(seeds_test.p)} ({_verdict(seeds_test)})" if seeds_test else
                    "– (one seed)"]
             flagged = [n for n, m in ((comp, a), (small, b)) if c in m["failed"]]

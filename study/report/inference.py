@@ -77,6 +77,19 @@ def cell_interval(m, column):
     return {"seeds": t.n, "t": t, "bootstrap": boot, "images": images}
 
 
+def interval_bounds(m, column):
+    """A model's figure in ``column`` as (mean, low, high): the interval over seeds when there
+    are several, else the bootstrap over test images, else low and high None; None when the
+    model has no value there. What the figures draw as bands."""
+    iv = cell_interval(m, column)
+    if iv is None:
+        return None
+    t, boot = iv["t"], iv["bootstrap"]
+    if t.low is not None:
+        return t.mean, t.low, t.high
+    return (t.mean, *boot) if boot is not None else (t.mean, None, None)
+
+
 def _aligned(oa, ob):
     """Robust-correct flags of two cells on the images both attacked."""
     common = sorted(set(oa.images.tolist()) & set(ob.images.tolist()))

@@ -6,18 +6,19 @@ C&W, the success rate and median L2 perturbation); robust accuracy against compr
 adversarial-aware compression (when a model's making was adversarial); the Pareto front of file
 size against robust accuracy; the headline comparison — each compressed model beside the compact
 models of matched file size, per attack and eps, then all pairs in one table and a statement
-generated from it; and the sanity checks that failed. Values are the mean over seeds, with the
+generated from it; the design of arms at matched bytes and the stage ablation (``design``);
+and the sanity checks that failed. Values are the mean over seeds, with the
 standard deviation when there is more than one seed. The statistical sections (``headline``:
 every cell with its 95% intervals; the headline attack's paired tests and the sentences drawn
 from them) and the provenance (``provenance``: config hashes, code versions, packages,
 machines) have modules of their own.
 """
 
-import math
-
+from .. import stats
 from ..config import ADVERSARIAL_LINEAGE, COMPRESSED_KINDS
+from .design import ablation_section, design_section
 from .figures import FIGURES
-from .headline import intervals_section, sampling_sentence, tests_section
+from .headline import Z95, intervals_section, sampling_sentence, tests_section
 from .provenance import mixed_warning, provenance_section
 from .tables import (MATCHED, column_label, compare, file_size, fixed_eps, headline_pairs,
                      markdown_table, non_monotone, number, pareto_front, pareto_points, percent,
@@ -47,6 +48,8 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None, pl
                 _adversarial_aware(models, fixed),
                 _pareto(models, fixed, figures),
                 _headline(models, columns, seeds, examples),
+                _design(models, columns, figures),
+                ablation_section(models, columns),
                 _sanity(rows, cells, sanity_rows, plans),
                 provenance_section(rows),
                 _figures_note(note)]
@@ -147,6 +150,13 @@ def _robust_vs_ratio(models, columns, fixed, figures):
     return out
 
 
+def _design(models, columns, figures):
+    out = design_section(models, columns)
+    if FIGURES[3] in figures:
+        out += ["", f"![Robust against clean accuracy, per method]({FIGURES[3]})"]
+    return out
+
+
 def _adversarial_aware(models, fixed):
     """Compressed models by how adversarial training entered their lineage; nothing when no
     compressed model's lineage was trained adversarially."""
@@ -222,7 +232,8 @@ def _pair(models, comp, small, columns, seeds):
             f"The compressed model is more accurate under attack in {wins} of {total} "
             f"(attack, eps) cells{f' ({ties} ties)' if ties else ''}{skipped}; "
             f"{len(seeds)} seed(s), so differences within the spread over seeds (or, "
-            f"with one seed, of the order of 1/√examples) are not evidence either way."]
+            f"with one seed, within the sampling noise of a cell: see the introduction) are "
+            f"not evidence either way."]
     return out, ratio <= MATCHED, res
 
 
@@ -276,7 +287,7 @@ def _statement(results, seeds, examples):
     if total == 0:
         return (f"Over {which}, no (attack, eps) cell has results with passing sanity checks "
                 f"for both models: the database cannot answer the question yet.")
-    noise = 100 / math.sqrt(max(examples, 1))
+    noise = 100 * Z95 * stats.max_sampling_error(max(examples, 1))
     if wins > losses and mean > 0:
         lean = "compression kept robustness better than compactness"
     elif losses > wins and mean < 0:
@@ -288,7 +299,8 @@ def _statement(results, seeds, examples):
             f"{total} (attack, eps) cells, less accurate in {losses}"
             f"{f' and tied in {ties}' if ties else ''}, by {mean:+.2f} pp on average "
             f"(compressed − compact). On these numbers {lean}; the mean difference is {size} "
-            f"the sampling noise of one cell (about 1/√{examples} = {noise:.1f} pp), with "
+            f"the sampling noise of one cell (95%: ±{noise:.1f} pp at most, on {examples} "
+            f"images), with "
             f"{len(seeds)} seed(s).{relative(basis)}")
 
 

@@ -12,6 +12,7 @@ model's cells for that seed.
 import math
 from collections import defaultdict
 
+from .. import stats as study_stats
 from ..config import COMPACT_KINDS, COMPRESSED_KINDS, SANITY, is_unbounded_attack
 
 # Two files within this factor of each other count as the same size.
@@ -55,15 +56,12 @@ def prepare(rows):
 # -- statistics over seeds, and how the tables show them ---------------------------------
 
 def stats(values):
-    """(mean, sample standard deviation or None, count) of the values that are not missing."""
-    values = [v for v in values if not missing(v)]
-    if not values:
+    """(mean, sample standard deviation or None, count) of the values that are not missing
+    (``study.stats.t_interval``'s)."""
+    interval = study_stats.t_interval([v for v in values if not missing(v)])
+    if interval is None:
         return None, None, 0
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, None, 1
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var), len(values)
+    return interval.mean, interval.std, interval.n
 
 
 def percent(values):
@@ -110,7 +108,7 @@ def _column_order(column):
 # -- the summaries the tables and figures read -------------------------------------------
 
 def summarise(rows):
-    """{model: {"kind", "arch", "info" (of the first seed), "clean": [per seed],
+    """{model: {"kind", "arch", "info" and "settings" (of the first seed), "clean": [per seed],
     "adv": {(attack, eps): [per seed]}, "success", "l2_median": {(attack, None): [per seed]},
     "failed": {(attack, eps) whose checks failed for some seed}, and by seed for the paired
     statistics: "clean_by_seed": {seed: accuracy}, "by_seed": {(attack, eps): {seed:
@@ -123,7 +121,8 @@ def summarise(rows):
     clean_seen = set()
     for r in prepare(rows)[0]:
         m = models.setdefault(r["model"], {"kind": r["kind"], "arch": r["arch"],
-                                           "info": r["model_info"] or {}, "clean": [],
+                                           "info": r["model_info"] or {},
+                                           "settings": r.get("settings") or {}, "clean": [],
                                            "adv": defaultdict(list), "sizes": [],
                                            "success": defaultdict(list),
                                            "l2_median": defaultdict(list), "failed": set(),
