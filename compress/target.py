@@ -18,6 +18,12 @@ mask has 3,040). The file's header (the zlib-compressed architecture and array t
 fixed fields are sized by the model file itself (``modelfile.encoded_size``), without the
 caller's ``meta``.
 
+``settings_for_bytes`` hits a file size instead, to within a tolerance: what decides the size
+(how many weights each layer keeps, where they sit, the codes' histogram, hence the Huffman
+tables and the header) is fixed before any fine-tuning, so ``trial_file_bytes`` compresses a
+copy without training (one round of magnitude pruning, k-means, the entropy coder) and counts
+the bytes ``encode_model`` writes; a few such trials correct the estimate's ratio.
+
 Huffman coding (``settings.huffman``) is ignored: it is what the trained weights' statistics
 allow (on a trained LeNet-5 it saves ~10%; on an untrained one, whose surviving weights crowd
 the codebook's ends, ~27%). A Huffman-coded file is therefore usually smaller than estimated, its
@@ -30,8 +36,8 @@ from dataclasses import replace
 import numpy as np
 
 from ..engine import Conv2d, Linear
-from .modelfile import encoded_size, integer_dtype
-from .pipeline import PRESETS, CompressionSettings, preset
+from .modelfile import encode_model, encoded_size, integer_dtype
+from .pipeline import PRESETS, CompressionSettings, compress, preset
 from .report import dense_parameter_bytes
 
 GENERIC_BITS = 5  # code bits of the generic setting (5-bit codes, Han et al.'s FC choice)
@@ -247,3 +253,74 @@ def settings_for_ratio(net, ratio, *, base=None, adapt_gap_bits=False):
         if hi - lo < 1e-6 * hi:
             break
     return _scaled(net, base, lo, adapt_gap_bits)
+
+
+def trial_file_bytes(net, settings, *, meta=None):
+    """The size in bytes of the model file (``encode_model(…, meta)``) of ``net`` compressed
+    by ``settings`` without training: ``compress`` with one round of magnitude pruning to the
+    kept shares, no retraining, k-means quantization, no centroid fine-tuning, then the
+    entropy coder as the settings say. ``net`` is not modified.
+
+    The real pipeline's file differs only by what training moves: retraining between pruning
+    rounds changes which weights survive (not how many), so the fillers between them and the
+    Huffman tables of their gaps; and the weights k-means sees, so the codes' histogram.
+    Centroid fine-tuning moves centroids, not codes: it changes no byte count. A file without
+    entropy coding (CSR, or codebooks too small for Huffman coding to pay) therefore comes out
+    at the trial's size, within bytes; a Huffman-coded one larger: measured +6.9% on a LeNet-5
+    trained 2 epochs on 600 digits (ip1's Huffman-coded codes +8%), with one round of pruning
+    and one epoch of retraining as with four — the retrained survivors spread over the
+    codebook, so their codes are less skewed than the untrained trial's. The trial's size is
+    also a jumpy function of the shares (k-means' clusters move with the weights kept: a 0.15%
+    change of ratio moved ip1's coded bytes by 2.7% there)."""
+    trial = net.copy()
+    quick = replace(settings, rounds=1, retrain_epochs=0, finetune_epochs=0,
+                    pruning="magnitude", pruning_options={}, adversarial=None)
+    compress(trial, None, None, quick, progress=False, log=None)
+    return len(encode_model(trial, meta))
+
+
+def settings_for_bytes(net, target_bytes, *, base=None, meta=None, tolerance=0.01, trials=8):
+    """CompressionSettings whose trial file (``trial_file_bytes`` with ``meta``) is within
+    ``tolerance`` (a share) of ``target_bytes`` → (settings, [(estimated ratio, trial bytes)
+    of every trial]).
+
+    Each trial takes ``settings_for_ratio(net, r, base=base)`` (the base's shares scaled by one
+    factor) and measures its file; the next r is the last one times trial bytes / target (the
+    estimate's error, mostly Huffman coding, is nearly a constant factor), kept inside the
+    bracket of ratios seen too large and too small (else their geometric mean). After
+    ``trials`` trials the closest is returned. Raises settings_for_ratio's ValueError when the
+    first ratio, dense bytes / target, is out of the estimate's reach."""
+    if not (isinstance(target_bytes, (int, float)) and math.isfinite(target_bytes)
+            and target_bytes > 0):
+        raise ValueError(f"{net.name}: target bytes must be a positive number, got "
+                         f"{target_bytes!r}")
+    ratio = dense_parameter_bytes(net) / target_bytes
+    low, high = None, None  # estimated ratios whose files came out too large / too small
+    best, tried = None, []
+    for trial in range(trials):
+        try:
+            settings = settings_for_ratio(net, ratio, base=base)
+        except ValueError:
+            if not tried:
+                raise
+            # Out of the estimate's reach: the bound lies between here and the last ratio.
+            high = ratio if ratio > tried[-1][0] else high
+            low = ratio if ratio < tried[-1][0] else low
+            ratio = math.sqrt(ratio * tried[-1][0])
+            continue
+        size = trial_file_bytes(net, settings, meta=meta)
+        tried.append((ratio, size))
+        if best is None or abs(size - target_bytes) < abs(best[1] - target_bytes):
+            best = (settings, size)
+        if abs(size - target_bytes) <= tolerance * target_bytes:
+            break
+        if size > target_bytes:
+            low = ratio
+        else:
+            high = ratio
+        step = ratio * size / target_bytes
+        if (low is not None and step <= low) or (high is not None and step >= high):
+            step = math.sqrt(low * high) if low is not None and high is not None else \
+                (2 * ratio if high is None else ratio / 2)
+        ratio = step
+    return best[0], tried

@@ -82,19 +82,33 @@ def imported(study, spec, x):
     return net.with_preprocessing(from_range=(0.0, 1.0))
 
 
-def sized_settings(study, spec, net, parent_bytes, extra):
+def file_meta(study, name, seed):
+    """The ``meta`` of the model file of ``name`` for ``seed`` (its header: part of its
+    bytes, so a ``match_bytes`` model's trials count it too)."""
+    return {"model": name, "kind": study.model(name).kind, "dataset": study.dataset,
+            "identity": study.model_identity(name, seed)}
+
+
+MATCH_TOLERANCE = 0.01  # the share a match_bytes model's trial file may miss its target by
+MATCH_RETRY = 0.03  # a match_bytes model's file further off is compressed once more
+
+
+def sized_settings(study, spec, net, parent_bytes, extra, *, meta=None, aim=None):
     """A compressed model's CompressionSettings fields (``Study.compression``) with its
     ``code_bits`` given to every weighted layer ``settings.bits`` does not name, and its kept
-    shares scaled to its size target (``compress.target.settings_for_ratio``): ``target_ratio``,
-    or ``match_bytes``, the matched model's file size (``parent_bytes``: name → bytes) as a
-    ratio of ``net``'s dense float32 bytes. A base without a preset's shares starts from
+    shares scaled to its size target: ``target_ratio`` by the estimate
+    (``compress.target.settings_for_ratio``); ``match_bytes``, the matched model's file size
+    (``parent_bytes``: name → bytes), by trials that compress ``net`` without training and
+    count the file's bytes, ``meta`` (``file_meta``) included (``settings_for_bytes``, to
+    ``MATCH_TOLERANCE``; ``aim``: the bytes the trials aim at instead, the target recorded
+    still the matched file's). A base without a preset's shares starts from
     ``compress.target.generic_settings`` (the code bits only if the quantize stage runs).
-    Records the target and the shares chosen in ``extra``."""
+    Records the target, the shares chosen and the trials in ``extra``."""
     from dataclasses import replace
 
     from ..compress.pipeline import CompressionSettings
     from ..compress.report import dense_parameter_bytes
-    from ..compress.target import generic_settings, settings_for_ratio
+    from ..compress.target import generic_settings, settings_for_bytes, settings_for_ratio
 
     settings = study.compression(spec)
     code_bits = spec.options.get("code_bits")
@@ -105,6 +119,7 @@ def sized_settings(study, spec, net, parent_bytes, extra):
         extra["bits"] = settings["bits"]
     ratio = spec.options.get("target_ratio")
     what = f"target_ratio {ratio:g}" if ratio else None
+    target = None
     if spec.match:
         target = int(parent_bytes[spec.match])
         ratio = dense_parameter_bytes(net) / target
@@ -120,11 +135,61 @@ def sized_settings(study, spec, net, parent_bytes, extra):
                        bits=base.bits or (generic.bits if quantized else {}),
                        gap_bits={**generic.gap_bits, **base.gap_bits})
     try:
-        chosen = settings_for_ratio(net, ratio, base=base)
+        if target is None:
+            chosen = settings_for_ratio(net, ratio, base=base)
+        else:
+            chosen, trials = settings_for_bytes(net, aim or target, base=base, meta=meta,
+                                                tolerance=MATCH_TOLERANCE)
+            extra["size_trials"] = [[round(r, 4), int(b)] for r, b in trials]
     except ValueError as e:
         raise ValueError(f"{study.source}: model {spec.name}: {what}: {e}") from None
     extra["kept"] = chosen.kept
     return {**settings, "kept": chosen.kept, "bits": chosen.bits, "gap_bits": chosen.gap_bits}
+
+
+def compressed(study, spec, seed, x, y, parents, parent_bytes, extra, say, progress):
+    """A compressed model's net: its base compressed by the sized settings. A ``match_bytes``
+    model whose file misses its target by more than ``MATCH_RETRY`` (retraining moved the
+    codes' histogram, which Huffman coding packs: ``compress.target.trial_file_bytes``) is
+    compressed once more from its base, its trials aimed off by the drift measured (target² /
+    the first file's bytes; kept if that aim is out of reach); the first file's bytes are
+    recorded as ``extra["first_bytes"]``."""
+    from ..attacks.adversarial_training import adversarial_objective
+    from ..compress.modelfile import encode_model
+    from ..compress.pipeline import CompressionSettings, compress, stages_of
+
+    meta = file_meta(study, spec.name, seed)
+    aim, net = None, None
+    for attempt in (1, 2):
+        base = parents[spec.base].copy()
+        try:
+            settings = sized_settings(study, spec, base, parent_bytes, extra, meta=meta,
+                                      aim=aim)
+        except ValueError as e:
+            if net is None:
+                raise
+            extra["retry"] = str(e)  # the aim is out of reach: the first net stays
+            break
+        net = base
+        settings["seed"] = seed
+        extra["compression_stages"] = list(stages_of(settings))
+        say(f"compressing {spec.base} → {spec.name} (seed {seed})"
+            + (f", again aiming at {aim:,.0f} bytes" if aim else ""))
+        objective = adversarial_objective(settings.get("adversarial"), seed,
+                                          where=f"{study.source}: model {spec.name}: "
+                                                f"adversarial")
+        report = compress(net, x, y, CompressionSettings(**settings), objective=objective,
+                          val=None, progress=progress, log=None)
+        extra["stages"] = [{k: s[k] for k in ("stage", "seconds")} for s in report["stages"]]
+        target = extra.get("target_bytes")
+        if target is None or attempt == 2:
+            break
+        size = len(encode_model(net, meta))
+        if abs(size - target) <= MATCH_RETRY * target:
+            break
+        extra["first_bytes"] = size
+        aim = target * target / size
+    return net
 
 
 def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=None,
@@ -149,19 +214,8 @@ def build_model(study, name, seed, data, parents, *, progress=False, checkpoint=
         train(net, x, y, spec.train, seed, progress=progress, checkpoint=checkpoint,
               objective=objective)
     elif spec.kind == "compressed":
-        from ..attacks.adversarial_training import adversarial_objective
-        from ..compress.pipeline import CompressionSettings, compress, stages_of
-
-        net = parents[spec.base].copy()
-        settings = sized_settings(study, spec, net, parent_bytes or {}, extra)
-        settings["seed"] = seed
-        extra["compression_stages"] = list(stages_of(settings))
-        say(f"compressing {spec.base} → {name} (seed {seed})")
-        objective = adversarial_objective(settings.get("adversarial"), seed,
-                                          where=f"{study.source}: model {name}: adversarial")
-        report = compress(net, x, y, CompressionSettings(**settings), objective=objective,
-                          val=None, progress=progress, log=None)
-        extra["stages"] = [{k: s[k] for k in ("stage", "seconds")} for s in report["stages"]]
+        net = compressed(study, spec, seed, x, y, parents, parent_bytes or {}, extra, say,
+                         progress)
     elif spec.kind == "quantized":
         from ..compress.methods import METHODS, run_method
 

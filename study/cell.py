@@ -42,8 +42,9 @@ def _cell_bar(progress, label, total):
 
 
 def run_attack(study, cell, nets, xt, yt, *, progress=False):
-    """(metrics row of ``attacks.evaluate.attack_row``, extra metrics, (clean_ok, adv_ok): per
-    image, right on the clean and on the adversarial image) of an attack cell."""
+    """(metrics row of ``attacks.evaluate.attack_row``, extra metrics, (clean_ok, adv_ok,
+    sizes): per image, right on the clean and on the adversarial image, and for an unbounded
+    attack the size of its perturbation in the attack's norm, else None) of an attack cell."""
     from ..attacks.evaluate import attack_row
     from ..attacks.norms import perturbation_norms
     from ..attacks.registry import resolve_attack
@@ -64,6 +65,7 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
         extra["source"] = spec.source
         extra["source_clean_accuracy"] = float(
             (crafter.predict(xt, batch_size=study.batch_size) == yt).mean())
+    sizes = None
     if not spec.bounded:
         sizes = perturbation_norms(xt, x_adv)[spec.norm]
         found = clean_ok & ~adv_ok
@@ -72,7 +74,7 @@ def run_attack(study, cell, nets, xt, yt, *, progress=False):
         extra["size_mean_fooled"] = float(sizes[found].mean()) if found.any() else None
         extra["accuracy_within"] = {f"{e:g}": _accuracy_within(clean_ok, adv_ok, sizes, e)
                                     for e in spec.eps}
-    return row, extra, (clean_ok, adv_ok)
+    return row, extra, (clean_ok, adv_ok, sizes)
 
 
 def run_sanity(study, cell, net, xt, yt, *, progress=False):
@@ -117,11 +119,11 @@ def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False, images=No
                    sanity=checks, sanity_passed=all(c["passed"] for c in checks),
                    metrics={"checked_eps": study.bounded_eps()})
     else:
-        metrics, extra, (clean_ok, adv_ok) = run_attack(study, cell, nets, xt, yt,
+        metrics, extra, (clean_ok, adv_ok, sizes) = run_attack(study, cell, nets, xt, yt,
                                                         progress=progress)
         metrics.update(extra)
         row["outcomes"] = encode_outcomes(np.arange(len(xt)) if images is None else images,
-                                          clean_ok, adv_ok)
+                                          clean_ok, adv_ok, sizes)
         row.update(norm=study.attacks[cell.attack].norm, examples=metrics["examples"],
                    clean_accuracy=metrics["clean_accuracy"],
                    adversarial_accuracy=metrics["adversarial_accuracy"],

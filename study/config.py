@@ -23,7 +23,7 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      (optional: scale the kept shares to reach it),
                                      match_bytes (optional, instead: an earlier model whose
                                      file size, per seed, the kept shares are scaled to
-                                     reach), stages (optional: the pipeline stages to run,
+                                     reach: build.sized_settings), stages (optional: the pipeline stages to run,
                                      a non-empty list of "prune", "quantize", "huffman"; the
                                      default all three: ["prune"] keeps the preset's shares
                                      unquantized, ["quantize"] its code bits unpruned),

@@ -10,7 +10,7 @@ only if the database has none.
 
 import os
 
-from .build import build_model
+from .build import build_model, file_meta
 
 MODEL_DIR = "models"  # beside the database
 
@@ -46,9 +46,7 @@ def make_model(study, name, seed, data, parent_blobs, *, progress=False, checkpo
     net, extra = build_model(study, name, seed, data, parents, progress=progress,
                              checkpoint=checkpoint, log=log,
                              parent_bytes={n: len(b) for n, b in parent_blobs.items()})
-    spec = study.model(name)
-    blob = encode_model(net, {"model": name, "kind": spec.kind, "dataset": study.dataset,
-                              "identity": study.model_identity(name, seed)})
+    blob = encode_model(net, file_meta(study, name, seed))
     return blob, model_info(net, len(blob), extra)
 
 

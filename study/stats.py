@@ -19,6 +19,10 @@ returns numbers; scipy.stats does the tests it has.
   test, p = ½, on the discordant pairs (one model right, the other wrong).
 - ``sign_test`` and ``wilcoxon_test``: paired differences (compressed − compact) across seeds
   and cells — the binomial test on the signs, and the Wilcoxon signed-rank test (zeros dropped).
+- ``radius_diffs``: paired differences of an unbounded attack's per-image radii (DeepFool,
+  C&W), where an image the attack did not fool is infinitely robust, for ``wilcoxon_test``.
+- ``holm``: Holm–Bonferroni adjusted p-values of a family of tests, so that "significant"
+  (adjusted p < ``ALPHA``) holds the family-wise error rate at ``ALPHA``.
 
 These tests take the pairs as independent. Cells of one model at several eps are not (they
 share the model and the images), so a p-value across cells is a guide, not an exact level.
@@ -167,3 +171,33 @@ def wilcoxon_test(diffs):
     pos, neg = int((diffs > 0).sum()), int((diffs < 0).sum())
     p = stats.wilcoxon(diffs[diffs != 0]).pvalue if pos + neg else 1.0
     return PairedTest(pos, neg, len(diffs) - pos - neg, float(p), "Wilcoxon signed-rank")
+
+
+def radius_diffs(a, b):
+    """Paired differences a − b of per-image radii (``inf``: the attack did not fool the model
+    on that image) as finite numbers with the same ranks of |difference| and the same signs,
+    for ``wilcoxon_test``: inf − inf is a tie (0), ±inf becomes ± (2·max finite |d| + 1)."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"radius_diffs: {a.shape} and {b.shape} radii: not the same images")
+    with np.errstate(invalid="ignore"):
+        d = np.where(np.isinf(a) & np.isinf(b) & (a == b), 0.0, a - b)
+    finite = np.abs(d[np.isfinite(d)])
+    cap = 2 * (finite.max() if finite.size else 0.0) + 1
+    return np.where(np.isposinf(d), cap, np.where(np.isneginf(d), -cap, d))
+
+
+def holm(pvalues):
+    """Holm–Bonferroni adjusted p-values (Holm 1979, "A simple sequentially rejective multiple
+    test procedure"), in the order given: with p_(1) ≤ … ≤ p_(m) sorted, the adjusted
+    p_(i) = min(1, max_{j ≤ i} (m − j + 1)·p_(j)). Rejecting where the adjusted p < α is Holm's
+    step-down procedure at level α: the chance of any false rejection in the family is ≤ α."""
+    p = np.asarray(pvalues, float).ravel()
+    if p.size and not ((p >= 0) & (p <= 1)).all():
+        raise ValueError(f"holm: p-values must be in [0, 1], got {p.tolist()}")
+    m = len(p)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()

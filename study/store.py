@@ -8,8 +8,9 @@ Tables:
                sanity_passed, metrics (JSON: the whole evaluate row), sanity (JSON: the checks),
                model_info (JSON: params, bytes, ratio), seconds, started, finished, versions
                (JSON: robustcnn, numpy, numba, python), outcomes (JSON: per test image, right
-               or not on the clean and on the adversarial image: ``encode_outcomes``; NULL for
-               sanity cells and for cells of a version-2 database), provenance (JSON: the
+               or not on the clean and on the adversarial image, and for an unbounded attack
+               (version 4) the size of each image's perturbation: ``encode_outcomes``; NULL
+               for sanity cells and for cells of a version-2 database), provenance (JSON: the
                config's hash, the code version and the machine: ``provenance.cell_provenance``)
     artifacts  key (the model key), name, kind, path (relative to the database's directory),
                sha256, info (JSON), created: trained and compressed models, made once, reused
@@ -26,7 +27,9 @@ A database that is not a robustcnn study store (no ``meta`` table with ``schema_
 tables without these columns) is refused before anything is written to it; ``Store(path,
 readonly=True)`` (the report's) opens it read-only (``file:…?mode=ro``). A version-2 database
 (before per-image outcomes and provenance) reads with those columns NULL; opened for writing
-it gains the two columns and becomes version 3. Rows are checked as they are read (each
+it gains the two columns and becomes version 4. A version-3 database (outcomes without
+perturbation sizes) reads with ``Outcomes.sizes`` None; opened for writing it becomes version 4
+(nothing to add: the sizes are an optional key of the outcomes). Rows are checked as they are read (each
 column's type, the JSON columns' structure, the outcomes' encoding and their agreement with
 the row's accuracies): a damaged or foreign row is a ValueError naming the database and the
 row, and so is every error SQLite reports.
@@ -48,9 +51,11 @@ import numpy as np
 
 from .. import limits
 
-# 2: eps may be NULL (unbounded attacks, sanity cells); 3: outcomes and provenance columns.
-SCHEMA_VERSION = 3
-READABLE_VERSIONS = (2, 3)
+# 2: eps may be NULL (unbounded attacks, sanity cells); 3: outcomes and provenance columns;
+# 4: an unbounded attack's outcomes hold each image's perturbation size (older readers refuse
+# the key, hence the version).
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 ADDED_IN_3 = ("outcomes", "provenance")
 COLUMNS = ("key", "study", "model", "model_key", "kind", "arch", "settings", "attack", "norm",
            "eps", "seed", "examples", "clean_accuracy", "adversarial_accuracy", "success_rate",
@@ -87,25 +92,30 @@ def versions():
 
 @dataclass(frozen=True, eq=False)
 class Outcomes:
-    """Per test image of one cell: its index in the test set and whether the model was right
-    on the clean and on the adversarial image."""
+    """Per test image of one cell: its index in the test set, whether the model was right
+    on the clean and on the adversarial image, and (an unbounded attack's, schema version 4;
+    else None) the size of its perturbation in the attack's norm."""
 
     images: np.ndarray       # (n,) int64, test-set indices, distinct
     clean: np.ndarray        # (n,) bool
     adversarial: np.ndarray  # (n,) bool
+    sizes: np.ndarray = None  # (n,) float32 ‖x' − x‖, or None
 
     def __eq__(self, other):
         return isinstance(other, Outcomes) and all(
             np.array_equal(getattr(self, f), getattr(other, f))
-            for f in ("images", "clean", "adversarial"))
+            for f in ("images", "clean", "adversarial")) and (
+            (self.sizes is None) == (other.sizes is None)
+            and (self.sizes is None or np.array_equal(self.sizes, other.sizes)))
 
     __hash__ = None
 
 
-def encode_outcomes(images, clean_ok, adv_ok):
+def encode_outcomes(images, clean_ok, adv_ok, sizes=None):
     """The ``outcomes`` column's JSON-ready value: {"images": [[start, stop], ...] (the test-set
     indices as runs of consecutive ones, in the order of the flags), "clean", "adversarial":
-    the flags bit-packed (``numpy.packbits``, zero-padded to whole bytes) in base64}."""
+    the flags bit-packed (``numpy.packbits``, zero-padded to whole bytes) in base64, and with
+    ``sizes`` (per image, finite and >= 0) "sizes": them as little-endian float32 in base64}."""
     images = np.asarray(images, np.int64).ravel()
     clean_ok, adv_ok = np.asarray(clean_ok, bool).ravel(), np.asarray(adv_ok, bool).ravel()
     if not len(images) == len(clean_ok) == len(adv_ok):
@@ -121,14 +131,23 @@ def encode_outcomes(images, clean_ok, adv_ok):
     def bits(flags):
         return base64.b64encode(np.packbits(flags).tobytes()).decode("ascii")
 
-    return {"images": runs, "clean": bits(clean_ok), "adversarial": bits(adv_ok)}
+    out = {"images": runs, "clean": bits(clean_ok), "adversarial": bits(adv_ok)}
+    if sizes is not None:
+        sizes = np.asarray(sizes, "<f4").ravel()
+        if len(sizes) != len(images) or not (np.isfinite(sizes).all() and (sizes >= 0).all()):
+            raise ValueError(f"outcomes: {len(sizes)} sizes for {len(images)} images, or a "
+                             f"size not finite and >= 0")
+        out["sizes"] = base64.b64encode(sizes.tobytes()).decode("ascii")
+    return out
 
 
 def decode_outcomes(value, where, *, examples=None):
     """``Outcomes`` from the ``outcomes`` column's decoded JSON ``value``; ``examples``, when
     known, is the count it must have. A damaged value is a ValueError naming ``where``."""
-    if not isinstance(value, dict) or set(value) != {"images", "clean", "adversarial"}:
-        raise ValueError(f"{where}: outcomes is not an object of images, clean, adversarial")
+    if not isinstance(value, dict) or not {"images", "clean", "adversarial"} <= set(value) \
+            or not set(value) <= {"images", "clean", "adversarial", "sizes"}:
+        raise ValueError(f"{where}: outcomes is not an object of images, clean, adversarial "
+                         f"(and sizes)")
     flags = {}
     for name in ("clean", "adversarial"):
         try:
@@ -152,8 +171,21 @@ def decode_outcomes(value, where, *, examples=None):
         else np.zeros(0, np.int64)
     if len(np.unique(images)) != n:
         raise ValueError(f"{where}: outcomes.images repeats an image")
+    sizes = None
+    if "sizes" in value:
+        try:
+            raw = base64.b64decode(value["sizes"], validate=True)
+        except (TypeError, ValueError, binascii.Error) as e:
+            raise ValueError(f"{where}: outcomes.sizes is not base64 "
+                             f"({limits.one_line(e)})") from None
+        if len(raw) != 4 * n:
+            raise ValueError(f"{where}: outcomes.sizes holds {len(raw)} bytes, not the {n} "
+                             f"float32 sizes of its images")
+        sizes = np.frombuffer(raw, "<f4").astype(np.float32)
+        if not (np.isfinite(sizes).all() and (sizes >= 0).all()):
+            raise ValueError(f"{where}: outcomes.sizes holds a size not finite and >= 0")
     return Outcomes(images, *(np.unpackbits(flags[k])[:n].astype(bool)
-                              for k in ("clean", "adversarial")))
+                              for k in ("clean", "adversarial")), sizes)
 
 
 # The columns each table must have (what the code reads and writes).
@@ -194,9 +226,9 @@ def check_store(path, *, option=None):
     if str(version[0]) not in map(str, READABLE_VERSIONS):
         raise ValueError(f"{where}: results schema version {version[0]}, this robustcnn "
                          f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
-    if str(version[0]) == str(SCHEMA_VERSION) and not set(ADDED_IN_3) <= columns["cells"]:
+    if str(version[0]) != "2" and not set(ADDED_IN_3) <= columns["cells"]:
         raise ValueError(f"{where}: not a robustcnn study database (schema version "
-                         f"{SCHEMA_VERSION} without its {', '.join(ADDED_IN_3)} columns)")
+                         f"{version[0]} without its {', '.join(ADDED_IN_3)} columns)")
 
 
 def sha256_file(path):
@@ -238,12 +270,13 @@ class Store:
         self._read_columns()
 
     def _upgrade(self):
-        """A version-2 store gains the columns of version 3 (its cells keep them NULL), in one
-        transaction: two runners opening it at once upgrade it once."""
+        """A version-2 store gains the columns of version 3 (its cells keep them NULL), and a
+        version-2 or 3 one becomes version 4 (outcomes may hold sizes), in one transaction:
+        two runners opening it at once upgrade it once."""
         with self._transaction():
             found = self.conn.execute("SELECT value FROM meta WHERE name='schema_version'") \
                 .fetchone()
-            if found is None or str(found[0]) != "2":
+            if found is None or str(found[0]) not in ("2", "3"):
                 return
             have = {c for (c,) in self.conn.execute(
                 "SELECT name FROM pragma_table_info('cells')")}
@@ -299,7 +332,7 @@ class Store:
             row["eps"] = None
         if isinstance(row.get("outcomes"), Outcomes):
             o = row["outcomes"]
-            row["outcomes"] = encode_outcomes(o.images, o.clean, o.adversarial)
+            row["outcomes"] = encode_outcomes(o.images, o.clean, o.adversarial, o.sizes)
         values = [json.dumps(row.get(c), sort_keys=True) if c in _JSON and row.get(c) is not None
                   else row.get(c) for c in COLUMNS]
         with self._transaction():

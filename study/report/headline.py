@@ -5,8 +5,11 @@ from them (``inference`` gives the numbers)."""
 
 import math
 
+import numpy as np
+
 from .. import stats
-from .inference import across, cell_interval, headline_attack, paired_seeds, white_box
+from .inference import (across, cell_interval, headline_attack, paired_radii, paired_seeds,
+                        white_box)
 from .tables import MATCHED, column_label, file_size, headline_pairs, markdown_table
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% point
@@ -111,10 +114,13 @@ def _mcnemar(pairs):
                      f"s{seed}: {_p(t.p)} ({t.first}/{t.second})" for seed, _, _, t in pairs)
 
 
-def _verdict(test):
-    if test.significant:
-        return "significant"
-    return "not significant"
+def _verdict(p):
+    """The words for an (adjusted) p-value."""
+    return "significant" if p < stats.ALPHA else "not significant"
+
+
+def _radius(v):
+    return "inf" if math.isinf(v) else f"{v:.3g}"
 
 
 def _min_p(n):
@@ -122,14 +128,15 @@ def _min_p(n):
     return min(1.0, 2.0 ** (1 - n)) if n else 1.0
 
 
-def _pair_sentence(models, comp, small, attack, columns):
-    """One sentence on a pair under the headline attack, from ``across`` and McNemar."""
+def _pair_sentence(models, comp, small, attack, columns, res, adjusted, family):
+    """One sentence on a pair under the headline attack, from ``across`` (``res``: None with
+    no cell to compare) with its Wilcoxon p Holm-adjusted (``adjusted``) over the ``family``
+    of pairs, and McNemar."""
     a, b = models[comp], models[small]
     sa, sb = a["info"].get("file_bytes") or 0, b["info"].get("file_bytes") or 0
     matched = sa and sb and max(sa, sb) / min(sa, sb) <= MATCHED
     head = (f"**{comp} vs {small}** ({file_size(sa)} vs {file_size(sb)}, "
             f"{'size-matched' if matched else 'sizes not matched'}), {attack}")
-    res = across(a, b, columns)
     if res is None:
         flagged = any(c in a["failed"] or c in b["failed"] for c in columns)
         return (f"{head}: no cell to compare" + (" whose sanity checks passed on both "
@@ -140,23 +147,25 @@ def _pair_sentence(models, comp, small, attack, columns):
     tests = [t for c in res["cells"] for *_, t in paired_seeds(a, b, c) if t is not None]
     better = sum(t.significant and t.first > t.second for t in tests)
     worse = sum(t.significant and t.second > t.first for t in tests)
-    if w.significant:
+    if adjusted < stats.ALPHA:
         verdict = (f"**significant** across seeds and cells: the "
                    f"{'compressed' if mean > 0 else 'compact'} model is more robust")
     else:
-        verdict = ("**not significant** across seeds and cells (p ≥ 0.05): these numbers do "
+        verdict = (f"**not significant** across seeds and cells (p ≥ {stats.ALPHA:g}"
+                   + (", Holm-adjusted" if family > 1 else "") + "): these numbers do "
                    "not show either model more robust")
     floor = _min_p(w.first + w.second)
     limit = (f" (with {w.first + w.second} non-zero pair(s) the test cannot go below "
              f"p = {floor:.3g})" if floor >= stats.ALPHA else "")
-    mcnemar = (f" McNemar's exact test per seed and eps: compressed significantly more robust in "
-               f"{better}, compact in {worse}, of {len(tests)}." if tests else
+    mcnemar = (f" McNemar's exact test per seed and eps (uncorrected): compressed significantly "
+               f"more robust in {better}, compact in {worse}, of {len(tests)}." if tests else
                " No per-image data for McNemar's test.")
     return (f"{head}: the compressed model's robust accuracy is {mean:+.2f} pp from the "
             f"compact one's on average (compressed − compact) over {len(seeds)} seed(s) × "
             f"{len(res['cells'])} eps = {len(diffs)} pairs ({w.first} higher, {w.second} lower, "
-            f"{w.ties} tied); Wilcoxon signed-rank p = {_p(w.p)}{limit}, sign test p = "
-            f"{_p(s.p)}: {verdict}.{mcnemar}")
+            f"{w.ties} tied); Wilcoxon signed-rank p = {_p(w.p)}"
+            + (f" (Holm-adjusted over the {family} pairs: {_p(adjusted)})" if family > 1 else "")
+            + f"{limit}, sign test p = {_p(s.p)}: {verdict}.{mcnemar}")
 
 
 def tests_section(models, columns, examples):
@@ -184,10 +193,19 @@ def tests_section(models, columns, examples):
     if not pairs:
         return out + ["", "Needs at least one compressed and one compact model (never trained "
                           "adversarially) in the database."]
-    out += ["", "In words (the headline attack, over all its eps and seeds):"]
     head_cols = [c for c in columns if c[0] == attack and c[1] is not None]
-    out += [""] + [f"- {_pair_sentence(models, comp, small, attack, head_cols)}"
-                   for comp, small in pairs]
+    found = [across(models[comp], models[small], head_cols) for comp, small in pairs]
+    tested = [r["wilcoxon"].p for r in found if r is not None]
+    adjusted = iter(stats.holm(tested))
+    family = len(tested)
+    out += ["", "In words (the headline attack, over all its eps and seeds"
+            + (f"; the {family} pairs' Wilcoxon p-values are one family, Holm–Bonferroni "
+               f"adjusted, and \"significant\" reads the adjusted p" if family > 1 else "")
+            + "):"]
+    out.append("")
+    for (comp, small), res in zip(pairs, found):
+        adj = next(adjusted) if res is not None else None
+        out.append(f"- {_pair_sentence(models, comp, small, attack, head_cols, res, adj, family)}")
     rows, apart = [], []
     for comp, small in pairs:
         a, b = models[comp], models[small]
@@ -201,9 +219,7 @@ def tests_section(models, columns, examples):
             diff = 100 * sum(diffs) / len(diffs)  # over the seeds both have
             seeds_test = stats.wilcoxon_test(diffs) if len(diffs) > 1 else None
             row = [comp, small, column_label(c) + ("" if c[0] == attack else " (secondary)"),
-                   ci_text(ia), ci_text(ib), f"{diff:+.2f}", _mcnemar(pairs_c),
-                   f"{_p(seeds_test.p)} ({_verdict(seeds_test)})" if seeds_test else
-                   "– (one seed)"]
+                   ci_text(ia), ci_text(ib), f"{diff:+.2f}", _mcnemar(pairs_c), seeds_test]
             flagged = [n for n, m in ((comp, a), (small, b)) if c in m["failed"]]
             (apart if flagged else rows).append(row + ([", ".join(flagged)] if flagged else []))
         for (unbounded, threshold) in sorted(set(a["within"]) & set(b["within"])):
@@ -217,14 +233,41 @@ def tests_section(models, columns, examples):
             seeds_test = stats.wilcoxon_test(diffs) if len(diffs) > 1 else None
             row = [comp, small, f"{unbounded} within ε={threshold} (secondary)",
                    _mean_ci(ia), _mean_ci(ib), f"{100 * (ia.mean - ib.mean):+.2f}",
-                   "– (sizes per image not stored)",
-                   f"{_p(seeds_test.p)} ({_verdict(seeds_test)})" if seeds_test else
-                   "– (one seed)"]
+                   "– (sizes per image not stored)" if not paired_radii(a, b, unbounded) else
+                   "– (radii compared per image below)", seeds_test]
             flagged = [n for n, m in ((comp, a), (small, b)) if (unbounded, None) in m["failed"]]
             (apart if flagged else rows).append(row + ([", ".join(flagged)] if flagged else []))
+        for unbounded in sorted({c[0] for c in columns if c[1] is None}):
+            by_seed = paired_radii(a, b, unbounded)
+            if not by_seed:
+                continue
+            diffs = stats.radius_diffs([ma for _, ma, _, _ in by_seed],
+                                       [mb for _, _, mb, _ in by_seed])
+            seeds_test = stats.wilcoxon_test(diffs) if len(diffs) > 1 else None
+            median_a = float(np.median([ma for _, ma, _, _ in by_seed]))
+            median_b = float(np.median([mb for _, _, mb, _ in by_seed]))
+            row = [comp, small, f"{unbounded} radius per image (secondary)",
+                   f"median {_radius(median_a)}", f"median {_radius(median_b)}",
+                   "–", "Wilcoxon on radii " + "; ".join(
+                       f"s{seed}: {_p(t.p)} ({t.first}/{t.second})"
+                       for seed, _, _, t in by_seed), seeds_test]
+            flagged = [n for n, m in ((comp, a), (small, b)) if (unbounded, None) in m["failed"]]
+            (apart if flagged else rows).append(row + ([", ".join(flagged)] if flagged else []))
+    # The family the table corrects: the across-seeds test of every row counted (not apart).
+    table_p = iter(stats.holm([r[7].p for r in rows if r[7] is not None]))
+    for r in rows:
+        test = r[7]
+        if test is None:
+            r[7:8] = ["– (one seed)", "–"]
+        else:
+            adj = next(table_p)
+            r[7:8] = [f"{_p(test.p)} ({_verdict(adj)})", _p(adj)]
+    for r in apart:
+        test = r[7]
+        r[7:8] = ["– (one seed)" if test is None else f"{_p(test.p)} (uncorrected)", "–"]
     header = ["compressed", "compact", "attack", "compressed, 95% CI", "compact, 95% CI",
               "difference (pp)", "McNemar p per seed (only compressed / only compact right)",
-              "across seeds: Wilcoxon p"]
+              "across seeds: Wilcoxon p (verdict: Holm-adjusted)", "Holm-adjusted p"]
     out += ["", markdown_table(header, rows) if rows else
             "No cell that both models of a pair ran passed its sanity checks on both"
             + (": they are reported apart below." if apart else "."), "",
@@ -233,10 +276,18 @@ def tests_section(models, columns, examples):
             "same attacked images of one seed (the binomial test on the images only one of "
             f"them got right); the tests across seeds (per row) and across seeds and cells "
             f"(the sentences) are Wilcoxon's signed-rank and the sign test on the paired "
-            f"differences. \"Significant\" means p < {stats.ALPHA:g}, two-sided, with no "
-            f"correction for the number of tests; cells of one model at several eps share the "
-            f"model and the images, so the test across cells treats as independent what is "
-            f"not — read it as a guide."]
+            f"differences. An unbounded attack's row \"radius per image\" compares the "
+            f"perturbation each image needed (0 where the model was wrong on the clean image, "
+            f"inf where the attack did not fool it) by Wilcoxon's signed-rank test on the same "
+            f"images per seed (images where the compressed / the compact model needed more), "
+            f"and across seeds on the per-seed median radii. \"Significant\" means p < "
+            f"{stats.ALPHA:g}, two-sided, after Holm–Bonferroni correction: the family is every "
+            f"row of this table with a test across seeds (each pair × attack × eps; rows "
+            f"reported apart are not in it, their p uncorrected), and separately the pairs' "
+            f"tests across seeds and cells in the sentences above. McNemar's p per seed are "
+            f"shown uncorrected. Cells of one model at several eps share the model and the "
+            f"images, so the test across cells treats as independent what is not — read it "
+            f"as a guide."]
     if apart:
         out += ["", "Reported apart: cells whose sanity checks failed for a model (gradient "
                     "masking or a failing attack) — their robust accuracy may be overstated, and "

@@ -8,6 +8,8 @@ has: the one with the lowest mean robust accuracy over the (model, eps, seed) ce
 share (over all their cells when they share none). Transfer and unbounded attacks never head.
 """
 
+import numpy as np
+
 from .. import stats
 from ..config import base_attack, parse_attack_label
 from .tables import missing
@@ -130,3 +132,34 @@ def across(a, b, columns):
         return None
     return {"diffs": diffs, "cells": counted, "sign": stats.sign_test(diffs),
             "wilcoxon": stats.wilcoxon_test(diffs)}
+
+
+def radii(o):
+    """Per image of an unbounded attack's cell (``store.Outcomes`` with sizes): the radius at
+    which the model was fooled — 0 where it was wrong on the clean image, the attack's
+    perturbation size where that fooled it, inf where it did not (the attack found no
+    adversarial example) → (images, radii), or None without per-image sizes."""
+    if o is None or o.sizes is None:
+        return None
+    r = np.where(o.adversarial, np.inf, o.sizes.astype(np.float64))
+    return o.images, np.where(o.clean, r, 0.0)
+
+
+def paired_radii(a, b, attack):
+    """Per seed both models ran the unbounded ``attack`` with per-image sizes: (seed, a's
+    median radius, b's, Wilcoxon signed-rank ``PairedTest`` of a's radii against b's on the
+    images both attacked; ``first``: images where a needs the larger perturbation)."""
+    column = (attack, None)
+    out = []
+    by_a, by_b = a["outcomes"].get(column, {}), b["outcomes"].get(column, {})
+    for seed in sorted(set(by_a) & set(by_b)):
+        ra, rb = radii(by_a[seed]), radii(by_b[seed])
+        if ra is None or rb is None:
+            continue
+        common, ia, ib = np.intersect1d(ra[0], rb[0], return_indices=True)
+        if not len(common):
+            continue
+        va, vb = ra[1][ia], rb[1][ib]
+        out.append((seed, float(np.median(va)), float(np.median(vb)),
+                    stats.wilcoxon_test(stats.radius_diffs(va, vb))))
+    return out

@@ -17,7 +17,7 @@ def _counts(rows, label):
 
 
 def code_versions(rows):
-    """{code label: cells} of the rows that record one (schema version 3)."""
+    """{code label: cells} of the rows that record one (schema version 3 on)."""
     return dict(Counter(code_label(r["provenance"].get("code")) for r in rows
                         if r.get("provenance")))
 

@@ -122,3 +122,42 @@ def test_unreachable_ratios():
     # quantizing every layer already gives 32/bits×
     with pytest.raises(ValueError, match=r"below what quantization alone gives.*at least 7\.7"):
         settings_for_ratio(net, 5)
+
+
+def test_trial_bytes_are_the_pipelines_file_when_training_moves_nothing():
+    """trial_file_bytes leaves out only what training moves: with learning rates ~0 (1e-30) the
+    pipelinepipeline's rounds of pruning keep the one round's weights, k-means sees the same values,
+    and the file (meta in its header included) has the trial's bytes, Huffman coding on."""
+    from robustcnn.compress.modelfile import encode_model
+    from robustcnn.compress.target import trial_file_bytes
+
+    net = lenet5()
+    settings = preset("lenet5", rounds=3, retrain_epochs=1, finetune_epochs=1, lr=1e-30,
+                      finetune_lr=1e-30, momentum=0.0, weight_decay=0.0, batch_size=8)
+    meta = {"model": "m", "identity": {"a": list(range(40))}}
+    trial = trial_file_bytes(net, settings, meta=meta)
+    assert net.layer("ip1").weight_format.kind == "dense"  # the net is left alone
+    rng = np.random.default_rng(0)
+    x = rng.random((16,) + net.input_shape, dtype=np.float32)
+    compress(net, x, rng.integers(0, 10, 16), settings, progress=False, log=None)
+    assert any(l.weight_format.kind == "huffman" for l in net.layers
+               if hasattr(l, "weight_format"))
+    assert trial == len(encode_model(net, meta))
+    assert trial < estimate_file_bytes(lenet5(), settings)  # Huffman coding saves bytes
+
+
+@pytest.mark.parametrize("target", [25_000, 45_000])
+def test_settings_for_bytes_hits_the_file_size(target):
+    from robustcnn.compress.target import settings_for_bytes, trial_file_bytes
+
+    net = lenet5()
+    settings, trials = settings_for_bytes(net, target, tolerance=0.01)
+    size = trial_file_bytes(net, settings)
+    assert abs(size - target) <= 0.01 * target
+    assert size == min((b for _, b in trials), key=lambda b: abs(b - target))
+    assert len(trials) <= 8
+    # The estimate alone misses: its file is the first trial's.
+    first = trial_file_bytes(net, settings_for_ratio(net, dense_parameter_bytes(net) / target))
+    assert trials[0][1] == first
+    with pytest.raises(ValueError, match="out of reach"):
+        settings_for_bytes(net, 100)

@@ -676,14 +676,16 @@ def _toml_layer_edit(data, rng):
 
 
 def store_seeds(directory):
-    """A study database with per-image outcomes and provenance (schema version 3)."""
+    """A study database with per-image outcomes and provenance, and an unbounded attack's
+    perturbation sizes (schema version 4)."""
     import numpy as np
 
     from robustcnn.study.store import Store, encode_outcomes
 
-    def outcomes(adversarial):
+    def outcomes(adversarial, sizes=False):
         right = np.arange(100)
-        return encode_outcomes(right, right < 90, right < round(100 * adversarial))
+        return encode_outcomes(right, right < 90, right < round(100 * adversarial),
+                               right / 100 if sizes else None)
 
     path = os.path.join(directory, "seed.sqlite")
     with Store(path) as store:
@@ -704,7 +706,7 @@ def store_seeds(directory):
                         "model_info": {"params": 1000, "dense_bytes": 4000, "file_bytes": size,
                                        "compression_ratio": 4000 / size},
                         "seconds": 1.0, "versions": {"robustcnn": "0", "numpy": "1"},
-                        "outcomes": outcomes(0.5 + 0.1 * i),
+                        "outcomes": outcomes(0.5 + 0.1 * i, sizes=eps is None),
                         "provenance": {"config": "ab" * 32, "code": {"version": "0",
                                                                     "commit": None},
                                        "machine": {"platform": "p", "cpus": 2, "cpu": "c"}}})
@@ -735,7 +737,7 @@ def _sql_edit(data, rng):
                 conn.execute(f"DROP TABLE {_pick(rng, ('meta', 'cells', 'artifacts'))}")
             else:
                 conn.execute("UPDATE meta SET value = ? WHERE name = 'schema_version'",
-                             (str(_pick(rng, (1, 2, 4, "x", 2**40))),))
+                             (str(_pick(rng, (1, 2, 3, 5, "x", 2**40))),))
         except sqlite3.Error:
             pass
         finally:

@@ -119,13 +119,14 @@ def test_bad_design_options_are_one_clear_line(model, key, words):
 
 def test_a_compact_model_is_sized_to_the_matched_file():
     """sized_settings: a net without a preset starts from every layer at 5-bit codes and its
-    shares are scaled so that the estimated file is the matched model's size."""
+    shares are scaled so that its file, compressed without training, is the matched model's
+    size to MATCH_TOLERANCE (the meta of its header counted)."""
     import numpy as np
 
     from robustcnn.compress.pipeline import CompressionSettings
-    from robustcnn.compress.target import estimate_file_bytes
+    from robustcnn.compress.target import trial_file_bytes
     from robustcnn.models.architectures import fresh_net
-    from robustcnn.study.build import sized_settings
+    from robustcnn.study.build import MATCH_TOLERANCE, file_meta, sized_settings
 
     study = parse_config(_raw({"name": "small-dc", "kind": "compressed", "base": "small",
                                "match_bytes": "dc"},
@@ -136,13 +137,16 @@ def test_a_compact_model_is_sized_to_the_matched_file():
     target = 12_000
     for name, quantized in (("small-dc", True), ("small-p", False)):
         extra = {}
-        settings = sized_settings(study, study.model(name), net, {"dc": target}, extra)
+        meta = file_meta(study, name, 0)
+        settings = sized_settings(study, study.model(name), net, {"dc": target}, extra,
+                                  meta=meta)
         assert extra["target_bytes"] == target and extra["kept"] == settings["kept"]
         assert bool(settings["bits"]) == quantized
         assert set(settings["kept"]) == {l.name for l in net.layers
                                          if hasattr(l, "weight_format")}
-        estimate = estimate_file_bytes(net, CompressionSettings(**settings))
-        assert abs(estimate - target) / target < 0.01
+        size = trial_file_bytes(net, CompressionSettings(**settings), meta=meta)
+        assert abs(size - target) <= MATCH_TOLERANCE * target
+        assert size in [b for _, b in extra["size_trials"]]
     with pytest.raises(ValueError, match=r"model small-dc: match_bytes dc \(100 bytes"):
         sized_settings(study, study.model("small-dc"), net, {"dc": 100}, {})
 
@@ -303,7 +307,7 @@ def test_one_seed_uses_the_bootstrap_and_the_figures_are_drawn(tmp_path):
 @pytest.mark.slow
 def test_a_cut_down_design_runs_end_to_end(tmp_path):
     """examples/design.toml with fewer models, one short epoch, 300 training and 40 test
-    images, FGSM only: every arm is built, the matched files come out near dc-40x's size, and
+    images, FGSM only: every arm is built, the matched files come within 2% of dc-40x's size, and
     the report holds the design table, the stage ablation and the figures."""
     pytest.importorskip("sklearn")
     from robustcnn.study.report import write_report
@@ -331,9 +335,14 @@ def test_a_cut_down_design_runs_end_to_end(tmp_path):
     with Store(db) as store:
         info = {r["model"]: r["model_info"] for r in store.rows()}
     target = info["dc-40x"]["file_bytes"]
+    # Measured: 35,546 and 35,128 bytes for dc-40x's 35,235 (+0.9%, −0.3%), each its closest
+    # trial's bytes exactly (one round of pruning here, so training moves no byte count).
     for name in ("lenet5-prune-40x", "mobilenet-108k-dc"):
         assert info[name]["target_bytes"] == target
-        assert 1 / 1.5 < info[name]["file_bytes"] / target < 1.5
+        assert abs(info[name]["file_bytes"] - target) <= 0.02 * target
+    # A CSR file's bytes depend on the counts kept alone: the trial's are the file's.
+    assert info["lenet5-prune-40x"]["file_bytes"] in [
+        b for _, b in info["lenet5-prune-40x"]["size_trials"]]
     assert info["lenet5-prune-40x"]["compression_stages"] == ["prune"]
     assert set(info["mobilenet-30k-8bit"]["bits"].values()) == {8}
     assert info["mobilenet-30k-8bit"]["compression_stages"] == ["quantize"]
@@ -349,3 +358,37 @@ def test_a_cut_down_design_runs_end_to_end(tmp_path):
     first = next(line for line in design.splitlines() if "| dc-40x |" in line).split(" | ")[0]
     same = {line.split(" | ")[1] for line in design.splitlines() if line.startswith(first + " |")}
     assert {"dc-40x", "lenet5-prune-40x", "mobilenet-108k-dc", "mobilenet-11k"} <= same
+
+
+@pytest.mark.slow
+def test_a_huffman_coded_match_is_compressed_again_when_retraining_moves_its_size():
+    """LeNet-5 trained an epoch on 600 digits, Deep Compression to a 38,000-byte file: the
+    retrained survivors' codes Huffman-code less tightly than the untrained trial's, so the
+    first file misses the target; a second compression aims off by the drift. Measured on
+    this machine: first 39,936 bytes (+5.1%), then 38,201 (+0.5%)."""
+    pytest.importorskip("sklearn")
+    from robustcnn.compress.modelfile import encode_model
+    from robustcnn.study.build import MATCH_RETRY, build_model, file_meta
+    from robustcnn.study.data import load_data
+
+    raw = {"study": {"dataset": "digits", "seeds": [0], "train_examples": 600,
+                     "test_examples": 40},
+           "train": {"epochs": 1, "lr": 0.02},
+           "models": [{"name": "dense", "kind": "dense", "arch": "lenet5"},
+                      {"name": "small", "kind": "compact", "arch": "lenet5"},
+                      {"name": "dc", "kind": "compressed", "base": "dense", "preset": "lenet5",
+                       "match_bytes": "small",
+                       "settings": {"rounds": 2, "retrain_epochs": 1, "finetune_epochs": 1}}],
+           "attacks": [{"name": "fgsm", "eps": [0.1]}]}
+    study = parse_config(raw)
+    data = load_data(study)
+    dense, _ = build_model(study, "dense", 0, data, {})
+    target = 38_000
+    lines = []
+    net, extra = build_model(study, "dc", 0, data, {"dense": dense}, log=lines.append,
+                             parent_bytes={"small": target})
+    size = len(encode_model(net, file_meta(study, "dc", 0)))
+    assert extra["target_bytes"] == target
+    assert abs(size - target) <= 0.05 * target
+    assert abs(extra["first_bytes"] - target) > MATCH_RETRY * target
+    assert len(lines) == 2 and "again aiming at" in lines[1]

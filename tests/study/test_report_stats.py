@@ -191,3 +191,86 @@ def test_autoattack_run_with_the_studys_options_is_not_called_standard():
     md = markdown(rows)
     assert "AutoAttack with the study's options n_iter=20, n_queries=300 (not the standard " \
            "evaluation's budget)" in md and "standard evaluation (the" not in md
+
+
+def _deepfool_rows(seeds, sizes_of, *, with_sizes=True):
+    """dc and small under DeepFool: right on the first 180 clean images, fooled on all but
+    the last 10 (dc) or 20 (small); their perturbation sizes per image from ``sizes_of``."""
+    rows = []
+    for seed in seeds:
+        for model, kind, size, robust in (("dc", "compressed", 100, 10), ("small", "compact",
+                                                                           110, 20)):
+            clean, adv = _flags(180), np.zeros(N, bool)
+            adv[N - robust:] = True
+            clean[N - robust:] = True
+            sizes = sizes_of(model, seed).astype(np.float32)
+            row = _row(model, kind, seed, "deepfool", None, adv, size=size, clean=clean)
+            row["outcomes"] = Outcomes(np.arange(N), clean, adv,
+                                       sizes if with_sizes else None)
+            rows.append(dict(row, metrics={"accuracy_within": {"0.5": float(adv.mean())}},
+                             key=f"{model}-{seed}-deepfool"))
+    return rows
+
+
+def test_an_unbounded_attacks_radii_are_compared_image_by_image():
+    rng = np.random.default_rng(0)
+    base = rng.random(N)
+
+    def sizes_of(model, seed):  # dc needs 10% larger perturbations, with noise
+        return base * (1.1 if model == "dc" else 1.0) + 0.01 * rng.random(N) + 0.001 * seed
+
+    rows = _grid(["autoattack-linf"], seeds=(0, 1)) + _deepfool_rows((0, 1), sizes_of)
+    models, _ = summarise(rows)
+    row = _table_row(markdown(rows), "dc", "small", "deepfool radius per image (secondary)")
+    for seed in (0, 1):
+        o_dc, o_small = (models[m]["outcomes"][("deepfool", None)][seed] for m in ("dc", "small"))
+        # By definition: 0 where wrong on the clean image, inf where not fooled, else the size.
+        r = {}
+        for name, o in (("dc", o_dc), ("small", o_small)):
+            r[name] = np.where(~o.clean, 0.0, np.where(o.adversarial, np.inf,
+                                                       o.sizes.astype(float)))
+        with np.errstate(invalid="ignore"):  # inf − inf, a tie
+            d = r["dc"] - r["small"]
+        d[np.isinf(r["dc"]) & np.isinf(r["small"])] = 0
+        d[np.isinf(d)] = np.sign(d[np.isinf(d)]) * 1e6  # any stand-in above every radius
+        d = np.round(d, 12)
+        p = sp.wilcoxon(d[d != 0]).pvalue
+        assert f"s{seed}: {p:.2g} ({(d > 0).sum()}/{(d < 0).sum()})" in row[6] \
+            or f"s{seed}: {p:.3f} ({(d > 0).sum()}/{(d < 0).sum()})" in row[6]
+        assert p < 1e-6  # dc's radii are larger on the images both were fooled on
+    assert row[3].startswith("median ") and row[7].endswith("(not significant)")  # 2 seeds
+    # Without per-image sizes (a version-3 store) there is no radius row, and it says why.
+    md = markdown(_grid(["autoattack-linf"], seeds=(0, 1))
+                  + _deepfool_rows((0, 1), sizes_of, with_sizes=False))
+    assert "deepfool radius per image" not in md
+    assert _table_row(md, "dc", "small", "deepfool within ε=0.5 (secondary)")[6] \
+        == "– (sizes per image not stored)"
+
+
+def test_holm_corrects_the_tables_rows_and_the_sentences_pairs():
+    from robustcnn.study.stats import holm
+
+    # Six seeds, all differences positive: each row's Wilcoxon p = 2/2⁶ = 0.031 < 0.05 raw,
+    # but the table's four such rows adjust to 4 · 0.031 = 0.125: not significant.
+    seeds = tuple(range(6))
+    rows = _grid(["autoattack-linf", "fgsm"], seeds=seeds)
+    md = markdown(rows)
+    table = [r for r in (_table_row(md, "dc", "small", label) for label in
+                         ("autoattack-linf ε=0.1", "autoattack-linf ε=0.2",
+                          "fgsm ε=0.1 (secondary)", "fgsm ε=0.2 (secondary)"))]
+    raw = sp.wilcoxon([0.05] * 6).pvalue
+    assert raw < 0.05
+    adjusted = holm([raw] * 4)
+    for r, adj in zip(table, adjusted):
+        assert r[7] == f"{raw:.3f} (not significant)" and r[8] == f"{adj:.3f}"
+    assert "after Holm–Bonferroni correction: the family is every row of this table" in md
+    # Two compact models: the sentences' family is the two pairs' tests across seeds and cells.
+    other = [dict(r, model="tiny", key=r["key"] + "tiny") for r in rows if r["model"] == "small"]
+    md = markdown(rows + other)
+    sentences = [line for line in md.splitlines() if line.startswith("- **dc vs ")]
+    assert len(sentences) == 2
+    p = sp.wilcoxon([0.05] * 12).pvalue
+    for s in sentences:
+        assert f"Wilcoxon signed-rank p = {p:.2g} (Holm-adjusted over the 2 pairs: " \
+               f"{2 * p:.2g})" in s and "**significant**" in s
+    assert "the 2 pairs' Wilcoxon p-values are one family, Holm–Bonferroni adjusted" in md

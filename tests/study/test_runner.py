@@ -4,6 +4,7 @@
 import copy
 import os
 
+import numpy as np
 import pytest
 from study_helpers import tiny_config
 
@@ -232,6 +233,16 @@ def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
         if attack in ("deepfool", "cw-l2"):
             assert r["eps"] != r["eps"]  # NaN: no radius
             m = r["metrics"]
+            # Each image's perturbation size is stored (schema 4): the median of the fooled
+            # ones' is the row's.
+            o = r["outcomes"]
+            fooled = o.clean & ~o.adversarial
+            assert o.sizes is not None and len(o.sizes) == r["examples"]
+            if fooled.any():
+                assert float(np.median(o.sizes[fooled])) == pytest.approx(
+                    m["size_median_fooled"], rel=1e-6)
+        elif r["outcomes"] is not None:
+            assert r["outcomes"].sizes is None
             if attack == "deepfool":
                 assert m["options"] == {"max_iter": 10}  # what the study file set, kept
                 within = m["accuracy_within"]

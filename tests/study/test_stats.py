@@ -178,3 +178,87 @@ def test_sign_test_is_the_binomial_test_on_the_signs(diffs):
     assert (t.first, t.second, t.ties) == (pos, neg, len(diffs) - pos - neg)
     assert t.p == pytest.approx(_binomial_two_sided(pos, pos + neg))
     assert stats.sign_test([0, 0]).p == 1.0
+
+
+# -- Holm–Bonferroni -----------------------------------------------------------------------
+
+def _holm_step_down(p, alpha):
+    """Holm's procedure as he defines it: sorted ascending, reject H_(1), H_(2), … while
+    p_(k) ≤ α / (m − k + 1); stop at the first that is not."""
+    order = np.argsort(p, kind="stable")
+    rejected = np.zeros(len(p), bool)
+    for k, i in enumerate(order):
+        if p[i] > alpha / (len(p) - k):
+            break
+        rejected[i] = True
+    return rejected
+
+
+def _closed_bonferroni(p):
+    """An independent oracle: Holm is the closed testing of Bonferroni-tested intersections,
+    so H_i's adjusted p is the largest, over every subset S holding i, of min(1, |S|·min_S p)
+    (enumerated)."""
+    import itertools
+
+    m = len(p)
+    out = []
+    for i in range(m):
+        others = [j for j in range(m) if j != i]
+        worst = 0.0
+        for r in range(m):
+            for rest in itertools.combinations(others, r):
+                subset = (i,) + rest
+                worst = max(worst, min(1.0, len(subset) * min(p[j] for j in subset)))
+        out.append(worst)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_holm_is_the_step_down_procedure_and_closed_testing(seed):
+    from robustcnn.study.stats import holm
+
+    rng = np.random.default_rng(seed)
+    m = int(rng.integers(1, 8))
+    p = rng.choice([0.001, 0.004, 0.01, 0.02, 0.03, 0.2, 0.5, 1.0], m) if seed % 2 else \
+        rng.random(m) ** 3
+    adjusted = holm(p)
+    assert adjusted == pytest.approx(_closed_bonferroni(list(p)), abs=1e-12)
+    assert all(a >= q - 1e-15 for a, q in zip(adjusted, p))
+    for alpha in (0.01, 0.05, 0.1):
+        assert (np.asarray(adjusted) <= alpha).tolist() == _holm_step_down(p, alpha).tolist()
+
+
+def test_holm_against_statsmodels():
+    multitest = pytest.importorskip("statsmodels.stats.multitest")
+    from robustcnn.study.stats import holm
+
+    p = np.random.default_rng(1).random(12) ** 2
+    assert holm(p) == pytest.approx(multitest.multipletests(p, method="holm")[1])
+
+
+def test_holm_edge_cases():
+    from robustcnn.study.stats import holm
+
+    assert holm([]) == [] and holm([0.03]) == [0.03]
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        holm([0.5, 1.5])
+
+
+def test_radius_diffs_keep_the_ranks_and_signs():
+    from scipy import stats as sp
+
+    from robustcnn.study.stats import radius_diffs, wilcoxon_test
+
+    inf = np.inf
+    a = np.array([0.5, inf, inf, 0.2, 0.0, 1.0])
+    b = np.array([0.3, 0.4, inf, inf, 0.0, 0.1])
+    d = radius_diffs(a, b)
+    assert np.isfinite(d).all()
+    assert d[[0, 4, 5]] == pytest.approx([0.2, 0.0, 0.9]) and d[2] == 0.0
+    assert d[1] > 0.9 and d[3] < -0.9 and abs(d[1]) == abs(d[3])
+    # The Wilcoxon test of these is that of the differences with any larger stand-in for inf.
+    stand_in = np.array([0.2, 50.0, 0.0, -50.0, 0.0, 0.9])
+    assert wilcoxon_test(d).p == pytest.approx(sp.wilcoxon(stand_in[stand_in != 0]).pvalue)
+    with pytest.raises(ValueError, match="not the same images"):
+        radius_diffs([1.0], [1.0, 2.0])

@@ -1,6 +1,7 @@
-"""study/store.py, schema version 3: per-image outcomes bit-packed with their image indices,
-checked as they are read; a version-2 database still reads (its cells without outcomes) and is
-upgraded when opened for writing."""
+"""study/store.py, schema versions 3 and 4: per-image outcomes bit-packed with their image
+indices, checked as they are read; a version-2 database still reads (its cells without
+outcomes) and is upgraded when opened for writing; an unbounded attack's perturbation sizes
+per image (version 4), and a version-3 database reads without them and becomes version 4."""
 
 import base64
 import json
@@ -150,3 +151,48 @@ def test_the_report_of_a_version_2_database_says_what_it_lacks(tmp_path):
     assert "| m | fgsm ε=0.1 | 1 | 25.00 | – (one seed) | – (no per-image data) |" in md
     assert "results schema version 2" in md
     assert "1 of 1 cells record no provenance" in md
+
+
+def test_sizes_round_trip_and_are_checked(tmp_path):
+    sizes = np.array([0.0, 0.125, 1.5, 3e-7], np.float32)
+    value = json.loads(json.dumps(encode_outcomes(np.arange(4), [1, 1, 0, 1], [0, 1, 0, 0],
+                                                  sizes)))
+    o = decode_outcomes(value, "here", examples=4)
+    assert o.sizes.dtype == np.float32 and o.sizes.tolist() == sizes.tolist()
+    assert decode_outcomes({k: v for k, v in value.items() if k != "sizes"}, "here").sizes \
+        is None
+    with Store(tmp_path / "s.sqlite") as store:
+        store.write_cell(_row(0, np.arange(4), [1, 1, 0, 1], [0, 1, 0, 0], eps=None,
+                              outcomes=Outcomes(np.arange(4), np.array([1, 1, 0, 1], bool),
+                                                np.array([0, 1, 0, 0], bool), sizes)))
+        (row,) = store.rows()
+    assert row["outcomes"].sizes.tolist() == sizes.tolist()
+    with pytest.raises(ValueError, match="4 sizes for 3 images"):
+        encode_outcomes(np.arange(3), [1, 1, 1], [1, 1, 1], sizes)
+    with pytest.raises(ValueError, match="not finite and >= 0"):
+        encode_outcomes(np.arange(1), [1], [1], [-1.0])
+    for bad, words in ((dict(value, sizes=value["sizes"][:-4]), "not the 4 float32 sizes"),
+                       (dict(value, sizes="!!"), "outcomes.sizes is not base64"),
+                       (dict(value, sizes=base64.b64encode(np.array(
+                           [0, np.nan, 0, 0], "<f4").tobytes()).decode()), "not finite"),
+                       (dict(value, radii="x"), "not an object of images")):
+        with pytest.raises(ValueError, match=words):
+            decode_outcomes(bad, "here", examples=4)
+
+
+def test_a_version_3_database_reads_and_becomes_version_4_when_written(tmp_path):
+    db = tmp_path / "v3.sqlite"
+    with Store(db) as store:
+        store.write_cell(_row(0, np.arange(4), [1, 1, 0, 0], [1, 0, 0, 0]))
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
+    with Store(db, readonly=True) as store:
+        (row,) = store.rows()
+    assert row["outcomes"].sizes is None and row["outcomes"].clean.tolist() == [1, 1, 0, 0]
+    with Store(db) as store:
+        store.write_cell(_row(1, np.arange(2), [1, 1], [0, 1], eps=None,
+                              outcomes=encode_outcomes(np.arange(2), [1, 1], [0, 1], [0.5, 2])))
+        assert [r["outcomes"].sizes is None for r in store.rows()] == [True, False]
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT value FROM meta WHERE name='schema_version'").fetchone() \
+            == ("4",) == (str(SCHEMA_VERSION),)
