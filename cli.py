@@ -6,7 +6,7 @@
     robustcnn info    runs/lenet5.h5
     robustcnn predict SqueezeNet_deploy.prototxt --weights compressed_SqueezeNet.net cat.jpg
     robustcnn compress runs/lenet5.h5 -o runs/lenet5.rcnn   (Deep Compression's LeNet settings)
-    robustcnn compress runs/lenet5.h5 -o runs/lenet5-int8.rcnn --method int8   (or ttq, inq, …)
+    robustcnn compress runs/lenet5.h5 -o runs/lenet5-int8.rcnn --method int8   (or ttq, inq, binary, …)
     robustcnn sensitivity runs/lenet5.h5 --plot runs/sensitivity.png   (to choose sparsities)
     robustcnn demo    (train LeNet-5 on Fashion-MNIST, then attack it with FGSM)
     robustcnn study  study.toml --db runs/study.sqlite   (a grid of models × attacks × eps)
@@ -291,6 +291,9 @@ def _parser():
                                     for m in METHODS.values()))
     p.add_argument("--epochs", type=int, default=None,
                    help="training epochs of a method that trains (--method)")
+    p.add_argument("--activation-bits", type=int, default=None, metavar="BITS",
+                   help="with --method binary: 1 (binary activations, XNOR-popcount kernels) "
+                        "or 2..8 (k-bit); default float activations")
     p.add_argument("--preset", default=None,
                    help="lenet5 or lenet-300-100 (the defaults, tuned on Fashion-MNIST), or "
                         "lenet5-paper / lenet-300-100-paper (Deep Compression's published "
@@ -741,10 +744,11 @@ def _method_options(args):
 
     given = _pairs(args.options, str, "--options") if args.options else {}
     defaults = METHODS[args.method].defaults
-    for key, value in (("bits", args.bits), ("epochs", args.epochs), ("lr", args.lr)):
+    for key, value in (("bits", args.bits), ("epochs", args.epochs), ("lr", args.lr),
+                       ("activation_bits", args.activation_bits)):
         if value is not None:
             if key not in defaults:
-                raise ValueError(f"--method {args.method} takes no --{key}")
+                raise ValueError(f"--method {args.method} takes no --{key.replace('_', '-')}")
             given[key] = value
     return given
 
@@ -790,8 +794,8 @@ def _compress(args):
             raise ValueError("--pruning, --pruning-options and --adversarial go with --method "
                              "deep-compression (they choose its pruning stage and objective)")
         return _compress_by_method(args)
-    if args.options or args.epochs is not None:
-        raise ValueError("--options and --epochs go with --method")
+    if args.options or args.epochs is not None or args.activation_bits is not None:
+        raise ValueError("--options, --epochs and --activation-bits go with --method")
     if args.preset and args.preset not in PRESETS:
         raise ValueError(f"unknown preset {args.preset!r}; presets: {sorted(PRESETS)}")
     overrides = _compression_overrides(args)  # checked before anything is read

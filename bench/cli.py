@@ -36,7 +36,7 @@ from ..atomic import atomic_path
 from ..engine import conv2d_forward
 from . import attacks, coldstart, dense, pairs, runtime
 from .common import FULL, QUICK, format_table
-from .formats import quantized, structured
+from .formats import binary, quantized, structured
 from .formats.suite import SUITE as FORMATS
 from .machine import print_header
 
@@ -50,6 +50,8 @@ SUITES = (
     FORMATS,
     pairs.suite("quantized formats (int8, ternary, pow2) against our float32 and torch",
                 (quantized.cases,), formats=True),
+    pairs.suite("binary format (add/subtract, XNOR-popcount) against our float32 and torch",
+                (binary.cases,), formats=True),
     pairs.suite("structured FC (circulant, Toeplitz-like r=4) against the dense product",
                 (structured.cases,), formats=True),
 )

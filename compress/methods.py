@@ -4,6 +4,7 @@
     int8              8-bit linear quantization, integer kernels (``int8.py``)
     ttq               Trained Ternary Quantization (``ttq.py``)
     inq               Incremental Network Quantization (``inq.py``)
+    binary            binary weights, binary or k-bit activations (``binary.py``)
 
 Each method's ``run(net, x, y, options, *, val, progress, log)`` compresses a trained net on
 training data (x, y) and returns (the compressed net, a report: {"settings", "stages"}, each
@@ -81,6 +82,18 @@ def _inq(net, x, y, options, *, val=None, progress=True, log=print):
     return net, stages.report
 
 
+def _binary(net, x, y, options, *, val=None, progress=True, log=print):
+    from .binary import binarize
+
+    stages = Stages(options, val, log)
+    stages.record("dense", net)
+    out = binarize(net, x, y, activation_bits=options["activation_bits"],
+                   epochs=options["epochs"], lr=options["lr"], batch_size=options["batch_size"],
+                   calibration=options["calibration"], seed=options["seed"], progress=progress,
+                   stages=stages)
+    return out, stages.report
+
+
 METHODS = {m.name: m for m in (
     Method("int8", "Vanhoucke, Senior & Mao 2011, Improving the speed of neural networks on CPUs",
            _int8, dict(calibration=2048, percentile=100.0),
@@ -97,6 +110,14 @@ METHODS = {m.name: m for m in (
                 portions="accumulated portions quantized, '/'-separated (the paper's)",
                 epochs="retraining epochs after each portion but the last (SGD, momentum 0.9)",
                 lr="SGD's learning rate (cosine-annealed in each retraining)")),
+    Method("binary", "Courbariaux, Bengio & David 2015, BinaryConnect (NeurIPS); Hubara et al. "
+           "2018, Quantized Neural Networks (JMLR)", _binary,
+           dict(activation_bits=0, epochs=2, lr=1e-3, batch_size=64, calibration=2048, seed=0),
+           dict(activation_bits="0: float activations; 1: binary (sign, XNOR-popcount "
+                                "kernels); 2..8: k-bit codes",
+                epochs="straight-through training epochs (Adam)",
+                lr="Adam's learning rate (cosine-annealed)",
+                calibration="training images that set the activation quantizers and scales")),
 )}
 
 

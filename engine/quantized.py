@@ -12,6 +12,8 @@ forward pass the format was made for, taken when the input allows it:
 
   Both paths give the same outputs on such inputs (to float rounding); on any other input
   (float activations, a finite-difference probe) the float path runs.
+- binary weights (``formats/binary.py``), on any input: adds and subtracts, or XNOR and
+  popcount on ±1 inputs (``engine/binary.py``).
 - ternary weights (``formats/ternary.py``), on any input: each output is a sum and a
   difference of inputs, scaled once (no multiply per weight; Zhu et al. 2017):
 
@@ -443,6 +445,10 @@ def linear_forward(x, fmt, bias):
         ternary_linear_forward(np.ascontiguousarray(x.T), fmt.codes, x.dtype.type(fmt.scales[0]),
                                x.dtype.type(fmt.scales[1]), bias, chunk_count(fmt.rows, 16), yT)
         return np.ascontiguousarray(yT.T)
+    if fmt.kind == "binary":
+        from . import binary  # imports this module's im2col
+
+        return binary.linear_forward(x, fmt, bias)
     return None
 
 
@@ -469,4 +475,8 @@ def conv2d_forward(x, fmt, bias, geom):
                                x.dtype.type(fmt.scales[1]), bias, *geom.kernel,
                                *geom.kernel_args(), geom.groups, chunks, y)
         return y
+    if fmt.kind == "binary":
+        from . import binary
+
+        return binary.conv2d_forward(x, fmt, bias, geom)
     return None

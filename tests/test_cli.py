@@ -231,7 +231,7 @@ def test_attack_autoattack_version_progress_and_json(tiny_mnist, tmp_path, capsy
     assert "autoattack-linf eps 0.3:" in captured.err and "ex/s" in captured.err  # the bar
 
 
-@pytest.mark.parametrize("method", ["int8", "ttq", "inq"])
+@pytest.mark.parametrize("method", ["int8", "ttq", "inq", "binary"])
 def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
     model, out = tmp_path / "m.h5", tmp_path / f"m-{method}.rcnn"
     common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
@@ -239,7 +239,8 @@ def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
                  "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
     capsys.readouterr()
     extra = {"int8": ["--options", "calibration=64"], "ttq": ["--epochs", "1"],
-             "inq": ["--bits", "5", "--epochs", "1"]}[method]
+             "inq": ["--bits", "5", "--epochs", "1"],
+             "binary": ["--epochs", "1", "--activation-bits", "1"]}[method]
     assert main(["compress", str(model), "-o", str(out), "--method", method, "--no-progress"]
                 + extra + common) == 0
     text = capsys.readouterr().out
@@ -251,9 +252,11 @@ def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
     info = capsys.readouterr().out
     rows = {line.split()[0]: line.split() for line in info.splitlines()
             if line.startswith("ip")
-            and {"int8": "int8", "ttq": "ternary", "inq": "pow2"}[method] in line}
+            and {"int8": "int8", "ttq": "ternary", "inq": "pow2", "binary": "binary"}[method]
+            in line}
     assert set(rows) == {"ip1", "ip2", "ip3"}
-    assert all(r[4] == {"int8": "8", "ttq": "2", "inq": "5"}[method] for r in rows.values())
+    assert all(r[4] == {"int8": "8", "ttq": "2", "inq": "5", "binary": "1"}[method]
+               for r in rows.values())
     assert f'"method": "{method}"' in info
     assert main(["compress", str(model), "-o", str(out), "--method", method,
                  "--options", "nope=1"] + common) == 2

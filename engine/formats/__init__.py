@@ -11,12 +11,15 @@
     rans             the sparse codebook's codes and gaps rANS-coded (decoded once at load)
     pow2             Incremental Network Quantization: b-bit codes of 0 and ±2^n, n ∈ [n2, n1]
     inq_latent       what INQ retrains: float weights, a frozen share already powers of two
+    binary           BinaryConnect / XNOR-Net: sign bits, 64 to a word per row, a scale per row
+    binary_latent    what binary training updates: latent weights, their scaled signs forward
 
 ``FORMATS`` maps each name to its class; ``Net.convert(layer, kind, **options)`` and
 ``Layer.convert`` re-encode a layer. ``robustcnn.engine.formats.huffman`` is the canonical
 Huffman codec the Huffman-coded format builds on.
 """
 
+from .binary import BinaryLatentWeight, BinaryWeight
 from .codebook import CodebookWeight
 from .csr import CSRWeight
 from .dense import DenseWeight
@@ -30,8 +33,8 @@ from .sparse_codebook import SparseCodebookWeight
 FORMATS = {cls.kind: cls for cls in (DenseWeight, CSRWeight, CodebookWeight, SparseCodebookWeight,
                                      HuffmanCodebookWeight, Int8Weight, TernaryWeight,
                                      TTQLatentWeight, Pow2Weight, INQLatentWeight,
-                                     RansCodebookWeight)}
+                                     RansCodebookWeight, BinaryWeight, BinaryLatentWeight)}
 
 __all__ = ["FORMATS", "DenseWeight", "CSRWeight", "CodebookWeight", "SparseCodebookWeight",
            "HuffmanCodebookWeight", "Int8Weight", "TernaryWeight", "TTQLatentWeight", "Pow2Weight",
-           "INQLatentWeight", "RansCodebookWeight"]
+           "INQLatentWeight", "RansCodebookWeight", "BinaryWeight", "BinaryLatentWeight"]

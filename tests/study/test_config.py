@@ -164,6 +164,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
         {"name": "ttq", "kind": "quantized", "base": "dc", "method": "ttq"},
         {"name": "inq", "kind": "quantized", "base": "dense", "method": "inq",
          "options": {"bits": 4, "epochs": 1}},
+        {"name": "bnn", "kind": "quantized", "base": "dense", "method": "binary",
+         "options": {"activation_bits": 1, "epochs": 1}},
     ]
     raw["attacks"] += [{"name": "deepfool", "eps": [0.5, 1.0], "options": {"max_iter": 5}},
                        {"name": "cw"},
@@ -180,6 +182,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     assert study.model("ttq").parents == ["dc"]
     assert study.model("inq").options == {"method": "inq", "method_options": {"bits": 4,
                                                                              "epochs": 1}}
+    assert study.model("bnn").options == {"method": "binary", "method_options": {
+        "activation_bits": 1, "epochs": 1}}
     assert [study.adversarial(n) for n in ("dense", "dc", "adv", "dc-aware", "dc-90",
                                            "dc-then-adv", "kd")] == \
         ["", "", "dense", "compressed", "dense", "finetuned", ""]

@@ -12,7 +12,7 @@ from robustcnn.engine.formats import FORMATS, DenseWeight
 from robustcnn.models.lenet import lenet5
 
 OPTIONS = {"csr": {}, "codebook": dict(bits=8), "sparse_codebook": dict(code_bits=8, gap_bits=4),
-           "huffman": dict(code_bits=8, gap_bits=4)}
+           "huffman": dict(code_bits=8, gap_bits=4), "binary": {}, "binary_latent": dict(gain=1.5)}
 
 
 @pytest.mark.parametrize("kind", sorted(OPTIONS))
