@@ -96,8 +96,8 @@ class _Weighted:
         fmt = layer.weight_format
         dmu, gmu, dbias = bwd(dlo + dhi, mu, fmt)
         dr, gr, _ = bwd(dhi - dlo, r, magnitude)
-        values = fmt.arrays()
-        new = {k: gmu[k] + np.sign(values[k]).astype(gmu[k].dtype) * gr[k] for k in gmu}
+        through_r = fmt.magnitude_grads(gr)
+        new = {k: gmu[k] + through_r[k].astype(gmu[k].dtype, copy=False) for k in gmu}
         if layer.bias:
             new["bias"] = dbias
         _add_grads(grads, new)

@@ -363,6 +363,13 @@ class WeightFormat:
             setattr(out, name, np.abs(getattr(self, name)))
         return out
 
+    def magnitude_grads(self, grads):
+        """The gradients with respect to this weight's trainable values of a function of |W|,
+        from ``grads``, its gradients with respect to ``magnitude()``'s: sign(v) · g, as
+        |W| = decode(|v|). A format whose ``magnitude()`` stores |W| otherwise says how."""
+        values = self.arrays()
+        return {k: np.sign(values[k]).astype(g.dtype) * g for k, g in grads.items()}
+
     def astype(self, dtype):
         """The same format with values of another float dtype."""
         arrays = {k: (v.astype(dtype) if k in self.trainable else v) for k, v in self.arrays().items()}

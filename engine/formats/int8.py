@@ -111,6 +111,11 @@ class Int8Weight(WeightFormat):
     def to_dense(self):
         return (self.scales[:, None] * self.codes.reshape(self.rows, self.cols)).reshape(self.shape)
 
+    def magnitude(self):
+        """|W| = |scales[o]| · |codes| (codes are −127..127, so |codes| fits int8); new codes in
+        a buffer of their own (the kernel reads past each row), the scales' gradient sign(s)·g."""
+        return Int8Weight(self.shape, np.abs(self.codes), np.abs(self.scales))
+
     def nnz(self):
         return int(np.count_nonzero(self.codes))
 

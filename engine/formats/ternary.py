@@ -26,6 +26,7 @@ straight-through estimate):
 ``ternary()`` gives the trained layer's ternary weight.
 """
 
+import copy
 from collections import namedtuple
 
 import numpy as np
@@ -155,6 +156,14 @@ class TernaryWeight(WeightFormat):
         codes, d = self.code_array(), dweight.reshape(-1)
         return {"scales": np.array([d[codes == 1].sum(), -d[codes == 2].sum()], dtype=self.dtype)}
 
+    def magnitude(self):
+        """|W|: wp on code 1, wn on code 2. Code 2 decodes as −scales[1], so |W| holds −wn
+        there (a weight for the kernels only, never stored: stored scales are ≥ 0)."""
+        return _flipped_negative_scale(self)
+
+    def magnitude_grads(self, grads):
+        return {"scales": grads["scales"] * _FLIP.astype(grads["scales"].dtype)}
+
     def stored_nbytes(self):
         return {"codes": self.codes.nbytes, "scales": 8, "header": HEADER_BYTES}
 
@@ -227,5 +236,27 @@ class TTQLatentWeight(WeightFormat):
         return {"weight": (factor * d).astype(self.dtype).reshape(self.shape),
                 "scales": np.array([d[codes == 1].sum(), -d[codes == 2].sum()], dtype=self.dtype)}
 
+    def magnitude(self):
+        """|W| as TernaryWeight.magnitude: the negative scale flipped, the latent weights shared."""
+        return _flipped_negative_scale(self)
+
+    def magnitude_grads(self, grads):
+        # |W| = sign(W)·W: the flipped scale already turns eq. 8's factor to −wn where W = −wn;
+        # between the thresholds (W ≈ w̃ for the estimate, |W| ≈ |w̃|) the sign is w̃'s.
+        sign = np.where(self.codes() == 0, np.sign(self.weight.reshape(-1)), 1.0)
+        return {"weight": (sign.reshape(self.shape) * grads["weight"]).astype(self.dtype),
+                "scales": grads["scales"] * _FLIP.astype(grads["scales"].dtype)}
+
     def stored_nbytes(self):
         return {"values": self.weight.size * 4, "scales": 8, "header": HEADER_BYTES}
+
+
+_FLIP = np.array([1.0, -1.0])  # (wp, wn) → (wp, −wn)
+
+
+def _flipped_negative_scale(weight):
+    """A shallow copy of a ternary or TTQ-latent weight with scales (wp, −wn): code 2, decoded
+    as −scales[1], then gives +wn, so the copy is |W| and the kernels add where they subtracted."""
+    out = copy.copy(weight)
+    out.scales = weight.scales * _FLIP.astype(weight.scales.dtype)
+    return out

@@ -14,9 +14,12 @@ from robustcnn.engine import (AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, Elt
                               Permute, PReLU, ReLU, ReLU6, Reshape, Scale)
 from robustcnn.engine.layers import Preprocess, QuantizedReLU
 
-KINDS = ("dense", "csr", "codebook", "sparse_codebook", "huffman")
+# The formats whose |W| is not the stored values' absolute values (ternary: a negative level;
+# int8: signed codes; binary: sign bits) are here because a wrong |W| makes bounds unsound.
+KINDS = ("dense", "csr", "codebook", "sparse_codebook", "huffman", "ternary", "int8", "binary")
 OPTIONS = {"dense": {}, "csr": {}, "codebook": dict(bits=4),
-           "sparse_codebook": dict(code_bits=4, gap_bits=3), "huffman": dict(code_bits=4, gap_bits=3)}
+           "sparse_codebook": dict(code_bits=4, gap_bits=3), "huffman": dict(code_bits=4, gap_bits=3),
+           "ternary": {}, "int8": {}, "binary": {}}
 
 
 def randomize(net, seed, prune=True):

@@ -120,3 +120,66 @@ def test_magnitude_is_float32_too(kind, rng):
     assert y.dtype == np.float32
     assert_close(y, x.astype(np.float64) @ np.abs(fmt.to_dense().astype(np.float64)).T, 1e-6,
                  f"{kind} float32")
+
+
+# Every registered format, not only the kinds whose kernels are checked above: |W| decoded.
+ABS_KINDS = sorted(k for k in FORMATS if k != "binary_latent")
+
+
+@pytest.mark.parametrize("kind", ABS_KINDS)
+def test_every_format_magnitude_decodes_to_abs(kind, rng):
+    w = weight(rng, (6, 70), sparsity=0.5).astype(np.float32)
+    fmt = FORMATS[kind].from_dense(w)
+    before = np.array(fmt.to_dense(), dtype=np.float64)
+    got = np.asarray(fmt.magnitude().to_dense(), dtype=np.float64)
+    assert_close(got, np.abs(before), TIGHT, f"{kind}: |W|")
+    assert_close(np.asarray(fmt.to_dense(), dtype=np.float64), before, 0.0, f"{kind}: W after")
+
+
+def test_latent_binary_weights_refuse_a_magnitude(rng):
+    fmt = FORMATS["binary_latent"].from_dense(weight(rng, (3, 8)).astype(np.float32))
+    with pytest.raises(ValueError, match="binary_latent"):
+        fmt.magnitude()
+
+
+# The latent weights of TTQ and INQ get a straight-through estimate, not a derivative: only
+# their scales are checked by finite differences.
+ESTIMATED = {"ttq_latent": ("weight",), "inq_latent": ("weight",)}
+
+
+def fixed_zero(fmt):
+    """Whether the format's first trainable value is its structural zero (the sparse codebooks'
+    centroid 0, which marks pruned weights and fillers and may not move)."""
+    return fmt.sparse and fmt.trainable == ("centroids",)
+
+
+@pytest.mark.parametrize("kind", ABS_KINDS)
+def test_magnitude_grads_against_finite_differences(kind, rng):
+    """d/dv Σ C ⊙ |W(v)| = magnitude_grads(|W|'s own gradient), by central differences."""
+    import copy
+
+    w = weight(rng, (4, 9), sparsity=0.4).astype(np.float32)
+    fmt = FORMATS[kind].from_dense(w)
+    names = [n for n in fmt.trainable if n not in ESTIMATED.get(kind, ())]
+    if not names:
+        pytest.skip(f"{kind}: nothing trainable to check")
+    c = rng.standard_normal(fmt.shape)
+    grads = fmt.magnitude_grads(fmt.magnitude().reduce_dense_grad(c.astype(fmt.dtype)))
+
+    def f(name, values):
+        probe = copy.copy(fmt)
+        setattr(probe, name, values)
+        return float((c * np.abs(np.asarray(probe.to_dense(), dtype=np.float64))).sum())
+
+    for name in names:
+        v = np.asarray(getattr(fmt, name), dtype=np.float64)
+        free = [i for i in range(v.size) if not (fixed_zero(fmt) and i == 0)]
+        want = np.zeros(len(free))
+        for j, i in enumerate(free):
+            h = 1e-3 * max(abs(v.flat[i]), 1e-2)
+            up, down = v.copy(), v.copy()
+            up.flat[i] += h
+            down.flat[i] -= h
+            want[j] = (f(name, up) - f(name, down)) / (2 * h)
+        assert_close(np.asarray(grads[name], dtype=np.float64).reshape(-1)[free], want, 1e-3,
+                     f"{kind}: d/d{name} Σ C·|W|")
