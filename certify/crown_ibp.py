@@ -45,7 +45,7 @@ from ..engine._jit import JIT_PARALLEL
 from ..engine.layers import (AvgPool2d, BatchNorm, Concat, Context, Conv2d, Dropout,
                              EltwiseSum, Flatten, GlobalAvgPool2d, Linear, MaxPool2d, Pad2d,
                              Permute, Preprocess, ReLU, Reshape, Scale)
-from ..engine.pool import max_pool2d_backward_nchw, max_pool2d_forward_nchw
+from ..engine.pool import max_pool2d_backward_nchw, max_pool2d_nchw
 from .ibp import channel_coefficients, channel_param_grads, input_box, interval_forward
 
 MODES = ("ibp", "crown")
@@ -281,10 +281,10 @@ class _MaxPool:
         shape = (len(lo),) + layer.out_shapes[0]
         lmax = np.empty(shape, lo.dtype)
         jstar = np.empty(shape, np.int64)
-        max_pool2d_forward_nchw(lo, *args, lmax, jstar)
+        max_pool2d_nchw(lo, *args, lmax, jstar)
         umax = np.empty(shape, lo.dtype)
         uarg = np.empty(shape, np.int64)
-        max_pool2d_forward_nchw(hi, *args, umax, uarg)
+        max_pool2d_nchw(hi, *args, umax, uarg)
         others = np.empty(shape, lo.dtype)
         max_excluding(hi, jstar, *args, others)
         return jstar, lmax >= others, umax, uarg

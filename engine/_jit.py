@@ -5,8 +5,15 @@ from numba import njit
 
 # njit is nopython mode. cache=True: compiled kernels survive between processes; nogil=True: callers may thread.
 JIT = dict(cache=True, nogil=True)
-# Kernels whose outer loop is a prange over independent output slices.
+# Kernels whose outer loop is a prange over independent output slices. Where a kernel's body
+# is a chunk function (``<kernel>_chunk(t, …)``, plain JIT), its parallel wrapper only spreads
+# the chunks over threads, and one chunk runs in the calling thread: Numba's parallel lowering
+# costs about a second of compile time per wrapper, which a small call then never pays.
 JIT_PARALLEL = dict(JIT, parallel=True)
+
+# Multiply-adds below which a chunk of its own costs more (waking a thread) than it saves; at
+# batch 1 every LeNet-5 layer stays below it (``work_chunks``).
+MIN_CHUNK_WORK = 1 << 20
 
 _INT32_MAX = np.iinfo(np.int32).max
 
@@ -36,3 +43,18 @@ def chunk_count(tasks, min_per_chunk=1):
     import numba
 
     return max(1, min(numba.get_num_threads(), tasks // max(min_per_chunk, 1)))
+
+
+def run_chunks(kernel, chunk, chunks, *args):
+    """``kernel(*args)``, a prange over ``chunk(t, *args)`` for t < ``chunks``; one chunk runs
+    in the calling thread instead, so a small call never compiles the parallel wrapper."""
+    if chunks == 1:
+        chunk(0, *args)
+    else:
+        kernel(*args)
+
+
+def work_chunks(tasks, work):
+    """Chunks for ``tasks`` independent tasks of ``work`` multiply-adds in all: one per Numba
+    thread, at most one per task, each of at least ``MIN_CHUNK_WORK`` multiply-adds."""
+    return chunk_count(min(tasks, work // MIN_CHUNK_WORK))

@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from ._args import check_output, float_array, pair, where
-from ._jit import JIT, JIT_PARALLEL, chunk_bounds
+from ._jit import JIT, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
 from ._loops import axpy, dot, multiply_add, sparse_row_product, taps
 from .blas import check_gemm_sizes, gemm
 from .formats.base import DenseArrays, row_entries, weight_rows
@@ -144,38 +144,49 @@ def _is_pointwise(kh, kw, sh, sw, ph, pw):
     return kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
 
 
-@njit(**JIT_PARALLEL)
-def conv2d_forward_gemm(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
-                        scratch_rows, y):
+@njit(**JIT)
+def conv2d_forward_gemm_chunk(t, x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
+                              chunks, scratch_rows, y):
     # x: (N, C, H, W); W: dense-pattern weight operand, (O, C/G·kh·kw) rows; bias: (O,)
-    # y: (N, O, oh, ow), every cell written
+    # y: (N, O, oh, ow), the cells of chunk t written
     # y[n, o, :] = W[o] · cols_n + b[o] per group, cols_n = im2col of example n, built one slab of
     # ``slab_rows`` output rows at a time so that it stays in cache. The N·slabs tasks are split
-    # into ``chunks`` contiguous runs, one per thread; BLAS runs single-threaded inside each.
+    # into ``chunks`` contiguous runs; this is run t of them, BLAS single-threaded inside it.
     # ``weight_rows`` gives a group's rows: a view of a dense weight, or a codebook's rows
     # decoded into a scratch block of ``scratch_rows`` rows (never the whole weight).
-    N, C, H, Wd = x.shape
+    N, C = x.shape[0], x.shape[1]
     O, oh, ow = y.shape[1], y.shape[2], y.shape[3]
     Og = O // groups
     K = C // groups * kh * kw
     y3 = y.reshape((N, O, oh * ow))
     slabs = (oh + slab_rows - 1) // slab_rows
     pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
+    cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
+    scratch = np.empty((scratch_rows, K), dtype=x.dtype)
+    lo, hi = chunk_bounds(t, chunks, N * slabs)
+    for task in range(lo, hi):
+        n = task // slabs
+        oy0 = (task % slabs) * slab_rows
+        oy1 = min(oy0 + slab_rows, oh)
+        p0, p1 = oy0 * ow, oy1 * ow
+        src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
+        for g in range(groups):
+            wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
+            gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1], False, False,
+                 1.0, 0.0)
+        for o in range(O):
+            b = bias[o]
+            for p in range(p0, p1):
+                y3[n, o, p] += b
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_forward_gemm(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                        scratch_rows, y):
+    # ``conv2d_forward_gemm_chunk`` for every chunk, one per thread
     for t in prange(chunks):
-        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
-        scratch = np.empty((scratch_rows, K), dtype=x.dtype)
-        lo, hi = chunk_bounds(t, chunks, N * slabs)
-        for task in range(lo, hi):
-            n = task // slabs
-            oy0 = (task % slabs) * slab_rows
-            oy1 = min(oy0 + slab_rows, oh)
-            p0, p1 = oy0 * ow, oy1 * ow
-            src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
-            for g in range(groups):
-                wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
-                gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1])
-            for o in range(O):
-                y3[n, o, p0:p1] += bias[o]
+        conv2d_forward_gemm_chunk(np.int64(t), x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups,
+                                  slab_rows, chunks, scratch_rows, y)
 
 
 @njit(**JIT_PARALLEL)
@@ -563,7 +574,7 @@ def _launch(geom, N, itemsize):
     splits examples."""
     rows = _slab_rows(geom, itemsize)
     tasks = N * -(-geom.out_height // rows)
-    return rows, min(numba.get_num_threads(), tasks), min(numba.get_num_threads(), N)
+    return rows, work_chunks(tasks, geom.flops(N) // 2), min(numba.get_num_threads(), N)
 
 
 def _bias_and_output(x, bias, geom):
@@ -587,8 +598,8 @@ def conv2d_forward_dense(x, weight, bias, geom):
         return y
     rows, chunks, _ = _launch(geom, N, x.itemsize)
     W = DenseArrays(weight.reshape(geom.out_channels, -1))
-    conv2d_forward_gemm(x, W, bias, *geom.kernel, *geom.kernel_args(), geom.groups, rows, chunks,
-                        0, y)
+    run_chunks(conv2d_forward_gemm, conv2d_forward_gemm_chunk, chunks, x, W, bias, *geom.kernel,
+               *geom.kernel_args(), geom.groups, rows, chunks, 0, y)
     return y
 
 
@@ -673,8 +684,9 @@ def conv2d_forward_format(x, fmt, bias, geom):
                               geom.groups, row_chunks, chunks, max(fmt.max_row_entries(), 1), y)
     else:
         rows, chunks, _ = _launch(geom, N, x.itemsize)
-        conv2d_forward_gemm(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
-                            geom.groups, rows, chunks, geom.out_channels // geom.groups, y)
+        run_chunks(conv2d_forward_gemm, conv2d_forward_gemm_chunk, chunks, x, fmt.operand(), bias,
+                   *geom.kernel, *geom.kernel_args(), geom.groups, rows, chunks,
+                   geom.out_channels // geom.groups, y)
     return y
 
 

@@ -630,7 +630,7 @@ class MaxPool2d(_Pool):
         out = (x.shape[0],) + self.out_shapes[0]
         y = np.empty(out, dtype=x.dtype)
         argmax = np.empty(out, dtype=np.int64)
-        pool.max_pool2d_forward_nchw(x, *self._args(), y, argmax)
+        pool.max_pool2d_nchw(x, *self._args(), y, argmax)
         if ctx.keep:
             self._saved = argmax
         return [y]

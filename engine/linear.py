@@ -17,7 +17,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._args import check_output, float_array, where
-from ._jit import JIT_PARALLEL, chunk_bounds, chunk_count
+from ._jit import JIT, JIT_PARALLEL, chunk_bounds, chunk_count, run_chunks, work_chunks
 from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
@@ -29,16 +29,23 @@ from . import quantized
 _MIN_BLOCK = 64
 
 
+@njit(**JIT)
+def linear_forward_gemm_chunk(t, x, weight, bias, chunks, y):
+    # x: (N, I); weight: (O, I); bias: (O,); y: (N, O), the columns of chunk t written
+    # y[:, block] = x · W[block]ᵀ + b[block], block t of ``chunks`` blocks of output features
+    lo, hi = chunk_bounds(t, chunks, y.shape[1])
+    # weight[lo:hi, :] is typed as a strided view, as conv's operands are: gemm compiles once
+    gemm(x, weight[lo:hi, :], y[:, lo:hi], False, True, 1.0, 0.0)
+    for n in range(y.shape[0]):
+        for o in range(lo, hi):
+            y[n, o] += bias[o]
+
+
 @njit(**JIT_PARALLEL)
 def linear_forward_gemm(x, weight, bias, chunks, y):
-    # x: (N, I); weight: (O, I); bias: (O,); y: (N, O), every cell written
-    # y[:, block] = x · W[block]ᵀ + b[block], one block of output features per chunk
-    N, O = y.shape
+    # ``linear_forward_gemm_chunk`` for every chunk, one per thread
     for t in prange(chunks):
-        lo, hi = chunk_bounds(t, chunks, O)
-        gemm(x, weight[lo:hi], y[:, lo:hi], False, True)
-        for n in range(N):
-            y[n, lo:hi] += bias[lo:hi]
+        linear_forward_gemm_chunk(np.int64(t), x, weight, bias, chunks, y)
 
 
 @njit(**JIT_PARALLEL)
@@ -267,7 +274,8 @@ def linear_forward_dense(x, weight, bias):
     if bias is None:
         bias = np.zeros(O, dtype=x.dtype)
     y = np.empty((N, O), dtype=x.dtype)
-    linear_forward_gemm(x, weight, bias, chunk_count(O, _MIN_BLOCK), y)
+    chunks = work_chunks(O // _MIN_BLOCK, N * O * weight.shape[1])
+    run_chunks(linear_forward_gemm, linear_forward_gemm_chunk, chunks, x, weight, bias, chunks, y)
     return y
 
 

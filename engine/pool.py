@@ -20,7 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._args import float_array, pair, where
-from ._jit import JIT, JIT_PARALLEL
+from ._jit import JIT, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
 
 
 def pool_output_size(size, kernel, stride, padding, ceil_mode=True, *, padded=None):
@@ -66,37 +66,59 @@ def max_pool_plane_2x2(plane, y, argmax):
             argmax[oy, ox] = where_best
 
 
-@njit(**JIT_PARALLEL)
-def max_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, y, argmax):
-    # x: (N, C, H, W); y: (N, C, oh, ow); argmax: (N, C, oh, ow) int64, every cell written
-    # y[n, c, oy, ox] = max over the window; argmax = its flat index iy·W + ix (first maximum)
-    N, C, H, W = x.shape
-    oh, ow = y.shape[2], y.shape[3]
+@njit(**JIT)
+def max_pool_plane(plane, kh, kw, sh, sw, ph, pw, y, argmax):
+    # plane: (H, W); y, argmax: (oh, ow), every cell written
+    # y[oy, ox] = max over the window; argmax = its flat index iy·W + ix (first maximum)
+    H, W = plane.shape
+    oh, ow = y.shape
     # The common 2×2, stride-2 pooling with every window inside: ~3× faster written out.
-    two_by_two = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
-                  and 2 * oh <= H and 2 * ow <= W)
-    for nc in prange(N * C):
+    if (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+            and 2 * oh <= H and 2 * ow <= W):
+        max_pool_plane_2x2(plane, y, argmax)
+        return
+    for oy in range(oh):
+        y0 = max(oy * sh - ph, 0)
+        y1 = min(oy * sh - ph + kh, H)
+        for ox in range(ow):
+            x0 = max(ox * sw - pw, 0)
+            x1 = min(ox * sw - pw + kw, W)
+            best = plane[y0, x0]
+            where_best = y0 * W + x0
+            for iy in range(y0, y1):
+                for ix in range(x0, x1):
+                    if plane[iy, ix] > best:
+                        best = plane[iy, ix]
+                        where_best = iy * W + ix
+            y[oy, ox] = best
+            argmax[oy, ox] = where_best
+
+
+@njit(**JIT)
+def max_pool2d_forward_chunk(t, x, kh, kw, sh, sw, ph, pw, chunks, y, argmax):
+    # x: (N, C, H, W); y: (N, C, oh, ow); argmax: (N, C, oh, ow) int64, the planes of chunk t
+    # written: chunk t of the N·C planes split into ``chunks`` runs (``max_pool_plane`` each)
+    C = x.shape[1]
+    lo, hi = chunk_bounds(t, chunks, x.shape[0] * C)
+    for nc in range(lo, hi):
         n = nc // C
         c = nc % C
-        plane = x[n, c]
-        if two_by_two:
-            max_pool_plane_2x2(plane, y[n, c], argmax[n, c])
-            continue
-        for oy in range(oh):
-            y0 = max(oy * sh - ph, 0)
-            y1 = min(oy * sh - ph + kh, H)
-            for ox in range(ow):
-                x0 = max(ox * sw - pw, 0)
-                x1 = min(ox * sw - pw + kw, W)
-                best = plane[y0, x0]
-                where_best = y0 * W + x0
-                for iy in range(y0, y1):
-                    for ix in range(x0, x1):
-                        if plane[iy, ix] > best:
-                            best = plane[iy, ix]
-                            where_best = iy * W + ix
-                y[n, c, oy, ox] = best
-                argmax[n, c, oy, ox] = where_best
+        max_pool_plane(x[n, c], kh, kw, sh, sw, ph, pw, y[n, c], argmax[n, c])
+
+
+@njit(**JIT_PARALLEL)
+def max_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, chunks, y, argmax):
+    # ``max_pool2d_forward_chunk`` for every chunk, one per thread
+    for t in prange(chunks):
+        max_pool2d_forward_chunk(np.int64(t), x, kh, kw, sh, sw, ph, pw, chunks, y, argmax)
+
+
+def max_pool2d_nchw(x, kh, kw, sh, sw, ph, pw, y, argmax):
+    """Max pooling of checked arguments into ``y`` and ``argmax`` (``max_pool2d_forward_nchw``),
+    in one chunk per thread, or in this thread when the input is small (``work_chunks``)."""
+    chunks = work_chunks(x.shape[0] * x.shape[1], x.size)
+    run_chunks(max_pool2d_forward_nchw, max_pool2d_forward_chunk, chunks, x, kh, kw, sh, sw, ph,
+               pw, chunks, y, argmax)
 
 
 @njit(**JIT_PARALLEL)
@@ -218,7 +240,7 @@ def max_pool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=True, *, nam
     """Max pooling of ``x`` (N, C, H, W) → y (N, C, OH, OW); ``stride`` defaults to ``kernel``."""
     x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, where(name, "Pooling"))
     y = np.empty(out_shape, dtype=x.dtype)
-    max_pool2d_forward_nchw(x, *args, y, np.empty(out_shape, dtype=np.int64))
+    max_pool2d_nchw(x, *args, y, np.empty(out_shape, dtype=np.int64))
     return y
 
 
@@ -229,7 +251,7 @@ def max_pool2d_backward(dy, x, kernel, stride=None, padding=0, ceil_mode=True, *
     x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, at)
     dy = _dy_check(dy, x, out_shape, at)
     argmax = np.empty(out_shape, dtype=np.int64)
-    max_pool2d_forward_nchw(x, *args, np.empty(out_shape, dtype=x.dtype), argmax)
+    max_pool2d_nchw(x, *args, np.empty(out_shape, dtype=x.dtype), argmax)
     dx = np.zeros_like(x)
     max_pool2d_backward_nchw(dy, argmax, dx)
     return dx
