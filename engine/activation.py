@@ -10,15 +10,30 @@ import numpy as np
 from numba import njit, prange
 
 from ._args import float_array, where
-from ._jit import JIT_PARALLEL
+from ._jit import JIT, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
+
+
+@njit(**JIT)
+def relu_forward_chunk(t, x, negative_slope, chunks, y):
+    # x, y: (M,), the entries of chunk t written;  y = x if x > 0 else negative_slope · x
+    lo, hi = chunk_bounds(t, chunks, x.shape[0])
+    for i in range(lo, hi):
+        v = x[i]
+        y[i] = v if v > 0 else negative_slope * v
 
 
 @njit(**JIT_PARALLEL)
+def relu_forward_chunks(x, negative_slope, chunks, y):
+    # ``relu_forward_chunk`` for every chunk, one per thread
+    for t in prange(chunks):
+        relu_forward_chunk(np.int64(t), x, negative_slope, chunks, y)
+
+
 def relu_forward_flat(x, negative_slope, y):
-    # x, y: (M,);  y = x if x > 0 else negative_slope · x
-    for i in prange(x.shape[0]):
-        v = x[i]
-        y[i] = v if v > 0 else negative_slope * v
+    """ReLU of flat checked arrays into ``y``: one chunk per thread, or in this thread when
+    ``x`` is small (``work_chunks``)."""
+    chunks = work_chunks(x.shape[0], x.shape[0])
+    run_chunks(relu_forward_chunks, relu_forward_chunk, chunks, x, negative_slope, chunks, y)
 
 
 @njit(**JIT_PARALLEL)
