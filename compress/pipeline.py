@@ -17,9 +17,10 @@ caller from ``settings.adversarial`` (this module does not import the attacks).
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..engine.formats import HuffmanCodebookWeight, RansCodebookWeight
+from ..engine.formats import CmCodebookWeight, HuffmanCodebookWeight, RansCodebookWeight
 
-ENTROPY_CODERS = {"huffman": HuffmanCodebookWeight, "rans": RansCodebookWeight}
+ENTROPY_CODERS = {"huffman": HuffmanCodebookWeight, "rans": RansCodebookWeight,
+                  "cm": CmCodebookWeight}
 from ..engine.train import SGD, Schedule, fit
 from .quantize import quantize_layer
 
@@ -37,8 +38,8 @@ class CompressionSettings:
     lr, finetune_lr learning rates (cosine-annealed within each stage)
     init           k-means initialisation: linear (the paper's choice), density or random
     huffman        entropy-code the sparse codebooks (each layer where that makes it smaller)
-    entropy        the entropy coder: "huffman" (Deep Compression's) or "rans" (rANS,
-                   ``engine/formats/rans.py``)
+    entropy        the entropy coder: "huffman" (Deep Compression's), "rans" (rANS,
+                   ``engine/formats/rans.py``) or "cm" (context mixing, ``engine/formats/cm.py``)
     adversarial    None, or the settings of the adversarial training the retraining and the
                    centroid fine-tuning use (attack, eps, fraction, steps, alpha; seeded with
                    ``seed``): the record of the objective the caller passes to ``compress``,
@@ -105,7 +106,7 @@ STAGES = ("prune", "quantize", "huffman")
 def stages_of(settings):
     """The stages of ``STAGES`` that settings (a CompressionSettings or its dict) run: prune
     when a layer keeps less than all its weights, quantize when a layer has code bits, huffman
-    (the entropy coder: huffman or rans) when both run and ``huffman`` is on — the coder codes
+    (the entropy coder: huffman, rans or cm) when both run and ``huffman`` is on — the coder codes
     the pruned layers' sparse codebooks only."""
     fields = asdict(settings) if isinstance(settings, CompressionSettings) else dict(settings)
     out = []

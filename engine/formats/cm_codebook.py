@@ -52,6 +52,10 @@ class CmCodebookWeight(SparseCodebookWeight):
                          centroids, code_bits, gap_bits, at=at)
         self.stream = stream
 
+    def layout(self):
+        """(row length, period) the model's contexts use (see ``cm``)."""
+        return _layout(self.shape)
+
     @staticmethod
     def ranks(centroids, code_bits):
         """The code → model symbol map of these centroids (their float32 values' ranks)."""

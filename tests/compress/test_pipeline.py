@@ -180,3 +180,25 @@ def test_rans_entropy_stage_stores_the_same_weights():
                                       nets["huffman"][n].dense_weight())
     with pytest.raises(ValueError, match="unknown entropy coder 'zip'"):
         compress(tiny_lenet(), x, y, tiny_settings(entropy="zip"), progress=False, log=None)
+
+
+def test_cm_entropy_stage_stores_the_same_weights():
+    from robustcnn.engine.formats import CmCodebookWeight
+
+    x, y = bars()
+    nets = {}
+    for coder in ("huffman", "cm"):
+        net = tiny_lenet()
+        report = compress_as_callers_do(net, x, y, tiny_settings(entropy=coder, retrain_epochs=0,
+                                                                 finetune_epochs=0),
+                                        val=(x, y), progress=False, log=None)
+        assert report["stages"][-1]["stage"] == coder
+        nets[coder] = net
+    for n in ("conv1", "ip1", "ip2"):  # each layer cm-coded where that is smaller
+        fmt = nets["cm"][n].weight_format
+        assert fmt.kind in ("cm", "sparse_codebook")
+        sc = fmt.decoded() if fmt.kind == "cm" else fmt
+        coded = CmCodebookWeight.from_sparse_codebook(sc)
+        assert (fmt.kind == "cm") == (coded.stored_bytes() < sc.stored_bytes())
+        np.testing.assert_array_equal(nets["cm"][n].dense_weight(),
+                                      nets["huffman"][n].dense_weight())

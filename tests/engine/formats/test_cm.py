@@ -146,7 +146,7 @@ def test_tables_are_the_logistic_and_its_inverse():
     assert list(cm.SQUASH_POINTS) == POINTS
     squash, stretch = cm.squash_table(), cm.stretch_table()
     d = np.arange(-2047, 2048)
-    # chords of the logistic at steps of 1/2: error ≤ max|f''|·(1/2)²/8 = 4096·0.0962/32 ≈ 12.3
+    # chords of the logistic at steps of 1/2: error ≤ max|f''|·(1/2)²/8 ≈ 4096·0.0962/32 = 12.3
     assert np.abs(squash - 4096 / (1 + np.exp(-d / 256))).max() < 13
     assert (np.diff(squash) >= 0).all() and (np.diff(stretch) >= 0).all()
     assert SQUASHED == squash.tolist()
