@@ -202,3 +202,14 @@ def test_cm_entropy_stage_stores_the_same_weights():
         assert (fmt.kind == "cm") == (coded.stored_bytes() < sc.stored_bytes())
         np.testing.assert_array_equal(nets["cm"][n].dense_weight(),
                                       nets["huffman"][n].dense_weight())
+
+
+def test_the_command_line_offers_every_entropy_coder():
+    import argparse
+
+    from robustcnn.cli import _parser
+    from robustcnn.compress.pipeline import ENTROPY_CODERS
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices["compress"]._actions if a.dest == "entropy")
+    assert tuple(action.choices) == tuple(ENTROPY_CODERS)
