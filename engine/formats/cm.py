@@ -124,11 +124,12 @@ def _hash(a, b, c):
 
 @njit(**JIT)
 def cm_code(decoding, data, codes, gaps, count, code_bits, gap_bits, ncols, period, tables,
-            weights, sse, stretch, squash, ident, out):
+            weights, sse, stretch, squash, ident, rates, out):
     # Encode (decoding=False): codes, gaps: (count,) → the stream into out, → its length (−4:
     # out is full). Decode (decoding=True): data: (bytes,) → codes, gaps: (count,), → 0 or a
     # negative status (module docstring). tables, weights, sse: new_state() (updated in place);
-    # stretch: (4096,); squash: (4095,); ident: (33,). Codes are the model's symbols (ranks).
+    # stretch: (4096,); squash: (4095,); ident: (33,); rates: (256,) counter_rates(). Codes are
+    # the model's symbols (ranks).
     B = max(code_bits, gap_bits)
     x1 = np.int64(0)
     x2 = np.int64(0xFFFFFFFF)
@@ -216,7 +217,7 @@ def cm_code(decoding, data, codes, gaps, count, code_bits, gap_bits, ncols, peri
                     t = np.int64(tables[i, idx[i]])
                     p16 = (t & 0xFFFF) ^ 0x8000
                     n = t >> 16
-                    rate = 131072 // (2 * n + 3)
+                    rate = np.int64(rates[n])
                     if bit:
                         p16 += ((65535 - p16) * rate) >> 16
                     else:
@@ -254,6 +255,12 @@ def cm_code(decoding, data, codes, gaps, count, code_bits, gap_bits, ncols, peri
     return pos
 
 
+def counter_rates():
+    """A counter's step after n updates, 2^16 / (n + 1.5) as ⌊2^17 / (2n + 3)⌋, n = 0 .. 255
+    (a table: a division per context and bit cost more than the rest of the update)."""
+    return (131072 // (2 * np.arange(256, dtype=np.int64) + 3)).astype(np.int32)
+
+
 def value_ranks(centroids, code_bits):
     """code → its symbol in the model: the rank of its centroid's value (ties by code; codes
     past the centroids keep their place), so that the bit tree's branches split the values
@@ -269,7 +276,7 @@ def _run(decoding, data, codes, gaps, count, code_bits, gap_bits, ncols, period,
     squash = squash_table()
     return cm_code(decoding, data, codes, gaps, count, code_bits, gap_bits, max(int(ncols), 1),
                    max(int(period), 1), tables, weights, sse, stretch_table(squash), squash,
-                   sse_identity(squash), out)
+                   sse_identity(squash), counter_rates(), out)
 
 
 def encode(codes, gaps, code_bits, gap_bits, ncols, period=1, *, ranks=None):
