@@ -20,9 +20,10 @@
   Zisserman's 3×3 stacks, 64-64-M-128-128-M-256-256-M, FC 256), 2,197,706 with batch norms.
 
 Parameter counts include biases and a batch norm's scale and shift (not its running
-statistics). The small variants (``squeezenet_small``, ``mobilenet_small``; ``resnet_small``
-and ``vgg_small`` are CIFAR nets to begin with) keep every layer and drop the early downsampling so that a 28×28 or 32×32 image keeps spatial extent to the end.
-They are meant to be trained from scratch: He-initialised, with a width knob (and MobileNet's
+statistics). The small variants (``squeezenet_small``, ``mobilenet_small``) keep every layer
+and drop the early downsampling so that a 28×28 or 32×32 image keeps spatial extent to the end;
+``resnet_small`` and ``vgg_small`` are CIFAR nets to begin with. They are all meant to be
+trained from scratch: He-initialised, with a width knob (and MobileNet's and ResNet's
 ``blocks``) that ``compact_for_params`` sets to reach a parameter budget, and ``data_init`` to
 start them normalised on a batch of data (SqueezeNet has no batch norm to do it):
 
