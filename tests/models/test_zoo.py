@@ -249,7 +249,8 @@ def test_compact_for_params_errors():
 
 
 @pytest.mark.parametrize("arch,extra", [("mobilenet_small", {"blocks": 5}),
-                                        ("squeezenet_small", {})])
+                                        ("squeezenet_small", {}), ("resnet_small", {}),
+                                        ("vgg_small", {})])
 def test_compact_nets_learn_a_batch(arch, extra):
     """A few SGD steps on one batch lower the loss of the smallest budget's net."""
     from robustcnn.engine.train import SGD
