@@ -519,11 +519,10 @@ def vgg_small(width=1.0, *, batch_norm=True, fc=256, input_shape=(3, 32, 32), nu
     """A VGG-style net for CIFAR-sized images, the dense model a study compresses: Simonyan &
     Zisserman 2015's stacks of 3×3 convolutions (padding 1) and 2×2 max pools, three blocks
     64-64-M-128-128-M-256-256-M (32 → 16 → 8 → 4; 28 → 14 → 7 → 4, Caffe's ceil-mode
-    pooling), then a fully connected
-    layer of ``fc`` units with ReLU and dropout 0.5 and one of the classes. 2,197,706
-    parameters on 32×32×3 with batch norms, most of them (1,048,832) in fc1, as VGG-16's are
-    in its fully connected layers: the layer Deep Compression prunes hardest (preset
-    ``vgg_small``, compress/pipeline.py).
+    pooling), then a fully connected layer of ``fc`` units with ReLU and dropout 0.5 and one
+    of the classes. 2,197,706 parameters on 32×32×3 with batch norms, nearly half of them
+    (1,048,832) in fc1, as most of VGG-16's are in its fully connected layers: the layer Deep
+    Compression prunes hardest (preset ``vgg_small``, compress/pipeline.py).
 
     ``batch_norm`` puts a batch norm after every convolution (which then has no bias), as
     the CIFAR VGG variants do; without it the convolutions carry biases, as the paper's.
