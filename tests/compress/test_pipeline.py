@@ -10,12 +10,31 @@ from robustcnn.models.lenet import build_model
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_name_the_layers_of_their_model(name):
+    from robustcnn.models.zoo import ZOO
+
     settings = preset(name)
-    net = build_model(name.removesuffix("-paper"))
+    net = ZOO[name]() if name in ZOO else build_model(name.removesuffix("-paper"))
     weighted = {layer.name for layer in net.layers if hasattr(layer, "weight_format")}
     assert set(settings.kept) == set(settings.bits) == set(settings.gap_bits) == weighted
     assert all(0 < k < 1 for k in settings.kept.values())
     assert all(1 <= b <= 8 for b in settings.bits.values())
+
+
+def test_vgg_small_preset_is_han_et_al_vgg16_shares_scaled_to_40x():
+    """The shares of Deep Compression's VGG-16 (Table 5) times one factor, about 0.37, and an
+    estimated file of 40× (compress/target.py, before Huffman coding)."""
+    from robustcnn.compress.report import dense_parameter_bytes
+    from robustcnn.compress.target import estimate_file_bytes
+    from robustcnn.models.zoo import vgg_small
+
+    vgg16 = {"conv1_1": 0.58, "conv1_2": 0.22, "conv2_1": 0.34, "conv2_2": 0.36,
+             "conv3_1": 0.53, "conv3_2": 0.24, "fc1": 0.04, "fc2": 0.23}
+    settings = preset("vgg_small")
+    factors = [settings.kept[k] / v for k, v in vgg16.items()]
+    assert max(factors) / min(factors) < 1.1 and 0.33 < np.mean(factors) < 0.41
+    net = vgg_small()
+    ratio = dense_parameter_bytes(net) / estimate_file_bytes(net, settings)
+    assert 38 < ratio < 42
 
 
 def test_preset_overrides_and_unknown_names():
