@@ -57,6 +57,9 @@ from .._jit import JIT
 SQUASH_POINTS = (1, 2, 4, 6, 10, 17, 27, 45, 74, 120, 194, 311, 488, 747, 1102, 1546, 2048,
                  2550, 2994, 3349, 3608, 3785, 3902, 3976, 4022, 4051, 4069, 4079, 4086, 4090,
                  4092, 4094, 4095)
+# The context model's version. Its constants (the contexts, tables, rates, squash points) define
+# the stream: a change to any of them is a new version, and a file says which one wrote it.
+MODEL_VERSION = 1
 CONTEXTS = 7
 TABLE_BLOCKS = 4096  # blocks of 2^B slots per context table
 STATE_BYTES = 4

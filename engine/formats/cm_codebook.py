@@ -4,7 +4,8 @@ context mixing (cm.py) instead of Huffman.
 
 What is stored: one stream (each entry's gap, then its code, coded under contexts of the
 previous code, the gap, the row and the column), the entry count and the centroids; no tables
-(the model adapts as it goes). The model's code symbols are the codes ranked by their
+(the model adapts as it goes); among the options, the context model's version
+(``cm.MODEL_VERSION``), since the model's constants define the stream. The model's code symbols are the codes ranked by their
 centroid's value (``cm.value_ranks`` of the centroids as float32, the same whatever dtype they
 are loaded in). Loading decodes the stream once into the sparse codebook's packed codes and
 gaps, which the sparse kernels compute on as they do for ``sparse_codebook`` (as ``rans``
@@ -77,6 +78,10 @@ class CmCodebookWeight(SparseCodebookWeight):
 
     @classmethod
     def from_arrays(cls, shape, arrays, options, *, dtype=np.float32, at="cm"):
+        version = options.get("model")
+        if version != cm.MODEL_VERSION:
+            raise ValueError(f"{at}: a cm stream of context model version {version!r}; this "
+                             f"robustcnn decodes version {cm.MODEL_VERSION}")
         count = check_structure_array(np.asarray(arrays["count"]), "count", at)
         if count.shape != (1,) or count[0] < 0:
             raise ValueError(f"{at}: count must hold one non-negative entry count, got {count}")
@@ -88,6 +93,9 @@ class CmCodebookWeight(SparseCodebookWeight):
 
     def arrays(self):
         return {"stream": self.stream, "count": self._count, "centroids": self.centroids}
+
+    def options(self):
+        return {**super().options(), "model": cm.MODEL_VERSION}
 
     def decoded(self):
         """The same weight as a plain SparseCodebookWeight (shares the centroids)."""

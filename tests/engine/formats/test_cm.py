@@ -6,6 +6,7 @@ sparse codebook against the dense kernels, through a model file, and bit for bit
 Huffman-coded net."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -401,5 +402,17 @@ BAD = [
 def test_malformed_structures_are_refused(tamper, match, rng):
     with pytest.raises((ValueError, TypeError), match=match) as info:
         CmCodebookWeight.from_arrays((6, 3, 3, 3), tamper(_arrays(rng)),
-                                     {"code_bits": 4, "gap_bits": 3}, at=LAYER)
+                                     {"code_bits": 4, "gap_bits": 3, "model": cm.MODEL_VERSION},
+                                     at=LAYER)
     assert str(info.value).startswith(LAYER) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("version", [None, 0, cm.MODEL_VERSION + 1, "1"])
+def test_a_stream_of_another_context_model_is_refused(version, rng):
+    options = {"code_bits": 4, "gap_bits": 3}
+    if version is not None:
+        options["model"] = version
+    with pytest.raises(ValueError, match="^" + re.escape(
+            f"{LAYER}: a cm stream of context model version {version!r}; this robustcnn "
+            f"decodes version {cm.MODEL_VERSION}")):
+        CmCodebookWeight.from_arrays((6, 3, 3, 3), _arrays(rng), options, at=LAYER)
