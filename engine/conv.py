@@ -172,8 +172,9 @@ def conv2d_forward_gemm_chunk(t, x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, gro
         src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
         for g in range(groups):
             wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
-            gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1], False, False,
-                 1.0, 0.0)
+            # np.bool_: runtime flags, not literals, so conv and linear share one compiled gemm
+            gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1], np.bool_(False),
+                 np.bool_(False), 1.0, 0.0)
         for o in range(O):
             b = bias[o]
             for p in range(p0, p1):

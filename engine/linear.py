@@ -34,8 +34,9 @@ def linear_forward_gemm_chunk(t, x, weight, bias, chunks, y):
     # x: (N, I); weight: (O, I); bias: (O,); y: (N, O), the columns of chunk t written
     # y[:, block] = x · W[block]ᵀ + b[block], block t of ``chunks`` blocks of output features
     lo, hi = chunk_bounds(t, chunks, y.shape[1])
-    # weight[lo:hi, :] is typed as a strided view, as conv's operands are: gemm compiles once
-    gemm(x, weight[lo:hi, :], y[:, lo:hi], False, True, 1.0, 0.0)
+    # weight[lo:hi, :] is typed as a strided view, as conv's operand is, and np.bool_ flags are
+    # runtime values, not literals: conv and linear forwards share one compiled gemm
+    gemm(x, weight[lo:hi, :], y[:, lo:hi], np.bool_(False), np.bool_(True), 1.0, 0.0)
     for n in range(y.shape[0]):
         for o in range(lo, hi):
             y[n, o] += bias[o]
