@@ -29,7 +29,6 @@ tutorial) and its shared codebook across layers (each layer stores the means it 
 """
 
 import math
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,7 +39,6 @@ from ..engine._jit import JIT_PARALLEL, chunk_bounds
 from ..engine.formats import DenseWeight, HuffmanCodebookWeight, SparseCodebookWeight
 from ..engine.train import Adam, Schedule, adam_step_flat, fit
 
-LOG_2PI = math.log(2.0 * math.pi)
 CHUNKS = 64  # the prior kernel's fixed split of the weights (sums alike on any thread count)
 
 # The authors' tutorial's Gamma(α, β) hyper-priors on the precisions (mean α/β = 2500, σ ≈ 0.02):
@@ -115,7 +113,7 @@ def mixture_log_density(w, means, log_vars, log_pis, dw, sums, log_p):
     for t in prange(chunks):
         lo, hi = chunk_bounds(t, chunks, w.shape[0])
         prec = np.exp(-log_vars)
-        const = log_pis - 0.5 * log_vars - 0.5 * 1.8378770664093453  # log 2π
+        const = log_pis - 0.5 * log_vars - 0.5 * 1.8378770664093453  # ½ log 2π (no globals)
         ell = np.empty(J)
         acc = np.zeros((3, J))
         total = 0.0
@@ -288,7 +286,7 @@ def quantize_to_components(net, layers, prior, kl_threshold):
     zeros = total = 0
     for name in layers:
         layer = net.layer(name)
-        w = layer.params["weight"]
+        w = layer.dense_weight()
         component = most_responsible(w, means, np.log(variances), log_pis)
         shared = means[component].reshape(w.shape).astype(w.dtype)
         shared[(component == 0).reshape(w.shape)] = 0
