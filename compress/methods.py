@@ -5,6 +5,8 @@
     ttq               Trained Ternary Quantization (``ttq.py``)
     inq               Incremental Network Quantization (``inq.py``)
     binary            binary weights, binary or k-bit activations (``binary.py``)
+    soft-sharing      retraining under a Gaussian-mixture prior, weights set to its means,
+                      sparse codebooks Huffman-coded (``soft_sharing.py``)
 
 Each method's ``run(net, x, y, options, *, val, progress, log)`` compresses a trained net on
 training data (x, y) and returns (the compressed net, a report: {"settings", "stages"}, each
@@ -94,6 +96,36 @@ def _binary(net, x, y, options, *, val=None, progress=True, log=print):
     return out, stages.report
 
 
+def _pair(text, name):
+    """An option "alpha/beta" → (alpha, beta) floats."""
+    parts = str(text).split("/")
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise ValueError(f"method soft-sharing: {name} must be 'alpha/beta' (two numbers), got "
+                         f"{text!r}") from None
+
+
+def _soft_sharing(net, x, y, options, *, val=None, progress=True, log=print):
+    from .soft_sharing import soft_share
+
+    stages = Stages(options, val, log)
+    stages.record("dense", net)
+    found = soft_share(
+        net, x, y, components=options["components"], pi_zero=options["pi_zero"],
+        tau=options["tau"], epochs=options["epochs"], lr=options["lr"],
+        lr_means=options["lr_means"], lr_log_vars=options["lr_log_vars"],
+        lr_mixing=options["lr_mixing"], batch_size=options["batch_size"],
+        init_std=options["init_std"], gamma_zero=_pair(options["gamma_zero"], "gamma_zero"),
+        gamma_other=_pair(options["gamma_other"], "gamma_other"),
+        kl_threshold=options["kl_threshold"], huffman=options["huffman"], seed=options["seed"],
+        progress=progress, stages=stages)
+    stages.report["mixture"] = found
+    return net, stages.report
+
+
 METHODS = {m.name: m for m in (
     Method("int8", "Vanhoucke, Senior & Mao 2011, Improving the speed of neural networks on CPUs",
            _int8, dict(calibration=2048, percentile=100.0),
@@ -118,6 +150,28 @@ METHODS = {m.name: m for m in (
                 epochs="straight-through training epochs (Adam)",
                 lr="Adam's learning rate (cosine-annealed)",
                 calibration="training images that set the activation quantizers and scales")),
+    Method("soft-sharing", "Ullrich, Meeds & Welling 2017, Soft Weight-Sharing for Neural "
+           "Network Compression (ICLR)", _soft_sharing,
+           dict(components=17, pi_zero=0.999, tau=5e-3, epochs=10, lr=5e-4, lr_means=1e-4,
+                lr_log_vars=3e-3, lr_mixing=3e-3, batch_size=256, init_std=0.25,
+                gamma_zero="5000/2", gamma_other="250/0.1", kl_threshold=1.0, huffman=True,
+                seed=0),
+           dict(components="mixture components J, the fixed zero one included (the paper's 17)",
+                pi_zero="the zero component's fixed mixing proportion",
+                tau="weight of the negative log prior, per training example (the paper's 5e-3)",
+                epochs="retraining epochs (Adam)",
+                batch_size="examples per step (the authors' 256: the prior's pass over every "
+                           "weight runs once a step)",
+                lr="Adam's learning rate of the weights "
+                                                      "(cosine-annealed)",
+                lr_means="Adam's learning rate of the means",
+                lr_log_vars="Adam's learning rate of the log-variances",
+                lr_mixing="Adam's learning rate of the mixing logits",
+                init_std="the components' starting standard deviation",
+                gamma_zero="alpha/beta of the Gamma hyper-prior on the zero component's precision",
+                gamma_other="alpha/beta of the Gamma hyper-prior on the other precisions",
+                kl_threshold="components closer than this symmetric KL divergence merge",
+                huffman="Huffman-code each layer's sparse codebook where that is smaller")),
 )}
 
 

@@ -263,6 +263,30 @@ def test_compress_by_method(method, tiny_mnist, tmp_path, capsys):
     assert "unknown option 'nope'" in capsys.readouterr().err
 
 
+def test_compress_by_soft_sharing(tiny_mnist, tmp_path, capsys):
+    model, out = tmp_path / "m.h5", tmp_path / "m-soft.rcnn"
+    common = ["--dataset", "mnist", "--data-dir", str(tiny_mnist)]
+    assert main(["train", "--model", "lenet-300-100", "--epochs", "2", "--batch-size", "16",
+                 "--lr", "0.05", "--no-progress", "-o", str(model)] + common) == 0
+    capsys.readouterr()
+    assert main(["compress", str(model), "-o", str(out), "--method", "soft-sharing",
+                 "--epochs", "1", "--options", "components=5,batch_size=16,tau=0.1",
+                 "--no-progress"] + common) == 0
+    text = capsys.readouterr().out
+    assert "by soft-sharing" in text and "file on disk:" in text and out.exists()
+    accuracy = float(text.split("soft-sharing ")[-1].split("%")[0])
+    assert main(["eval", str(out)] + common) == 0
+    assert f"clean test accuracy: {accuracy:.2f}%" in capsys.readouterr().out
+    assert main(["info", str(out)]) == 0
+    info = capsys.readouterr().out
+    rows = [line.split() for line in info.splitlines() if line.startswith("ip")]
+    assert {r[0] for r in rows if r[1] in ("sparse_codebook", "huffman")} == {"ip1", "ip2", "ip3"}
+    assert '"method": "soft-sharing"' in info
+    assert main(["compress", str(model), "-o", str(out), "--method", "soft-sharing",
+                 "--options", "pi_zero=2"] + common) == 2
+    assert "soft-sharing: pi_zero must be in (0, 1), got 2.0" in capsys.readouterr().err
+
+
 def test_digits_train_eval_attack_compress(tmp_path, capsys):
     # The digits need no files: every command takes --dataset digits, and compress finds it in
     # the model file's metadata.

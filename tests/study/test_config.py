@@ -174,6 +174,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
          "options": {"bits": 4, "epochs": 1}},
         {"name": "bnn", "kind": "quantized", "base": "dense", "method": "binary",
          "options": {"activation_bits": 1, "epochs": 1}},
+        {"name": "soft", "kind": "quantized", "base": "dense", "method": "soft-sharing",
+         "options": {"epochs": 2, "components": 9}},
     ]
     raw["attacks"] += [{"name": "deepfool", "eps": [0.5, 1.0], "options": {"max_iter": 5}},
                        {"name": "cw"},
@@ -192,6 +194,8 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
                                                                              "epochs": 1}}
     assert study.model("bnn").options == {"method": "binary", "method_options": {
         "activation_bits": 1, "epochs": 1}}
+    assert study.model("soft").options == {"method": "soft-sharing", "method_options": {
+        "epochs": 2, "components": 9}}
     assert [study.adversarial(n) for n in ("dense", "dc", "adv", "dc-aware", "dc-90",
                                            "dc-then-adv", "kd")] == \
         ["", "", "dense", "compressed", "dense", "finetuned", ""]
