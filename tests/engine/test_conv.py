@@ -180,6 +180,45 @@ def test_im2col_slabs(slab_bytes, dtype, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("slab_rows", [1, 2, 3, 100], ids=["1", "2", "3", "all"])
+@pytest.mark.parametrize("case", [
+    ("plain_batch1", 1, 3, 9, 7, 4, 3, 3, dict(padding=(0, 1))),
+    ("groups_stride", 3, 4, 9, 8, 6, 3, 2, dict(groups=2, stride=(2, 1), padding=1)),
+    ("dilated_odd_batch", 5, 3, 8, 9, 5, 2, 3, dict(dilation=(2, 2), padding=(1, 2))),
+], ids=lambda c: c[0])
+def test_slabs_across_examples(case, slab_rows, threads, rng, monkeypatch):
+    # Slabs of the flattened (example, output row) index may span examples; a slab of 2 or 3
+    # rows with an odd output height ends mid-example, and with 2 threads the backward's
+    # examples split between chunks. SLAB_BYTES is set to give exactly ``slab_rows`` rows.
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs 2 Numba threads")
+    _, N, C, H, W, O, kh, kw, geom = case
+    groups = geom.get("groups", 1)
+    ow = conv.conv2d_geometry((C, H, W), (O, C // groups, kh, kw), **geom).out_width
+    monkeypatch.setattr(conv, "SLAB_BYTES", slab_rows * C // groups * kh * kw * ow * 8)
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((O, C // groups, kh, kw))
+    b = rng.standard_normal(O)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        run_conv(x, w, b, F64, **geom)
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dw_block", [1, 5, 64])
+def test_weight_gradient_blocks(dw_block, rng, monkeypatch):
+    # The backward forms dW a block of ``DW_BLOCK`` output positions at a time: one position,
+    # blocks that do not divide a slab (5 into 3 × 7 = 21 positions), and one block.
+    monkeypatch.setattr(conv, "DW_BLOCK", dw_block)
+    x = rng.standard_normal((3, 4, 7, 7))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    run_conv(x, w, b, F64, groups=2, padding=(1, 0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
 def test_thread_count_does_not_change_results(threads, rng):
     # Work is split into one chunk per thread; the result must not depend on the split.
     if threads > numba.config.NUMBA_NUM_THREADS:
