@@ -13,7 +13,10 @@ Three algorithms, chosen by the shape and the weight's format:
   of kw·Cg contiguous values, and each group is then one BLAS product with its weights,
   reordered to (O/G, kh·kw·Cg); the (rows·OW, O/G) result is written transposed into the
   output. Dense-pattern formats (dense, codebook) take this path (a codebook decodes its rows
-  once per call). The backward runs the same layout the other way.
+  once per call). The backward runs the same layout the other way. Below
+  ``CHANNELS_LAST_MIN`` input channels per group (a first layer) the runs are too short, and
+  im2col takes over: a slab of one example's output rows becomes the columns of a
+  (C·kh·kw, rows·OW) matrix, multiplied by each group's (O/G, Cg·kh·kw) weights.
 - sparse formats (CSR, sparse codebook, Huffman): each row of stored weights, decoded once per
   example (``row_entries``), multiplies the example's whole im2col.
 - direct depthwise (one input channel per group, e.g. MobileNet): a GEMM with one row of nine
@@ -110,6 +113,16 @@ def col2im_rows(dcols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx):
             first = uint64((c * H + oy * sh - ph + i * dh) * W + x_lo * sw + j * dw - pw)
             for k in range(uint64(x_hi - x_lo)):
                 image[first + k * uint64(sw)] += src[valid + k]
+
+
+@njit(**JIT)
+def _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise):
+    """The im2col columns of output rows [oy0, oy1) of example n, (C·kh·kw, (oy1 − oy0)·ow)."""
+    if pointwise:  # a 1×1 convolution's columns are the image itself
+        C, H, W = x.shape[1], x.shape[2], x.shape[3]
+        return x[n].reshape((C, H * W))[:, oy0 * ow:oy1 * ow]
+    im2col_rows(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols)
+    return cols[:, :(oy1 - oy0) * ow]
 
 
 @njit(**JIT)
@@ -228,8 +241,8 @@ def patch_order_weight(W, groups, kh, kw, Cg, scratch_rows, wp):
 
 
 @njit(**JIT_PARALLEL)
-def conv2d_forward_gemm(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
-                        scratch_rows, y):
+def conv2d_forward_patches(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
+                           chunks, scratch_rows, y):
     # x: (N, C, H, W); W: dense-pattern weight operand, (O, C/G·kh·kw) rows; bias: (O,)
     # y: (N, O, oh, ow), every cell written
     # y[n, o, y, x] = b[o] + Σ_k W'[o, k] · patches[(n, y, x), k]   per group, where a patch
@@ -281,14 +294,15 @@ def conv2d_forward_gemm(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab
 
 
 @njit(**JIT_PARALLEL)
-def conv2d_backward_gemm(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
-                         scratch_rows, dw_block, need_input, need_weight, dx, dweight_parts):
+def conv2d_backward_patches(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
+                            chunks, scratch_rows, dw_block, need_input, need_weight, dx,
+                            dweight_parts):
     # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: dense-pattern
     # weight operand; dx: (N, C, H, W), accumulated into (the caller zeroes it)
     # dweight_parts: (chunks, kh·kw·C/G, O), one partial sum of dWᵀ per chunk, rows in patch
     # order (i, j, c)
     # dW'ᵀ_g += patchesᵀ · dy_g;   dpatches = dy_g · W'_g, dx = col2im(dpatches)   (per group)
-    # The forward's layout (``conv2d_forward_gemm``): patches (P, K) channels last, dy gathered
+    # The forward's layout (``conv2d_forward_patches``): patches (P, K) channels last, dy gathered
     # into (P, O/G) per slab. Each chunk owns whole examples, so that its col2im writes touch
     # only its own examples, and cuts their flattened output rows into slabs, which may span
     # examples (LeNet-5's 8 × 8 outputs are too few for one good product). Race-free; the
@@ -343,6 +357,84 @@ def conv2d_backward_gemm(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_
         for ng in prange(N * groups):
             unpad_channels_last_add(dxp[ng // groups, ng % groups], ng // groups, ng % groups,
                                     ph, pw, dx)
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_forward_im2col(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
+                          chunks, scratch_rows, y):
+    # x: (N, C, H, W); W: dense-pattern weight operand, (O, C/G·kh·kw) rows; bias: (O,)
+    # y: (N, O, oh, ow), every cell written
+    # y[n, o, :] = W[o] · cols_n + b[o] per group, cols_n = im2col of example n, built one slab of
+    # ``slab_rows`` output rows at a time so that it stays in cache. The N·slabs tasks are split
+    # into ``chunks`` contiguous runs, one per thread; BLAS runs single-threaded inside each.
+    # ``weight_rows`` gives a group's rows: a view of a dense weight, or a codebook's rows
+    # decoded into a scratch block of ``scratch_rows`` rows (never the whole weight).
+    N, C, H, Wd = x.shape
+    O, oh, ow = y.shape[1], y.shape[2], y.shape[3]
+    Og = O // groups
+    K = C // groups * kh * kw
+    y3 = y.reshape((N, O, oh * ow))
+    slabs = (oh + slab_rows - 1) // slab_rows
+    pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
+    for t in prange(chunks):
+        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=x.dtype)
+        scratch = np.empty((scratch_rows, K), dtype=x.dtype)
+        lo, hi = chunk_bounds(t, chunks, N * slabs)
+        for task in range(lo, hi):
+            n = task // slabs
+            oy0 = (task % slabs) * slab_rows
+            oy1 = min(oy0 + slab_rows, oh)
+            p0, p1 = oy0 * ow, oy1 * ow
+            src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise)
+            for g in range(groups):
+                wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
+                gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1])
+            for o in range(O):
+                y3[n, o, p0:p1] += bias[o]
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_backward_im2col(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
+                           chunks, scratch_rows, need_input, need_weight, dx, dweight_parts):
+    # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: dense-pattern
+    # weight operand; dx: (N, C, H, W), accumulated into (the caller zeroes it)
+    # dweight_parts: (chunks, O, C/G·kh·kw), accumulated into, one partial sum per chunk
+    # dW[o] = Σ_n dy_n[o] · cols_nᵀ;   dx_n = col2im(Wᵀ · dy_n)   (per group)
+    # Each chunk owns whole examples (so its col2im writes touch only its own dx[n]) and its own
+    # weight-gradient slice: race-free; the caller sums the partial weight gradients.
+    N, C, H, Wd = dx.shape
+    O, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
+    Og = O // groups
+    K = C // groups * kh * kw
+    dy3 = dy.reshape((N, O, oh * ow))
+    slabs = (oh + slab_rows - 1) // slab_rows
+    pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
+    for t in prange(chunks):
+        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+        scratch = np.empty((scratch_rows, K), dtype=dy.dtype)
+        lo, hi = chunk_bounds(t, chunks, N)
+        for n in range(lo, hi):
+            for s in range(slabs):
+                oy0 = s * slab_rows
+                oy1 = min(oy0 + slab_rows, oh)
+                p0, p1 = oy0 * ow, oy1 * ow
+                if need_weight:
+                    src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols,
+                                        pointwise)
+                    for g in range(groups):
+                        gemm(dy3[n, g * Og:(g + 1) * Og, p0:p1], src[g * K:(g + 1) * K],
+                             dweight_parts[t, g * Og:(g + 1) * Og], False, True, 1.0, 1.0)
+                if need_input:
+                    if pointwise:
+                        dst = dx[n].reshape((C, H * Wd))[:, p0:p1]
+                    else:
+                        dst = cols[:, :p1 - p0]
+                    for g in range(groups):
+                        wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
+                        gemm(wg, dy3[n, g * Og:(g + 1) * Og, p0:p1], dst[g * K:(g + 1) * K],
+                             True, False, 1.0, 0.0)
+                    if not pointwise:
+                        col2im_rows(cols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
 
 
 @njit(**JIT_PARALLEL)
@@ -675,8 +767,16 @@ def conv2d_geometry(in_shape, weight_shape, stride=1, padding=0, dilation=1, gro
 SLAB_BYTES = 2 << 20
 
 
-# Output positions per weight-gradient product in the backward (see ``conv2d_backward_gemm``).
+# Output positions per weight-gradient product in the backward (see ``conv2d_backward_patches``):
+# at least DW_BLOCK, and as many as give DW_BLOCK_BYTES of patches, so that layers with short
+# patch rows (LeNet-5's conv1: 25 values) do not pay a BLAS call per few thousand multiply-adds.
 DW_BLOCK = 64
+DW_BLOCK_BYTES = 128 << 10
+
+
+def _dw_block(geom, itemsize):
+    kh, kw = geom.kernel
+    return max(DW_BLOCK, DW_BLOCK_BYTES // (geom.channels // geom.groups * kh * kw * itemsize))
 
 
 def _slab_rows(geom, itemsize, rows_wanted):
@@ -687,7 +787,7 @@ def _slab_rows(geom, itemsize, rows_wanted):
 
 
 def _forward_launch(geom, N, itemsize):
-    """(slab rows, chunks) for ``conv2d_forward_gemm``: slabs of the batch's flattened output
+    """(slab rows, chunks) for ``conv2d_forward_patches``: slabs of the batch's flattened output
     rows, at least one per thread when there are rows enough, one run of slabs per thread."""
     total = N * geom.out_height
     threads = numba.get_num_threads()
@@ -696,8 +796,42 @@ def _forward_launch(geom, N, itemsize):
 
 
 def _backward_launch(geom, N, itemsize):
-    """(slab rows, chunks) for ``conv2d_backward_gemm``: chunks own whole examples."""
+    """(slab rows, chunks) for ``conv2d_backward_patches``: chunks own whole examples."""
     return _slab_rows(geom, itemsize, N * geom.out_height), min(numba.get_num_threads(), N)
+
+
+def _im2col_launch(geom, N, itemsize):
+    """(slab rows, forward chunks, backward chunks) for the im2col kernels: slabs of one
+    example's output rows whose columns (all groups) fill ``SLAB_BYTES``; the forward splits
+    examples × slabs, the backward examples."""
+    kh, kw = geom.kernel
+    row_bytes = geom.channels * kh * kw * geom.out_width * itemsize
+    rows = max(1, min(geom.out_height, SLAB_BYTES // max(row_bytes, 1)))
+    tasks = N * -(-geom.out_height // rows)
+    return rows, min(numba.get_num_threads(), tasks), min(numba.get_num_threads(), N)
+
+
+# Input channels per group from which the dense-pattern kernels work channels last (patches);
+# below, im2col: a patch row of LeNet-5's conv1 (one channel) is five runs of five values, and
+# its backward ran 2× slower channels last than in im2col's (C·kh·kw, positions) layout.
+CHANNELS_LAST_MIN = 8
+
+
+def _channels_last(geom):
+    return geom.channels // geom.groups >= CHANNELS_LAST_MIN
+
+
+def _forward_gemm(x, W, bias, geom, scratch_rows, y):
+    """y = conv(x, W) + b for a dense-pattern weight operand (dense or codebook rows)."""
+    N = x.shape[0]
+    if _channels_last(geom):
+        rows, chunks = _forward_launch(geom, N, x.itemsize)
+        conv2d_forward_patches(x, W, bias, *geom.kernel, *geom.kernel_args(), geom.groups, rows,
+                               chunks, scratch_rows, y)
+    else:
+        rows, chunks, _ = _im2col_launch(geom, N, x.itemsize)
+        conv2d_forward_im2col(x, W, bias, *geom.kernel, *geom.kernel_args(), geom.groups, rows,
+                              chunks, scratch_rows, y)
 
 
 def _bias_and_output(x, bias, geom):
@@ -719,10 +853,7 @@ def conv2d_forward_dense(x, weight, bias, geom):
         else:
             depthwise_conv2d_forward(x, weight, bias, *geom.kernel_args(), y)
         return y
-    rows, chunks = _forward_launch(geom, N, x.itemsize)
-    W = DenseArrays(weight.reshape(geom.out_channels, -1))
-    conv2d_forward_gemm(x, W, bias, *geom.kernel, *geom.kernel_args(), geom.groups, rows, chunks,
-                        0, y)
+    _forward_gemm(x, DenseArrays(weight.reshape(geom.out_channels, -1)), bias, geom, 0, y)
     return y
 
 
@@ -756,21 +887,29 @@ def conv2d_backward_dense(dy, x, weight, geom, *, need_input=True, need_weight=T
 
 
 def _backward_blocked(dy, x, W, geom, scratch_rows, need_input, need_weight, dx):
-    """Runs ``conv2d_backward_gemm`` (dx accumulated into ``dx``) → dW (O, C/G, kh, kw) or None."""
+    """The dense-pattern backward (dx accumulated into ``dx``) → dW (O, C/G, kh, kw) or None."""
     N = dy.shape[0]
-    rows, chunks = _backward_launch(geom, N, dy.itemsize)
     O, Cg, kh, kw = geom.weight_shape
-    parts = np.zeros((chunks, kh * kw * Cg, O) if need_weight else (chunks, 0, 0),
+    x = x if need_weight else _NO_INPUT(dy.dtype)
+    dx = dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype)
+    if _channels_last(geom):
+        rows, chunks = _backward_launch(geom, N, dy.itemsize)
+        parts = np.zeros((chunks, kh * kw * Cg, O) if need_weight else (chunks, 0, 0),
+                         dtype=dy.dtype)
+        conv2d_backward_patches(dy, x, W, kh, kw, *geom.kernel_args(), geom.groups, rows, chunks,
+                                scratch_rows, _dw_block(geom, dy.itemsize), need_input,
+                                need_weight, dx, parts)
+        if not need_weight:
+            return None
+        # the kernel's patch order (i, j, c) back to the weight's (c, i, j)
+        dW = parts.sum(axis=0).T.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(dW)
+    rows, _, chunks = _im2col_launch(geom, N, dy.itemsize)
+    parts = np.zeros((chunks, O, Cg * kh * kw) if need_weight else (chunks, 0, 0),
                      dtype=dy.dtype)
-    conv2d_backward_gemm(dy, x if need_weight else _NO_INPUT(dy.dtype), W, kh, kw,
-                         *geom.kernel_args(), geom.groups, rows, chunks, scratch_rows,
-                         DW_BLOCK, need_input, need_weight,
-                         dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype),
-                         parts)
-    if not need_weight:
-        return None
-    # the kernel's patch order (i, j, c) back to the weight's (c, i, j)
-    return np.ascontiguousarray(parts.sum(axis=0).T.reshape(O, kh, kw, Cg).transpose(0, 3, 1, 2))
+    conv2d_backward_im2col(dy, x, W, kh, kw, *geom.kernel_args(), geom.groups, rows, chunks,
+                           scratch_rows, need_input, need_weight, dx, parts)
+    return parts.sum(axis=0).reshape(geom.weight_shape) if need_weight else None
 
 
 def _NO_INPUT(dtype):
@@ -810,9 +949,7 @@ def conv2d_forward_format(x, fmt, bias, geom):
         conv2d_forward_sparse(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
                               geom.groups, row_chunks, chunks, max(fmt.max_row_entries(), 1), y)
     else:
-        rows, chunks = _forward_launch(geom, N, x.itemsize)
-        conv2d_forward_gemm(x, fmt.operand(), bias, *geom.kernel, *geom.kernel_args(),
-                            geom.groups, rows, chunks, geom.out_channels // geom.groups, y)
+        _forward_gemm(x, fmt.operand(), bias, geom, geom.out_channels // geom.groups, y)
     return y
 
 
