@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from ..progress import progress_bar
-from .config import SANITY
+from .config import SANITY, adversarial_recipe_label
 from .provenance import cell_provenance
 from .store import encode_outcomes, versions
 
@@ -98,8 +98,13 @@ def run_sanity(study, cell, net, xt, yt, *, progress=False):
 def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False, images=None):
     """One cell's row (without its key). ``nets`` / ``infos``: name → Net / artifact info for
     every model of ``study.cell_models(cell)``. ``progress``: a bar of the cell's examples.
-    ``images``: the test-set indices of ``xt`` (default: the first ``len(xt)``)."""
+    ``images``: the test-set indices of ``xt`` (default: the first ``len(xt)``). An attack
+    with ``examples`` attacks only the first that many of them."""
     spec = study.model(cell.model)
+    attack = study.attacks.get(cell.attack)
+    if attack is not None and attack.examples and attack.examples < len(xt):
+        xt, yt = xt[:attack.examples], yt[:attack.examples]
+        images = None if images is None else images[:attack.examples]
     started = time.time()
     t0 = time.perf_counter()
     row = {"study": study.name, "model": cell.model,
@@ -112,6 +117,8 @@ def evaluate_cell(study, cell, nets, infos, xt, yt, *, progress=False, images=No
            "model_info": {**{k: v for k, v in infos[cell.model].items()
                              if k not in ("build_seconds", "stages")},
                           "adversarial": study.adversarial(cell.model),
+                          "adversarial_training": adversarial_recipe_label(
+                              study.adversarial_recipe(cell.model)),
                           "parents": spec.parents}}
     if cell.attack == SANITY:
         clean, checks = run_sanity(study, cell, nets[cell.model], xt, yt, progress=progress)

@@ -62,7 +62,9 @@ The file (see ``examples/demo.toml`` and ``examples/paper.toml`` for documented 
                                      radii at which to also report accuracy), source (optional:
                                      an earlier model whose adversarial examples are transferred
                                      to every other model), options (a table of keyword
-                                     arguments of the attack, e.g. max_iter)
+                                     arguments of the attack, e.g. max_iter), examples
+                                     (optional: attack only the first N of the study's test
+                                     images, e.g. AutoAttack on fewer than the others)
 
 A cell is one (model, attack, eps, seed), unbounded attacks one cell without eps, and with
 ``sanity`` one cell per (model, seed) of sanity checks. Errors are ``ValueError``s naming the file
@@ -189,6 +191,7 @@ class AttackSpec:
     bounded: bool
     source: str = None
     options: dict = field(default_factory=dict)
+    examples: int = None  # the first N of the study's test images; None: all of them
 
     @property
     def label(self):
@@ -251,6 +254,15 @@ class Study:
         if m.base:
             found += [k for k in self.adversarial(m.base).split("+") if k]
         return "+".join(found)
+
+    def adversarial_recipe(self, name):
+        """The adversarial-training record nearest along a model's lineage (its own, else its
+        base's, …; ``_adversarial``'s dict), or None when none of them trained adversarially."""
+        m = self.model(name)
+        own = m.train.get("adversarial") or m.settings.get("adversarial")
+        if own:
+            return own
+        return self.adversarial_recipe(m.base) if m.base else None
 
     def bounded_eps(self):
         """Every eps of the bounded white-box attacks, sorted: what the sanity cells check."""
@@ -337,6 +349,8 @@ class Study:
             a = self.attacks[cell.attack]
             if a.options:
                 ident["options"] = a.options
+            if a.examples:
+                ident["examples"] = a.examples
             if a.source:
                 ident["source"] = self.model_identity(a.source, cell.seed)
             if not a.bounded and a.eps:
@@ -406,6 +420,19 @@ def _unknown(table, allowed, source, where):
     if extra:
         raise _err(source, f"{where}.{extra[0]}",
                    f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def adversarial_recipe_label(recipe):
+    """An adversarial-training record in a few words: ``fgsm ε=0.1, 50% of each batch``,
+    ``pgd-10 ε=0.1, 100% of each batch``, ``trades ε=0.1 β=6``; "" for None."""
+    if not recipe:
+        return ""
+    if recipe.get("objective") == "trades":
+        steps = f"-{recipe['steps']}" if "steps" in recipe else ""
+        return f"trades{steps} ε={recipe['eps']:g} β={recipe.get('beta', 6.0):g}"
+    steps = f"-{recipe['steps']}" if recipe.get("steps") else ""
+    return (f"{recipe['attack']}{steps} ε={recipe['eps']:g}, "
+            f"{100 * recipe.get('fraction', 0.5):g}% of each batch")
 
 
 def _adversarial(table, source, where):
@@ -754,12 +781,12 @@ def _imported(m, source, where):
     return {"path": files["path"], "weights": files.get("weights"), "options": options}
 
 
-def _parse_attack(a, i, attacks, models, source):
+def _parse_attack(a, i, attacks, models, source, test_examples=None):
     from ..attacks.registry import attack_spec
 
     where = f"attacks[{i}]"
     a = _table(a, source, where)
-    _unknown(a, {"name", "eps", "source", "options"}, source, where)
+    _unknown(a, {"name", "eps", "source", "options", "examples"}, source, where)
     try:
         record = attack_spec(_str(a.get("name"), source, f"{where}.name"), where)
     except ValueError as e:
@@ -786,7 +813,13 @@ def _parse_attack(a, i, attacks, models, source):
                                  "progress"})
     if bad:
         raise _err(source, f"{where}.options.{bad[0]}", "set by the study, not the attack")
-    spec = AttackSpec(name, record.norm, tuple(values), bounded, src, options)
+    examples = None
+    if "examples" in a:
+        examples = _int(a["examples"], source, f"{where}.examples", 1)
+        if test_examples is not None and examples > test_examples:
+            raise _err(source, f"{where}.examples", f"{examples} is more than the study's "
+                                                    f"test_examples ({test_examples})")
+    spec = AttackSpec(name, record.norm, tuple(values), bounded, src, options, examples)
     if spec.label in attacks:
         raise _err(source, f"{where}.name", f"attack {spec.label} listed twice")
     return spec
@@ -836,7 +869,7 @@ def parse_config(data, *, source="<config>"):
         raise _err(source, "attacks", "expected at least one [[attacks]] entry")
     attacks = {}
     for i, a in enumerate(raw_attacks):
-        spec = _parse_attack(a, i, attacks, models, source)
+        spec = _parse_attack(a, i, attacks, models, source, opt["test_examples"])
         attacks[spec.label] = spec
 
     return Study(name=str(st.get("name", "study")), dataset=dataset, data_dir=data_dir,

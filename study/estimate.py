@@ -337,6 +337,7 @@ def cell_seconds(study, cell, n_test, timings):
             bound |= b
         return seconds, bound
     spec = study.attacks[cell.attack]
+    n_test = min(n_test, spec.examples or n_test)
     crafter = timings[spec.source] if spec.source else t
     g, f, bound = attack_passes(spec.name, cell.eps if cell.eps is not None else 0.1,
                                 spec.options, classes)

@@ -3,7 +3,8 @@
 The sections: the models (kind, parameters, file size, compression ratio, clean accuracy);
 adversarial accuracy per model × attack × eps (and, for unbounded attacks such as DeepFool or
 C&W, the success rate and median L2 perturbation); robust accuracy against compression ratio;
-adversarial-aware compression (when a model's making was adversarial); the Pareto front of file
+adversarial-aware compression with its paired tests (``aware``, when a model's making was
+adversarial); the Pareto front of file
 size against robust accuracy; the headline comparison — each compressed model beside the compact
 models of matched file size, per attack and eps, then all pairs in one table and a statement
 generated from it; the design of arms at matched bytes and the stage ablation (``design``);
@@ -15,7 +16,7 @@ machines) have modules of their own.
 """
 
 from .. import stats
-from ..config import ADVERSARIAL_LINEAGE, COMPRESSED_KINDS
+from .aware import aware_section
 from .design import ablation_section, design_section
 from .figures import FIGURES
 from .headline import Z95, intervals_section, sampling_sentence, tests_section
@@ -45,7 +46,7 @@ def markdown(rows, *, source="the database", figures=(), note=None, eps=None, pl
                 _accuracy(models, columns, figures),
                 intervals_section(models, columns),
                 _robust_vs_ratio(models, columns, fixed, figures),
-                _adversarial_aware(models, fixed),
+                aware_section(models, columns, fixed),
                 _pareto(models, fixed, figures),
                 _headline(models, columns, seeds, examples),
                 _design(models, columns, figures),
@@ -155,28 +156,6 @@ def _design(models, columns, figures):
     if FIGURES[3] in figures:
         out += ["", f"![Robust against clean accuracy, per method]({FIGURES[3]})"]
     return out
-
-
-def _adversarial_aware(models, fixed):
-    """Compressed models by how adversarial training entered their lineage; nothing when no
-    compressed model's lineage was trained adversarially."""
-    aware = [n for n in models if models[n]["kind"] in COMPRESSED_KINDS
-             and models[n]["info"].get("adversarial") is not None]
-    if not any(models[n]["info"].get("adversarial") for n in aware):
-        return []
-    cols = list(fixed.items())
-    lineage = {n: models[n]["info"].get("adversarial") or "" for n in aware}
-    ordered = sorted(aware, key=lambda n: (lineage[n], _ratio(models, n)))
-    return ["## Adversarial-aware compression", "",
-            "Compressed models by how adversarial training entered their making: inside "
-            "the prune-retrain and fine-tune steps (adversarial-aware), after compression, "
-            "or before it (an adversarially trained base), beside plain compression.", "",
-            _table(["model", "adversarial training", "ratio", "clean"]
-                   + [column_label(c) for c in cols],
-                   [[n, ADVERSARIAL_LINEAGE.get(lineage[n], lineage[n]),
-                     f"{_ratio(models, n):.1f}×", percent(models[n]["clean"])]
-                    + [percent(models[n]["adv"].get(c, [])) for c in cols]
-                    for n in ordered])]
 
 
 def _pareto(models, fixed, figures):

@@ -6,7 +6,7 @@ from importlib import resources
 import pytest
 from study_helpers import tiny_config
 
-from robustcnn.study.config import load_config, parse_config
+from robustcnn.study.config import adversarial_recipe_label, load_config, parse_config
 
 
 def test_example_configs_parse_into_the_documented_grids():
@@ -27,7 +27,13 @@ def test_example_configs_parse_into_the_documented_grids():
     paper = load_config(folder / "paper.toml")
     kinds = {m.kind for m in paper.models}
     assert kinds == {"dense", "compressed", "finetuned", "compact", "distilled", "lowrank"}
-    assert paper.seeds == [0, 1] and "transfer:fgsm<-lenet5" in paper.attacks
+    assert paper.seeds == [0, 1, 2] and "transfer:fgsm<-lenet5" in paper.attacks
+    assert paper.test_examples == 2000 and paper.attacks["autoattack-linf"].examples == 1000
+    # The paper's second claim with FGSM and PGD training, and the robust-pruning baselines.
+    assert [paper.adversarial(n) for n in ("dc-40x-aware-pgd", "dc-90x-then-adv-pgd",
+                                           "adv-pgd-then-dc-90x", "hydra-40x-pgd")] == \
+        ["compressed", "finetuned", "dense", "compressed+dense"]
+    assert paper.compression(paper.model("admm-40x-pgd"))["pruning"] == "admm"
     assert not paper.attacks["deepfool"].bounded and paper.attacks["deepfool"].eps
     # The models the demo shares with the paper grid are not the same models (shorter
     # training): their keys differ, so neither database reuses the other's.
@@ -62,6 +68,8 @@ def _broken(data_dir, edit):
     (lambda r: r["study"].update(seeds=[]), "study.seeds"),
     (lambda r: r["study"].update(seeds=[0, 0]), "study.seeds"),
     (lambda r: r["study"].update(test_examples=0), "study.test_examples"),
+    (lambda r: r["attacks"][0].update(examples=0), "attacks[0].examples"),
+    (lambda r: r["attacks"][1].update(examples=33), "attacks[1].examples"),  # of 32
     (lambda r: r["study"].update(colour="red"), "study.colour"),
     (lambda r: r["train"].update(epochs=-1), "train.epochs"),
     (lambda r: r["train"].update(schedule="linear"), "train.schedule"),
@@ -187,6 +195,12 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     assert [study.adversarial(n) for n in ("dense", "dc", "adv", "dc-aware", "dc-90",
                                            "dc-then-adv", "kd")] == \
         ["", "", "dense", "compressed", "dense", "finetuned", ""]
+    # The recipe nearest along the lineage, in the words the report prints.
+    assert [adversarial_recipe_label(study.adversarial_recipe(n))
+            for n in ("dense", "adv", "dc-aware", "dc-90", "dc-then-adv", "trades")] == \
+        ["", "pgd-linf-3 ε=0.1, 50% of each batch", "fgsm ε=0.1, 50% of each batch",
+         "pgd-linf-3 ε=0.1, 50% of each batch", "fgsm ε=0.1, 100% of each batch",
+         "trades-3 ε=0.1 β=6"]
     assert study.attacks["deepfool"].eps == (0.5, 1.0) and not study.attacks["cw-l2"].eps
     transfer = "transfer:fgsm<-dense"
     assert study.attacks[transfer].source == "dense"
@@ -207,6 +221,12 @@ def test_every_kind_and_attack_form_makes_cells_and_keys(tiny_mnist):
     # ... and a transfer cell's key follows its source.
     cell = next(c for c in cells if c.attack == transfer)
     assert study.cell_key(cell) != other.cell_key(cell)
+    # An attack's own image count is part of its cells' keys (absent, the keys stay).
+    raw["attacks"][0]["examples"] = 16
+    fewer = parse_config(raw, source="all.toml")
+    assert fewer.attacks["fgsm"].examples == 16 and fewer.attacks["pgd-linf"].examples is None
+    for c in cells:
+        assert (fewer.cell_key(c) != other.cell_key(c)) == (c.attack == "fgsm"), c
 
 
 def test_attack_labels_are_built_and_parsed_in_one_place():

@@ -205,7 +205,8 @@ def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
     ]
     raw["attacks"] = [{"name": "fgsm", "eps": [0.1]},
                       {"name": "deepfool", "eps": [0.5, 2.0], "options": {"max_iter": 10}},
-                      {"name": "cw", "options": {"max_iter": 10, "binary_search_steps": 2}},
+                      {"name": "cw", "options": {"max_iter": 10, "binary_search_steps": 2},
+                       "examples": 12},
                       {"name": "pgd", "eps": [0.1], "source": "dense",
                        "options": {"steps": 5}}]
     study = parse_config(raw)
@@ -219,6 +220,10 @@ def test_every_model_kind_and_attack_form_runs(tiny_mnist, tmp_path):
     assert info["dc-aware"]["adversarial"] == "compressed"
     assert info["dc-then-adv"]["adversarial"] == "finetuned"
     assert info["dc"]["adversarial"] == info["kd"]["adversarial"] == ""
+    assert info["dc-aware"]["adversarial_training"] == "fgsm ε=0.1, 50% of each batch"
+    # An attack's own image count: C&W on the first 12 of the 32 test images.
+    assert {r["examples"] for (_, a), r in rows.items() if a == "cw-l2"} == {12}
+    assert {r["examples"] for (_, a), r in rows.items() if a == "fgsm"} == {32}
     # The compressed sizes follow their settings: the target ratio is about reached.
     assert 10 < info["adv-then-dc"]["compression_ratio"] < 40
     assert info["dc-then-adv"]["file_bytes"] == pytest.approx(info["dc"]["file_bytes"], rel=0.05)
