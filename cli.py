@@ -315,9 +315,10 @@ def _parser():
                    help="centroid fine-tuning learning rate")
     p.add_argument("--huffman", action=argparse.BooleanOptionalAction, default=True,
                    help="entropy-code the codes and relative indices (--entropy)")
-    p.add_argument("--entropy", choices=("huffman", "rans"), default="huffman",
+    p.add_argument("--entropy", choices=("huffman", "rans", "cm"), default="huffman",
                    help="the entropy coder of the codes and relative indices: Huffman (Deep "
-                        "Compression's) or rANS (static frequencies per stream)")
+                        "Compression's), rANS (static frequencies per stream) or cm (an "
+                        "adaptive arithmetic coder with context mixing)")
     # The names of compress.pruning_methods.PRUNING_METHODS, written out so that --help
     # imports nothing (a test checks that they agree).
     p.add_argument("--pruning", default="magnitude",

@@ -4,7 +4,8 @@
 each, and leaves every compressed layer in its final format (by default a pruned and quantized
 layer is a sparse codebook, Huffman-coded where that makes it smaller); ``save_model`` then
 writes it. ``PRESETS`` holds Deep Compression's LeNet settings (Han et al. 2016, Tables 2 and
-3): the share of weights each layer keeps and its code bits.
+3) and a CIFAR VGG-style net's (from its VGG-16 shares, Table 5): the share of weights each
+layer keeps and its code bits.
 
 The retraining and the centroid fine-tuning minimise the caller's training ``objective``
 (cross-entropy by default). Adversarial-aware compression — Wijayanto, Choong, Madhawa &
@@ -17,9 +18,10 @@ caller from ``settings.adversarial`` (this module does not import the attacks).
 import time
 from dataclasses import asdict, dataclass, field
 
-from ..engine.formats import HuffmanCodebookWeight, RansCodebookWeight
+from ..engine.formats import CmCodebookWeight, HuffmanCodebookWeight, RansCodebookWeight
 
-ENTROPY_CODERS = {"huffman": HuffmanCodebookWeight, "rans": RansCodebookWeight}
+ENTROPY_CODERS = {"huffman": HuffmanCodebookWeight, "rans": RansCodebookWeight,
+                  "cm": CmCodebookWeight}
 from ..engine.train import SGD, Schedule, fit
 from .quantize import quantize_layer
 
@@ -37,8 +39,8 @@ class CompressionSettings:
     lr, finetune_lr learning rates (cosine-annealed within each stage)
     init           k-means initialisation: linear (the paper's choice), density or random
     huffman        entropy-code the sparse codebooks (each layer where that makes it smaller)
-    entropy        the entropy coder: "huffman" (Deep Compression's) or "rans" (rANS,
-                   ``engine/formats/rans.py``)
+    entropy        the entropy coder: "huffman" (Deep Compression's), "rans" (rANS,
+                   ``engine/formats/rans.py``) or "cm" (context mixing, ``engine/formats/cm.py``)
     adversarial    None, or the settings of the adversarial training the retraining and the
                    centroid fine-tuning use (attack, eps, fraction, steps, alpha; seeded with
                    ``seed``): the record of the objective the caller passes to ``compress``,
@@ -95,6 +97,21 @@ PRESETS = {
                    bits={"conv1": 5, "conv2": 5, "ip1": 4, "ip2": 5},
                    gap_bits={"conv1": 4, "conv2": 4, "ip1": 5, "ip2": 5},
                    rounds=4, retrain_epochs=4, finetune_epochs=1, lr=0.01, finetune_lr=0.0001),
+    # The CIFAR example's VGG-style net (models/zoo.py vgg_small): Han et al.'s VGG-16 shares
+    # (Table 5: conv1_1 58%, conv1_2 22%, conv2_1 34%, conv2_2 36%, conv3_1 53%, conv3_2 24%,
+    # fc6 4%, fc8 23%) times 0.37, so that the estimated file (compress/target.py, before
+    # Huffman coding) is 40x: half of vgg_small's weights are in convolutions, against 7% of
+    # VGG-16's, so the paper's own shares give only 17x here. Codes as lenet5's (5-bit conv,
+    # 4-bit FC), the indices the widths best_gap_bits picks at these shares. Not tuned on
+    # CIFAR-10 (not on the machine it was written on).
+    "vgg_small": dict(kept={"conv1_1": 0.22, "conv1_2": 0.08, "conv2_1": 0.13, "conv2_2": 0.13,
+                            "conv3_1": 0.20, "conv3_2": 0.09, "fc1": 0.015, "fc2": 0.09},
+                      bits={"conv1_1": 5, "conv1_2": 5, "conv2_1": 5, "conv2_2": 5,
+                            "conv3_1": 5, "conv3_2": 5, "fc1": 4, "fc2": 4},
+                      gap_bits={"conv1_1": 4, "conv1_2": 5, "conv2_1": 5, "conv2_2": 4,
+                                "conv3_1": 4, "conv3_2": 5, "fc1": 8, "fc2": 5},
+                      rounds=4, retrain_epochs=2, finetune_epochs=1, lr=0.01,
+                      finetune_lr=0.0005),
     **PAPER_PRESETS,
 }
 
@@ -105,7 +122,7 @@ STAGES = ("prune", "quantize", "huffman")
 def stages_of(settings):
     """The stages of ``STAGES`` that settings (a CompressionSettings or its dict) run: prune
     when a layer keeps less than all its weights, quantize when a layer has code bits, huffman
-    (the entropy coder: huffman or rans) when both run and ``huffman`` is on — the coder codes
+    (the entropy coder: huffman, rans or cm) when both run and ``huffman`` is on — the coder codes
     the pruned layers' sparse codebooks only."""
     fields = asdict(settings) if isinstance(settings, CompressionSettings) else dict(settings)
     out = []

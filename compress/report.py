@@ -7,7 +7,8 @@ bytes:
 
     P      the pruned weight as CSR (float32 values, narrowest integer indices)
     P+Q    the same non-zeros as a sparse codebook (code and gap bits of the layer)
-    P+Q+H  the sparse codebook's codes and gaps Huffman-coded (rANS-coded for a ``rans`` layer)
+    P+Q+H  the sparse codebook's codes and gaps Huffman-coded (rANS- or context-mixing-coded
+           for a ``rans`` or ``cm`` layer)
 
 A layer that was never pruned or quantized counts at its own format in every column. The total
 row adds the layers; ``file_bytes`` is the size of the actual file on disk, biases, architecture
@@ -33,6 +34,14 @@ def _stages(fmt):
                 "code_bits": sc.code_bits, "gap_bits": sc.gap_bits,
                 "huffman_code_bits": 8 * fmt.code_stream.nbytes / count,
                 "huffman_gap_bits": 8 * fmt.gap_stream.nbytes / count}
+    if fmt.kind == "cm":  # one stream of codes and gaps: its bits per entry, split by their widths
+        sc = fmt.decoded()
+        csr = CSRWeight.from_dense(sc.to_dense())
+        per_entry = 8 * fmt.stream.nbytes / max(fmt.count, 1)
+        share = sc.code_bits / (sc.code_bits + sc.gap_bits)
+        return {"P": csr.stored_bytes(), "P+Q": sc.stored_bytes(), "P+Q+H": fmt.stored_bytes(),
+                "code_bits": sc.code_bits, "gap_bits": sc.gap_bits,
+                "huffman_code_bits": per_entry * share, "huffman_gap_bits": per_entry * (1 - share)}
     if fmt.kind == "huffman":
         sc, hf = fmt.decoded(), fmt
     elif fmt.kind == "sparse_codebook":

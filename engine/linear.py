@@ -181,7 +181,8 @@ _CODEBOOK_BLOCK = 64
 # CPU ms direct / rows at batch 1, 2, 4, 8: CSR 1.4 / 1.8, 2.8 / 3.2, 5.5 / 4.7, 10.5 / 5.7;
 # sparse codebook 1.4 / 5.7, 3.1 / 7.0, 6.0 / 8.3, 11.5 / 8.9; Huffman 7.0 / 24.0, 13.8 / 26.2,
 # 27.6 / 27.5, 55.3 / 28.0 (bench.py shows the kernel not picked beside the one picked).
-DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "huffman": 3}  # rans: a sparse codebook
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "cm": 4,
+                    "huffman": 3}  # rans, cm: a sparse codebook
 
 
 def direct_walk(fmt, W, N, direct=None):

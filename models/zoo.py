@@ -15,11 +15,15 @@
 - ``mobilenet_v1``: Howard et al. 2017, Table 1, width multiplier α, 3×224×224, 4,231,976 at
   α = 1.
 - ``inception_v3``: Szegedy et al. 2016 (no auxiliary head), 3×299×299, 23,834,568.
+- ``resnet_small``: He et al. 2016's CIFAR ResNet (ResNet-20 at ``blocks=3``: 3×32×32,
+  272,474 with 1×1 projection shortcuts); ``vgg_small``: a VGG-style CIFAR net (Simonyan &
+  Zisserman's 3×3 stacks, 64-64-M-128-128-M-256-256-M, FC 256), 2,197,706 with batch norms.
 
 Parameter counts include biases and a batch norm's scale and shift (not its running
-statistics). The small variants (``squeezenet_small``, ``mobilenet_small``) keep every layer and
-drop the early downsampling so that a 28×28 or 32×32 image keeps spatial extent to the end.
-They are meant to be trained from scratch: He-initialised, with a width knob (and MobileNet's
+statistics). The small variants (``squeezenet_small``, ``mobilenet_small``) keep every layer
+and drop the early downsampling so that a 28×28 or 32×32 image keeps spatial extent to the end;
+``resnet_small`` and ``vgg_small`` are CIFAR nets to begin with. They are all meant to be
+trained from scratch: He-initialised, with a width knob (and MobileNet's and ResNet's
 ``blocks``) that ``compact_for_params`` sets to reach a parameter budget, and ``data_init`` to
 start them normalised on a batch of data (SqueezeNet has no batch norm to do it):
 
@@ -29,8 +33,8 @@ start them normalised on a batch of data (SqueezeNet has no batch norm to do it)
 
 import numpy as np
 
-from ..engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, GlobalAvgPool2d,
-                      Linear, MaxPool2d, Net, ReLU, Softmax)
+from ..engine import (LRN, AvgPool2d, BatchNorm, Concat, Conv2d, Dropout, EltwiseSum,
+                      GlobalAvgPool2d, Linear, MaxPool2d, Net, ReLU, Softmax)
 
 
 def _conv_relu(name, out, kernel, bottom, *, stride=1, pad=0, group=1, init="xavier",
@@ -442,10 +446,118 @@ def inception_v3(*, num_classes=1000, seed=0, dtype=np.float32):
     return Net(b.layers, (3, 299, 299), seed=seed, dtype=dtype, name="inception_v3")
 
 
+# ---------------------------------------------------------------------------------------------
+# CIFAR nets: ResNet (He et al. 2016) and a VGG-style stack
+
+
+def _conv_bn(layers, name, out, kernel, bottom, *, stride=1, relu=True, init="msra"):
+    """conv (no bias) → batch norm → ReLU (``relu``), in place on the conv's blob → its blob."""
+    layers += [Conv2d(name, out, kernel=kernel, stride=stride, padding=kernel // 2, bias=False,
+                      weight_init=init, bottom=bottom, top=name),
+               BatchNorm(f"{name}/bn", bottom=name, top=name)]
+    if relu:
+        layers.append(ReLU(f"{name}/relu", bottom=name, top=name))
+    return name
+
+
+def _check_width(name, width):
+    if isinstance(width, bool) or not (isinstance(width, (int, float)) and 0 < width <= 4):
+        raise ValueError(f"{name}: the width multiplier must be in (0, 4], got {width!r}")
+
+
+def resnet_small(width=1.0, *, blocks=3, input_shape=(3, 32, 32), num_classes=10, seed=0,
+                 dtype=np.float32):
+    """The CIFAR-10 ResNet of He, Zhang, Ren & Sun 2016 ("Deep Residual Learning for Image
+    Recognition", Section 4.2): a 3×3 convolution of 16 channels, then three stages of
+    ``blocks`` basic blocks (two 3×3 convolutions) at 16, 32 and 64 channels, the second and
+    third stage starting with stride 2 (32 → 16 → 8; 28 → 14 → 7), global average pool, a
+    fully connected layer of the classes. 6·blocks + 2 weighted layers: ``blocks`` 3, 5, 7, 9
+    are ResNet-20, 32, 44, 56 (0.27 M, 0.46 M, 0.66 M, 0.85 M parameters in the paper).
+
+    Every convolution is followed by batch norm (no bias), ReLU after the first convolution of
+    a block and after the sum ``y = ReLU(F(x) + shortcut(x))``. Shortcuts are the identity,
+    except where a stage starts: there a 1×1 stride-2 convolution with batch norm projects
+    x to the new width (the paper's option B; its CIFAR nets use option A, zero-padded
+    identity, with no parameters: ResNet-20 has 272,474 parameters here, 2,560 projection
+    weights and 192 of their batch norms more than with option A). ``width`` (> 0) multiplies
+    every channel count (at least 2 each) to build it at a parameter budget
+    (``compact_for_params``). Convolutions drawn N(0, 2/fan_in), as the paper (He et al.
+    2015)."""
+    _check_width("resnet_small", width)
+    if isinstance(blocks, bool) or not (isinstance(blocks, int) and 1 <= blocks <= 64):
+        raise ValueError(f"resnet_small: blocks must be an integer in 1..64, got {blocks!r}")
+    layers = []
+    bottom = _conv_bn(layers, "conv1", _scaled(16, width), 3, "data")
+    channels = _scaled(16, width)
+    for stage, base in enumerate((16, 32, 64), 1):
+        out = _scaled(base, width)
+        for b in range(1, blocks + 1):
+            p = f"res{stage}_{b}"
+            stride = 2 if stage > 1 and b == 1 else 1
+            branch = _conv_bn(layers, f"{p}/conv1", out, 3, bottom, stride=stride)
+            branch = _conv_bn(layers, f"{p}/conv2", out, 3, branch, relu=False)
+            shortcut = bottom
+            if stride != 1 or out != channels:
+                shortcut = _conv_bn(layers, f"{p}/proj", out, 1, bottom, stride=stride,
+                                    relu=False)
+            layers += [EltwiseSum(f"{p}/sum", bottom=[branch, shortcut], top=f"{p}/sum"),
+                       ReLU(f"{p}/relu", bottom=f"{p}/sum", top=f"{p}/sum")]
+            bottom, channels = f"{p}/sum", out
+    layers += [GlobalAvgPool2d("pool", bottom=bottom, top="pool"),
+               Linear("fc", num_classes, weight_init="msra", bottom="pool", top="fc"),
+               Softmax("prob", bottom="fc", top="prob")]
+    name = f"resnet{6 * blocks + 2}_small" + ("" if width == 1 else f"_{width:.4g}")
+    return Net(layers, tuple(input_shape), seed=seed, dtype=dtype, name=name)
+
+
+# (channels, convolutions) per block of vgg_small, each block ending in a 2×2 max pool
+VGG_SMALL = [(64, 2), (128, 2), (256, 2)]
+
+
+def vgg_small(width=1.0, *, batch_norm=True, fc=256, input_shape=(3, 32, 32), num_classes=10,
+              seed=0, dtype=np.float32):
+    """A VGG-style net for CIFAR-sized images, the dense model a study compresses: Simonyan &
+    Zisserman 2015's stacks of 3×3 convolutions (padding 1) and 2×2 max pools, three blocks
+    64-64-M-128-128-M-256-256-M (32 → 16 → 8 → 4; 28 → 14 → 7 → 4, Caffe's ceil-mode
+    pooling), then a fully connected layer of ``fc`` units with ReLU and dropout 0.5 and one
+    of the classes. 2,197,706 parameters on 32×32×3 with batch norms, nearly half of them
+    (1,048,832) in fc1, as most of VGG-16's are in its fully connected layers: the layer Deep
+    Compression prunes hardest (preset ``vgg_small``, compress/pipeline.py).
+
+    ``batch_norm`` puts a batch norm after every convolution (which then has no bias), as
+    the CIFAR VGG variants do; without it the convolutions carry biases, as the paper's.
+    ``width`` (> 0) multiplies every channel count and ``fc`` (at least 2 each). Drawn
+    N(0, 2/fan_in) (He et al. 2015) for training from scratch."""
+    _check_width("vgg_small", width)
+    if isinstance(fc, bool) or not (isinstance(fc, int) and fc >= 1):
+        raise ValueError(f"vgg_small: fc must be a positive integer, got {fc!r}")
+    layers, bottom = [], "data"
+    for block, (channels, depth) in enumerate(VGG_SMALL, 1):
+        for i in range(1, depth + 1):
+            name = f"conv{block}_{i}"
+            if batch_norm:
+                bottom = _conv_bn(layers, name, _scaled(channels, width), 3, bottom)
+            else:
+                layers += _conv_relu(name, _scaled(channels, width), 3, bottom, pad=1,
+                                     init="msra", relu=f"{name}/relu")
+                bottom = name
+        layers.append(MaxPool2d(f"pool{block}", kernel=2, stride=2, bottom=bottom,
+                                top=f"pool{block}"))
+        bottom = f"pool{block}"
+    layers += [Linear("fc1", _scaled(fc, width), weight_init="msra", bottom=bottom, top="fc1"),
+               ReLU("fc1/relu", bottom="fc1", top="fc1"),
+               Dropout("fc1/drop", 0.5, bottom="fc1", top="fc1"),
+               Linear("fc2", num_classes, weight_init="msra", bottom="fc1", top="fc2"),
+               Softmax("prob", bottom="fc2", top="prob")]
+    name = "vgg_small" + ("" if width == 1 else f"_{width:.4g}") + ("" if batch_norm else "_nobn")
+    return Net(layers, tuple(input_shape), seed=seed, dtype=dtype, name=name)
+
+
 ZOO = {"alexnet": alexnet, "caffenet": caffenet, "vgg16": vgg16, "googlenet": googlenet,
        "squeezenet_v1_0": squeezenet_v1_0, "squeezenet_v1_1": squeezenet_v1_1,
        "squeezenet_small": squeezenet_small, "mobilenet_v1": mobilenet_v1,
-       "mobilenet_small": mobilenet_small, "inception_v3": inception_v3}
+       "mobilenet_small": mobilenet_small, "inception_v3": inception_v3,
+       "resnet_small": resnet_small, "vgg_small": vgg_small}
 
 
 def data_init(net, x, *, eps=1e-6):
@@ -497,7 +609,8 @@ def data_init(net, x, *, eps=1e-6):
 
 
 # The width knob of each architecture compact_for_params can size: (argument, smallest, largest).
-WIDTH_KNOBS = {"mobilenet_small": ("alpha", 1e-3, 1.0), "squeezenet_small": ("width", 1e-3, 4.0)}
+WIDTH_KNOBS = {"mobilenet_small": ("alpha", 1e-3, 1.0), "squeezenet_small": ("width", 1e-3, 4.0),
+               "resnet_small": ("width", 1e-3, 4.0), "vgg_small": ("width", 1e-3, 4.0)}
 
 
 def compact_for_params(arch, params, **kwargs):

@@ -1,5 +1,5 @@
-"""The weight-format section: the format cases in table order, Huffman and rANS decode throughput,
-the bytes tables; its report, targets, --json records and --bytes-json document."""
+"""The weight-format section: the format cases in table order, Huffman, rANS and cm decode
+throughput, the bytes tables; its report, targets, --json records and --bytes-json document."""
 
 import json
 import sys
@@ -11,6 +11,7 @@ from ..dense import CONVS
 from .contenders import (decode_table, format_records, format_results_table, format_targets,
                          run_format_case)
 from .huffman_decode import huffman_decode_cases
+from .cm_decode import cm_decode_cases
 from .rans_decode import rans_decode_cases
 from .layers import sparse_conv_cases, sparse_linear_cases
 from .weight_bytes import (bytes_read_table, bytes_records, lenet5_bytes, net_bytes_table,
@@ -28,7 +29,8 @@ def format_cases(match=None):
     for spec in (CONVS["alexnet-conv2"], CONVS["vgg"]):
         for sparsity in SPARSITIES:
             cases += sparse_conv_cases(**spec, sparsity=sparsity, match=match)
-    return cases + huffman_decode_cases(match=match) + rans_decode_cases(match=match)
+    return (cases + huffman_decode_cases(match=match) + rans_decode_cases(match=match)
+            + cm_decode_cases(match=match))
 
 
 @dataclass

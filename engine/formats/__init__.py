@@ -9,6 +9,7 @@
     ternary          Trained Ternary Quantization: 2-bit codes of +wp, 0, −wn
     ttq_latent       what TTQ trains: latent weights ternarized by a threshold, and the scales
     rans             the sparse codebook's codes and gaps rANS-coded (decoded once at load)
+    cm               the same streams coded by context mixing (cm.py; decoded once at load)
     pow2             Incremental Network Quantization: b-bit codes of 0 and ±2^n, n ∈ [n2, n1]
     inq_latent       what INQ retrains: float weights, a frozen share already powers of two
     binary           BinaryConnect / XNOR-Net: sign bits, 64 to a word per row, a scale per row
@@ -20,6 +21,7 @@ Huffman codec the Huffman-coded format builds on.
 """
 
 from .binary import BinaryLatentWeight, BinaryWeight
+from .cm_codebook import CmCodebookWeight
 from .codebook import CodebookWeight
 from .csr import CSRWeight
 from .dense import DenseWeight
@@ -33,8 +35,10 @@ from .sparse_codebook import SparseCodebookWeight
 FORMATS = {cls.kind: cls for cls in (DenseWeight, CSRWeight, CodebookWeight, SparseCodebookWeight,
                                      HuffmanCodebookWeight, Int8Weight, TernaryWeight,
                                      TTQLatentWeight, Pow2Weight, INQLatentWeight,
-                                     RansCodebookWeight, BinaryWeight, BinaryLatentWeight)}
+                                     RansCodebookWeight, BinaryWeight, BinaryLatentWeight,
+                                     CmCodebookWeight)}
 
 __all__ = ["FORMATS", "DenseWeight", "CSRWeight", "CodebookWeight", "SparseCodebookWeight",
            "HuffmanCodebookWeight", "Int8Weight", "TernaryWeight", "TTQLatentWeight", "Pow2Weight",
-           "INQLatentWeight", "RansCodebookWeight", "BinaryWeight", "BinaryLatentWeight"]
+           "INQLatentWeight", "RansCodebookWeight", "BinaryWeight", "BinaryLatentWeight",
+           "CmCodebookWeight"]

@@ -10,12 +10,31 @@ from robustcnn.models.lenet import build_model
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_presets_name_the_layers_of_their_model(name):
+    from robustcnn.models.zoo import ZOO
+
     settings = preset(name)
-    net = build_model(name.removesuffix("-paper"))
+    net = ZOO[name]() if name in ZOO else build_model(name.removesuffix("-paper"))
     weighted = {layer.name for layer in net.layers if hasattr(layer, "weight_format")}
     assert set(settings.kept) == set(settings.bits) == set(settings.gap_bits) == weighted
     assert all(0 < k < 1 for k in settings.kept.values())
     assert all(1 <= b <= 8 for b in settings.bits.values())
+
+
+def test_vgg_small_preset_is_han_et_al_vgg16_shares_scaled_to_40x():
+    """The shares of Deep Compression's VGG-16 (Table 5) times one factor, about 0.37, and an
+    estimated file of 40× (compress/target.py, before Huffman coding)."""
+    from robustcnn.compress.report import dense_parameter_bytes
+    from robustcnn.compress.target import estimate_file_bytes
+    from robustcnn.models.zoo import vgg_small
+
+    vgg16 = {"conv1_1": 0.58, "conv1_2": 0.22, "conv2_1": 0.34, "conv2_2": 0.36,
+             "conv3_1": 0.53, "conv3_2": 0.24, "fc1": 0.04, "fc2": 0.23}
+    settings = preset("vgg_small")
+    factors = [settings.kept[k] / v for k, v in vgg16.items()]
+    assert max(factors) / min(factors) < 1.1 and 0.33 < np.mean(factors) < 0.41
+    net = vgg_small()
+    ratio = dense_parameter_bytes(net) / estimate_file_bytes(net, settings)
+    assert 38 < ratio < 42
 
 
 def test_preset_overrides_and_unknown_names():
@@ -180,3 +199,36 @@ def test_rans_entropy_stage_stores_the_same_weights():
                                       nets["huffman"][n].dense_weight())
     with pytest.raises(ValueError, match="unknown entropy coder 'zip'"):
         compress(tiny_lenet(), x, y, tiny_settings(entropy="zip"), progress=False, log=None)
+
+
+def test_cm_entropy_stage_stores_the_same_weights():
+    from robustcnn.engine.formats import CmCodebookWeight
+
+    x, y = bars()
+    nets = {}
+    for coder in ("huffman", "cm"):
+        net = tiny_lenet()
+        report = compress_as_callers_do(net, x, y, tiny_settings(entropy=coder, retrain_epochs=0,
+                                                                 finetune_epochs=0),
+                                        val=(x, y), progress=False, log=None)
+        assert report["stages"][-1]["stage"] == coder
+        nets[coder] = net
+    for n in ("conv1", "ip1", "ip2"):  # each layer cm-coded where that is smaller
+        fmt = nets["cm"][n].weight_format
+        assert fmt.kind in ("cm", "sparse_codebook")
+        sc = fmt.decoded() if fmt.kind == "cm" else fmt
+        coded = CmCodebookWeight.from_sparse_codebook(sc)
+        assert (fmt.kind == "cm") == (coded.stored_bytes() < sc.stored_bytes())
+        np.testing.assert_array_equal(nets["cm"][n].dense_weight(),
+                                      nets["huffman"][n].dense_weight())
+
+
+def test_the_command_line_offers_every_entropy_coder():
+    import argparse
+
+    from robustcnn.cli import _parser
+    from robustcnn.compress.pipeline import ENTROPY_CODERS
+
+    sub = next(a for a in _parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in sub.choices["compress"]._actions if a.dest == "entropy")
+    assert tuple(action.choices) == tuple(ENTROPY_CODERS)

@@ -153,6 +153,19 @@ def quantized_net():
     return net
 
 
+def cm_net():
+    """``small_net`` with two context-mixing-coded sparse codebook layers (conv and FC)."""
+    from robustcnn.compress.prune import prune
+    from robustcnn.engine.formats import CmCodebookWeight
+
+    net = small_net()
+    prune(net, {"ip1": 0.7, "conv2": 0.6})
+    for name, bits in (("ip1", (4, 3)), ("conv2", (5, 2))):
+        sparse = net.convert(name, "sparse_codebook", code_bits=bits[0], gap_bits=bits[1])
+        net[name].set_weight_format(CmCodebookWeight.from_sparse_codebook(sparse))
+    return net
+
+
 # ---------------------------------------------------------------------------------------------
 # Checkpoints (HDF5)
 
@@ -344,7 +357,8 @@ def rcnn_seeds(directory):
 
     return {"small.rcnn": encode_model(compressed_net(), {"model": "small", "dataset": "mnist"}),
             "dense.rcnn": encode_model(small_net(), {}),
-            "quantized.rcnn": encode_model(quantized_net(), {})}
+            "quantized.rcnn": encode_model(quantized_net(), {}),
+            "cm.rcnn": encode_model(cm_net(), {})}
 
 
 # ---------------------------------------------------------------------------------------------

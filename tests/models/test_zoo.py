@@ -249,7 +249,8 @@ def test_compact_for_params_errors():
 
 
 @pytest.mark.parametrize("arch,extra", [("mobilenet_small", {"blocks": 5}),
-                                        ("squeezenet_small", {})])
+                                        ("squeezenet_small", {}), ("resnet_small", {}),
+                                        ("vgg_small", {})])
 def test_compact_nets_learn_a_batch(arch, extra):
     """A few SGD steps on one batch lower the loss of the smallest budget's net."""
     from robustcnn.engine.train import SGD
@@ -322,3 +323,163 @@ def test_data_init_matches_a_float64_reference(make):
     state = net.state_dict()
     for key, value in reference.state_dict().items():
         np.testing.assert_allclose(state[key], value, rtol=2e-4, atol=1e-6, err_msg=key)
+
+
+# ---------------------------------------------------------------------------------------------
+# The CIFAR nets: resnet_small (He et al. 2016, Section 4.2) and vgg_small
+
+
+def _scaled(c, width):
+    return c if width == 1 else max(2, int(round(c * width)))
+
+
+def resnet_count(blocks, width=1.0, in_channels=3, classes=10, projections=True):
+    """The CIFAR ResNet's trainable values from its definition: a 3×3 convolution and 3 stages
+    of ``blocks`` blocks of two 3×3 convolutions, each convolution without bias and with a
+    batch norm (scale and shift); a 1×1 projection (and batch norm) where a stage widens."""
+    c = [_scaled(k, width) for k in (16, 32, 64)]
+    n = 9 * in_channels * c[0] + 2 * c[0]
+    previous = c[0]
+    for out in c:
+        for b in range(blocks):
+            n += 9 * (previous if b == 0 else out) * out + 9 * out * out + 4 * out
+        if previous != out and projections:
+            n += previous * out + 2 * out
+        previous = out
+    return n + c[2] * classes + classes
+
+
+def vgg_count(width=1.0, fc=256, in_channels=3, side=32, classes=10, batch_norm=True):
+    n, previous = 0, in_channels
+    for channels in (64, 64, 128, 128, 256, 256):
+        out = _scaled(channels, width)
+        n += 9 * previous * out + (2 * out if batch_norm else out)
+        previous = out
+    for _ in range(3):
+        side = -(-side // 2)  # 2×2 pools, ceil mode
+    hidden = _scaled(fc, width)
+    return n + previous * side * side * hidden + hidden + hidden * classes + classes
+
+
+def test_resnet_small_counts_are_he_et_al_cifar_resnets():
+    """ResNet-20/32/44/56: 0.27, 0.46, 0.66, 0.85 M parameters (He et al. 2016, Table 6) with
+    the paper's parameter-free shortcuts (option A); ours add 1×1 projections (option B)."""
+    from robustcnn.models.zoo import resnet_small
+
+    for blocks, paper in ((3, 0.27e6), (5, 0.46e6), (7, 0.66e6), (9, 0.85e6)):
+        assert resnet_count(blocks, projections=False) == pytest.approx(paper, rel=0.02)
+    assert resnet_small().num_params() == resnet_count(3) == 272474
+    net = resnet_small(0.5, blocks=2, input_shape=(1, 28, 28), num_classes=7)
+    assert net.num_params() == resnet_count(2, 0.5, in_channels=1, classes=7)
+    weighted = [l for l in resnet_small().layers if l.type in ("Convolution", "InnerProduct")]
+    assert len([l for l in weighted if not l.name.endswith("/proj")]) == 20  # ResNet-20
+    assert resnet_small().name == "resnet20_small"
+
+
+def test_vgg_small_counts():
+    from robustcnn.models.zoo import vgg_small
+
+    assert vgg_small().num_params() == vgg_count() == 2197706
+    assert vgg_small(batch_norm=False).num_params() == vgg_count(batch_norm=False)
+    assert vgg_small(0.25, fc=64, input_shape=(1, 28, 28)).num_params() == \
+        vgg_count(0.25, 64, in_channels=1, side=28)
+    assert vgg_small().layer("fc1").weight_shape == (256, 256 * 4 * 4)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 28, 28)])
+@pytest.mark.parametrize("arch", ["resnet_small", "vgg_small"])
+def test_cifar_nets_run_on_small_images(arch, shape):
+    net = build_zoo(arch, input_shape=shape)
+    x = np.random.default_rng(0).random((2,) + shape).astype(np.float32)
+    p = net.forward(x).reshape(2, -1)
+    assert p.shape == (2, 10) and np.isfinite(p).all()
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=1e-5)
+    side = shape[1]
+    if arch == "resnet_small":  # 32 → 16 → 8; 28 → 14 → 7
+        assert net.blob_shapes["res1_3/sum"] == (16, side, side)
+        assert net.blob_shapes["res3_3/sum"] == (64, -(-side // 4), -(-side // 4))
+    else:  # three 2×2 pools, ceil mode: 32 → 4, 28 → 4
+        assert net.blob_shapes["pool3"] == (256, 4, 4)
+
+
+def test_resnet_small_wiring():
+    """Identity shortcuts inside a stage, 1×1 stride-2 projections where it widens, the ReLU
+    after the sum."""
+    from robustcnn.models.zoo import resnet_small
+
+    net = resnet_small()
+    assert net.layer("res1_2/sum").bottom == ["res1_2/conv2", "res1_1/sum"]
+    assert net.layer("res2_1/sum").bottom == ["res2_1/conv2", "res2_1/proj"]
+    proj = net.layer("res2_1/proj")
+    assert proj.kernel == (1, 1) and proj.stride == (2, 2) and proj.bottom == ["res1_3/sum"]
+    assert net.layer("res2_1/conv1").stride == (2, 2)
+    assert not any(l.name.startswith("res1_") and l.name.endswith("/proj") for l in net.layers)
+    assert [l.type for l in net.layers if l.name.startswith("res3_3/")][-2:] == ["Eltwise",
+                                                                                 "ReLU"]
+
+
+def test_cifar_nets_bad_arguments():
+    from robustcnn.models.zoo import resnet_small, vgg_small
+
+    with pytest.raises(ValueError, match=r"resnet_small: blocks must be an integer in 1\.\.64"):
+        resnet_small(blocks=0)
+    with pytest.raises(ValueError, match=r"resnet_small: the width multiplier must be in"):
+        resnet_small(0)
+    with pytest.raises(ValueError, match=r"vgg_small: fc must be a positive integer"):
+        vgg_small(fc=0)
+    with pytest.raises(ValueError, match=r"vgg_small: the width multiplier must be in"):
+        vgg_small(5)
+
+
+@pytest.mark.parametrize("arch,params", [("resnet_small", 20_000), ("resnet_small", 220_000),
+                                         ("vgg_small", 55_000)])
+def test_fresh_cifar_nets_at_a_parameter_budget(arch, params):
+    """fresh_net sizes them by their width knob (within compact_for_params' 8% as the other
+    small nets) and initialises them from data (data_init)."""
+    from robustcnn.models.architectures import fresh_net
+
+    x = np.random.default_rng(0).random((16, 3, 32, 32)).astype(np.float32)
+    net, kwargs = fresh_net(arch, x, 10, params=params)
+    assert set(kwargs) == {"width"}
+    assert net.num_params() == pytest.approx(params, rel=0.08)
+    assert np.isfinite(net.logits(x)).all()
+
+
+def test_resnet_small_gradients_by_finite_differences():
+    """A tiny ResNet in float64 (two stages' worth of blocks: identity and projection
+    shortcuts), its batch norms' statistics randomised: d loss / d x and d loss / d weights
+    through the residual sums against central differences."""
+    from helpers import check_gradients
+    from net_helpers import randomised
+
+    from robustcnn.models.zoo import resnet_small
+
+    net = randomised(resnet_small(0.125, blocks=2, input_shape=(2, 8, 8), num_classes=3,
+                                  dtype=np.float64), seed=1)
+    rng = np.random.default_rng(0)
+    x, labels = rng.random((3, 2, 8, 8)), np.array([0, 2, 1])
+
+    def losses(x):
+        p = net.logits(x)
+        p = p - p.max(axis=1, keepdims=True)
+        return np.log(np.exp(p).sum(axis=1)) - p[np.arange(len(labels)), labels]
+
+    loss, dx = net.loss_and_input_grad(x, labels)
+    np.testing.assert_allclose(loss, losses(x), rtol=1e-12)
+    check_gradients(losses, [x], np.ones(3), (dx,), samples=24, what="resnet dL/dx")
+    net.loss_and_grad(x, labels)
+    for name in ("res1_1/conv1/weight", "res2_1/proj/weight", "res2_2/conv2/weight",
+                 "res2_2/conv2/bn/gamma", "conv1/weight"):
+        layer, key = name.rsplit("/", 1)
+        param, grad = net.layer(layer).params[key], np.copy(net.grads[layer][key])
+        original = param.copy()
+
+        def mean_loss(p, param=param):
+            param[...] = p
+            return losses(x).mean()
+
+        try:
+            check_gradients(mean_loss, [original.copy()], 1.0, (grad,), samples=6,
+                            what=f"resnet d loss / d {name}")
+        finally:
+            param[...] = original

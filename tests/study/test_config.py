@@ -265,3 +265,22 @@ def test_digits_example_config_and_its_data():
     other = copy.deepcopy(raw)
     other["study"]["dataset"] = "fashion-mnist"
     assert parse_config(raw).model_key("d", 0) != parse_config(other).model_key("d", 0)
+
+
+def test_cifar_example_config_parses_into_its_grid():
+    """examples/cifar.toml (not run here: no CIFAR-10; a cut-down copy runs on synthetic
+    binaries in test_cifar.py): vgg_small, Deep Compression at 10x and 40x (and adversarial-aware
+    at 40x), the compact ResNet and MobileNet nets, three L-inf attacks at 2/255 and 8/255."""
+    study = load_config(resources.files("robustcnn.study") / "examples" / "cifar.toml")
+    assert study.dataset == "cifar-10" and study.data_dir is None and study.seeds == [0, 1, 2]
+    assert {m.name: (m.kind, m.arch) for m in study.models if m.arch} == {
+        "vgg": ("dense", "vgg_small"), "resnet-220k": ("compact", "resnet_small"),
+        "resnet-55k": ("compact", "resnet_small"), "mobilenet-220k": ("compact", "mobilenet_small"),
+        "mobilenet-55k": ("compact", "mobilenet_small")}
+    assert study.model("dc-10x").options["target_ratio"] == 10
+    assert study.compression(study.model("dc-40x"))["kept"]["fc1"] == pytest.approx(0.015)
+    assert study.adversarial("dc-40x-aware") == "compressed"
+    assert set(study.attacks) == {"fgsm", "pgd-linf", "autoattack-linf"}
+    assert study.attacks["autoattack-linf"].examples == 1000 and study.test_examples == 2000
+    # 8 models × 3 attacks × 2 eps, and a sanity cell per model, per seed
+    assert len(study.cells()) == 3 * (8 * 3 * 2 + 8)
