@@ -1,6 +1,8 @@
 """engine/conv.py: conv2d_forward / conv2d_backward against SciPy and a NumPy tap-loop reference,
 finite differences in float64, torch as a cross-check, and argument checking."""
 
+from unittest import mock
+
 import numba
 import numpy as np
 import pytest
@@ -126,9 +128,20 @@ CASES = [
 ]
 
 
+# The dense kernels work channels last from CHANNELS_LAST_MIN input channels per group, im2col
+# below: each parameter forces one of them for every shape.
+ALGORITHMS = {"channels_last": 1, "im2col": 10 ** 9}
+
+
+@pytest.fixture(params=list(ALGORITHMS))
+def algorithm(request, monkeypatch):
+    monkeypatch.setattr(conv, "CHANNELS_LAST_MIN", ALGORITHMS[request.param])
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
-def test_conv2d_matches_reference(case, dtype, rng):
+def test_conv2d_matches_reference(case, dtype, algorithm, rng):
     _, N, C, H, W, O, kh, kw, geom = case
     groups = geom.get("groups", 1)
     x = rng.standard_normal((N, C, H, W))
@@ -145,7 +158,7 @@ def test_conv2d_matches_reference(case, dtype, rng):
 @pytest.mark.parametrize("case", [c for c in CASES if c[0] in
                                   ("basic", "depthwise", "pointwise", "pad_stride_hw")],
                          ids=lambda c: c[0])
-def test_conv2d_without_bias(case, rng):
+def test_conv2d_without_bias(case, algorithm, rng):
     _, N, C, H, W, O, kh, kw, geom = case
     groups = geom.get("groups", 1)
     x = rng.standard_normal((N, C, H, W))
@@ -169,7 +182,7 @@ def test_hand_computed_example():
 
 @pytest.mark.parametrize("slab_bytes", [1, 600, 10 ** 9], ids=["one_row", "partial", "whole"])
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
-def test_im2col_slabs(slab_bytes, dtype, rng, monkeypatch):
+def test_im2col_slabs(slab_bytes, dtype, algorithm, rng, monkeypatch):
     # The GEMM path builds im2col columns a slab of output rows at a time; a tiny budget forces
     # one row per slab, 600 bytes a partial last slab (oh = 7 is odd), a huge one a single slab.
     monkeypatch.setattr(conv, "SLAB_BYTES", slab_bytes)
@@ -180,7 +193,49 @@ def test_im2col_slabs(slab_bytes, dtype, rng, monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_thread_count_does_not_change_results(threads, rng):
+@pytest.mark.parametrize("slab_rows", [1, 2, 3, 100], ids=["1", "2", "3", "all"])
+@pytest.mark.parametrize("case", [
+    ("plain_batch1", 1, 3, 9, 7, 4, 3, 3, dict(padding=(0, 1))),
+    ("groups_stride", 3, 4, 9, 8, 6, 3, 2, dict(groups=2, stride=(2, 1), padding=1)),
+    ("dilated_odd_batch", 5, 3, 8, 9, 5, 2, 3, dict(dilation=(2, 2), padding=(1, 2))),
+], ids=lambda c: c[0])
+def test_slabs_across_examples(case, slab_rows, threads, rng, monkeypatch):
+    monkeypatch.setattr(conv, "CHANNELS_LAST_MIN", 1)
+    # Slabs of the flattened (example, output row) index may span examples; a slab of 2 or 3
+    # rows with an odd output height ends mid-example, and with 2 threads the backward's
+    # examples split between chunks. SLAB_BYTES is set to give exactly ``slab_rows`` rows.
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip("needs 2 Numba threads")
+    _, N, C, H, W, O, kh, kw, geom = case
+    groups = geom.get("groups", 1)
+    ow = conv.conv2d_geometry((C, H, W), (O, C // groups, kh, kw), **geom).out_width
+    monkeypatch.setattr(conv, "SLAB_BYTES", slab_rows * C // groups * kh * kw * ow * 8)
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((O, C // groups, kh, kw))
+    b = rng.standard_normal(O)
+    old = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        run_conv(x, w, b, F64, **geom)
+    finally:
+        numba.set_num_threads(old)
+
+
+@pytest.mark.parametrize("dw_block", [1, 5, 64])
+def test_weight_gradient_blocks(dw_block, rng, monkeypatch):
+    # The backward forms dW a block of ``DW_BLOCK`` output positions at a time: one position,
+    # blocks that do not divide a slab (5 into 3 × 7 = 21 positions), and one block.
+    monkeypatch.setattr(conv, "DW_BLOCK", dw_block)
+    monkeypatch.setattr(conv, "DW_BLOCK_BYTES", 0)
+    monkeypatch.setattr(conv, "CHANNELS_LAST_MIN", 1)
+    x = rng.standard_normal((3, 4, 7, 7))
+    w = rng.standard_normal((6, 2, 3, 3))
+    b = rng.standard_normal(6)
+    run_conv(x, w, b, F64, groups=2, padding=(1, 0))
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_count_does_not_change_results(threads, algorithm, rng):
     # Work is split into one chunk per thread; the result must not depend on the split.
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip("needs 2 Numba threads")
@@ -234,18 +289,22 @@ def random_conv_case(draw):
     run_conv(x, w, b, F64, stride=(sh, sw), padding=(ph, pw), dilation=(dh, dw), groups=groups)
 
 
+@pytest.mark.parametrize("min_channels", ALGORITHMS.values(), ids=list(ALGORITHMS))
 @settings(max_examples=25, deadline=None, derandomize=True)
 @given(data=st.data())
-def test_conv2d_random_geometry(data):
-    random_conv_case(data.draw)
+def test_conv2d_random_geometry(data, min_channels):
+    with mock.patch.object(conv, "CHANNELS_LAST_MIN", min_channels):
+        random_conv_case(data.draw)
 
 
 @pytest.mark.slow
 @settings(max_examples=500, deadline=None)
+@pytest.mark.parametrize("min_channels", ALGORITHMS.values(), ids=list(ALGORITHMS))
 @given(data=st.data())
-def test_conv2d_random_geometry_thorough(data):
+def test_conv2d_random_geometry_thorough(data, min_channels):
     # Not derandomised: each slow run explores new cases (failures are kept in .hypothesis/).
-    random_conv_case(data.draw)
+    with mock.patch.object(conv, "CHANNELS_LAST_MIN", min_channels):
+        random_conv_case(data.draw)
 
 
 # ---------------------------------------------------------------------------------------------
