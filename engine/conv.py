@@ -287,9 +287,10 @@ def conv2d_forward_patches_chunk(t, xp, wp, bias, kh, kw, sh, sw, dh, dw, groups
             for r in range(r0, r1):
                 patch_rows(xp[r // oh, g], kh, kw, sh, sw, dh, dw, r % oh, ow, patches,
                            (r - r0) * ow)
-            # np.bool_: runtime flags, not literals, so every caller shares one compiled gemm
-            gemm(patches[:P], wp[g * Og:(g + 1) * Og], out[:P], np.bool_(False), np.bool_(True),
-                 1.0, 0.0)
+            # np.bool_ flags and (C, A, A) layouts, as the im2col and linear kernels pass them:
+            # every caller shares one compiled gemm (a compile costs about a second)
+            gemm(patches[:P], wp[g * Og:(g + 1) * Og, :K], out[:P, :Og], np.bool_(False),
+                 np.bool_(True), 1.0, 0.0)
             for r in range(r0, r1):
                 n = r // oh
                 p0 = (r % oh) * ow
