@@ -18,16 +18,16 @@ rng = np.random.default_rng(0)
 X = rng.standard_normal((3, 4, 13, 11)).astype(np.float32)
 W = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
 # eight input channels or more: the channels-last patch kernels (conv.CHANNELS_LAST_MIN)
-X8 = rng.standard_normal((3, 8, 13, 11)).astype(np.float32)
-W8 = rng.standard_normal((6, 4, 3, 3)).astype(np.float32)
+X16 = rng.standard_normal((3, 16, 13, 11)).astype(np.float32)
+W16 = rng.standard_normal((6, 8, 3, 3)).astype(np.float32)
 B = rng.standard_normal(6).astype(np.float32)
 XL = rng.standard_normal((3, 300)).astype(np.float32)
 WL = rng.standard_normal((200, 300)).astype(np.float32)
 BL = rng.standard_normal(200).astype(np.float32)
 
 
-def _codebook_conv(x, groups=1):
-    net = Net([Conv2d("conv", 6, kernel=3, padding=1, groups=groups)], x.shape[1:], seed=0)
+def _codebook_conv(x):
+    net = Net([Conv2d("conv", 6, kernel=3, padding=1)], x.shape[1:], seed=0)
     net.convert("conv", "codebook", bits=3)
     assert isinstance(net.layer("conv").weight_format, CodebookWeight)
     return net.forward(x)
@@ -36,9 +36,9 @@ def _codebook_conv(x, groups=1):
 CASES = {
     "conv": (lambda: conv2d_forward(X, W, B, stride=1, padding=1), conv.conv2d_forward_im2col),
     "conv codebook": (lambda: _codebook_conv(X), conv.conv2d_forward_im2col),
-    "conv channels last": (lambda: conv2d_forward(X8, W8, B, stride=2, padding=1, groups=2),
+    "conv channels last": (lambda: conv2d_forward(X16, W16, B, stride=2, padding=1, groups=2),
                            conv.conv2d_forward_patches),
-    "conv channels last codebook": (lambda: _codebook_conv(X8[:, :8], groups=1),
+    "conv channels last codebook": (lambda: _codebook_conv(X16[:, :8]),
                                     conv.conv2d_forward_patches),
     "linear": (lambda: linear_forward(XL, WL, BL), linear.linear_forward_gemm),
     "max pool": (lambda: max_pool2d_forward(X, 2, 2, 0, True), pool.max_pool2d_forward_nchw),
