@@ -22,7 +22,7 @@ import numpy as np
 from . import cm
 from .base import check_bits, check_bytes, check_structure_array, check_values, pack_bits
 from .dense import HEADER_BYTES
-from .sparse_codebook import SparseCodebookWeight
+from .sparse_codebook import DecodedAtLoad, SparseCodebookWeight
 
 
 def _layout(shape):
@@ -33,7 +33,7 @@ def _layout(shape):
     return max(ncols, 1), max(period, 1)
 
 
-class CmCodebookWeight(SparseCodebookWeight):
+class CmCodebookWeight(DecodedAtLoad):
     kind = "cm"
     array_names = ("stream", "count", "centroids")
 
@@ -96,13 +96,6 @@ class CmCodebookWeight(SparseCodebookWeight):
 
     def options(self):
         return {**super().options(), "model": cm.MODEL_VERSION}
-
-    def decoded(self):
-        """The same weight as a plain SparseCodebookWeight (shares the centroids)."""
-        out = SparseCodebookWeight(self.shape, self.codes, self.gaps, self.count, self.centroids,
-                                   self.code_bits, self.gap_bits)
-        out.centroids = self.centroids
-        return out
 
     def astype(self, dtype):
         return CmCodebookWeight(self.shape, self.stream, self.count, self.centroids.astype(dtype),

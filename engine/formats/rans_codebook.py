@@ -21,10 +21,10 @@ import numpy as np
 from . import rans
 from .base import check_bits, check_bytes, check_structure_array, check_values, pack_bits
 from .dense import HEADER_BYTES
-from .sparse_codebook import SparseCodebookWeight
+from .sparse_codebook import DecodedAtLoad, SparseCodebookWeight
 
 
-class RansCodebookWeight(SparseCodebookWeight):
+class RansCodebookWeight(DecodedAtLoad):
     kind = "rans"
     array_names = ("code_stream", "code_freqs", "gap_stream", "gap_freqs", "count", "centroids")
 
@@ -81,13 +81,6 @@ class RansCodebookWeight(SparseCodebookWeight):
         return {"code_stream": self.code_stream, "code_freqs": self.code_freqs,
                 "gap_stream": self.gap_stream, "gap_freqs": self.gap_freqs,
                 "count": self._count, "centroids": self.centroids}
-
-    def decoded(self):
-        """The same weight as a plain SparseCodebookWeight (shares the centroids)."""
-        out = SparseCodebookWeight(self.shape, self.codes, self.gaps, self.count, self.centroids,
-                                   self.code_bits, self.gap_bits)
-        out.centroids = self.centroids
-        return out
 
     def astype(self, dtype):
         return RansCodebookWeight(self.shape, self.code_stream, self.code_freqs, self.gap_stream,

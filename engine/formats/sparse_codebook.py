@@ -304,3 +304,16 @@ class SparseCodebookWeight(WeightFormat):
     def runtime_nbytes(self):
         """The row index and the entry pairs built at load (not stored)."""
         return self.row_entry.nbytes + self.row_prev.nbytes + self.pairs.nbytes
+
+
+class DecodedAtLoad(SparseCodebookWeight):
+    """A sparse codebook whose entry streams are entropy-coded on disk (rans, cm) and decoded
+    once at load into the packed codes and gaps the sparse kernels compute on; a subclass keeps
+    its coded streams and says how to store them."""
+
+    def decoded(self):
+        """The same weight as a plain SparseCodebookWeight (shares the centroids)."""
+        out = SparseCodebookWeight(self.shape, self.codes, self.gaps, self.count, self.centroids,
+                                   self.code_bits, self.gap_bits)
+        out.centroids = self.centroids
+        return out
