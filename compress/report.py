@@ -21,27 +21,19 @@ in every column, with its code bits (``value_bits``) as bits per weight.
 
 import numpy as np
 
-from ..engine.formats import CSRWeight, HuffmanCodebookWeight, SparseCodebookWeight
+from ..engine.formats import CSRWeight, HuffmanCodebookWeight
+from ..engine.formats.sparse_codebook import DecodedAtLoad
 
 
 def _stages(fmt):
     """Stored bytes of a layer's weight at P, P+Q and P+Q+H, plus its code/gap bits."""
-    if fmt.kind == "rans":  # the entropy-coded column holds rANS's bytes and bits
+    if isinstance(fmt, DecodedAtLoad):  # rans, cm: the entropy-coded column holds their bits
         sc = fmt.decoded()
         csr = CSRWeight.from_dense(sc.to_dense())
-        count = max(fmt.count, 1)
+        code_bits, gap_bits = fmt.entry_bits()
         return {"P": csr.stored_bytes(), "P+Q": sc.stored_bytes(), "P+Q+H": fmt.stored_bytes(),
                 "code_bits": sc.code_bits, "gap_bits": sc.gap_bits,
-                "huffman_code_bits": 8 * fmt.code_stream.nbytes / count,
-                "huffman_gap_bits": 8 * fmt.gap_stream.nbytes / count}
-    if fmt.kind == "cm":  # one stream of codes and gaps: its bits per entry, split by their widths
-        sc = fmt.decoded()
-        csr = CSRWeight.from_dense(sc.to_dense())
-        per_entry = 8 * fmt.stream.nbytes / max(fmt.count, 1)
-        share = sc.code_bits / (sc.code_bits + sc.gap_bits)
-        return {"P": csr.stored_bytes(), "P+Q": sc.stored_bytes(), "P+Q+H": fmt.stored_bytes(),
-                "code_bits": sc.code_bits, "gap_bits": sc.gap_bits,
-                "huffman_code_bits": per_entry * share, "huffman_gap_bits": per_entry * (1 - share)}
+                "huffman_code_bits": code_bits, "huffman_gap_bits": gap_bits}
     if fmt.kind == "huffman":
         sc, hf = fmt.decoded(), fmt
     elif fmt.kind == "sparse_codebook":

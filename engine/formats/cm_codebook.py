@@ -5,9 +5,9 @@ context mixing (cm.py) instead of Huffman.
 What is stored: one stream (each entry's gap, then its code, coded under contexts of the
 previous code, the gap, the row and the column), the entry count and the centroids; no tables
 (the model adapts as it goes); among the options, the context model's version
-(``cm.MODEL_VERSION``), since the model's constants define the stream. The model's code symbols are the codes ranked by their
-centroid's value (``cm.value_ranks`` of the centroids as float32, the same whatever dtype they
-are loaded in). Loading decodes the stream once into the sparse codebook's packed codes and
+(``cm.MODEL_VERSION``), since the model's constants define the stream. The model's code
+symbols are the codes ranked by their centroid's value (``cm.value_ranks`` of the centroids as
+float32, the same whatever dtype they are loaded in). Loading decodes the stream once into the sparse codebook's packed codes and
 gaps, which the sparse kernels compute on as they do for ``sparse_codebook`` (as ``rans``
 does): decoding is far slower than rANS's (a model update per bit), so it happens once.
 
@@ -22,7 +22,7 @@ import numpy as np
 from . import cm
 from .base import check_bits, check_bytes, check_structure_array, check_values, pack_bits
 from .dense import HEADER_BYTES
-from .sparse_codebook import DecodedAtLoad, SparseCodebookWeight
+from .sparse_codebook import DecodedAtLoad
 
 
 def _layout(shape):
@@ -72,11 +72,6 @@ class CmCodebookWeight(DecodedAtLoad):
                    weight.gap_bits, at=at)
 
     @classmethod
-    def from_dense(cls, weight, code_bits=8, gap_bits=4, *, centroids=None, dtype=None, at="cm"):
-        return cls.from_sparse_codebook(SparseCodebookWeight.from_dense(
-            weight, code_bits, gap_bits, centroids=centroids, dtype=dtype, at=at), at=at)
-
-    @classmethod
     def from_arrays(cls, shape, arrays, options, *, dtype=np.float32, at="cm"):
         version = options.get("model")
         if version != cm.MODEL_VERSION:
@@ -96,6 +91,13 @@ class CmCodebookWeight(DecodedAtLoad):
 
     def options(self):
         return {**super().options(), "model": cm.MODEL_VERSION}
+
+    def entry_bits(self):
+        """One joint stream of codes and gaps: its bits per entry, split by the two widths (an
+        approximation: the coder does not say which bits went to which)."""
+        per_entry = 8 * self.stream.nbytes / max(self.count, 1)
+        share = self.code_bits / (self.code_bits + self.gap_bits)
+        return per_entry * share, per_entry * (1 - share)
 
     def astype(self, dtype):
         return CmCodebookWeight(self.shape, self.stream, self.count, self.centroids.astype(dtype),

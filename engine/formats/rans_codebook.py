@@ -21,7 +21,7 @@ import numpy as np
 from . import rans
 from .base import check_bits, check_bytes, check_structure_array, check_values, pack_bits
 from .dense import HEADER_BYTES
-from .sparse_codebook import DecodedAtLoad, SparseCodebookWeight
+from .sparse_codebook import DecodedAtLoad
 
 
 class RansCodebookWeight(DecodedAtLoad):
@@ -55,11 +55,6 @@ class RansCodebookWeight(DecodedAtLoad):
                    weight.centroids.copy(), weight.code_bits, weight.gap_bits, at=at)
 
     @classmethod
-    def from_dense(cls, weight, code_bits=8, gap_bits=4, *, centroids=None, dtype=None, at="rans"):
-        return cls.from_sparse_codebook(SparseCodebookWeight.from_dense(
-            weight, code_bits, gap_bits, centroids=centroids, dtype=dtype, at=at), at=at)
-
-    @classmethod
     def from_arrays(cls, shape, arrays, options, *, dtype=np.float32, at="rans"):
         count = check_structure_array(np.asarray(arrays["count"]), "count", at)
         if count.shape != (1,) or count[0] < 0:
@@ -81,6 +76,11 @@ class RansCodebookWeight(DecodedAtLoad):
         return {"code_stream": self.code_stream, "code_freqs": self.code_freqs,
                 "gap_stream": self.gap_stream, "gap_freqs": self.gap_freqs,
                 "count": self._count, "centroids": self.centroids}
+
+    def entry_bits(self):
+        """Each stream's bits over the entry count."""
+        count = max(self.count, 1)
+        return 8 * self.code_stream.nbytes / count, 8 * self.gap_stream.nbytes / count
 
     def astype(self, dtype):
         return RansCodebookWeight(self.shape, self.code_stream, self.code_freqs, self.gap_stream,

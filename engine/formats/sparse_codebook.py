@@ -311,9 +311,24 @@ class DecodedAtLoad(SparseCodebookWeight):
     once at load into the packed codes and gaps the sparse kernels compute on; a subclass keeps
     its coded streams and says how to store them."""
 
+    @classmethod
+    def from_sparse_codebook(cls, weight, *, at=None):
+        """Code a SparseCodebookWeight's codes and gaps."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_dense(cls, weight, code_bits=8, gap_bits=4, *, centroids=None, dtype=None, at=None):
+        at = cls.kind if at is None else at
+        return cls.from_sparse_codebook(SparseCodebookWeight.from_dense(
+            weight, code_bits, gap_bits, centroids=centroids, dtype=dtype, at=at), at=at)
+
     def decoded(self):
         """The same weight as a plain SparseCodebookWeight (shares the centroids)."""
         out = SparseCodebookWeight(self.shape, self.codes, self.gaps, self.count, self.centroids,
                                    self.code_bits, self.gap_bits)
         out.centroids = self.centroids
         return out
+
+    def entry_bits(self):
+        """(code bits, gap bits) per entry as stored, for the size report."""
+        raise NotImplementedError
