@@ -98,3 +98,23 @@ def check_linear_format(fmt, x, b, reduce_ref, what, rtol=TIGHT):
     assert_grads(fmt.reduce_dense_grad(dw_ref.reshape(fmt.shape)), want,
                  f"{what} reduce_dense_grad", rtol)
     return y, dx, grads
+
+
+def skewed_codebook_weight(rng, shape, sparsity=0.8, levels=15, skew=1.0):
+    """A weight of ``levels`` values, value k drawn with probability ∝ skew^k, ``sparsity``
+    zeros: skewed codes, so that entropy coding pays (the rans and cm tests)."""
+    values = np.sort(rng.uniform(0.1, 1.0, levels)) * rng.choice([-1.0, 1.0], levels)
+    p = skew ** np.arange(levels)
+    w = rng.choice(values, size=int(np.prod(shape)), p=p / p.sum())
+    w[rng.random(w.size) < sparsity] = 0
+    return w.reshape(shape)
+
+
+def sparse_centroid_sums(fmt, dweight):
+    """The reference centroid gradient of a sparse codebook: each stored entry's dW summed
+    into its code (code 0, the zeros, gets none)."""
+    codes, _, positions = fmt.entries()
+    g = np.bincount(codes, weights=np.asarray(dweight, np.float64).reshape(-1)[positions],
+                    minlength=fmt.centroids.size)
+    g[0] = 0
+    return {"centroids": g}

@@ -175,52 +175,60 @@ def test_the_pipeline_does_not_import_the_attacks():
     assert out.strip() == "[]"
 
 
-def test_rans_entropy_stage_stores_the_same_weights():
-    from robustcnn.engine.formats import RansCodebookWeight
+@pytest.mark.parametrize("coder", ["rans", "cm"])
+def test_entropy_stage_stores_the_same_weights(coder):
+    from robustcnn.engine.formats import CmCodebookWeight, RansCodebookWeight
 
     x, y = bars()
     nets = {}
-    for coder in ("huffman", "rans"):
+    for name in ("huffman", coder):
         net = tiny_lenet()
-        report = compress_as_callers_do(net, x, y, tiny_settings(entropy=coder, retrain_epochs=0,
+        report = compress_as_callers_do(net, x, y, tiny_settings(entropy=name, retrain_epochs=0,
                                                                  finetune_epochs=0),
                                         val=(x, y), progress=False, log=None)
-        assert report["stages"][-1]["stage"] == coder
-        nets[coder] = net
-    # each layer rANS-coded where that is smaller (these tiny layers' tables outweigh it)
-    kinds = {n: nets["rans"][n].weight_format.kind for n in ("conv1", "ip1", "ip2")}
-    assert set(kinds.values()) <= {"rans", "sparse_codebook"}
-    for n in kinds:
-        fmt = nets["rans"][n].weight_format
-        sc = fmt.decoded() if fmt.kind == "rans" else fmt
-        coded = RansCodebookWeight.from_sparse_codebook(sc)
-        assert (fmt.kind == "rans") == (coded.stored_bytes() < sc.stored_bytes())
-        np.testing.assert_array_equal(nets["rans"][n].dense_weight(),
+        assert report["stages"][-1]["stage"] == name
+        nets[name] = net
+    # each layer coded where that is smaller (these tiny layers' rANS tables can outweigh it)
+    for n in ("conv1", "ip1", "ip2"):
+        fmt = nets[coder][n].weight_format
+        assert fmt.kind in (coder, "sparse_codebook")
+        sc = fmt.decoded() if fmt.kind == coder else fmt
+        coded = {"rans": RansCodebookWeight, "cm": CmCodebookWeight}[coder].from_sparse_codebook(sc)
+        assert (fmt.kind == coder) == (coded.stored_bytes() < sc.stored_bytes())
+        np.testing.assert_array_equal(nets[coder][n].dense_weight(),
                                       nets["huffman"][n].dense_weight())
+
+
+@pytest.mark.parametrize("kind", ["rans", "cm"])
+def test_the_size_report_gives_a_coded_layers_stream_bits(kind):
+    from format_checks import skewed_codebook_weight
+
+    from robustcnn.compress.report import layer_table
+    from robustcnn.engine.formats import FORMATS
+    from robustcnn.engine.layers import Linear
+    from robustcnn.engine.net import Net
+
+    net = Net([Linear("ip", 64)], (257,), seed=0)
+    w = skewed_codebook_weight(np.random.default_rng(0), (64, 257), 0.9, skew=0.6)
+    fmt = net.layer("ip").set_weight_format(FORMATS[kind].from_dense(w.astype(np.float32), 4, 5))
+    row = layer_table(net)[0]
+    assert row["format"] == kind and row["P+Q+H"] == fmt.stored_bytes()
+    assert row["P+Q"] == fmt.decoded().stored_bytes()
+    assert (row["code_bits"], row["gap_bits"]) == (4, 5)
+    streams = fmt.stream.nbytes if kind == "cm" else fmt.code_stream.nbytes + fmt.gap_stream.nbytes
+    # code and gap bits per entry: together the streams' bits
+    assert (row["huffman_code_bits"] + row["huffman_gap_bits"]) * fmt.count == \
+        pytest.approx(8 * streams)
+    if kind == "rans":  # two streams: each its own
+        assert row["huffman_code_bits"] * fmt.count == pytest.approx(8 * fmt.code_stream.nbytes)
+    else:  # one joint stream, split by the widths
+        assert row["huffman_code_bits"] / row["huffman_gap_bits"] == pytest.approx(4 / 5)
+
+
+def test_an_unknown_entropy_coder_is_refused():
+    x, y = bars()
     with pytest.raises(ValueError, match="unknown entropy coder 'zip'"):
         compress(tiny_lenet(), x, y, tiny_settings(entropy="zip"), progress=False, log=None)
-
-
-def test_cm_entropy_stage_stores_the_same_weights():
-    from robustcnn.engine.formats import CmCodebookWeight
-
-    x, y = bars()
-    nets = {}
-    for coder in ("huffman", "cm"):
-        net = tiny_lenet()
-        report = compress_as_callers_do(net, x, y, tiny_settings(entropy=coder, retrain_epochs=0,
-                                                                 finetune_epochs=0),
-                                        val=(x, y), progress=False, log=None)
-        assert report["stages"][-1]["stage"] == coder
-        nets[coder] = net
-    for n in ("conv1", "ip1", "ip2"):  # each layer cm-coded where that is smaller
-        fmt = nets["cm"][n].weight_format
-        assert fmt.kind in ("cm", "sparse_codebook")
-        sc = fmt.decoded() if fmt.kind == "cm" else fmt
-        coded = CmCodebookWeight.from_sparse_codebook(sc)
-        assert (fmt.kind == "cm") == (coded.stored_bytes() < sc.stored_bytes())
-        np.testing.assert_array_equal(nets["cm"][n].dense_weight(),
-                                      nets["huffman"][n].dense_weight())
 
 
 def test_the_command_line_offers_every_entropy_coder():

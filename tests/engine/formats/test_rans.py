@@ -6,7 +6,9 @@ its decoded weight and through a model file."""
 
 import numpy as np
 import pytest
-from format_checks import CONV_CASES, check_conv_format, check_linear_format, conv_setup
+from format_checks import (CONV_CASES, check_conv_format, check_linear_format, conv_setup,
+                           sparse_centroid_sums as centroid_sums,
+                           skewed_codebook_weight as weight)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -183,23 +185,6 @@ def test_bad_tables_are_refused():
 
 # ---------------------------------------------------------------------------------------------
 # The rANS-coded sparse codebook
-
-
-def weight(rng, shape, sparsity=0.8, levels=15, skew=1.0):
-    """``levels`` values, value k drawn with probability ∝ skew^k, ``sparsity`` zeros."""
-    values = np.sort(rng.uniform(0.1, 1.0, levels)) * rng.choice([-1.0, 1.0], levels)
-    p = skew ** np.arange(levels)
-    w = rng.choice(values, size=int(np.prod(shape)), p=p / p.sum())
-    w[rng.random(w.size) < sparsity] = 0
-    return w.reshape(shape)
-
-
-def centroid_sums(fmt, dweight):
-    codes, _, positions = fmt.entries()
-    g = np.bincount(codes, weights=np.asarray(dweight, np.float64).reshape(-1)[positions],
-                    minlength=fmt.centroids.size)
-    g[0] = 0
-    return {"centroids": g}
 
 
 @pytest.mark.parametrize("case", CONV_CASES[:6], ids=[c[0] for c in CONV_CASES[:6]])
