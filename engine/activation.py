@@ -7,7 +7,7 @@ negative_slope ≥ 0). The quantized ReLU keeps its input: small inputs round to
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from ._args import float_array, where
 from ._jit import JIT, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
@@ -17,7 +17,7 @@ from ._jit import JIT, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
 def relu_forward_chunk(t, x, negative_slope, chunks, y):
     # x, y: (M,), the entries of chunk t written;  y = x if x > 0 else negative_slope · x
     lo, hi = chunk_bounds(t, chunks, x.shape[0])
-    for i in range(lo, hi):
+    for i in range(uint64(lo), uint64(hi)):  # unsigned: no wraparound test, so it vectorises
         v = x[i]
         y[i] = v if v > 0 else negative_slope * v
 

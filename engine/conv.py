@@ -298,8 +298,9 @@ def conv2d_forward_patches_chunk(t, xp, wp, bias, kh, kw, sh, sw, dh, dw, groups
                 for o in range(Og):
                     dst = y3[n, g * Og + o, p0:p0 + ow]
                     b = bias[g * Og + o]
-                    for k in range(ow):
-                        dst[k] = out[q0 + k, o] + b
+                    col = out[q0:q0 + ow, o]
+                    for k in range(uint64(ow)):  # unsigned: no wraparound tests (as im2col)
+                        dst[k] = col[k] + b
 
 
 @njit(**JIT_PARALLEL)
@@ -407,10 +408,13 @@ def conv2d_forward_im2col_chunk(t, x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, g
             # np.bool_: runtime flags, not literals, so conv and linear share one compiled gemm
             gemm(wg, src[g * K:(g + 1) * K], y3[n, g * Og:(g + 1) * Og, p0:p1], np.bool_(False),
                  np.bool_(False), 1.0, 0.0)
+        # A row and unsigned indices: the signed y3[n, o, p] kept this loop scalar, a quarter
+        # of LeNet-5's conv1 time
         for o in range(O):
             b = bias[o]
-            for p in range(p0, p1):
-                y3[n, o, p] += b
+            row = y3[n, o]
+            for p in range(uint64(p0), uint64(p1)):
+                row[p] += b
 
 
 @njit(**JIT_PARALLEL)

@@ -629,10 +629,12 @@ class MaxPool2d(_Pool):
         x = xs[0]
         out = (x.shape[0],) + self.out_shapes[0]
         y = np.empty(out, dtype=x.dtype)
+        if not ctx.keep:  # no backward will read the argmax
+            pool.max_pool2d_values(x, *self._args(), y)
+            return [y]
         argmax = np.empty(out, dtype=np.int64)
         pool.max_pool2d_nchw(x, *self._args(), y, argmax)
-        if ctx.keep:
-            self._saved = argmax
+        self._saved = argmax
         return [y]
 
     def backward(self, dys, ctx):

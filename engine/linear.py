@@ -14,7 +14,7 @@ Net's Linear calls ``linear_forward_format`` / ``linear_backward_format``; ``lin
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, uint64
 
 from ._args import check_output, float_array, where
 from ._jit import JIT, JIT_PARALLEL, chunk_bounds, chunk_count, run_chunks, work_chunks
@@ -38,8 +38,9 @@ def linear_forward_gemm_chunk(t, x, weight, bias, chunks, y):
     # runtime values, not literals: conv and linear forwards share one compiled gemm
     gemm(x, weight[lo:hi, :], y[:, lo:hi], np.bool_(False), np.bool_(True), 1.0, 0.0)
     for n in range(y.shape[0]):
-        for o in range(lo, hi):
-            y[n, o] += bias[o]
+        row = y[n]
+        for o in range(uint64(lo), uint64(hi)):  # unsigned: no wraparound test, vectorised
+            row[o] += bias[o]
 
 
 @njit(**JIT_PARALLEL)

@@ -67,6 +67,27 @@ def max_pool_plane_2x2(plane, y, argmax):
 
 
 @njit(**JIT)
+def max_pool_plane_2x2_values(plane, y):
+    # plane: (H, W); y: (oh, ow) with 2·oh ≤ H, 2·ow ≤ W (every window inside)
+    # y[oy, ox] = max of plane[2oy:2oy+2, 2ox:2ox+2]: ``max_pool_plane_2x2``'s values, the same
+    # comparisons (the first maximum in scan order: the same float, signed zeros included),
+    # without the argmax a pass that keeps nothing for the backward never reads
+    for oy in range(y.shape[0]):
+        top = plane[2 * oy]
+        bottom = plane[2 * oy + 1]
+        out = y[oy]
+        for ox in range(y.shape[1]):
+            i = 2 * ox
+            best = top[i]
+            v = top[i + 1]
+            best = v if v > best else best
+            v = bottom[i]
+            best = v if v > best else best
+            v = bottom[i + 1]
+            out[ox] = v if v > best else best
+
+
+@njit(**JIT)
 def max_pool_plane(plane, kh, kw, sh, sw, ph, pw, y, argmax):
     # plane: (H, W); y, argmax: (oh, ow), every cell written
     # y[oy, ox] = max over the window; argmax = its flat index iy·W + ix (first maximum)
@@ -106,6 +127,33 @@ def max_pool2d_forward_chunk(t, x, kh, kw, sh, sw, ph, pw, chunks, y, argmax):
         max_pool_plane(x[n, c], kh, kw, sh, sw, ph, pw, y[n, c], argmax[n, c])
 
 
+@njit(**JIT)
+def max_pool2d_values_chunk(t, x, kh, kw, sh, sw, ph, pw, chunks, y):
+    # x: (N, C, H, W); y: (N, C, oh, ow), the planes of chunk t written: the values of
+    # ``max_pool2d_forward_chunk``, for a pass that keeps no argmax (the common 2×2 windows
+    # skip it; any other pooling writes it to a per-plane scratch)
+    C = x.shape[1]
+    oh, ow = y.shape[2], y.shape[3]
+    simple = (kh == 2 and kw == 2 and sh == 2 and sw == 2 and ph == 0 and pw == 0
+              and 2 * oh <= x.shape[2] and 2 * ow <= x.shape[3])
+    scratch = np.empty((0 if simple else oh, ow), dtype=np.int64)
+    lo, hi = chunk_bounds(t, chunks, x.shape[0] * C)
+    for nc in range(lo, hi):
+        n = nc // C
+        c = nc % C
+        if simple:
+            max_pool_plane_2x2_values(x[n, c], y[n, c])
+        else:
+            max_pool_plane(x[n, c], kh, kw, sh, sw, ph, pw, y[n, c], scratch)
+
+
+@njit(**JIT_PARALLEL)
+def max_pool2d_values_nchw(x, kh, kw, sh, sw, ph, pw, chunks, y):
+    # ``max_pool2d_values_chunk`` for every chunk, one per thread
+    for t in prange(chunks):
+        max_pool2d_values_chunk(np.int64(t), x, kh, kw, sh, sw, ph, pw, chunks, y)
+
+
 @njit(**JIT_PARALLEL)
 def max_pool2d_forward_nchw(x, kh, kw, sh, sw, ph, pw, chunks, y, argmax):
     # ``max_pool2d_forward_chunk`` for every chunk, one per thread
@@ -119,6 +167,14 @@ def max_pool2d_nchw(x, kh, kw, sh, sw, ph, pw, y, argmax):
     chunks = work_chunks(x.shape[0] * x.shape[1], x.size)
     run_chunks(max_pool2d_forward_nchw, max_pool2d_forward_chunk, chunks, x, kh, kw, sh, sw, ph,
                pw, chunks, y, argmax)
+
+
+def max_pool2d_values(x, kh, kw, sh, sw, ph, pw, y):
+    """``max_pool2d_nchw``'s ``y`` alone (``max_pool2d_values_nchw``), for a pass that keeps
+    nothing for the backward."""
+    chunks = work_chunks(x.shape[0] * x.shape[1], x.size)
+    run_chunks(max_pool2d_values_nchw, max_pool2d_values_chunk, chunks, x, kh, kw, sh, sw, ph, pw,
+               chunks, y)
 
 
 @njit(**JIT_PARALLEL)
@@ -240,7 +296,7 @@ def max_pool2d_forward(x, kernel, stride=None, padding=0, ceil_mode=True, *, nam
     """Max pooling of ``x`` (N, C, H, W) → y (N, C, OH, OW); ``stride`` defaults to ``kernel``."""
     x, args, out_shape = _pool_check(x, kernel, stride, padding, ceil_mode, where(name, "Pooling"))
     y = np.empty(out_shape, dtype=x.dtype)
-    max_pool2d_nchw(x, *args, y, np.empty(out_shape, dtype=np.int64))
+    max_pool2d_values(x, *args, y)
     return y
 
 

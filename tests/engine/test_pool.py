@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from robustcnn.engine import (avg_pool2d_backward, avg_pool2d_forward, global_avg_pool2d_backward,
                               global_avg_pool2d_forward, max_pool2d_backward, max_pool2d_forward,
                               pool_output_size)
-from robustcnn.engine.pool import max_pool_plane_2x2
+from robustcnn.engine.pool import max_pool2d_nchw, max_pool2d_values, max_pool_plane_2x2
 
 # ---------------------------------------------------------------------------------------------
 # References (float64, one window at a time)
@@ -313,6 +313,25 @@ def test_max_pool_plane_2x2_matches_numpy(shape, dtype, rng):
     cols = 2 * np.arange(ow)[None, :] + first % 2
     np.testing.assert_array_equal(y, windows.max(axis=2))
     np.testing.assert_array_equal(argmax, rows * shape[1] + cols)
+
+
+@pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
+@pytest.mark.parametrize("args", [(2, 2, 2, 2, 0, 0), (3, 3, 2, 2, 1, 1), (3, 2, 1, 2, 0, 1),
+                                  (2, 2, 2, 2, 1, 0)], ids=["2x2", "3x3s2p1", "3x2", "2x2p"])
+def test_max_pool_values_are_the_argmax_passes_values(args, dtype, rng):
+    # The pass without argmax (eval, nothing kept for a backward) takes the same floats as the
+    # pass that records the argmax: ties, signed zeros and odd sizes (the last row and column
+    # outside every 2×2 window) included.
+    x = rng.choice(np.array([-0.0, 0.0, 1.0, 2.0]), size=(3, 4, 9, 7)).astype(dtype)
+    kh, kw, sh, sw, ph, pw = args
+    oh = pool_output_size(9, kh, sh, ph, padded=(ph, pw) != (0, 0))
+    ow = pool_output_size(7, kw, sw, pw, padded=(ph, pw) != (0, 0))
+    y, argmax = np.empty((3, 4, oh, ow), dtype=dtype), np.empty((3, 4, oh, ow), dtype=np.int64)
+    max_pool2d_nchw(x, *args, y, argmax)
+    values = np.full_like(y, np.nan)
+    max_pool2d_values(x, *args, values)
+    np.testing.assert_array_equal(values, y)
+    np.testing.assert_array_equal(np.signbit(values), np.signbit(y))
 
 
 @pytest.mark.parametrize("dtype", [F64, F32], ids=["f64", "f32"])
