@@ -40,7 +40,7 @@ import math
 import numpy as np
 
 from ._common import (batch_slices, check_clip, check_clip_pair, check_eps, check_float,
-                      check_inputs, check_int, check_progress, cross_entropy,
+                      check_inputs, check_int, check_progress, clip_to, cross_entropy,
                       fooled, margin)
 from .norms import check_norm, l2_norms
 
@@ -49,6 +49,15 @@ SCHEDULE = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
 LOSSES = ("margin", "ce")
 # A window whose new sign pattern leaves x̂ as it is gets new signs, at most this many times.
 _REDRAWS = 100
+_SIGNS = np.array([-1.0, 1.0])
+
+
+def random_signs(rng, shape):
+    """An array of ±1.0 of ``shape``, each sign a fair draw from ``rng``: the numbers
+    ``rng.choice([-1.0, 1.0], size=shape)`` gives (the same draws, at half its overhead: a
+    run draws signs several times per iteration)."""
+    return _SIGNS[rng.integers(0, 2, size=shape)]
+
 
 
 def square_fraction(i, n_queries, p_init):
@@ -184,7 +193,7 @@ class _Search:
         return loss, fooled(logits, y, self.targeted), noise
 
     def clip(self, a):
-        return a if self.bounds is None else np.clip(a, *self.bounds, out=a)
+        return clip_to(a, self.bounds)
 
     def run(self, x, y, rng, progress):
         """→ (x' (A, C, H, W), queries (A,), success (A,)) for one batch of images."""
@@ -209,7 +218,7 @@ class _Search:
             if not len(todo):
                 break
             side = square_side(i, self.n_queries, self.p_init, height, width, self.norm)
-            candidate = self.clip(update(x[todo], best[todo], self.eps, side, self.bounds, rng))
+            candidate = update(x[todo], best[todo], self.eps, side, self.bounds, rng)
             loss, success, noise = self.scores(candidate, y[todo])
             queries[todo] += 1
             better = (loss < best_loss[todo] - noise) | success
@@ -229,7 +238,7 @@ class _Search:
 def linf_init(x, eps, rng):
     """x + eps · (vertical stripes): a random sign per (example, channel, column)."""
     n, c, _, w = x.shape
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n, c, 1, w))
+    signs = random_signs(rng, (n, c, 1, w))
     return x + (eps * signs).astype(x.dtype)
 
 
@@ -240,32 +249,39 @@ def linf_update(x, best, eps, side, bounds, rng):
     window = window_index(rng.integers(0, h - side + 1, n), rng.integers(0, w - side + 1, n),
                           side)
     # Only the windows are computed, (n, side, side, C) each: late in a run a window is a few
-    # pixels of the image.
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n, c))
+    # pixels of the image. A channel's window takes one of two values, x + eps or x − eps
+    # (clipped): both are computed once, and whether each leaves x̂'s window as it is, so that
+    # a redraw only looks up (example, channel) flags.
+    signs = random_signs(rng, (n, c))
     inside, current = x[window], best[window]
     if bounds is not None:  # an end per channel or per pixel: the windows' own values
         bounds = tuple(b if np.ndim(b) == 0 else np.broadcast_to(b, x.shape)[window]
                        for b in bounds)
-    corner = _corner(inside, signs, eps, bounds)
+    plus, minus = _corner(inside, eps, bounds), _corner(inside, -eps, bounds)
+    # keeps[n, c, k]: sign −1 (k = 0) or +1 (k = 1) leaves channel c of window n as it is
+    keeps = np.stack([(minus == current).all(axis=(1, 2)),
+                      (plus == current).all(axis=(1, 2))], axis=-1)
     # A query that changes nothing is wasted (the reference code redraws the same way).
-    same = np.flatnonzero(~(corner != current).any(axis=(1, 2, 3)))
+    same = np.flatnonzero(_unchanged(keeps, signs))
     for _ in range(_REDRAWS):
         if not len(same):
             break
-        signs[same] = rng.choice(np.array([-1.0, 1.0]), size=(len(same), c))
-        corner[same] = _corner(inside[same], signs[same], eps, None if bounds is None else
-                               tuple(b if np.ndim(b) == 0 else b[same] for b in bounds))
-        unchanged = ~(corner[same] != current[same]).any(axis=(1, 2, 3))
-        same = same[unchanged]
+        signs[same] = random_signs(rng, (len(same), c))
+        same = same[_unchanged(keeps[same], signs[same])]
     out = best.copy()
-    out[window] = corner
+    out[window] = np.where(signs[:, None, None, :] > 0, plus, minus)
     return out
 
 
-def _corner(inside, signs, eps, bounds):
-    """x + eps · sign on windows (n, side, side, C) of x, a sign per (example, channel),
-    clipped to ``bounds`` (None, or (low, high), each a scalar or of the windows' shape)."""
-    corner = inside + (eps * signs).astype(inside.dtype)[:, None, None, :]
+def _unchanged(keeps, signs):
+    """(n,) bool: every channel's window, at the sign drawn for it, equals x̂'s."""
+    return np.where(signs > 0, keeps[..., 1], keeps[..., 0]).all(axis=1)
+
+
+def _corner(inside, step, bounds):
+    """x + step on windows (n, side, side, C) of x, clipped to ``bounds`` (None, or (low,
+    high), each a scalar or of the windows' shape)."""
+    corner = inside + inside.dtype.type(step)  # the step rounded to the images' dtype
     return corner if bounds is None else np.clip(corner, *bounds, out=corner)
 
 
@@ -308,7 +324,7 @@ def l2_init(x, eps, rng):
     delta = np.zeros(x.shape)
     for i in range(rows):
         for j in range(cols):
-            signs = rng.choice(np.array([-1.0, 1.0]), size=(n, c, 1, 1))
+            signs = random_signs(rng, (n, c, 1, 1))
             pattern = _pair_patterns(tile, n, rng)[:, None]
             r, q = top + i * tile, left + j * tile
             delta[:, :, r:r + tile, q:q + tile] += pattern * signs
@@ -316,7 +332,7 @@ def l2_init(x, eps, rng):
 
 
 def l2_update(x, best, eps, side, bounds, rng):
-    """x + eps · δ'/‖δ'‖₂ where δ' is δ = x̂ − x with window 2 emptied and window 1 replaced by
+    """clip(x + eps · δ'/‖δ'‖₂) to ``bounds`` (None: no clip), where δ' is δ = x̂ − x with window 2 emptied and window 1 replaced by
     the normalised sum of its old content and a new bump pair (random sign per channel), of
     per-channel norm √(max(eps² − ‖δ‖², 0)/C + ‖δ on both windows‖²)."""
     n, c, h, w = x.shape
@@ -329,14 +345,14 @@ def l2_update(x, best, eps, side, bounds, rng):
     first = window_index(top1, left1, side)
     old = delta[first]  # (n, side, side, c)
     old_norm = np.sqrt((old ** 2).sum(axis=(1, 2), keepdims=True))
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n, 1, 1, c))
+    signs = random_signs(rng, (n, 1, 1, c))
     new = _pair_patterns(side, n, rng)[..., None] * signs + old / (1e-12 + old_norm)
     new_norm = np.sqrt((new ** 2).sum(axis=(1, 2), keepdims=True))
     budget = np.sqrt(np.maximum(eps ** 2 - image_norm ** 2, 0.0)[:, None] / c + windows_norm ** 2)
     new *= budget[:, None, None, :] / np.where(new_norm > 0, new_norm, 1.0)
     delta[window_index(top2, left2, side)] = 0.0
     delta[first] = new
-    return x + (eps * _unit(delta)).astype(x.dtype)
+    return clip_to(x + (eps * _unit(delta)).astype(x.dtype), bounds)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from attack_nets import bars, make_convnet, trained_bars_nets
 from helpers import single_thread
 
 from robustcnn.attacks import fgsm, pgd, random_noise
-from robustcnn.attacks.square import (bump, bump_pair, l2_update, linf_update, square,
-                                      square_fraction, square_side)
+from robustcnn.attacks.square import (bump, bump_pair, l2_update, linf_update, random_signs,
+                                      square, square_fraction, square_side)
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +75,17 @@ def test_the_l2_bumps():
         assert pair.shape == (side, side)
         assert np.linalg.norm(pair) == pytest.approx(1.0)
         assert (pair[:side // 2] > 0).all() and (pair[side // 2:] < 0).all()
+
+
+def test_random_signs_are_the_draws_of_choice():
+    # The redraw loop draws through ``random_signs``; the same stream as rng.choice keeps a
+    # seed's adversarial examples what they were.
+    for seed in range(5):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        for shape in [(1, 1), (7, 3), (32, 1), (5, 3, 1, 28)]:
+            np.testing.assert_array_equal(random_signs(a, shape),
+                                          b.choice(np.array([-1.0, 1.0]), size=shape))
+        assert a.integers(1 << 62) == b.integers(1 << 62)  # the streams still agree
 
 
 def test_one_linf_update_changes_one_square_to_the_corners():
