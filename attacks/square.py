@@ -252,30 +252,26 @@ def linf_update(x, best, eps, side, bounds, rng):
     # pixels of the image. A channel's window takes one of two values, x + eps or x − eps
     # (clipped): both are computed once, and whether each leaves x̂'s window as it is, so that
     # a redraw only looks up (example, channel) flags.
-    signs = random_signs(rng, (n, c))
+    draws = rng.integers(0, 2, size=(n, c))  # sign −1 or +1 by index, as random_signs draws
     inside, current = x[window], best[window]
     if bounds is not None:  # an end per channel or per pixel: the windows' own values
         bounds = tuple(b if np.ndim(b) == 0 else np.broadcast_to(b, x.shape)[window]
                        for b in bounds)
-    plus, minus = _corner(inside, eps, bounds), _corner(inside, -eps, bounds)
-    # keeps[n, c, k]: sign −1 (k = 0) or +1 (k = 1) leaves channel c of window n as it is
+    minus, plus = _corner(inside, -eps, bounds), _corner(inside, eps, bounds)
+    # keeps[n, c, k]: the sign of index k leaves channel c of window n as it is
     keeps = np.stack([(minus == current).all(axis=(1, 2)),
                       (plus == current).all(axis=(1, 2))], axis=-1)
+    channels = np.arange(c)
     # A query that changes nothing is wasted (the reference code redraws the same way).
-    same = np.flatnonzero(_unchanged(keeps, signs))
+    same = np.flatnonzero(keeps[np.arange(n)[:, None], channels, draws].all(axis=1))
     for _ in range(_REDRAWS):
         if not len(same):
             break
-        signs[same] = random_signs(rng, (len(same), c))
-        same = same[_unchanged(keeps[same], signs[same])]
+        draws[same] = rng.integers(0, 2, size=(len(same), c))
+        same = same[keeps[same[:, None], channels, draws[same]].all(axis=1)]
     out = best.copy()
-    out[window] = np.where(signs[:, None, None, :] > 0, plus, minus)
+    out[window] = np.where(draws[:, None, None, :] == 1, plus, minus)
     return out
-
-
-def _unchanged(keeps, signs):
-    """(n,) bool: every channel's window, at the sign drawn for it, equals x̂'s."""
-    return np.where(signs > 0, keeps[..., 1], keeps[..., 0]).all(axis=1)
 
 
 def _corner(inside, step, bounds):
