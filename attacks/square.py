@@ -35,6 +35,7 @@ late queries on one-channel images). Same search otherwise; ours fools more for 
 """
 
 import bisect
+import functools
 import math
 
 import numpy as np
@@ -297,11 +298,15 @@ def bump(rows, cols):
     return out / np.sqrt((out ** 2).sum())
 
 
+@functools.lru_cache(maxsize=None)
 def bump_pair(side):
     """The L2 update's side × side pattern: a bump on the top ⌊side/2⌋ rows and its negative
-    on the rest, unit L2 norm (the paper's two-square η; transposed at random by the callers)."""
+    on the rest, unit L2 norm (the paper's two-square η; transposed at random by the callers).
+    Read-only and computed once per side: every iteration of a run asks for it."""
     out = np.concatenate([bump(side // 2, side), -bump(side - side // 2, side)])
-    return out / np.sqrt((out ** 2).sum())
+    out /= np.sqrt((out ** 2).sum())
+    out.flags.writeable = False
+    return out
 
 
 def _pair_patterns(side, n, rng):
