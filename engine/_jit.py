@@ -10,6 +10,9 @@ JIT = dict(cache=True, nogil=True)
 # the chunks over threads, and one chunk runs in the calling thread: Numba's parallel lowering
 # costs about a second of compile time per wrapper, which a small call then never pays.
 JIT_PARALLEL = dict(JIT, parallel=True)
+# Small helpers (a few lines, called from many kernels): Numba inlines their IR into each caller,
+# so none is compiled as a function of its own (about 0.1 s each on a cold start; no run time).
+JIT_INLINE = dict(JIT, inline="always")
 
 # Multiply-adds below which a chunk of its own costs more (waking a thread) than it saves; at
 # batch 1 every LeNet-5 layer stays below it (``work_chunks``).
@@ -18,7 +21,7 @@ MIN_CHUNK_WORK = 1 << 20
 _INT32_MAX = np.iinfo(np.int32).max
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def chunk_bounds(t, chunks, tasks):
     """Tasks [lo, hi) of chunk t when ``tasks`` are split evenly over ``chunks``.
 

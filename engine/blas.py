@@ -32,12 +32,15 @@ def _blas_function(name, nargs):
     """SciPy's BLAS function ``name`` (all ``nargs`` arguments by pointer, no result) as the
     kernels call it: a Numba external function under a fixed LLVM symbol (so the kernels that
     call it stay cacheable) or, with the JIT disabled (``NUMBA_DISABLE_JIT=1``, kernels run as
-    plain Python), the same function through ctypes, which takes the arrays' ``.ctypes``."""
+    plain Python), the same function through ctypes."""
     address = get_cython_function_address("scipy.linalg.cython_blas", name)
     if config.DISABLE_JIT:
-        return ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs))(address)
+        function = ctypes.CFUNCTYPE(None, *([ctypes.c_void_p] * nargs))(address)
+        return lambda *addresses: function(*(int(a) for a in addresses))
     llvm.add_symbol(f"robustcnn_{name}", address)
-    return types.ExternalFunction(f"robustcnn_{name}", types.void(*([types.voidptr] * nargs)))
+    # Pointers passed as intp (an address, ``array.ctypes.data``): the same registers in the C
+    # calling convention, and one type whatever the array's, so ``blas_gemm`` compiles once.
+    return types.ExternalFunction(f"robustcnn_{name}", types.void(*([types.intp] * nargs)))
 
 
 # void gemm(char *transa, char *transb, int *m, int *n, int *k, T *alpha, T *a, int *lda,
@@ -75,17 +78,13 @@ _limit_blas_threads()
 
 
 @njit(**JIT)
-def _leading_dimension(a):
-    """Row stride of a row-major 2-D view whose rows are contiguous (unit column stride)."""
-    return max(a.strides[0] // a.itemsize, max(a.shape[1], 1))
-
-
-@njit(**JIT)
-def gemm(a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=0.0):
+def gemm(a, b, c, transpose_a, transpose_b, alpha, beta):
     """c ← alpha · op(a) · op(b) + beta · c, op(m) = mᵀ if asked; row-major 2-D views.
 
     a, b, c: same float dtype, each row contiguous (unit column stride); row strides free.
-    The caller checks shapes and that every size and stride fits an int32.
+    The caller checks shapes and that every size and stride fits an int32. Pass the flags as
+    ``np.bool_`` and alpha, beta as floats: every caller then shares one compiled gemm per
+    array layout, and all of them one ``blas_gemm`` (the BLAS call, compiled once).
     """
     # Row-major c = op(a)·op(b) is column-major cᵀ = op(b)ᵀ·op(a)ᵀ: pass b first.
     m = c.shape[0]
@@ -94,62 +93,63 @@ def gemm(a, b, c, transpose_a=False, transpose_b=False, alpha=1.0, beta=0.0):
     if m == 0 or n == 0:
         return
     if k == 0:
-        if beta == 0.0:
-            c[:, :] = 0
-        else:
-            c *= beta
+        for i in range(m):
+            for j in range(n):
+                c[i, j] = 0 if beta == 0.0 else beta * c[i, j]
         return
-    if m == 1:  # a row vector times a matrix: gemv streams the matrix once, gemm would pack it
-        _gemv_row(a, b, c, transpose_a, transpose_b, alpha, beta)
-        return
-    ints = np.empty(6, dtype=np.int32)
-    ints[0] = n
-    ints[1] = m
-    ints[2] = k
-    ints[3] = _leading_dimension(b)
-    ints[4] = _leading_dimension(a)
-    ints[5] = _leading_dimension(c)
-    flags = np.empty(2, dtype=np.uint8)
-    flags[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
-    flags[1] = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
-    scalars = np.empty(2, dtype=c.dtype)
-    scalars[0] = alpha
-    scalars[1] = beta
-    if c.itemsize == 4:
-        _sgemm(flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
-               ints[2:].ctypes, scalars[0:].ctypes, b.ctypes, ints[3:].ctypes, a.ctypes,
-               ints[4:].ctypes, scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
-    else:
-        _dgemm(flags[0:].ctypes, flags[1:].ctypes, ints[0:].ctypes, ints[1:].ctypes,
-               ints[2:].ctypes, scalars[0:].ctypes, b.ctypes, ints[3:].ctypes, a.ctypes,
-               ints[4:].ctypes, scalars[1:].ctypes, c.ctypes, ints[5:].ctypes)
+    # a row-major 2-D view with contiguous rows: its row stride is the leading dimension. The
+    # scratch arrays that BLAS reads through pointers are made here: a caller keeps its
+    # arguments alive through the call (blas_gemm's own arrays could be freed after their last
+    # use in Numba's IR, which is before the BLAS call that reads them).
+    blas_gemm(np.empty(6, dtype=np.int32), np.empty(2, dtype=np.uint8),
+              np.empty(2, dtype=c.dtype), transpose_a, transpose_b, m, n, k, alpha,
+              np.intp(a.ctypes.data), max(a.strides[0] // a.itemsize, max(a.shape[1], 1)),
+              np.intp(b.ctypes.data), max(b.strides[0] // b.itemsize, max(b.shape[1], 1)), beta,
+              np.intp(c.ctypes.data), max(c.strides[0] // c.itemsize, max(c.shape[1], 1)))
 
 
 @njit(**JIT)
-def _gemv_row(a, b, c, transpose_a, transpose_b, alpha, beta):
-    # c (1, n) ← alpha · op(a) (1, k) · op(b) (k, n) + beta · c, as cᵀ = op(b)ᵀ · op(a)ᵀ.
-    # A row-major b (k, n) is a column-major (n, k) matrix: op(b)ᵀ = it ('N') or its transpose.
-    n = c.shape[1]
-    k = a.shape[0] if transpose_a else a.shape[1]
-    ints = np.empty(5, dtype=np.int32)
-    ints[0] = k if transpose_b else n  # rows of the column-major matrix
-    ints[1] = n if transpose_b else k  # its columns
-    ints[2] = _leading_dimension(b)
-    ints[3] = _leading_dimension(a) if transpose_a else 1  # stride between op(a)'s entries
-    ints[4] = 1
-    flags = np.empty(1, dtype=np.uint8)
-    flags[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
-    scalars = np.empty(2, dtype=c.dtype)
+def blas_gemm(ints, flags, scalars, transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb,
+              beta, c, ldc):
+    """``gemm`` on raw addresses (a, b, c: intp) and leading dimensions, row-major, in the
+    dtype of ``scalars`` (float32 or float64, (2,): alpha and beta). Scratch arrays (ints: int32
+    (6,), flags: uint8 (2,)) and scalars only, so one compiled copy per dtype serves every
+    caller whatever its arrays' layouts."""
+    # BLAS takes every argument by pointer: the int32 sizes at ints + 4·i, one-byte flags
+    single = scalars.itemsize == 4
     scalars[0] = alpha
     scalars[1] = beta
-    if c.itemsize == 4:
-        _sgemv(flags.ctypes, ints[0:].ctypes, ints[1:].ctypes, scalars[0:].ctypes, b.ctypes,
-               ints[2:].ctypes, a.ctypes, ints[3:].ctypes, scalars[1:].ctypes, c.ctypes,
-               ints[4:].ctypes)
+    alpha_at = np.intp(scalars.ctypes.data)
+    beta_at = alpha_at + scalars.itemsize
+    at = np.intp(ints.ctypes.data)
+    flag = np.intp(flags.ctypes.data)
+    flags[0] = _TRANSPOSE if transpose_b else _NO_TRANSPOSE
+    flags[1] = _TRANSPOSE if transpose_a else _NO_TRANSPOSE
+    if m == 1:  # a row vector times a matrix: gemv streams the matrix once, gemm would pack it
+        # c (1, n) as cᵀ = op(b)ᵀ · op(a)ᵀ; a row-major b (k, n) is a column-major (n, k)
+        # matrix: op(b)ᵀ = it ('N') or its transpose
+        ints[0] = k if transpose_b else n  # rows of the column-major matrix
+        ints[1] = n if transpose_b else k  # its columns
+        ints[2] = ldb
+        ints[3] = lda if transpose_a else 1  # stride between op(a)'s entries
+        ints[4] = 1
+        if single:
+            _sgemv(flag, at, at + 4, alpha_at, b, at + 8, a, at + 12, beta_at, c, at + 16)
+        else:
+            _dgemv(flag, at, at + 4, alpha_at, b, at + 8, a, at + 12, beta_at, c, at + 16)
+        return
+    ints[0] = n
+    ints[1] = m
+    ints[2] = k
+    ints[3] = ldb
+    ints[4] = lda
+    ints[5] = ldc
+    if single:
+        _sgemm(flag, flag + 1, at, at + 4, at + 8, alpha_at, b, at + 12, a, at + 16, beta_at, c,
+               at + 20)
     else:
-        _dgemv(flags.ctypes, ints[0:].ctypes, ints[1:].ctypes, scalars[0:].ctypes, b.ctypes,
-               ints[2:].ctypes, a.ctypes, ints[3:].ctypes, scalars[1:].ctypes, c.ctypes,
-               ints[4:].ctypes)
+        _dgemm(flag, flag + 1, at, at + 4, at + 8, alpha_at, b, at + 12, a, at + 16, beta_at, c,
+               at + 20)
 
 
 def check_gemm_sizes(*sizes, at="gemm"):

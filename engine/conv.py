@@ -40,7 +40,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from ._args import check_output, float_array, pair, where
-from ._jit import JIT, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
+from ._jit import JIT, JIT_INLINE, JIT_PARALLEL, chunk_bounds, run_chunks, work_chunks
 from ._loops import axpy, dot, multiply_add, sparse_row_product, taps
 from .blas import check_gemm_sizes, gemm
 from .formats.base import DenseArrays, row_entries, weight_rows
@@ -51,7 +51,7 @@ from . import quantized
 # Kernels
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def _valid_range(offset, stride, size, out_size):
     """Outputs o in [lo, hi) whose input position o·stride + offset lies in [0, size)."""
     lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
@@ -115,7 +115,7 @@ def col2im_rows(dcols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx):
                 image[first + k * uint64(sw)] += src[valid + k]
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols, pointwise):
     """The im2col columns of output rows [oy0, oy1) of example n, (C·kh·kw, (oy1 − oy0)·ow)."""
     if pointwise:  # a 1×1 convolution's columns are the image itself
@@ -146,12 +146,12 @@ def _slab_columns_contiguous(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1,
     return cols
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def _is_pointwise(kh, kw, sh, sw, ph, pw):
     return kh == 1 and kw == 1 and sh == 1 and sw == 1 and ph == 0 and pw == 0
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def pad_channels_last(x, n, g, ph, pw, plane):
     # x: (N, C, H, W); plane: (H + 2ph, W + 2pw, Cg), every cell written
     # plane[ph + y, pw + x, c] = x[n, g·Cg + c, y, x], 0 in the padding
@@ -311,70 +311,84 @@ def conv2d_forward_patches(xp, wp, bias, kh, kw, sh, sw, dh, dw, groups, slab_ro
                                      slab_rows, chunks, y)
 
 
-@njit(**JIT_PARALLEL)
-def conv2d_backward_patches(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
-                            chunks, scratch_rows, dw_block, need_input, need_weight, dx,
-                            dweight_parts):
-    # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: dense-pattern
-    # weight operand; dx: (N, C, H, W), accumulated into (the caller zeroes it)
-    # dweight_parts: (chunks, kh·kw·C/G, O), one partial sum of dWᵀ per chunk, rows in patch
-    # order (i, j, c)
-    # dW'ᵀ_g += patchesᵀ · dy_g;   dpatches = dy_g · W'_g, dx = col2im(dpatches)   (per group)
-    # The forward's layout (``conv2d_forward_patches``): patches (P, K) channels last, dy gathered
-    # into (P, O/G) per slab. Each chunk owns whole examples, so that its col2im writes touch
-    # only its own examples, and cuts their flattened output rows into slabs, which may span
-    # examples (LeNet-5's 8 × 8 outputs are too few for one good product). Race-free; the
-    # caller sums the partial weight gradients. BLAS forms the weight gradient fastest with
+@njit(**JIT)
+def conv2d_backward_patches_chunk(t, dy, xp, wp, kh, kw, sh, sw, dh, dw, groups, slab_rows,
+                                  chunks, dw_block, need_input, need_weight, dxp, dweight_parts):
+    # dy: (N, O, oh, ow); xp: (N or 0, G, Hp, Wp, Cg), the input padded channels last
+    # (pad_channels_last), read only for the weight gradient; wp: (O or 0, kh·kw·Cg), the weight
+    # in a patch row's order (patch_order_weight), read only for dx
+    # dxp: (N or 0, G, Hp, Wp, Cg), the padded channels-last dx of chunk t's examples,
+    # accumulated into (the caller zeroes it and unpads it: unpad_channels_last_add)
+    # dweight_parts: (chunks, kh·kw·Cg, O), chunk t's partial sum of dWᵀ accumulated into,
+    # rows in patch order (i, j, c)
+    # dW'ᵀ_g += patchesᵀ · dy_g;   dpatches = dy_g · W'_g, dxp = col2im(dpatches)   (per group)
+    # The forward's layout (``conv2d_forward_patches_chunk``): patches (P, K) channels last, dy
+    # gathered into (P, O/G) per slab. Chunk t owns a run of whole examples, so that its col2im
+    # writes touch only its own examples, and cuts their flattened output rows into slabs, which
+    # may span examples (LeNet-5's 8 × 8 outputs are too few for one good product). Race-free;
+    # the caller sums the partial weight gradients. BLAS forms the weight gradient fastest with
     # the summed dimension short: ``dw_block`` positions at a time (measured 1.5–2× at 64
     # positions against 256 or more on LeNet-5, AlexNet and VGG layers).
-    N, C, H, Wd = dx.shape
+    N = dy.shape[0]
     O, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     Og = O // groups
-    Cg = C // groups
-    K = Cg * kh * kw
-    Hp, Wp = H + 2 * ph, Wd + 2 * pw
+    K = xp.shape[4] * kh * kw
     dy3 = dy.reshape((N, O, oh * ow))
-    xp = np.empty((N if need_weight else 0, groups, Hp, Wp, Cg), dtype=dy.dtype)
-    if need_weight:
-        for ng in prange(N * groups):
-            pad_channels_last(x, ng // groups, ng % groups, ph, pw, xp[ng // groups, ng % groups])
-    wp = np.empty((O if need_input else 0, K), dtype=dy.dtype)
-    if need_input:
-        patch_order_weight(W, groups, kh, kw, Cg, scratch_rows, wp)
-    dxp = np.zeros((N if need_input else 0, groups, Hp, Wp, Cg), dtype=dy.dtype)
+    patches = np.empty((slab_rows * ow, K), dtype=dy.dtype)
+    dyt = np.empty((slab_rows * ow, Og), dtype=dy.dtype)
+    lo, hi = chunk_bounds(t, chunks, N)
+    for r0 in range(lo * oh, hi * oh, slab_rows):
+        r1 = min(r0 + slab_rows, hi * oh)
+        P = (r1 - r0) * ow
+        for g in range(groups):
+            for r in range(r0, r1):  # dyt[q, o] = dy of slab position q, channel g·Og + o
+                n = r // oh
+                p0 = (r % oh) * ow
+                q0 = (r - r0) * ow
+                for o in range(Og):
+                    src = dy3[n, g * Og + o, p0:p0 + ow]
+                    for k in range(ow):
+                        dyt[q0 + k, o] = src[k]
+            if need_weight:
+                for r in range(r0, r1):
+                    patch_rows(xp[r // oh, g], kh, kw, sh, sw, dh, dw, r % oh, ow, patches,
+                               (r - r0) * ow)
+                for q in range(0, P, dw_block):
+                    q1 = min(q + dw_block, P)
+                    gemm(patches[q:q1], dyt[q:q1], dweight_parts[t, :, g * Og:(g + 1) * Og],
+                         np.bool_(True), np.bool_(False), 1.0, 1.0)
+            if need_input:
+                gemm(dyt[:P], wp[g * Og:(g + 1) * Og], patches[:P], np.bool_(False),
+                     np.bool_(False), 1.0, 0.0)
+                for r in range(r0, r1):
+                    patch_rows_add(patches, (r - r0) * ow, kh, kw, sh, sw, dh, dw, r % oh, ow,
+                                   dxp[r // oh, g])
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_backward_patches(dy, xp, wp, kh, kw, sh, sw, dh, dw, groups, slab_rows, chunks,
+                            dw_block, need_input, need_weight, dxp, dweight_parts):
+    # ``conv2d_backward_patches_chunk`` for every chunk, one per thread
     for t in prange(chunks):
-        patches = np.empty((slab_rows * ow, K), dtype=dy.dtype)
-        dyt = np.empty((slab_rows * ow, Og), dtype=dy.dtype)
-        lo, hi = chunk_bounds(t, chunks, N)
-        for r0 in range(lo * oh, hi * oh, slab_rows):
-            r1 = min(r0 + slab_rows, hi * oh)
-            P = (r1 - r0) * ow
-            for g in range(groups):
-                for r in range(r0, r1):  # dyt[q, o] = dy of slab position q, channel g·Og + o
-                    n = r // oh
-                    p0 = (r % oh) * ow
-                    q0 = (r - r0) * ow
-                    for o in range(Og):
-                        src = dy3[n, g * Og + o, p0:p0 + ow]
-                        for k in range(ow):
-                            dyt[q0 + k, o] = src[k]
-                if need_weight:
-                    for r in range(r0, r1):
-                        patch_rows(xp[r // oh, g], kh, kw, sh, sw, dh, dw, r % oh, ow, patches,
-                                   (r - r0) * ow)
-                    for q in range(0, P, dw_block):
-                        q1 = min(q + dw_block, P)
-                        gemm(patches[q:q1], dyt[q:q1], dweight_parts[t, :, g * Og:(g + 1) * Og],
-                             True, False, 1.0, 1.0)
-                if need_input:
-                    gemm(dyt[:P], wp[g * Og:(g + 1) * Og], patches[:P])
-                    for r in range(r0, r1):
-                        patch_rows_add(patches, (r - r0) * ow, kh, kw, sh, sw, dh, dw, r % oh,
-                                       ow, dxp[r // oh, g])
-    if need_input:
-        for ng in prange(N * groups):
-            unpad_channels_last_add(dxp[ng // groups, ng % groups], ng // groups, ng % groups,
-                                    ph, pw, dx)
+        conv2d_backward_patches_chunk(np.int64(t), dy, xp, wp, kh, kw, sh, sw, dh, dw, groups,
+                                      slab_rows, chunks, dw_block, need_input, need_weight, dxp,
+                                      dweight_parts)
+
+
+@njit(**JIT)
+def unpad_channels_last_chunk(t, dxp, groups, ph, pw, chunks, dx):
+    # dxp: (N, G, Hp, Wp, Cg); dx: (N, C, H, W), the (example, group) planes of chunk t added
+    lo, hi = chunk_bounds(t, chunks, dx.shape[0] * groups)
+    for ng in range(lo, hi):
+        unpad_channels_last_add(dxp[ng // groups, ng % groups], ng // groups, ng % groups, ph,
+                                pw, dx)
+
+
+@njit(**JIT_PARALLEL)
+def unpad_channels_last_batch(dxp, groups, ph, pw, chunks, dx):
+    # ``unpad_channels_last_chunk`` for every chunk, one per thread
+    for t in prange(chunks):
+        unpad_channels_last_chunk(np.int64(t), dxp, groups, ph, pw, chunks, dx)
 
 
 @njit(**JIT)
@@ -426,15 +440,16 @@ def conv2d_forward_im2col(x, W, bias, kh, kw, sh, sw, ph, pw, dh, dw, groups, sl
                                     groups, slab_rows, chunks, scratch_rows, y)
 
 
-@njit(**JIT_PARALLEL)
-def conv2d_backward_im2col(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
-                           chunks, scratch_rows, need_input, need_weight, dx, dweight_parts):
+@njit(**JIT)
+def conv2d_backward_im2col_chunk(t, dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows,
+                                 chunks, scratch_rows, need_input, need_weight, dx,
+                                 dweight_parts):
     # dy: (N, O, oh, ow); x: (N, C, H, W), read only for the weight gradient; W: dense-pattern
-    # weight operand; dx: (N, C, H, W), accumulated into (the caller zeroes it)
-    # dweight_parts: (chunks, O, C/G·kh·kw), accumulated into, one partial sum per chunk
+    # weight operand; dx: (N, C, H, W), chunk t's examples accumulated into (the caller zeroes it)
+    # dweight_parts: (chunks, O, C/G·kh·kw), chunk t's partial sum accumulated into
     # dW[o] = Σ_n dy_n[o] · cols_nᵀ;   dx_n = col2im(Wᵀ · dy_n)   (per group)
-    # Each chunk owns whole examples (so its col2im writes touch only its own dx[n]) and its own
-    # weight-gradient slice: race-free; the caller sums the partial weight gradients.
+    # Chunk t owns a run of whole examples (so its col2im writes touch only its own dx[n]) and
+    # its own weight-gradient slice: race-free; the caller sums the partial weight gradients.
     N, C, H, Wd = dx.shape
     O, oh, ow = dy.shape[1], dy.shape[2], dy.shape[3]
     Og = O // groups
@@ -442,32 +457,42 @@ def conv2d_backward_im2col(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, sla
     dy3 = dy.reshape((N, O, oh * ow))
     slabs = (oh + slab_rows - 1) // slab_rows
     pointwise = _is_pointwise(kh, kw, sh, sw, ph, pw)
+    cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
+    scratch = np.empty((scratch_rows, K), dtype=dy.dtype)
+    lo, hi = chunk_bounds(t, chunks, N)
+    for n in range(lo, hi):
+        for s in range(slabs):
+            oy0 = s * slab_rows
+            oy1 = min(oy0 + slab_rows, oh)
+            p0, p1 = oy0 * ow, oy1 * ow
+            if need_weight:
+                src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols,
+                                    pointwise)
+                for g in range(groups):
+                    gemm(dy3[n, g * Og:(g + 1) * Og, p0:p1], src[g * K:(g + 1) * K],
+                         dweight_parts[t, g * Og:(g + 1) * Og], np.bool_(False),
+                         np.bool_(True), 1.0, 1.0)
+            if need_input:
+                if pointwise:
+                    dst = dx[n].reshape((C, H * Wd))[:, p0:p1]
+                else:
+                    dst = cols[:, :p1 - p0]
+                for g in range(groups):
+                    wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
+                    gemm(wg, dy3[n, g * Og:(g + 1) * Og, p0:p1], dst[g * K:(g + 1) * K],
+                         np.bool_(True), np.bool_(False), 1.0, 0.0)
+                if not pointwise:
+                    col2im_rows(cols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
+
+
+@njit(**JIT_PARALLEL)
+def conv2d_backward_im2col(dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw, groups, slab_rows, chunks,
+                           scratch_rows, need_input, need_weight, dx, dweight_parts):
+    # ``conv2d_backward_im2col_chunk`` for every chunk, one per thread
     for t in prange(chunks):
-        cols = np.empty((0 if pointwise else C * kh * kw, slab_rows * ow), dtype=dy.dtype)
-        scratch = np.empty((scratch_rows, K), dtype=dy.dtype)
-        lo, hi = chunk_bounds(t, chunks, N)
-        for n in range(lo, hi):
-            for s in range(slabs):
-                oy0 = s * slab_rows
-                oy1 = min(oy0 + slab_rows, oh)
-                p0, p1 = oy0 * ow, oy1 * ow
-                if need_weight:
-                    src = _slab_columns(x, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, cols,
-                                        pointwise)
-                    for g in range(groups):
-                        gemm(dy3[n, g * Og:(g + 1) * Og, p0:p1], src[g * K:(g + 1) * K],
-                             dweight_parts[t, g * Og:(g + 1) * Og], False, True, 1.0, 1.0)
-                if need_input:
-                    if pointwise:
-                        dst = dx[n].reshape((C, H * Wd))[:, p0:p1]
-                    else:
-                        dst = cols[:, :p1 - p0]
-                    for g in range(groups):
-                        wg = weight_rows(W, g * Og, (g + 1) * Og, scratch)
-                        gemm(wg, dy3[n, g * Og:(g + 1) * Og, p0:p1], dst[g * K:(g + 1) * K],
-                             True, False, 1.0, 0.0)
-                    if not pointwise:
-                        col2im_rows(cols, n, kh, kw, sh, sw, ph, pw, dh, dw, ow, oy0, oy1, dx)
+        conv2d_backward_im2col_chunk(np.int64(t), dy, x, W, kh, kw, sh, sw, ph, pw, dh, dw,
+                                     groups, slab_rows, chunks, scratch_rows, need_input,
+                                     need_weight, dx, dweight_parts)
 
 
 @njit(**JIT_PARALLEL)
@@ -874,10 +899,20 @@ def _forward_gemm(x, W, bias, geom, scratch_rows, y):
     pad_chunks = min(chunks, N * G)
     run_chunks(pad_channels_last_batch, pad_channels_last_chunk, pad_chunks, x, G, ph, pw,
                pad_chunks, xp)
-    wp = np.empty((geom.out_channels, C // G * kh * kw), dtype=x.dtype)
-    patch_order_weight(W, G, kh, kw, C // G, scratch_rows, wp)
+    wp = _patch_order(W, geom, scratch_rows, x.dtype)
     run_chunks(conv2d_forward_patches, conv2d_forward_patches_chunk, chunks, xp, wp, bias, kh, kw,
                sh, sw, dh, dw, G, rows, chunks, y)
+
+
+def _patch_order(W, geom, scratch_rows, dtype):
+    """The weight operand's rows in a patch row's order, (O, kh·kw·C/G) (``patch_order_weight``);
+    NumPy reorders a dense weight (one kernel fewer to compile)."""
+    O, Cg, kh, kw = geom.weight_shape
+    if isinstance(W, DenseArrays):
+        return np.ascontiguousarray(W.w2.reshape(O, Cg, kh * kw).transpose(0, 2, 1)).reshape(O, -1)
+    wp = np.empty((O, kh * kw * Cg), dtype=dtype)
+    patch_order_weight(W, geom.groups, kh, kw, Cg, scratch_rows, wp)
+    return wp
 
 
 def _bias_and_output(x, bias, geom):
@@ -938,13 +973,31 @@ def _backward_blocked(dy, x, W, geom, scratch_rows, need_input, need_weight, dx)
     O, Cg, kh, kw = geom.weight_shape
     x = x if need_weight else _NO_INPUT(dy.dtype)
     dx = dx if need_input else np.empty((N,) + geom.in_shape, dtype=dy.dtype)
+    G = geom.groups
+    sh, sw, ph, pw, dh, dw = geom.kernel_args()
     if _channels_last(geom):
         rows, chunks = _backward_launch(geom, N, dy.itemsize)
+        # 1. the input padded channels last (for dW) and the weight in patch order (for dx), as
+        # the forward makes them; 2. the chunks' products into a padded channels-last dx and
+        # partial dWᵀ; 3. that dx unpadded into ``dx``
+        H, Wd = geom.in_shape[1:]
+        plane = (G, H + 2 * ph, Wd + 2 * pw, Cg)
+        xp = np.empty((N if need_weight else 0,) + plane, dtype=dy.dtype)
+        pad_chunks = min(chunks, N * G)
+        if need_weight:
+            run_chunks(pad_channels_last_batch, pad_channels_last_chunk, pad_chunks, x, G, ph, pw,
+                       pad_chunks, xp)
+        wp = (_patch_order(W, geom, scratch_rows, dy.dtype) if need_input
+              else np.empty((0, kh * kw * Cg), dtype=dy.dtype))
+        dxp = np.zeros((N if need_input else 0,) + plane, dtype=dy.dtype)
         parts = np.zeros((chunks, kh * kw * Cg, O) if need_weight else (chunks, 0, 0),
                          dtype=dy.dtype)
-        conv2d_backward_patches(dy, x, W, kh, kw, *geom.kernel_args(), geom.groups, rows, chunks,
-                                scratch_rows, _dw_block(geom, dy.itemsize), need_input,
-                                need_weight, dx, parts)
+        run_chunks(conv2d_backward_patches, conv2d_backward_patches_chunk, chunks, dy, xp, wp, kh,
+                   kw, sh, sw, dh, dw, G, rows, chunks, _dw_block(geom, dy.itemsize), need_input,
+                   need_weight, dxp, parts)
+        if need_input:
+            run_chunks(unpad_channels_last_batch, unpad_channels_last_chunk, pad_chunks, dxp, G,
+                       ph, pw, pad_chunks, dx)
         if not need_weight:
             return None
         # the kernel's patch order (i, j, c) back to the weight's (c, i, j)
@@ -953,8 +1006,9 @@ def _backward_blocked(dy, x, W, geom, scratch_rows, need_input, need_weight, dx)
     rows, _, chunks = _im2col_launch(geom, N, dy.itemsize)
     parts = np.zeros((chunks, O, Cg * kh * kw) if need_weight else (chunks, 0, 0),
                      dtype=dy.dtype)
-    conv2d_backward_im2col(dy, x, W, kh, kw, *geom.kernel_args(), geom.groups, rows, chunks,
-                           scratch_rows, need_input, need_weight, dx, parts)
+    run_chunks(conv2d_backward_im2col, conv2d_backward_im2col_chunk, chunks, dy, x, W, kh, kw, sh,
+               sw, ph, pw, dh, dw, G, rows, chunks, scratch_rows, need_input, need_weight, dx,
+               parts)
     return parts.sum(axis=0).reshape(geom.weight_shape) if need_weight else None
 
 

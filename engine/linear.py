@@ -34,8 +34,8 @@ def linear_forward_gemm_chunk(t, x, weight, bias, chunks, y):
     # x: (N, I); weight: (O, I); bias: (O,); y: (N, O), the columns of chunk t written
     # y[:, block] = x · W[block]ᵀ + b[block], block t of ``chunks`` blocks of output features
     lo, hi = chunk_bounds(t, chunks, y.shape[1])
-    # weight[lo:hi, :] is typed as a strided view, as conv's operand is, and np.bool_ flags are
-    # runtime values, not literals: conv and linear forwards share one compiled gemm
+    # weight[lo:hi, :] is typed as a strided view, as conv's operand is: conv and linear
+    # forwards share one compiled gemm (np.bool_ flags: runtime values, not literals)
     gemm(x, weight[lo:hi, :], y[:, lo:hi], np.bool_(False), np.bool_(True), 1.0, 0.0)
     for n in range(y.shape[0]):
         row = y[n]
@@ -60,10 +60,10 @@ def linear_backward_gemm(dy, x, weight, chunks, need_input, need_weight, dx, dwe
     for t in prange(chunks):
         if need_input:
             lo, hi = chunk_bounds(t, chunks, I)
-            gemm(dy, weight[:, lo:hi], dx[:, lo:hi])
+            gemm(dy, weight[:, lo:hi], dx[:, lo:hi], np.bool_(False), np.bool_(False), 1.0, 0.0)
         if need_weight:
             lo, hi = chunk_bounds(t, chunks, O)
-            gemm(dy[:, lo:hi], x, dweight[lo:hi], True, False)
+            gemm(dy[:, lo:hi], x, dweight[lo:hi], np.bool_(True), np.bool_(False), 1.0, 0.0)
 
 
 @njit(**JIT_PARALLEL)
@@ -76,7 +76,8 @@ def linear_forward_blocked(x, W, bias, chunks, block, y):
         lo, hi = chunk_bounds(t, chunks, O)
         for r0 in range(lo, hi, block):
             r1 = min(r0 + block, hi)
-            gemm(x, weight_rows(W, r0, r1, scratch), y[:, r0:r1], False, True)
+            gemm(x, weight_rows(W, r0, r1, scratch), y[:, r0:r1], np.bool_(False), np.bool_(True),
+                 1.0, 0.0)
             for n in range(N):
                 y[n, r0:r1] += bias[r0:r1]
 
@@ -93,10 +94,10 @@ def linear_backward_blocked(dy, x, W, chunks, block, need_input, need_weight, dx
         for r0 in range(lo, hi, block):
             r1 = min(r0 + block, hi)
             if need_input:
-                gemm(dy[:, r0:r1], weight_rows(W, r0, r1, scratch), dx_parts[t], False, False,
-                     1.0, 1.0)
+                gemm(dy[:, r0:r1], weight_rows(W, r0, r1, scratch), dx_parts[t], np.bool_(False),
+                     np.bool_(False), 1.0, 1.0)
             if need_weight:
-                gemm(dy[:, r0:r1], x, dweight[r0:r1], True, False)
+                gemm(dy[:, r0:r1], x, dweight[r0:r1], np.bool_(True), np.bool_(False), 1.0, 0.0)
 
 
 @njit(**JIT_PARALLEL)

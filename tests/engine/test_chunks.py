@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from helpers import assert_close
 
-from robustcnn.engine import (_jit, activation, conv, conv2d_forward, linear, linear_forward,
-                              max_pool2d_forward, pool, relu_forward)
+from robustcnn.engine import (_jit, activation, conv, conv2d_backward, conv2d_forward, linear,
+                              linear_forward, max_pool2d_forward, pool, relu_forward)
 from robustcnn.engine.formats import CodebookWeight
 from robustcnn.engine.layers import Conv2d
 from robustcnn.engine.net import Net
@@ -54,6 +54,37 @@ def test_threads_and_calling_thread_agree(case, monkeypatch):
     spread = run()
     assert_close(spread, alone, 1e-6, case, atol=1e-6)
     if numba.get_num_threads() > 1:  # the chunks did go through the parallel wrapper
+        assert wrapper.signatures
+
+
+# The convolution backward splits the batch's examples over the threads (one chunk per thread,
+# at most one per example): with one thread its single chunk runs in the calling thread.
+BACKWARD = {
+    "im2col": (lambda: conv2d_backward(rng_dy(X, W, 1, 1), X, W, 1, 1),
+               conv.conv2d_backward_im2col),
+    "channels last": (lambda: conv2d_backward(rng_dy(X16, W16, 2, 1, 2), X16, W16, 2, 1, groups=2),
+                      conv.conv2d_backward_patches),
+}
+
+
+def rng_dy(x, w, stride, padding, groups=1):
+    y = conv2d_forward(x, w, None, stride, padding, groups=groups)
+    return np.random.default_rng(1).standard_normal(y.shape).astype(y.dtype)
+
+
+@pytest.mark.parametrize("case", sorted(BACKWARD))
+def test_backward_threads_and_calling_thread_agree(case):
+    run, wrapper = BACKWARD[case]
+    threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        alone = run()
+    finally:
+        numba.set_num_threads(threads)
+    spread = run()
+    for got, want, name in zip(spread, alone, ("dx", "dweight", "dbias")):
+        assert_close(got, want, 1e-5, f"{case} {name}", atol=1e-5)
+    if threads > 1:  # the chunks did go through the parallel wrapper
         assert wrapper.signatures
 
 
