@@ -421,6 +421,26 @@ def test_linear_direct_walk_over_fillers(kind, gap_bits, rng):
     assert_close(y, x @ w.T + b, TIGHT, f"{kind} {gap_bits}-bit gaps vs NumPy")
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("K", [36, 37])
+def test_codebook_rows_decode_float32(K, bits, rng):
+    # The block decoder on float32 values, where codes of up to PAIR_BITS bits are decoded two
+    # at a time through the pair table: every block of rows (odd starts, odd widths, a head and
+    # a tail around the 8-code groups) against to_dense, and the layer against float64.
+    from robustcnn.engine.formats.base import weight_rows
+
+    w = codebook_weight(rng, (9, K), bits, sparse=False)[0].astype(F32)
+    fmt = CodebookWeight.from_dense(w, bits, dtype=F32)
+    dense = fmt.to_dense()
+    scratch = np.empty((9, K), dtype=F32)
+    for lo, hi in ((0, 9), (1, 4), (3, 8), (8, 9)):
+        assert_close(weight_rows(fmt.operand(), lo, hi, scratch).astype(F64),
+                     dense[lo:hi].astype(F64), 0.0, f"{bits}-bit rows {lo}..{hi}")
+    x = rng.standard_normal((8, K)).astype(F32)
+    assert_close(linear_forward_format(x, fmt, None).astype(F64),
+                 x.astype(F64) @ dense.astype(F64).T, 1e-5, f"{bits}-bit layer vs float64")
+
+
 def test_sparse_codebook_execution_entries():
     # The kernels' entries: code in the top byte, the column in the row below it; uint32 while
     # every column fits 24 bits, uint64 beyond (a row of 2^24 + 1 columns).
