@@ -18,8 +18,10 @@ A sparse format may also offer the direct hub, ``row_dot`` and ``row_dot_backwar
 with a row computed while walking its stored entries (EIE), nothing decoded into buffers. At a
 small batch that reads the weight once per example at its stored size, which beats decoding the
 row into buffers first; at a larger batch decoding once for the whole batch wins (the FC kernels
-pick by batch size, ``linear.DIRECT_MAX_BATCH``). ``row_pair_dot`` walks two rows at once for a
-format whose walk waits on a chain of dependent reads (Huffman), the others one after the other.
+pick by batch size, ``linear.DIRECT_MAX_BATCH``). ``rows_dot`` computes a block of rows in one
+call, so that no call per row remains in the loop; a format may give its own (the sparse codebook
+keeps its arrays in hand, Huffman walks two rows at once: its walk waits on a chain of dependent
+reads), the others loop over ``row_dot``.
 
 Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) every
 hub looks the operand's class up in the same registry and calls the same function.
