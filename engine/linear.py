@@ -21,12 +21,15 @@ from ._jit import JIT, JIT_PARALLEL, chunk_bounds, chunk_count, run_chunks, work
 from ._loops import axpy, dot, sparse_dot, sparse_row_product
 from .blas import check_gemm_sizes, gemm
 from .conv import _same_dtype
-from .formats.base import (has_row_direct, row_dot, row_dot_backward, row_entries, row_pair_dot,
+from .formats.base import (has_row_direct, row_dot_backward, row_entries, rows_dot,
                            weight_rows)
 from . import quantized
 
 # Narrower blocks than this make per-call overhead dominate the product.
 _MIN_BLOCK = 64
+# Rows the direct walk hands a format at a time: a sparse FC row of 4096 columns at 90 %
+# pruned is about 1.6 KiB of entries, so a block stays in L1 while every example walks it.
+_DIRECT_ROWS = 16
 
 
 @njit(**JIT)
@@ -124,23 +127,20 @@ def linear_forward_sparse(xT, W, bias, chunks, max_row, yT):
 
 
 @njit(**JIT_PARALLEL)
-def linear_forward_direct(x, W, bias, chunks, y):
+def linear_forward_direct(x, W, bias, chunks, block, y):
     # x: (N, I); W: sparse operand with a direct walk (row_dot); bias: (O,)
     # y: (N, O), every cell written
     # y[n, o] = b[o] + Σ_{(k, v) ∈ row o} v · x[n, k]   (EIE: each example walks the row's stored
     # entries; nothing is decoded into buffers, so the weight is read at its stored size).
-    # Rows go in pairs (row_pair_dot): a format may walk both at once.
+    # Blocks of ``block`` rows (rows_dot: a format may walk several rows at once), each walked
+    # by every example while its entries are in cache.
     N, O = y.shape
     for t in prange(chunks):
         lo, hi = chunk_bounds(t, chunks, O)
-        for o in range(lo, hi - 1, 2):
+        for r0 in range(lo, hi, block):
+            r1 = min(r0 + block, hi)
             for n in range(N):
-                s0, s1 = row_pair_dot(W, o, x[n])
-                y[n, o] = bias[o] + s0
-                y[n, o + 1] = bias[o + 1] + s1
-        if (hi - lo) & 1:
-            for n in range(N):
-                y[n, hi - 1] = bias[hi - 1] + row_dot(W, hi - 1, x[n])
+                rows_dot(W, r0, r1, x[n], bias, y[n])
 
 
 @njit(**JIT_PARALLEL)
@@ -188,11 +188,13 @@ _CODEBOOK_BLOCK = 64
 # Largest batch at which a sparse format's direct walk (linear_forward_direct: each example
 # walks the stored entries) beats decoding each row once for the whole batch
 # (linear_forward_sparse). Measured on FC 4096² at 90 % pruned, 5-bit codes and gaps, one thread,
-# CPU ms direct / rows at batch 1, 2, 4, 8: CSR 1.4 / 1.8, 2.8 / 3.2, 5.5 / 4.7, 10.5 / 5.7;
-# sparse codebook 1.4 / 5.7, 3.1 / 7.0, 6.0 / 8.3, 11.5 / 8.9; Huffman 7.0 / 24.0, 13.8 / 26.2,
-# 27.6 / 27.5, 55.3 / 28.0 (bench.py shows the kernel not picked beside the one picked).
-DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 4, "rans": 4, "cm": 4,
-                    "huffman": 3}  # rans, cm: a sparse codebook
+# CPU ms direct / rows at batch 1, 2, 4, 8, 16 (best of 5, load average 5 on 2 cores):
+# CSR 1.29 / 1.65, 2.52 / 3.03, 5.03 / 4.37, 9.88 / 5.53, 19.6 / 5.93; sparse codebook
+# 0.92 / 4.98, 1.85 / 6.62, 3.69 / 8.42, 7.32 / 8.66, 14.7 / 9.11; Huffman 5.94 / 23.7,
+# 11.7 / 25.5, 23.4 / 27.4, 46.9 / 27.8, 93.7 / 28.4 (bench.py shows the kernel not picked
+# beside the one picked).
+DIRECT_MAX_BATCH = {"csr": 2, "sparse_codebook": 8, "rans": 8, "cm": 8,
+                    "huffman": 4}  # rans, cm: a sparse codebook
 
 
 def direct_walk(fmt, W, N, direct=None):
@@ -221,7 +223,7 @@ def linear_forward_format(x, fmt, bias, *, direct=None):
     y = np.empty((N, O), dtype=x.dtype)
     W = fmt.operand() if fmt.sparse else None
     if fmt.sparse and direct_walk(fmt, W, N, direct):
-        linear_forward_direct(x, W, bias, chunk_count(O, _MIN_BLOCK), y)
+        linear_forward_direct(x, W, bias, chunk_count(O, _MIN_BLOCK), _DIRECT_ROWS, y)
     elif fmt.sparse:
         yT = np.empty((O, N), dtype=x.dtype)
         linear_forward_sparse(np.ascontiguousarray(x.T), W, bias,

@@ -18,8 +18,10 @@ A sparse format may also offer the direct hub, ``row_dot`` and ``row_dot_backwar
 with a row computed while walking its stored entries (EIE), nothing decoded into buffers. At a
 small batch that reads the weight once per example at its stored size, which beats decoding the
 row into buffers first; at a larger batch decoding once for the whole batch wins (the FC kernels
-pick by batch size, ``linear.DIRECT_MAX_BATCH``). ``row_pair_dot`` walks two rows at once for a
-format whose walk waits on a chain of dependent reads (Huffman), the others one after the other.
+pick by batch size, ``linear.DIRECT_MAX_BATCH``). ``rows_dot`` computes a block of rows in one
+call, so that no call per row remains in the loop; a format may give its own (the sparse codebook
+keeps its arrays in hand, Huffman walks two rows at once: its walk waits on a chain of dependent
+reads), the others loop over ``row_dot``.
 
 Called as plain Python (``NUMBA_DISABLE_JIT=1``, to step through a kernel in a debugger) every
 hub looks the operand's class up in the same registry and calls the same function.
@@ -143,15 +145,15 @@ def _row_entries(W, o, cols, vals, slots, need_slots):
 # ---------------------------------------------------------------------------------------------
 # The direct hub: products computed while walking a row's stored entries (EIE)
 
-# NamedTuple class of an operand → (row_dot, row_dot_backward, row_pair_dot or None) njit functions
+# NamedTuple class of an operand → (row_dot, row_dot_backward, rows_dot or None) njit functions
 _ROW_DIRECT = {}
 
 
-def register_row_direct(operand_class, dot, dot_backward, pair_dot=None):
+def register_row_direct(operand_class, dot, dot_backward, rows=None):
     """Declare how a sparse format computes on row o's stored entries directly (``row_dot``,
-    ``row_dot_backward``, and optionally ``row_pair_dot``, two rows walked together). Optional:
+    ``row_dot_backward``, and optionally ``rows_dot``, a block of rows in one call). Optional:
     a sparse format without it runs on ``row_entries``."""
-    _ROW_DIRECT[operand_class] = (dot, dot_backward, pair_dot)
+    _ROW_DIRECT[operand_class] = (dot, dot_backward, rows)
 
 
 def has_row_direct(W):
@@ -167,15 +169,19 @@ def row_dot(W, o, x):
     return _ROW_DIRECT[type(W)][0](W, o, x)
 
 
-def row_pair_dot(W, o, x):
-    """(row_dot(W, o, x), row_dot(W, o + 1, x)). A format whose walk waits on a chain of
-    dependent reads (Huffman: each code's length says where the next code starts) may walk the
-    two rows together, twice the independent chains; the others walk them one after the other.
+def rows_dot(W, lo, hi, x, bias, y):
+    """y[o] = bias[o] + row_dot(W, o, x) for o in [lo, hi): x (K,), bias (O,), y (O,).
+
+    One call for a block of rows, so that a format's walk keeps its arrays in hand from row to
+    row (a call per row cost the sparse codebook a fifth of its time) and may walk several rows
+    at once (Huffman walks two: each code's length says where the next starts, so one row's
+    walk waits on a table lookup per code). A format without its own loops over ``row_dot``.
     Compiled kernels resolve it per operand type (the overload below)."""
-    pair = _ROW_DIRECT[type(W)][2]
-    if pair is not None:
-        return pair(W, o, x)
-    return row_dot(W, o, x), row_dot(W, o + 1, x)
+    rows = _ROW_DIRECT[type(W)][2]
+    if rows is not None:
+        return rows(W, lo, hi, x, bias, y)
+    for o in range(lo, hi):
+        y[o] = bias[o] + row_dot(W, o, x)
 
 
 def row_dot_backward(W, o, g, x, need_input, need_weight, dx, dvalues):
@@ -203,17 +209,18 @@ def _row_dot(W, o, x):
     return None
 
 
-@overload(row_pair_dot, jit_options=JIT)
-def _row_pair_dot(W, o, x):
-    dot, pair = _direct(W, 0), _direct(W, 2)
-    if pair is not None:
-        def impl(W, o, x):
-            return pair(W, o, x)
+@overload(rows_dot, jit_options=JIT)
+def _rows_dot(W, lo, hi, x, bias, y):
+    dot, rows = _direct(W, 0), _direct(W, 2)
+    if rows is not None:
+        def impl(W, lo, hi, x, bias, y):
+            rows(W, lo, hi, x, bias, y)
 
         return impl
     if dot is not None:
-        def impl(W, o, x):
-            return dot(W, o, x), dot(W, o + 1, x)
+        def impl(W, lo, hi, x, bias, y):
+            for o in range(lo, hi):
+                y[o] = bias[o] + dot(W, o, x)
 
         return impl
     return None

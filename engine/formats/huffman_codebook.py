@@ -13,7 +13,7 @@ the position before the row:
 The index is derived, like the sparse codebook's, and ``runtime_nbytes`` reports it apart from
 the stored size. Kernels decode a row every time they visit it (the streaming path): into the
 caller's entry buffers (``row_entries``), or symbol by symbol while computing the row's product
-(``row_dot``, ``row_pair_dot``: the batch-1 walk, two rows at a time); ``decoded()`` is the
+(``row_dot``, ``rows_dot``: the batch-1 walk, two rows at a time); ``decoded()`` is the
 optional decode-once cache, the same weight as a SparseCodebookWeight, measured and reported
 apart. Each bitstream is kept in memory with ``huffman.PAD_BYTES`` zero bytes after it, so that
 the walk reads a window at any bit with one 8-byte read.
@@ -24,7 +24,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from .._jit import JIT
+from .._jit import JIT, JIT_INLINE
 from . import huffman
 from .base import (WeightFormat, check_bits, check_bytes, check_structure_array, check_values,
                    register_row_decoder, register_row_direct)
@@ -84,34 +84,23 @@ def _long_code(bits, pos, primary, primary_bits, canonical, symbols):
     return (symbol << 8) | length, after
 
 
-@njit(**JIT)
-def _code_from(W, window, pos, shift):
-    # The next code symbol of a walk: (symbol << 8 | length, the window after it) from the
-    # primary table, or from _long_code when the table does not hold it; (0, …): no match
-    c = np.int64(W.code_primary[window >> shift])
-    if c == 0:
-        return _long_code(W.code_bits, pos, W.code_primary, W.code_primary_bits,
-                          W.code_canonical, W.code_symbols)
-    return c, window << np.uint64(c & 255)
+# The walk's decode step, written out in each walk for each stream: a primary-table lookup
+# on the window, its length shifted out; a code longer than the table's bits goes to
+# _long_code (a call on the rare path only). A helper holding the step, called per code,
+# kept its array arguments' reference counting in the loop: the walk ran 30-70x slower.
+#     c = np.int64(primary[window >> shift])           # symbol << 8 | length, 0: longer
+#     if c == 0: c, window = _long_code(…)
+#     else: window <<= np.uint64(c & 255)
 
 
-@njit(**JIT)
-def _gap_from(W, window, pos, shift):
-    # _code_from for the gap stream
-    g = np.int64(W.gap_primary[window >> shift])
-    if g == 0:
-        return _long_code(W.gap_bits, pos, W.gap_primary, W.gap_primary_bits,
-                          W.gap_canonical, W.gap_symbols)
-    return g, window << np.uint64(g & 255)
-
-
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def _walk_row(W, cpos, gpos, p, n, x):
     # Σ centroids[code_e] · x[p_e] over the next n entries of a row, its codes from bit cpos of
     # the code stream, its gaps from bit gpos of the gap stream, p_e = p_{e−1} + gap_e + 1 from p
     # Four entries per window: a window holds ≥ 57 bits and four primary codes ≤ 40, so the
-    # refill (window_from, one 8-byte read) is once per four entries, not a branch per code; a long code brings a fresh window of its own. A code that matches nothing
-    # (impossible in a stream verified at load) ends the walk.
+    # refill (window_from, one 8-byte read) is once per four entries, not a branch per code; a
+    # long code brings a fresh window of its own. A code that matches nothing (impossible in a
+    # stream verified at load) ends the walk.
     s = W.centroids[0]  # 0.0 in the values' dtype
     cshift = np.uint64(64 - W.code_primary_bits)
     gshift = np.uint64(64 - W.gap_primary_bits)
@@ -120,8 +109,18 @@ def _walk_row(W, cpos, gpos, p, n, x):
         cw = huffman.window_from(W.code_bits, cpos)
         gw = huffman.window_from(W.gap_bits, gpos)
         for _ in range(min(n - i, 4)):
-            c, cw = _code_from(W, cw, cpos, cshift)  # symbol << 8 | length
-            g, gw = _gap_from(W, gw, gpos, gshift)
+            c = np.int64(W.code_primary[cw >> cshift])  # symbol << 8 | length
+            if c == 0:
+                c, cw = _long_code(W.code_bits, cpos, W.code_primary, W.code_primary_bits,
+                                   W.code_canonical, W.code_symbols)
+            else:
+                cw <<= np.uint64(c & 255)
+            g = np.int64(W.gap_primary[gw >> gshift])
+            if g == 0:
+                g, gw = _long_code(W.gap_bits, gpos, W.gap_primary, W.gap_primary_bits,
+                                   W.gap_canonical, W.gap_symbols)
+            else:
+                gw <<= np.uint64(g & 255)
             if c == 0 or g == 0:
                 return s
             cpos += c & 255
@@ -141,7 +140,7 @@ def huffman_row_dot(W, o, x):
                      W.row_entry[o + 1] - W.row_entry[o], x)
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def huffman_row_pair_dot(W, o, x):
     # x: (K,) → (huffman_row_dot(W, o, x), huffman_row_dot(W, o + 1, x))
     # Each code's length says where the next starts: one row's walk waits on a table lookup per
@@ -163,11 +162,31 @@ def huffman_row_pair_dot(W, o, x):
         gwa = huffman.window_from(W.gap_bits, ga)
         cwb = huffman.window_from(W.code_bits, cb)
         gwb = huffman.window_from(W.gap_bits, gb)
-        for _ in range(4):
-            c, cwa = _code_from(W, cwa, ca, cshift)
-            g, gwa = _gap_from(W, gwa, ga, gshift)
-            d, cwb = _code_from(W, cwb, cb, cshift)
-            h, gwb = _gap_from(W, gwb, gb, gshift)
+        for _ in range(4):  # the decode step (see above) on each of the four streams
+            c = np.int64(W.code_primary[cwa >> cshift])
+            if c == 0:
+                c, cwa = _long_code(W.code_bits, ca, W.code_primary, W.code_primary_bits,
+                                    W.code_canonical, W.code_symbols)
+            else:
+                cwa <<= np.uint64(c & 255)
+            g = np.int64(W.gap_primary[gwa >> gshift])
+            if g == 0:
+                g, gwa = _long_code(W.gap_bits, ga, W.gap_primary, W.gap_primary_bits,
+                                    W.gap_canonical, W.gap_symbols)
+            else:
+                gwa <<= np.uint64(g & 255)
+            d = np.int64(W.code_primary[cwb >> cshift])
+            if d == 0:
+                d, cwb = _long_code(W.code_bits, cb, W.code_primary, W.code_primary_bits,
+                                    W.code_canonical, W.code_symbols)
+            else:
+                cwb <<= np.uint64(d & 255)
+            h = np.int64(W.gap_primary[gwb >> gshift])
+            if h == 0:
+                h, gwb = _long_code(W.gap_bits, gb, W.gap_primary, W.gap_primary_bits,
+                                    W.gap_canonical, W.gap_symbols)
+            else:
+                gwb <<= np.uint64(h & 255)
             if c == 0 or g == 0 or d == 0 or h == 0:
                 return sa, sb
             ca += c & 255
@@ -217,8 +236,19 @@ def huffman_row_dot_backward(W, o, g, x, need_input, need_weight, dx, dcentroids
             dcentroids[c] += g * x[p]
 
 
-register_row_direct(HuffmanArrays, huffman_row_dot, huffman_row_dot_backward,
-                    huffman_row_pair_dot)
+@njit(**JIT)
+def huffman_rows_dot(W, lo, hi, x, bias, y):
+    # x: (K,); bias, y: (O,) → y[o] = bias[o] + huffman_row_dot(W, o, x), lo ≤ o < hi, the rows
+    # walked two at a time (huffman_row_pair_dot)
+    for o in range(lo, hi - 1, 2):
+        s0, s1 = huffman_row_pair_dot(W, o, x)
+        y[o] = bias[o] + s0
+        y[o + 1] = bias[o + 1] + s1
+    if (hi - lo) & 1:
+        y[hi - 1] = bias[hi - 1] + huffman_row_dot(W, hi - 1, x)
+
+
+register_row_direct(HuffmanArrays, huffman_row_dot, huffman_row_dot_backward, huffman_rows_dot)
 
 
 @njit(**JIT)

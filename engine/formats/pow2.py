@@ -41,11 +41,12 @@ from numba import njit
 from .._jit import JIT
 from .base import (DenseArrays, WeightFormat, check_bytes, check_structure_array, check_weight,
                    pack_bits, packed_nbytes, register_block_decoder, unpack_bits)
-from .codebook import codebook_rows
+from .codebook import codebook_rows, pair_table
 from .dense import HEADER_BYTES
 
-# The table decoder is the codebook's, compiled for this tuple (same field names).
-Pow2Arrays = namedtuple("Pow2Arrays", "codes bits centroids ncols")
+# The table decoder is the codebook's, compiled for this tuple (same field names, the pair
+# table too).
+Pow2Arrays = namedtuple("Pow2Arrays", "codes bits centroids ncols pairs")
 register_block_decoder(Pow2Arrays, codebook_rows)
 
 MIN_BITS, MAX_BITS = 2, 8
@@ -185,7 +186,8 @@ class Pow2Weight(WeightFormat):
         return Pow2Weight(self.shape, self.codes, self.n1, self.bits, dtype)
 
     def operand(self):
-        return Pow2Arrays(self.codes, self.bits, self.table, self.cols)
+        return Pow2Arrays(self.codes, self.bits, self.table, self.cols,
+                          pair_table(self.table, self.bits))
 
     def code_array(self):
         """The unpacked codes, (O·K,) uint8."""

@@ -13,13 +13,15 @@ code 0 means "zero" and is never trained. Codes and gaps are packed LSB first.
 
 At load, one pass over the gaps finds where each row starts in the stream (``row_entry``) and the
 position just before it (``row_prev``), so kernels can decode rows in parallel, and the packed
-codes and gaps are unpacked into one uint16 per entry (``pairs``: the code in the high byte, the
-gap in the low one), the layout the kernels walk: 2 bytes per entry against CSR's 8, read four
-at a time, no bit fields straddling bytes. On FC 4096² at 90 % pruned with 5-bit codes and
-gaps, one thread, batch 1: 1.23 ms against 3.0 ms for the walk over the packed bit streams and
-1.4 ms for CSR's; two separate uint8 arrays (code, gap) took 1.77 ms, a uint16 column plus a
-uint8 code 1.72 ms. All of it is derived, not stored: ``runtime_nbytes`` reports it apart from
-the stored size.
+codes and gaps are turned into one unsigned integer per entry (``entries``: the code in the top
+byte, the entry's column in the row below it; uint32 for rows of up to 2^24 columns, else
+uint64), the layout the kernels walk: a code and a column come from one 4-byte load, no bit
+fields, no chain of gaps from entry to entry. On FC 4096² at 90 % pruned with 5-bit codes and
+gaps, one thread, batch 1, the rows' walk alone (CPU ms, best of 5): 0.93 with these entries,
+1.17-1.29 with a uint16 (code, gap) pair per entry (read one or four at a time, 4 or 8 sums),
+1.52 with a uint16 column and a uint8 code in two arrays, 3.0 on the packed bit streams;
+CSR's 1.26. All of it is derived, not stored: ``runtime_nbytes`` reports it apart from the
+stored size (4 bytes an entry against CSR's 8 and the stored ~1.3).
 """
 
 from collections import namedtuple
@@ -27,29 +29,35 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
-from .._jit import JIT
+from .._jit import JIT, JIT_INLINE
 from .base import (WeightFormat, check_bits, check_bytes, check_structure_array, check_values,
                    pack_bits, packed_nbytes, register_row_decoder, register_row_direct,
                    unpack_bits)
 from .codebook import linear_centroids, nearest_codes
 from .dense import HEADER_BYTES
 
-SparseCodebookArrays = namedtuple("SparseCodebookArrays", "pairs centroids row_entry row_prev ncols")
+SparseCodebookArrays = namedtuple("SparseCodebookArrays", "entries centroids row_entry")
+
+
+@njit(**JIT_INLINE)
+def entry_shift(entries):
+    # Bit where an entry's code starts (its top byte): 24 for uint32 entries, 56 for uint64;
+    # the column is the bits below it. A constant per compiled dtype.
+    return np.int64(entries.itemsize * 8 - 8)
 
 
 @njit(**JIT)
 def sparse_codebook_row_entries(W, o, cols, vals, slots, need_slots):
-    # Row o: walk its entries from the position before the row; fillers (code 0) are skipped.
-    pairs, centroids = W.pairs, W.centroids
-    p = W.row_prev[o]
-    base = o * W.ncols
+    # Row o: its entries' columns and centroids; fillers (code 0) are skipped.
+    entries, centroids = W.entries, W.centroids
+    shift = entry_shift(entries)
+    mask = (np.int64(1) << shift) - 1
     n = 0
     for e in range(W.row_entry[o], W.row_entry[o + 1]):
-        a = np.int64(pairs[e])
-        p += (a & 255) + 1
-        c = a >> 8
+        a = np.int64(entries[e])
+        c = a >> shift
         if c != 0:
-            cols[n] = p - base
+            cols[n] = a & mask
             vals[n] = centroids[c]
             if need_slots:
                 slots[n] = c
@@ -60,70 +68,68 @@ def sparse_codebook_row_entries(W, o, cols, vals, slots, need_slots):
 register_row_decoder(SparseCodebookArrays, sparse_codebook_row_entries)
 
 
-@njit(**JIT)
-def read_pairs(pairs, e):
-    """Entries e .. e + 3 of the pair array as one little-endian int64 (the caller checked
-    e + 4 ≤ len(pairs)): entry e + i's gap in bits 16i .. 16i + 7, its code in the next 8."""
-    i = np.uint64(e)  # unsigned: no negative-index wraparound, so LLVM merges the 4 loads
-    return (np.int64(pairs[i]) | (np.int64(pairs[i + np.uint64(1)]) << 16)
-            | (np.int64(pairs[i + np.uint64(2)]) << 32) | (np.int64(pairs[i + np.uint64(3)]) << 48))
-
-
-@njit(**JIT)
-def sparse_codebook_row_dot(W, o, x):
-    # x: (K,) → Σ_e centroids[code[e]] · x[p_e − o·K] over row o's entries, p_e = p_{e−1} + gap[e] + 1
-    # EIE's walk on the pair array: four (code, gap) pairs come from one 8-byte read, so an
-    # entry costs two loads (its centroid and x), as few as CSR's walk but on 2 bytes instead
-    # of 8. Fillers add centroid 0 = 0.0 · x: cheaper than a branch per entry (an inf or NaN in
-    # x then reaches the sum, as in a dense product).
-    pairs, centroids = W.pairs, W.centroids
-    e = W.row_entry[o]
-    end = W.row_entry[o + 1]
-    p = W.row_prev[o] - o * W.ncols  # column before the row's first entry (may be < 0)
-    s0 = s1 = s2 = s3 = centroids[0]  # 0.0 in the values' dtype; four independent sums
-    while e < end and e & 3:  # to the first whole group of four
-        a = np.int64(pairs[e])
-        p += (a & 255) + 1
-        s0 += centroids[a >> 8] * x[p]
-        e += 1
+@njit(**JIT_INLINE)
+def _walk(entries, centroids, e, end, x):
+    # x: (K,) → Σ_{e ≤ i < end} centroids[code_i] · x[column_i], four independent sums
+    # EIE's walk on the execution layout: one 4-byte load gives an entry's code and column, so
+    # an entry costs three loads (entry, centroid, x) and no arithmetic chain. Fillers add
+    # centroid 0 = 0.0 · x: cheaper than a branch per entry (an inf or NaN in x then reaches
+    # the sum, as in a dense product).
+    shift = entry_shift(entries)
+    mask = (np.int64(1) << shift) - 1
+    s0 = s1 = s2 = s3 = centroids[0]  # 0.0 in the values' dtype
     while e + 4 <= end:
-        w = read_pairs(pairs, e)
-        q0 = p + (w & 255) + 1  # each entry's column (≥ 0: unsigned index)
-        q1 = q0 + ((w >> 16) & 255) + 1
-        q2 = q1 + ((w >> 32) & 255) + 1
-        q3 = q2 + ((w >> 48) & 255) + 1
-        s0 += centroids[(w >> 8) & 255] * x[np.uint64(q0)]
-        s1 += centroids[(w >> 24) & 255] * x[np.uint64(q1)]
-        s2 += centroids[(w >> 40) & 255] * x[np.uint64(q2)]
-        s3 += centroids[(w >> 56) & 255] * x[np.uint64(q3)]
-        p = q3
+        i = np.uint64(e)  # unsigned: no negative-index wraparound
+        a0 = np.int64(entries[i])
+        a1 = np.int64(entries[i + np.uint64(1)])
+        a2 = np.int64(entries[i + np.uint64(2)])
+        a3 = np.int64(entries[i + np.uint64(3)])
+        s0 += centroids[a0 >> shift] * x[a0 & mask]
+        s1 += centroids[a1 >> shift] * x[a1 & mask]
+        s2 += centroids[a2 >> shift] * x[a2 & mask]
+        s3 += centroids[a3 >> shift] * x[a3 & mask]
         e += 4
     while e < end:  # the rest
-        a = np.int64(pairs[e])
-        p += (a & 255) + 1
-        s0 += centroids[a >> 8] * x[p]
+        a = np.int64(entries[e])
+        s0 += centroids[a >> shift] * x[a & mask]
         e += 1
     return (s0 + s1) + (s2 + s3)
 
 
 @njit(**JIT)
+def sparse_codebook_row_dot(W, o, x):
+    # x: (K,) → Σ_e centroids[code[e]] · x[column[e]] over row o's entries
+    return _walk(W.entries, W.centroids, W.row_entry[o], W.row_entry[o + 1], x)
+
+
+@njit(**JIT)
+def sparse_codebook_rows_dot(W, lo, hi, x, bias, y):
+    # x: (K,); bias, y: (O,) → y[o] = bias[o] + sparse_codebook_row_dot(W, o, x), lo ≤ o < hi
+    entries, centroids, row_entry = W.entries, W.centroids, W.row_entry
+    for o in range(lo, hi):
+        y[o] = bias[o] + _walk(entries, centroids, row_entry[o], row_entry[o + 1], x)
+
+
+@njit(**JIT)
 def sparse_codebook_row_dot_backward(W, o, g, x, need_input, need_weight, dx, dcentroids):
     # x, dx: (K,); dcentroids: (centroids,), accumulated into
-    # dx[k] += g · centroids[code[e]];   dcentroids[code[e]] += g · x[k]   (k = p_e − o·K; code 0,
+    # dx[k] += g · centroids[code[e]];   dcentroids[code[e]] += g · x[k]   (k = column[e]; code 0,
     # the zero, gets sums too: slot_grads drops them)
-    pairs, centroids = W.pairs, W.centroids
-    p = W.row_prev[o] - o * W.ncols
+    entries, centroids = W.entries, W.centroids
+    shift = entry_shift(entries)
+    mask = (np.int64(1) << shift) - 1
     for e in range(W.row_entry[o], W.row_entry[o + 1]):
-        a = np.int64(pairs[e])
-        p += (a & 255) + 1
-        c = a >> 8
+        a = np.int64(entries[e])
+        k = a & mask
+        c = a >> shift
         if need_input:
-            dx[p] += g * centroids[c]
+            dx[k] += g * centroids[c]
         if need_weight:
-            dcentroids[c] += g * x[p]
+            dcentroids[c] += g * x[k]
 
 
-register_row_direct(SparseCodebookArrays, sparse_codebook_row_dot, sparse_codebook_row_dot_backward)
+register_row_direct(SparseCodebookArrays, sparse_codebook_row_dot, sparse_codebook_row_dot_backward,
+                    sparse_codebook_rows_dot)
 
 
 def entries_from_positions(positions, codes, gap_bits):
@@ -140,6 +146,14 @@ def entries_from_positions(positions, codes, gap_bits):
     out_codes[ends] = codes
     out_gaps[ends] = last_gap
     return out_codes, out_gaps
+
+
+def execution_entries(codes, positions, cols):
+    """The kernels' entries: code << shift | column for each entry (fillers included), uint32
+    with shift 24 where every column fits below 2^24, else uint64 with shift 56."""
+    dtype, shift = (np.uint32, 24) if cols <= 1 << 24 else (np.uint64, 56)
+    columns = positions % max(cols, 1)
+    return (codes.astype(dtype) << dtype(shift)) | columns.astype(dtype)
 
 
 def row_index(gaps, rows, cols):
@@ -190,10 +204,10 @@ class SparseCodebookWeight(WeightFormat):
             raise ValueError(f"{at}: a code is >= the codebook size {self.centroids.size}")
         gaps = unpack_bits(self.gaps, self.count, self.gap_bits)
         self.row_entry, self.row_prev, positions = row_index(gaps, self.rows, self.cols)
-        self.pairs = (codes.astype(np.uint16) << 8) | gaps
         if self.count and positions[-1] >= self.size:
             raise ValueError(f"{at}: the entries run to position {positions[-1]}, past the "
                              f"{self.size} weights of shape {self.shape}")
+        self.entries_layout = execution_entries(codes, positions, self.cols)
 
     @classmethod
     def from_dense(cls, weight, code_bits=8, gap_bits=4, *, centroids=None, dtype=None,
@@ -256,8 +270,7 @@ class SparseCodebookWeight(WeightFormat):
         return {"code_bits": self.code_bits, "gap_bits": self.gap_bits}
 
     def operand(self):
-        return SparseCodebookArrays(self.pairs, self.centroids, self.row_entry, self.row_prev,
-                                    self.cols)
+        return SparseCodebookArrays(self.entries_layout, self.centroids, self.row_entry)
 
     def entries(self):
         """Unpacked (codes, gaps, positions) of the whole stream."""
@@ -302,8 +315,8 @@ class SparseCodebookWeight(WeightFormat):
                 "centroids": self.centroids.size * 4, "header": HEADER_BYTES + 6}
 
     def runtime_nbytes(self):
-        """The row index and the entry pairs built at load (not stored)."""
-        return self.row_entry.nbytes + self.row_prev.nbytes + self.pairs.nbytes
+        """The row index and the execution entries built at load (not stored)."""
+        return self.row_entry.nbytes + self.row_prev.nbytes + self.entries_layout.nbytes
 
 
 class DecodedAtLoad(SparseCodebookWeight):

@@ -3,7 +3,7 @@ give what the compiled kernels give.
 
 A child process with the JIT disabled runs LeNet-5 (float64, pruned and on a few levels) in every
 weight format: forward, backward (loss, weight and input gradients; sparse layers at one
-example, two and five, which take their direct and their decoding paths) and one FGSM step; the
+example, two and nine, which take their direct and their decoding paths) and one FGSM step; the
 int8 format also on byte inputs, where its integer kernels run (LeNet-5's conv1 and
 LeNet-300-100's ip1). This process runs the same with the kernels compiled. Plain Python once
 failed in the format hubs (``weight_rows`` had no Python body) and, silently, in BLAS (an
@@ -50,7 +50,7 @@ def run_every_format():
 
     rng = np.random.default_rng(0)
     x, y = rng.random((2, 1, 28, 28)), np.array([3, 7])
-    x5 = rng.random((5, 1, 28, 28))
+    x9 = rng.random((9, 1, 28, 28))
     out = {}
     for kind in OPTIONS:
         net = lenet5_in(kind)
@@ -62,9 +62,9 @@ def run_every_format():
                 out[f"{kind}/d{name}.{key}"] = g.copy()
         out[f"{kind}/dx"] = net.loss_and_input_grad(x, y)[1]
         # Sparse FC layers walk a row's entries directly at small batches and decode rows at
-        # larger ones (linear.DIRECT_MAX_BATCH): one example and five take both paths.
+        # larger ones (linear.DIRECT_MAX_BATCH): one example and nine take both paths.
         out[f"{kind}/dx_one"] = net.loss_and_input_grad(x[:1], y[:1])[1]
-        out[f"{kind}/logits_five"] = net.logits(x5)
+        out[f"{kind}/logits_nine"] = net.logits(x9)
         out[f"{kind}/fgsm"] = ATTACKS["fgsm"](net, x, y, eps=0.1)
     # Byte inputs take the int8 format's integer kernels (conv and linear).
     net = lenet5_in("int8")

@@ -29,6 +29,7 @@ from robustcnn.engine.conv import (conv2d_backward_dense, conv2d_backward_format
 from robustcnn.engine.formats import (FORMATS, CodebookWeight, CSRWeight, DenseWeight,
                                       SparseCodebookWeight)
 from robustcnn.engine.formats.base import pack_bits, packed_nbytes, read_packed, unpack_bits
+from robustcnn.engine.formats.sparse_codebook import execution_entries
 from robustcnn.engine.linear import (linear_backward_dense, linear_backward_format,
                                      linear_forward_dense, linear_forward_format)
 
@@ -420,6 +421,51 @@ def test_linear_direct_walk_over_fillers(kind, gap_bits, rng):
     assert_close(y, x @ w.T + b, TIGHT, f"{kind} {gap_bits}-bit gaps vs NumPy")
 
 
+@pytest.mark.parametrize("bits", range(1, 9))
+@pytest.mark.parametrize("K", [36, 37])
+def test_codebook_rows_decode_float32(K, bits, rng):
+    # The block decoder on float32 values, where codes of up to PAIR_BITS bits are decoded two
+    # at a time through the pair table: every block of rows (odd starts, odd widths, a head and
+    # a tail around the 8-code groups) against to_dense, and the layer against float64.
+    from robustcnn.engine.formats.base import weight_rows
+
+    w = codebook_weight(rng, (9, K), bits, sparse=False)[0].astype(F32)
+    fmt = CodebookWeight.from_dense(w, bits, dtype=F32)
+    dense = fmt.to_dense()
+    scratch = np.empty((9, K), dtype=F32)
+    for lo, hi in ((0, 9), (1, 4), (3, 8), (8, 9)):
+        assert_close(weight_rows(fmt.operand(), lo, hi, scratch).astype(F64),
+                     dense[lo:hi].astype(F64), 0.0, f"{bits}-bit rows {lo}..{hi}")
+    x = rng.standard_normal((8, K)).astype(F32)
+    assert_close(linear_forward_format(x, fmt, None).astype(F64),
+                 x.astype(F64) @ dense.astype(F64).T, 1e-5, f"{bits}-bit layer vs float64")
+
+
+def test_sparse_codebook_execution_entries():
+    # The kernels' entries: code in the top byte, the column in the row below it; uint32 while
+    # every column fits 24 bits, uint64 beyond (a row of 2^24 + 1 columns).
+    codes, positions = np.array([3, 0, 255]), np.array([5, 2 * 7 + 6, 3 * 7])
+    e = execution_entries(codes, positions, 7)
+    assert e.dtype == np.uint32 and list(e) == [3 << 24 | 5, 6, 255 << 24]
+    wide = (1 << 24) + 1
+    e = execution_entries(codes, np.array([1 << 24, wide + 2, 3 * wide]), wide)
+    assert e.dtype == np.uint64 and list(e) == [3 << 56 | 1 << 24, 2, 255 << 56]
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "rows"])
+def test_linear_sparse_codebook_uint64_entries(direct, rng):
+    # The uint64 layout (rows wider than 2^24 columns) through the same kernels, on a small
+    # weight whose entries are rebuilt that way.
+    w = weight(rng, WALK_SHAPE, 0.7)
+    fmt = make("sparse_codebook", w)
+    codes, _, positions = fmt.entries()
+    fmt.entries_layout = ((codes.astype(np.uint64) << np.uint64(56))
+                          | (positions % fmt.cols).astype(np.uint64))
+    x, b = rng.standard_normal((3, WALK_SHAPE[1])), rng.standard_normal(WALK_SHAPE[0])
+    y, _, _ = check_linear_format(fmt, x, b, f"uint64 entries direct={direct}", direct=direct)
+    assert_close(y, x @ w.T + b, TIGHT, f"uint64 entries direct={direct} vs NumPy")
+
+
 @pytest.mark.parametrize("direct", [True, False], ids=["direct", "rows"])
 @pytest.mark.parametrize("kind", SPARSE_KINDS)
 def test_linear_sparse_backward_finite_differences(kind, direct, rng):
@@ -631,7 +677,8 @@ def test_stored_sizes(dtype, kind, sparsity, rng):
         assert fmt.indices.dtype == np.int32 and fmt.indptr.dtype == np.int32
     if kind == "sparse_codebook":
         assert fmt.count == np.count_nonzero(w) + fmt.fillers()
-        assert fmt.runtime_nbytes() == (w.shape[0] + 1) * 8 + w.shape[0] * 8 + 2 * fmt.count
+        # the row index and one uint32 execution entry (code, column) per stored entry
+        assert fmt.runtime_nbytes() == (w.shape[0] + 1) * 8 + w.shape[0] * 8 + 4 * fmt.count
     assert str(fmt.stored_bytes()) in repr(fmt).replace(",", "") and kind in fmt.summary()
 
 
