@@ -14,7 +14,7 @@ test per seed and eps; the Wilcoxon p-values of all pairs are one family, Holm-a
 
 from .. import stats
 from ..config import ADVERSARIAL_LINEAGE, COMPRESSED_KINDS
-from .headline import _p, ci_text
+from .headline import ci_text, p_text
 from .inference import across, cell_interval, headline_attack, paired_seeds
 from .tables import MATCHED, column_label, markdown_table
 
@@ -159,7 +159,7 @@ def aware_section(models, columns, fixed):
             (better if mean > 0 else worse).append(f"{b} ({relation})")
         rows.append([a, b, relation, f"{mean:+.2f}",
                      f"{len(res['diffs'])} ({w.first}/{w.second}/{w.ties})",
-                     f"{_p(w.p)} / {_p(adj)}", _p(res["sign"].p),
+                     f"{p_text(w.p)} / {p_text(adj)}", p_text(res["sign"].p),
                      f"{up}/{down} of {tests}" if tests else "–", verdict])
     most = max((len(r["diffs"]) for r in found if r is not None), default=0)
     floor = min(1.0, 2.0 ** (1 - most))  # the least p an exact test of ``most`` pairs gives

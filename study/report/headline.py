@@ -25,7 +25,8 @@ def _bounds(low, high):
     return f"[{_pct(max(low, 0.0))}, {_pct(min(high, 1.0))}]"
 
 
-def _p(p):
+def p_text(p):
+    """A p-value as the report prints it: 2 significant digits below 0.001, else 3 decimals."""
     return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
 
 
@@ -111,7 +112,7 @@ def _mcnemar(pairs):
     if not pairs:
         return "–"
     return "; ".join(f"s{seed}: –" if t is None else
-                     f"s{seed}: {_p(t.p)} ({t.first}/{t.second})" for seed, _, _, t in pairs)
+                     f"s{seed}: {p_text(t.p)} ({t.first}/{t.second})" for seed, _, _, t in pairs)
 
 
 def _verdict(p):
@@ -163,9 +164,10 @@ def _pair_sentence(models, comp, small, attack, columns, res, adjusted, family):
     return (f"{head}: the compressed model's robust accuracy is {mean:+.2f} pp from the "
             f"compact one's on average (compressed − compact) over {len(seeds)} seed(s) × "
             f"{len(res['cells'])} eps = {len(diffs)} pairs ({w.first} higher, {w.second} lower, "
-            f"{w.ties} tied); Wilcoxon signed-rank p = {_p(w.p)}"
-            + (f" (Holm-adjusted over the {family} pairs: {_p(adjusted)})" if family > 1 else "")
-            + f"{limit}, sign test p = {_p(s.p)}: {verdict}.{mcnemar}")
+            f"{w.ties} tied); Wilcoxon signed-rank p = {p_text(w.p)}"
+            + (f" (Holm-adjusted over the {family} pairs: {p_text(adjusted)})"
+               if family > 1 else "")
+            + f"{limit}, sign test p = {p_text(s.p)}: {verdict}.{mcnemar}")
 
 
 def tests_section(models, columns, examples):
@@ -249,7 +251,7 @@ def tests_section(models, columns, examples):
             row = [comp, small, f"{unbounded} radius per image (secondary)",
                    f"median {_radius(median_a)}", f"median {_radius(median_b)}",
                    "–", "Wilcoxon on radii " + "; ".join(
-                       f"s{seed}: {_p(t.p)} ({t.first}/{t.second})"
+                       f"s{seed}: {p_text(t.p)} ({t.first}/{t.second})"
                        for seed, _, _, t in by_seed), seeds_test]
             flagged = [n for n, m in ((comp, a), (small, b)) if (unbounded, None) in m["failed"]]
             (apart if flagged else rows).append(row + ([", ".join(flagged)] if flagged else []))
@@ -261,10 +263,10 @@ def tests_section(models, columns, examples):
             r[7:8] = ["– (one seed)", "–"]
         else:
             adj = next(table_p)
-            r[7:8] = [f"{_p(test.p)} ({_verdict(adj)})", _p(adj)]
+            r[7:8] = [f"{p_text(test.p)} ({_verdict(adj)})", p_text(adj)]
     for r in apart:
         test = r[7]
-        r[7:8] = ["– (one seed)" if test is None else f"{_p(test.p)} (uncorrected)", "–"]
+        r[7:8] = ["– (one seed)" if test is None else f"{p_text(test.p)} (uncorrected)", "–"]
     header = ["compressed", "compact", "attack", "compressed, 95% CI", "compact, 95% CI",
               "difference (pp)", "McNemar p per seed (only compressed / only compact right)",
               "across seeds: Wilcoxon p (verdict: Holm-adjusted)", "Holm-adjusted p"]
