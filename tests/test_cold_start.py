@@ -19,10 +19,10 @@ from robustcnn.engine import activation, conv, linear, pool
 # conv1 (one channel) runs the im2col kernel, conv2 (20) the channels-last patch kernels
 wrappers = {"conv1": conv.conv2d_forward_im2col, "conv2": conv.conv2d_forward_patches,
             "pad": conv.pad_channels_last_batch, "linear": linear.linear_forward_gemm,
-            "pool": pool.max_pool2d_forward_nchw, "relu": activation.relu_forward_chunks}
+            "pool": pool.max_pool2d_values_nchw, "relu": activation.relu_forward_chunks}
 chunks = {"conv1": conv.conv2d_forward_im2col_chunk, "conv2": conv.conv2d_forward_patches_chunk,
           "pad": conv.pad_channels_last_chunk, "linear": linear.linear_forward_gemm_chunk,
-          "pool": pool.max_pool2d_forward_chunk, "relu": activation.relu_forward_chunk}
+          "pool": pool.max_pool2d_values_chunk, "relu": activation.relu_forward_chunk}
 print(json.dumps({"imported": imported,
                   "wrappers": {k: len(d.signatures) for k, d in wrappers.items()},
                   "chunks": {k: len(d.signatures) for k, d in chunks.items()}}))

@@ -33,6 +33,14 @@ def _codebook_conv(x):
     return net.forward(x)
 
 
+def _max_pool_with_argmax(x):
+    """The training pass's pooling: the maxima and where they are (both compared)."""
+    y = np.empty(x.shape[:2] + (7, 6), dtype=x.dtype)
+    argmax = np.empty(y.shape, dtype=np.int64)
+    pool.max_pool2d_nchw(x, 2, 2, 2, 2, 0, 0, y, argmax)
+    return np.concatenate([y.ravel(), argmax.ravel().astype(x.dtype)])
+
+
 CASES = {
     "conv": (lambda: conv2d_forward(X, W, B, stride=1, padding=1), conv.conv2d_forward_im2col),
     "conv codebook": (lambda: _codebook_conv(X), conv.conv2d_forward_im2col),
@@ -41,7 +49,8 @@ CASES = {
     "conv channels last codebook": (lambda: _codebook_conv(X16[:, :8]),
                                     conv.conv2d_forward_patches),
     "linear": (lambda: linear_forward(XL, WL, BL), linear.linear_forward_gemm),
-    "max pool": (lambda: max_pool2d_forward(X, 2, 2, 0, True), pool.max_pool2d_forward_nchw),
+    "max pool": (lambda: max_pool2d_forward(X, 2, 2, 0, True), pool.max_pool2d_values_nchw),
+    "max pool with argmax": (lambda: _max_pool_with_argmax(X), pool.max_pool2d_forward_nchw),
     "relu": (lambda: relu_forward(X, 0.1), activation.relu_forward_chunks),
 }
 
