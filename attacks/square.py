@@ -60,7 +60,6 @@ def random_signs(rng, shape):
     return _SIGNS[rng.integers(0, 2, size=shape)]
 
 
-
 def square_fraction(i, n_queries, p_init):
     """p_i: the fraction of the image's pixels that update i changes (i = 0, 1, … after the
     initial query), the paper's piecewise-constant schedule rescaled to ``n_queries``."""
@@ -193,9 +192,6 @@ class _Search:
         noise = 16 * np.finfo(logits.dtype).eps * (1.0 + np.abs(logits).max(axis=1, initial=0))
         return loss, fooled(logits, y, self.targeted), noise
 
-    def clip(self, a):
-        return clip_to(a, self.bounds)
-
     def run(self, x, y, rng, progress):
         """→ (x' (A, C, H, W), queries (A,), success (A,)) for one batch of images."""
         n = len(x)
@@ -206,7 +202,7 @@ class _Search:
         todo = np.flatnonzero(~done)
         if len(todo):
             init = linf_init if self.norm == "linf" else l2_init
-            best[todo] = self.clip(init(x[todo], self.eps, rng))
+            best[todo] = clip_to(init(x[todo], self.eps, rng), self.bounds)
             best_loss[todo], done[todo], _ = self.scores(best[todo], y[todo])
             queries[todo] = 1
         _, _, height, width = x.shape
@@ -333,9 +329,10 @@ def l2_init(x, eps, rng):
 
 
 def l2_update(x, best, eps, side, bounds, rng):
-    """clip(x + eps · δ'/‖δ'‖₂) to ``bounds`` (None: no clip), where δ' is δ = x̂ − x with window 2 emptied and window 1 replaced by
-    the normalised sum of its old content and a new bump pair (random sign per channel), of
-    per-channel norm √(max(eps² − ‖δ‖², 0)/C + ‖δ on both windows‖²)."""
+    """x + eps · δ'/‖δ'‖₂ clipped to ``bounds`` (None: no clip), where δ' is δ = x̂ − x with
+    window 2 emptied and window 1 replaced by the normalised sum of its old content and a new
+    bump pair (random sign per channel), of per-channel norm
+    √(max(eps² − ‖δ‖², 0)/C + ‖δ on both windows‖²)."""
     n, c, h, w = x.shape
     delta = (best - x).astype(np.float64)
     top1, left1 = rng.integers(0, h - side + 1, n), rng.integers(0, w - side + 1, n)
